@@ -1,0 +1,163 @@
+"""Trust bootstrap: a ledger home with root keys, the trust policy and the genesis entry.
+
+``ailedger init DIR`` lays out::
+
+    DIR/trust.json          the trust policy the regulator publishes
+    DIR/genesis.json        LedgerGenesis, signed by the regulator root (becomes index 0)
+    DIR/keys/regulator.pem  the regulator's root key (0600)
+    DIR/keys/notary.pem     the notary's key: signs receipts and checkpoints (0600)
+    DIR/nats/               the embedded NATS server's store (``ailedger up``)
+    DIR/state/              derived state (SQLite), always rebuildable from LEDGER
+    DIR/run/nats.url        the URL of the running embedded server
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from ledger import events as ev
+from ledger.client import sign_event
+from ledger.keys import ActorKey, generate, load_key, save_key
+from ledger.note import Signer, verifier_key
+from ledger.timeutil import SystemClock
+from ledger.trust import TrustedKey, TrustPolicy
+
+__all__ = ["DEFAULT_PARAMETERS", "Home", "default_policy", "init_home"]
+
+DEFAULT_PARAMETERS = ev.RulebookParameters(
+    insurance_required_levels=["high"],
+    audit_required_levels=["high"],
+    audit_validity_days=365,
+    oversight_required_levels=["high"],
+    oversight_required_autonomy=["high"],
+    preventive_measure_hours=24,
+    preventive_measure_hours_serious=4,
+    report_hours=48,
+    report_hours_death=240,
+    legal_basis={
+        "R1": "Law No. 230-VIII, Art. 17(1): AI systems are classified by risk level",
+        "R2": "Law No. 230-VIII as amended by the Senate: mandatory liability insurance",
+        "R3": "Law No. 230-VIII, Arts. 19-20; Ministry order on AI audits of 26 Feb 2026",
+        "R4": "Law No. 230-VIII, Art. 17(2): no fully autonomous system without human oversight",
+        "R5": "Law No. 230-VIII as amended by the Senate: immediate preventive measures",
+        "R6": "EU AI Act Art. 73(2)-(4), the reference for incident reporting deadlines",
+        "R7": "Law No. 230-VIII, Art. 17(3): prohibited AI capabilities",
+        "R8": "Law No. 230-VIII, Art. 21: labelling of synthetic content",
+    },
+)
+
+
+def default_policy(effective_from: datetime) -> ev.Policy:
+    return ev.Policy(
+        policy_id="rulebook",
+        title="Rulebook v1: defaults of Law No. 230-VIII",
+        effective_from=effective_from,
+        parameters=DEFAULT_PARAMETERS,
+        legal_references=[
+            "Law of the Republic of Kazakhstan No. 230-VIII 'On Artificial Intelligence' "
+            "of 17 Nov 2025"
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class Home:
+    """The files of one ledger installation."""
+
+    path: Path
+
+    @property
+    def trust_path(self) -> Path:
+        return self.path / "trust.json"
+
+    @property
+    def genesis_path(self) -> Path:
+        return self.path / "genesis.json"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.path / "keys"
+
+    @property
+    def regulator_key_path(self) -> Path:
+        return self.keys_dir / "regulator.pem"
+
+    @property
+    def notary_key_path(self) -> Path:
+        return self.keys_dir / "notary.pem"
+
+    @property
+    def nats_dir(self) -> Path:
+        return self.path / "nats"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.path / "state"
+
+    @property
+    def url_file(self) -> Path:
+        return self.path / "run" / "nats.url"
+
+    def exists(self) -> bool:
+        return self.trust_path.exists() and self.genesis_path.exists()
+
+    def trust(self) -> TrustPolicy:
+        return TrustPolicy.load(self.trust_path)
+
+    def notary_signer(self) -> Signer:
+        key = load_key(self.notary_key_path)
+        return Signer.from_private_key(self.trust().origin, key.private_key)
+
+    def regulator_key(self) -> ActorKey:
+        return load_key(self.regulator_key_path)
+
+    def genesis(self) -> bytes:
+        return self.genesis_path.read_bytes()
+
+
+def init_home(
+    path: Path,
+    *,
+    origin: str,
+    regulator: str = "regulator",
+    regulator_name: str = "Ministry of Artificial Intelligence and Digital Development",
+    regulator_bin: str = "000000000000",
+    at: datetime | None = None,
+) -> Home:
+    """Create keys, the trust policy and the signed genesis envelope in ``path``."""
+    home = Home(path)
+    if home.trust_path.exists() or home.genesis_path.exists():
+        raise FileExistsError(f"{path} already holds a ledger (trust.json / genesis.json)")
+    signed_at = at or SystemClock().now()
+    regulator_key = generate(regulator)
+    notary_key = generate("notary")
+    save_key(regulator_key, home.regulator_key_path)
+    save_key(notary_key, home.notary_key_path)
+    notary_vkey = verifier_key(origin, notary_key.public_key)
+    trust = TrustPolicy(
+        origin=origin,
+        regulator=regulator,
+        regulator_keys=[TrustedKey(key=regulator_key.public_key_b64)],
+        log_keys=[TrustedKey(key=notary_vkey)],
+    )
+    trust.save(home.trust_path)
+    genesis = ev.LedgerGenesis(
+        event_id=ev.new_event_id(),
+        actor=regulator,
+        subject="ledger/genesis",
+        signed_at=signed_at,
+        origin=origin,
+        regulator_name=regulator_name,
+        regulator_bin=regulator_bin,
+        regulator_keys=[regulator_key.public_key_b64],
+        notary_keys=[notary_vkey],
+        witness_keys=[],
+        witness_quorum=0,
+        policy=default_policy(signed_at),
+    )
+    home.genesis_path.write_bytes(sign_event(genesis, regulator_key))
+    for d in (home.nats_dir, home.state_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    return home

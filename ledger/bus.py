@@ -1,0 +1,355 @@
+"""NATS JetStream: the one connection helper, the streams of DESIGN §4, atomic batches.
+
+Streams are declared here as JetStream API JSON so that every setting the
+contract depends on (``deny_delete``, ``allow_atomic``, ``persist_mode`` ...)
+is explicit. :func:`ensure_streams` is idempotent and refuses to run against a
+LEDGER stream whose settings would allow deleting history.
+
+nats-py pitfalls handled here: a failed publish may never resolve its future
+(nats.py #985), so every wait is bounded; a permission violation shows up only
+as a timeout plus an ``error_cb`` call, so errors are logged, not swallowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+__all__ = [
+    "INTAKE",
+    "LEDGER",
+    "REJECTED",
+    "BatchRejected",
+    "BusError",
+    "Fenced",
+    "UnsafeLedgerStream",
+    "connect",
+    "ensure_streams",
+    "intake_subject",
+    "last_sequence",
+    "publish_atomic",
+    "read_stream",
+]
+
+log = logging.getLogger("ailedger.bus")
+
+INTAKE = "INTAKE"
+LEDGER = "LEDGER"
+REJECTED = "REJECTED"
+
+#: Where the notary answers "what happened to event <id>?" requests.
+LOOKUP_SUBJECT = "ailedger.notary.lookup"
+
+# Headers of the ailedger protocol (the Nats-* ones belong to JetStream).
+HDR_REPLY = "Ailedger-Reply"
+HDR_REASON = "Ailedger-Reason"
+HDR_DETAIL = "Ailedger-Detail"
+HDR_EVENT = "Ailedger-Event-Id"
+HDR_INTAKE_SUBJECT = "Ailedger-Intake-Subject"
+HDR_INTAKE_SEQ = "Ailedger-Intake-Sequence"
+HDR_MSG_ID = "Nats-Msg-Id"
+
+_NS = 1_000_000_000
+DUPLICATE_WINDOW_NS = 10 * 60 * _NS
+MAX_BATCH = 1000  # the server's limit on an atomic batch (ADR-50)
+
+
+def stream_configs(replicas: int = 1) -> dict[str, dict[str, Any]]:
+    """The streams of DESIGN §4, as JetStream API JSON."""
+    intake: dict[str, Any] = {
+        "name": INTAKE,
+        "subjects": ["intake.>"],
+        "retention": "workqueue",
+        "storage": "file",
+        "num_replicas": replicas,
+        "duplicate_window": DUPLICATE_WINDOW_NS,
+        "discard": "old",
+    }
+    if replicas == 1:
+        # An unreceipted submission is retried by its client with the same
+        # event id, so INTAKE may trade fsync-per-message for speed.
+        intake["persist_mode"] = "async"
+    return {
+        INTAKE: intake,
+        LEDGER: {
+            "name": LEDGER,
+            "subjects": ["ledger.>"],
+            "retention": "limits",
+            "storage": "file",
+            "num_replicas": replicas,
+            "discard": "new",
+            "max_msgs": -1,
+            "max_bytes": -1,
+            "max_age": 0,
+            "max_msgs_per_subject": -1,
+            "deny_delete": True,
+            "deny_purge": True,
+            "allow_rollup_hdrs": False,
+            "allow_direct": True,
+            "allow_atomic": True,
+            "duplicate_window": DUPLICATE_WINDOW_NS,
+        },
+        REJECTED: {
+            "name": REJECTED,
+            "subjects": ["rejected.>"],
+            "retention": "limits",
+            "storage": "file",
+            "num_replicas": replicas,
+            "duplicate_window": DUPLICATE_WINDOW_NS,
+        },
+    }
+
+
+class BusError(RuntimeError):
+    """NATS is unreachable or answered with an error."""
+
+
+class UnsafeLedgerStream(BusError):
+    """The LEDGER stream exists with settings that would let history be deleted."""
+
+
+class Fenced(BusError):
+    """The LEDGER stream moved on: another notary appended first (wrong last sequence)."""
+
+
+class BatchRejected(BusError):
+    """The server refused an atomic batch for another reason."""
+
+
+def intake_subject(actor: str, event_type: str) -> str:
+    return f"intake.{actor}.{event_type}"
+
+
+def rejected_subject(actor: str) -> str:
+    return f"rejected.{actor}"
+
+
+async def connect(url: str, *, name: str = "ailedger", **options: Any) -> NATS:
+    """Connect with bounded timeouts, logging async errors instead of losing them."""
+
+    async def error_cb(e: Exception) -> None:
+        log.error("NATS error (%s): %s", name, e)
+
+    try:
+        nc: NATS = await nats.connect(
+            url,
+            name=name,
+            connect_timeout=3,
+            max_reconnect_attempts=options.pop("max_reconnect_attempts", 30),
+            reconnect_time_wait=0.5,
+            error_cb=error_cb,
+            **options,
+        )
+    except Exception as e:  # nats-py raises several unrelated types here
+        raise BusError(f"cannot connect to NATS at {url}: {e or type(e).__name__}") from None
+    return nc
+
+
+async def api(nc: NATS, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One JetStream API call; errors become :class:`BusError` with the server's words."""
+    payload = json.dumps(body).encode() if body is not None else b""
+    try:
+        msg = await nc.request(f"$JS.API.{subject}", payload, timeout=5)
+    except Exception as e:
+        raise BusError(f"JetStream API {subject}: {e or type(e).__name__}") from None
+    resp: dict[str, Any] = json.loads(msg.data)
+    return resp
+
+
+def _ledger_unsafe_settings(cfg: dict[str, Any]) -> list[str]:
+    bad = []
+    if not cfg.get("deny_delete"):
+        bad.append("deny_delete is off")
+    if not cfg.get("deny_purge"):
+        bad.append("deny_purge is off")
+    if cfg.get("allow_rollup_hdrs"):
+        bad.append("rollup is allowed")
+    if cfg.get("retention", "limits") != "limits":
+        bad.append(f"retention is {cfg.get('retention')}")
+    if cfg.get("max_age", 0):
+        bad.append("max_age is set")
+    if cfg.get("allow_msg_ttl"):
+        bad.append("per-message TTL is allowed")
+    if cfg.get("subject_delete_marker_ttl"):
+        bad.append("subject delete markers are on")
+    if cfg.get("max_msgs_per_subject", -1) > 0:
+        bad.append("max_msgs_per_subject is set")
+    if cfg.get("discard", "old") != "new":
+        bad.append("discard policy is old")
+    if cfg.get("mirror"):
+        bad.append("it is a mirror")
+    return bad
+
+
+async def ensure_streams(nc: NATS, *, replicas: int = 1) -> None:
+    """Create INTAKE, LEDGER and REJECTED if missing; refuse an unsafe LEDGER."""
+    for name, cfg in stream_configs(replicas).items():
+        info = await api(nc, f"STREAM.INFO.{name}")
+        if "error" in info:
+            if info["error"].get("err_code") != 10059:  # stream not found
+                raise BusError(f"stream {name}: {info['error'].get('description')}")
+            created = await api(nc, f"STREAM.CREATE.{name}", cfg)
+            if "error" in created:
+                raise BusError(
+                    f"cannot create stream {name}: {created['error'].get('description')}"
+                )
+            info = created
+        existing = info["config"]
+        if name == LEDGER:
+            bad = _ledger_unsafe_settings(existing)
+            if bad:
+                raise UnsafeLedgerStream(
+                    "refusing to use stream LEDGER: " + "; ".join(bad) + " (history could be lost)"
+                )
+            if not existing.get("allow_atomic"):
+                raise UnsafeLedgerStream("stream LEDGER does not allow atomic batches")
+        if existing.get("subjects") != cfg["subjects"]:
+            raise BusError(
+                f"stream {name} has subjects {existing.get('subjects')}, expected {cfg['subjects']}"
+            )
+
+
+async def last_sequence(nc: NATS, stream: str) -> int:
+    info = await api(nc, f"STREAM.INFO.{stream}")
+    if "error" in info:
+        raise BusError(f"stream {stream}: {info['error'].get('description')}")
+    seq: int = info["state"]["last_seq"]
+    return seq
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    sequence: int
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+
+
+async def get_message(nc: NATS, stream: str, sequence: int) -> StoredMessage | None:
+    """Direct get by sequence (LEDGER has ``allow_direct``); None when absent."""
+    try:
+        msg = await nc.request(
+            f"$JS.API.DIRECT.GET.{stream}", json.dumps({"seq": sequence}).encode(), timeout=5
+        )
+    except Exception as e:
+        raise BusError(f"direct get {stream} #{sequence}: {e or type(e).__name__}") from None
+    headers = dict(msg.headers or {})
+    if headers.get("Status") == "404":
+        return None
+    if "Status" in headers:
+        raise BusError(f"direct get {stream} #{sequence}: {headers.get('Description', headers)}")
+    return StoredMessage(int(headers["Nats-Sequence"]), headers["Nats-Subject"], msg.data, headers)
+
+
+async def read_stream(
+    nc: NATS, stream: str, start: int, end: int | None = None, *, idle_timeout: float = 10.0
+) -> AsyncIterator[StoredMessage]:
+    """Yield messages ``start..end`` (inclusive) in order through an ordered consumer.
+
+    With ``end=None`` it follows the stream for ever. A stall longer than
+    ``idle_timeout`` while messages are known to exist raises :class:`BusError`.
+    """
+    if end is not None and end < start:
+        return
+    js = nc.jetstream()
+    sub = await js.subscribe(
+        ">",
+        stream=stream,
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start),
+        pending_msgs_limit=50_000,
+        pending_bytes_limit=256 * 1024 * 1024,
+    )
+    try:
+        while True:
+            try:
+                msg: Msg = await sub.next_msg(timeout=idle_timeout if end is not None else None)
+            except TimeoutError:
+                raise BusError(f"reading {stream} stalled before sequence {end}") from None
+            meta = msg.metadata
+            seq = meta.sequence.stream
+            yield StoredMessage(seq, msg.subject, msg.data, dict(msg.headers or {}))
+            if end is not None and seq >= end:
+                return
+    finally:
+        await sub.unsubscribe()
+
+
+async def publish_atomic(
+    nc: NATS,
+    messages: Sequence[tuple[str, bytes, dict[str, str]]],
+    expected_last_sequence: int,
+    *,
+    timeout: float = 10.0,
+) -> int:
+    """Append ``messages`` as one ADR-50 atomic batch, fenced on the stream's last sequence.
+
+    The whole batch is stored or none of it. Returns the sequence of the last
+    message. Raises :class:`Fenced` when another writer appended first.
+    """
+    if not messages:
+        raise ValueError("empty batch")
+    if len(messages) > MAX_BATCH:
+        raise ValueError(f"an atomic batch holds at most {MAX_BATCH} messages")
+    batch_id = uuid.uuid4().hex
+    last = len(messages)
+    for n, (subject, data, headers) in enumerate(messages, start=1):
+        hdrs = dict(headers)
+        hdrs["Nats-Batch-Id"] = batch_id
+        hdrs["Nats-Batch-Sequence"] = str(n)
+        if n == 1:
+            hdrs["Nats-Expected-Last-Sequence"] = str(expected_last_sequence)
+        if n == last:
+            hdrs["Nats-Batch-Commit"] = "1"
+            reply = await _request(nc, subject, data, hdrs, timeout)
+            return _batch_ack(reply, expected_last_sequence, last)
+        if n == 1 or n % 250 == 0:
+            # Acked (empty reply) requests give flow control and early errors.
+            reply = await _request(nc, subject, data, hdrs, timeout)
+            if reply.data:
+                _batch_ack(reply, expected_last_sequence, last)
+        else:
+            await nc.publish(subject, data, headers=hdrs)
+    raise AssertionError("unreachable")
+
+
+async def _request(
+    nc: NATS, subject: str, data: bytes, headers: dict[str, str], timeout: float
+) -> Msg:
+    try:
+        return await nc.request(subject, data, headers=headers, timeout=timeout)
+    except Exception as e:
+        raise BusError(f"publishing to {subject}: {e or type(e).__name__}") from None
+
+
+def _batch_ack(reply: Msg, expected_last_sequence: int, count: int) -> int:
+    try:
+        ack = json.loads(reply.data)
+    except ValueError:
+        raise BatchRejected(f"unexpected reply to batch: {reply.data[:200]!r}") from None
+    err = ack.get("error")
+    if err:
+        if err.get("err_code") == 10071:
+            raise Fenced(err.get("description", "wrong last sequence"))
+        raise BatchRejected(err.get("description", str(err)))
+    seq: int = ack["seq"]
+    if seq != expected_last_sequence + count:
+        raise BatchRejected(f"batch landed at {seq}, expected {expected_last_sequence + count}")
+    return seq
+
+
+async def wait_bounded(aw: asyncio.Future[Any], timeout: float, what: str) -> Any:
+    try:
+        return await asyncio.wait_for(aw, timeout)
+    except TimeoutError:
+        raise BusError(f"{what}: no answer within {timeout}s") from None

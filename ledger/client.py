@@ -1,0 +1,266 @@
+"""The client SDK: sign events with an actor's key, submit them, get receipts.
+
+::
+
+    async with await LedgerClient.connect(url, key, trust=trust) as client:
+        receipt = await client.submit(client.event(ev.SystemRegistered, subject=..., ...))
+
+A submission is published to ``intake.<actor>.<type>`` with ``Nats-Msg-Id`` =
+event id, so retries are safe: INTAKE drops duplicates within its window and
+the notary answers a resubmitted envelope with the receipt it already gave.
+The receipt's signature is checked against the trust policy's log keys. A
+rejection raises :class:`SubmissionRejected` carrying the notary's reason code.
+:class:`SyncLedgerClient` wraps it for scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Coroutine, Iterable
+from types import TracebackType
+from typing import Any, TypeVar
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from ledger import events as ev
+from ledger.bus import HDR_MSG_ID, HDR_REPLY, LOOKUP_SUBJECT, connect, intake_subject
+from ledger.dsse import sign_envelope
+from ledger.keys import ActorKey
+from ledger.note import Verifier, Verifiers
+from ledger.receipt import Receipt, ReceiptError, Verdict, open_receipt
+from ledger.timeutil import Clock, SystemClock
+from ledger.trust import TrustPolicy
+
+__all__ = [
+    "LedgerClient",
+    "SubmissionError",
+    "SubmissionRejected",
+    "SubmissionTimeout",
+    "SyncLedgerClient",
+    "sign_event",
+]
+
+E = TypeVar("E", bound=ev.Event)
+T = TypeVar("T")
+
+
+def sign_event(event: ev.Event, key: ActorKey) -> bytes:
+    """Encode, validate locally against the catalogue, and sign: the envelope bytes."""
+    payload = ev.encode_event(event)
+    ev.decode_event(payload)  # fail here, not at the notary, on a bad event
+    if event.actor != key.actor:
+        raise ValueError(f"event actor {event.actor!r} is not the key's actor {key.actor!r}")
+    return sign_envelope(payload, key)
+
+
+class SubmissionError(Exception):
+    """A submission did not get a receipt."""
+
+    def __init__(self, message: str, event_id: str) -> None:
+        super().__init__(message)
+        self.event_id = event_id
+
+
+class SubmissionRejected(SubmissionError):
+    """The notary refused the event; ``code`` is its stable reason code."""
+
+    def __init__(self, code: str, detail: str, event_id: str) -> None:
+        super().__init__(f"{code}: {detail}", event_id)
+        self.code = code
+        self.detail = detail
+
+
+class SubmissionTimeout(SubmissionError):
+    """No verdict in time. The event may still be integrated: resubmit the same envelope."""
+
+
+class LedgerClient:
+    """Signs and submits one actor's events."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        key: ActorKey,
+        *,
+        trust: TrustPolicy,
+        clock: Clock | None = None,
+        verdict_wait: float = 5.0,
+    ) -> None:
+        self.nc = nc
+        self.key = key
+        self.trust = trust
+        self.clock = clock or SystemClock()
+        self.verdict_wait = verdict_wait
+        self._js = nc.jetstream(timeout=5)
+        self._inbox = f"{nc.new_inbox()}"
+        self._waiting: dict[str, asyncio.Future[Verdict]] = {}
+        self._sub: Any = None
+        self._verifiers = Verifiers(*(Verifier.from_vkey(k) for k in trust.log_vkeys()))
+
+    @classmethod
+    async def connect(
+        cls, url: str, key: ActorKey, *, trust: TrustPolicy, **kwargs: Any
+    ) -> LedgerClient:
+        nc = await connect(url, name=f"ailedger-client-{key.actor}")
+        return cls(nc, key, trust=trust, **kwargs)
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        await self.nc.drain()
+
+    async def __aenter__(self) -> LedgerClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def event(self, cls: type[E], **fields: Any) -> E:
+        """Build an event of ``cls`` by this actor, with a new id, signed now."""
+        fields.setdefault("event_id", ev.new_event_id())
+        fields.setdefault("actor", self.key.actor)
+        fields.setdefault("signed_at", self.clock.now())
+        return cls(**fields)
+
+    async def submit(self, event: ev.Event, *, timeout: float = 30.0) -> Receipt:
+        envelope = sign_event(event, self.key)
+        return await self.submit_envelope(
+            envelope, event.event_id, event.type_name, timeout=timeout
+        )
+
+    async def submit_many(
+        self, events: Iterable[ev.Event], *, concurrency: int = 256, timeout: float = 60.0
+    ) -> list[Receipt | SubmissionError]:
+        """Submit many events concurrently; each result is a receipt or the error it met."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(e: ev.Event) -> Receipt | SubmissionError:
+            async with gate:
+                try:
+                    return await self.submit(e, timeout=timeout)
+                except SubmissionError as err:
+                    return err
+
+        return list(await asyncio.gather(*(one(e) for e in events)))
+
+    async def submit_envelope(
+        self, envelope: bytes, event_id: str, event_type: str, *, timeout: float = 30.0
+    ) -> Receipt:
+        """Submit signed bytes; retry with the same message id until a verdict arrives."""
+        await self._ensure_inbox()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Verdict] = loop.create_future()
+        self._waiting[event_id] = fut
+        deadline = time.monotonic() + timeout
+        subject = intake_subject(self.key.actor, event_type)
+        headers = {HDR_MSG_ID: event_id, HDR_REPLY: f"{self._inbox}.{event_id}"}
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise SubmissionTimeout(
+                        f"no verdict for event {event_id} within {timeout}s; it may still be "
+                        "integrated: resubmit the same envelope to get its receipt",
+                        event_id,
+                    )
+                try:
+                    await self._js.publish(
+                        subject, envelope, headers=headers, timeout=min(5.0, remaining)
+                    )
+                except Exception:  # server busy, reconnecting: retry with the same id
+                    await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+                    continue
+                try:
+                    verdict = await asyncio.wait_for(
+                        asyncio.shield(fut),
+                        min(self.verdict_wait, max(0.01, deadline - time.monotonic())),
+                    )
+                except TimeoutError:
+                    looked_up = await self._lookup(event_id)
+                    if looked_up is None or looked_up.status == "unknown":
+                        continue
+                    verdict = looked_up
+                return self._conclude(verdict, event_id)
+        finally:
+            self._waiting.pop(event_id, None)
+
+    def _conclude(self, verdict: Verdict, event_id: str) -> Receipt:
+        if verdict.status == "rejected":
+            raise SubmissionRejected(verdict.code or "rejected", verdict.detail or "", event_id)
+        if verdict.status != "accepted" or verdict.receipt is None:
+            raise SubmissionError(f"unexpected verdict {verdict.status!r}", event_id)
+        note = verdict.receipt.encode()
+        try:
+            receipt = open_receipt(note, self._verifiers)
+        except ReceiptError as e:
+            raise SubmissionError(
+                f"receipt for {event_id} does not verify: {e}", event_id
+            ) from None
+        if receipt.event_id != event_id:
+            raise SubmissionError(
+                f"receipt names event {receipt.event_id}, not {event_id}", event_id
+            )
+        return receipt
+
+    async def _ensure_inbox(self) -> None:
+        if self._sub is None:
+            self._sub = await self.nc.subscribe(f"{self._inbox}.*", cb=self._on_verdict)
+
+    async def _on_verdict(self, msg: Msg) -> None:
+        event_id = msg.subject.rsplit(".", 1)[-1]
+        fut = self._waiting.get(event_id)
+        if fut is None or fut.done():
+            return
+        try:
+            fut.set_result(Verdict.decode(msg.data))
+        except Exception as e:  # a garbled verdict is reported, not swallowed
+            fut.set_exception(SubmissionError(f"unreadable verdict: {e}", event_id))
+
+    async def _lookup(self, event_id: str) -> Verdict | None:
+        try:
+            msg = await self.nc.request(LOOKUP_SUBJECT, event_id.encode(), timeout=2)
+            return Verdict.decode(msg.data)
+        except Exception:
+            return None
+
+
+class SyncLedgerClient:
+    """A blocking wrapper for scripts: runs a :class:`LedgerClient` on its own loop thread."""
+
+    def __init__(self, url: str, key: ActorKey, *, trust: TrustPolicy) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._client = self._run(LedgerClient.connect(url, key, trust=trust))
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def event(self, cls: type[E], **fields: Any) -> E:
+        return self._client.event(cls, **fields)
+
+    def submit(self, event: ev.Event, *, timeout: float = 30.0) -> Receipt:
+        return self._run(self._client.submit(event, timeout=timeout), timeout + 5)
+
+    def close(self) -> None:
+        try:
+            self._run(self._client.close())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+
+    def __enter__(self) -> SyncLedgerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,612 @@
+"""The compliance domain model: eventsourcing aggregates named after the law's nouns.
+
+An aggregate changes only when a ledger entry is integrated, and every domain
+event carries the :class:`Provenance` of that entry (ledger index, event id,
+signer, key fingerprint, ``signed_at``, ``integrated``, subject), so state can
+always be traced back to signed evidence.
+
+Guards are named ``check_*`` methods that raise the :mod:`ledger.errors`
+rejection of the rule they enforce. Handlers check first and change state
+after, so a rejected submission leaves nothing behind.
+
+Each ledger subject has one aggregate holding its chain head (the ``prev`` of
+the next entry with that subject): ``ledger/genesis`` -> :class:`LedgerInfo`,
+``actor/<id>`` -> :class:`Actor`, ``system/<id>`` -> :class:`AISystem`,
+``policy/<id>`` -> :class:`Rulebook`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+from eventsourcing.persistence import Transcoding
+
+from ledger import errors
+from ledger.keys import decode_public_key, fingerprint
+from ledger.timeutil import format_time, parse_time
+
+__all__ = [
+    "AISystem",
+    "Actor",
+    "Audit",
+    "EventRecord",
+    "Incident",
+    "InsurancePolicy",
+    "KeyBinding",
+    "LedgerInfo",
+    "Provenance",
+    "ProvenanceAsDict",
+    "Rulebook",
+]
+
+#: Namespace of the name-based (UUID v5) ids of aggregates.
+NAMESPACE = UUID("9a3f7c52-4a8e-5b1d-9c0e-2f6d8b7a1e34")
+
+
+@functools.lru_cache(maxsize=65536)
+def _id(name: str) -> UUID:
+    return uuid5(NAMESPACE, name)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a domain event comes from: one integrated, signed ledger entry."""
+
+    index: int
+    event_id: str
+    actor: str
+    key_fingerprint: str
+    signed_at: datetime
+    integrated: datetime
+    subject: str
+
+
+class ProvenanceAsDict(Transcoding):
+    type = Provenance
+    name = "provenance"
+
+    def encode(self, obj: Provenance) -> dict[str, Any]:
+        return {
+            "index": obj.index,
+            "event_id": obj.event_id,
+            "actor": obj.actor,
+            "key": obj.key_fingerprint,
+            "signed_at": format_time(obj.signed_at),
+            "integrated": format_time(obj.integrated),
+            "subject": obj.subject,
+        }
+
+    def decode(self, data: dict[str, Any]) -> Provenance:
+        return Provenance(
+            data["index"],
+            data["event_id"],
+            data["actor"],
+            data["key"],
+            parse_time(data["signed_at"]),
+            parse_time(data["integrated"]),
+            data["subject"],
+        )
+
+
+class SubjectAggregate(Aggregate):
+    """An aggregate that owns a ledger subject and so its ``prev`` chain."""
+
+    # Declared for type checkers only: eventsourcing would take class-level
+    # annotations for constructor arguments.
+    if TYPE_CHECKING:
+        subject: str
+        chain_head: int | None
+        last: Provenance
+
+    def _start(self, subject: str, prov: Provenance) -> None:
+        self.subject = subject
+        self.chain_head = None
+        self._track(prov)
+
+    def _track(self, prov: Provenance) -> None:
+        self.last = prov
+        if prov.subject == self.subject:
+            self.chain_head = prov.index
+
+
+# --- the ledger itself -----------------------------------------------------
+
+
+class LedgerInfo(SubjectAggregate):
+    """What the genesis entry established."""
+
+    @staticmethod
+    def create_id() -> UUID:
+        return _id("ledger/genesis")
+
+    @event("Genesis")
+    def __init__(
+        self,
+        origin: str,
+        regulator: str,
+        notary_keys: list[str],
+        witness_keys: list[str],
+        witness_quorum: int,
+        prov: Provenance,
+    ) -> None:
+        self._start("ledger/genesis", prov)
+        self.origin = origin
+        self.regulator = regulator
+        self.notary_keys = list(notary_keys)
+        self.witness_keys = list(witness_keys)
+        self.witness_quorum = witness_quorum
+
+
+# --- actors and their keys -------------------------------------------------
+
+
+@dataclass
+class KeyState:
+    public_key: str
+    valid_from: datetime
+    valid_until: datetime | None = None
+    compromised_at: datetime | None = None
+
+    def status_at(self, t: datetime) -> str:
+        """``valid``, ``not_yet``, ``rotated`` or ``revoked`` at integration time ``t``."""
+        if self.compromised_at is not None and t >= self.compromised_at:
+            return "revoked"
+        if t < self.valid_from:
+            return "not_yet"
+        if self.valid_until is not None and t >= self.valid_until:
+            return "rotated"
+        return "valid"
+
+
+class Actor(SubjectAggregate):
+    """An enrolled actor: roles and the keys it signs with, over time."""
+
+    @staticmethod
+    def create_id(actor_id: str) -> UUID:
+        return _id(f"actor/{actor_id}")
+
+    @event("Enrolled")
+    def __init__(
+        self,
+        actor_id: str,
+        legal_name: str,
+        bin: str,
+        roles: list[str],
+        public_keys: list[str],
+        prov: Provenance,
+    ) -> None:
+        self._start(f"actor/{actor_id}", prov)
+        self.actor_id = actor_id
+        self.legal_name = legal_name
+        self.bin = bin
+        self.roles = list(roles)
+        self.keys: dict[str, KeyState] = {
+            fingerprint(decode_public_key(k)): KeyState(k, prov.integrated) for k in public_keys
+        }
+        self.suspended = False
+
+    @event("KeyRotated")
+    def rotate_key(
+        self, new_key: str, old_key: str, old_key_valid_until: datetime, prov: Provenance
+    ) -> None:
+        old = self.keys[fingerprint(decode_public_key(old_key))]
+        old.valid_until = max(old_key_valid_until, prov.integrated)
+        self.keys[fingerprint(decode_public_key(new_key))] = KeyState(new_key, prov.integrated)
+        self._track(prov)
+
+    @event("KeyRevoked")
+    def revoke_key(self, key: str, compromised_at: datetime, reason: str, prov: Provenance) -> None:
+        state = self.keys[fingerprint(decode_public_key(key))]
+        # Nothing integrated after the revocation itself may use the key,
+        # whatever compromise time was claimed.
+        state.compromised_at = min(compromised_at, prov.integrated)
+        self._track(prov)
+
+    @event("Suspended")
+    def suspend(self, reason: str, prov: Provenance) -> None:
+        self.suspended = True
+        self._track(prov)
+
+    @event("Reinstated")
+    def reinstate(self, reason: str, prov: Provenance) -> None:
+        self.suspended = False
+        self._track(prov)
+
+    # guards
+
+    def check_key_valid(self, key_fingerprint: str, at: datetime) -> None:
+        state = self.keys.get(key_fingerprint)
+        if state is None:
+            raise errors.UnknownKey(f"key {key_fingerprint} is not a key of {self.actor_id}")
+        status = state.status_at(at)
+        if status == "revoked":
+            raise errors.KeyRevokedError(
+                f"key {self.actor_id}/{key_fingerprint} was revoked "
+                f"(compromised at {format_time(state.compromised_at or at)})"
+            )
+        if status != "valid":
+            raise errors.KeyNotValid(
+                f"key {self.actor_id}/{key_fingerprint} is {status} at {format_time(at)}"
+            )
+
+    def check_has_key(self, public_key: str) -> str:
+        fp = fingerprint(decode_public_key(public_key))
+        if fp not in self.keys:
+            raise errors.UnknownKey(f"key {fp} is not a key of {self.actor_id}")
+        return fp
+
+    def check_not_suspended(self) -> None:
+        if self.suspended:
+            raise errors.ActorSuspendedError(f"{self.actor_id} is suspended")
+
+
+class KeyBinding(Aggregate):
+    """A public key belongs to exactly one actor, for ever."""
+
+    @staticmethod
+    def create_id(key_fingerprint: str) -> UUID:
+        return _id(f"key/{key_fingerprint}")
+
+    @event("Bound")
+    def __init__(
+        self, key_fingerprint: str, public_key: str, actor_id: str, prov: Provenance
+    ) -> None:
+        self.key_fingerprint = key_fingerprint
+        self.public_key = public_key
+        self.actor_id = actor_id
+        self.prov = prov
+
+
+# --- the rulebook ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PolicyVersion:
+    effective_from: datetime
+    title: str
+    parameters: dict[str, Any]
+    legal_references: list[str]
+    prov: Provenance
+
+
+class Rulebook(SubjectAggregate):
+    """The rule parameters the regulator adopted, each from its effective date on."""
+
+    @staticmethod
+    def create_id(policy_id: str) -> UUID:
+        return _id(f"policy/{policy_id}")
+
+    @event("Created")
+    def __init__(self, policy_id: str, prov: Provenance) -> None:
+        self._start(f"policy/{policy_id}", prov)
+        self.policy_id = policy_id
+        self.versions: list[PolicyVersion] = []
+
+    @event("Adopted")
+    def adopt(
+        self,
+        title: str,
+        effective_from: datetime,
+        parameters: dict[str, Any],
+        legal_references: list[str],
+        prov: Provenance,
+    ) -> None:
+        self.versions.append(
+            PolicyVersion(effective_from, title, parameters, list(legal_references), prov)
+        )
+        self.versions.sort(key=lambda v: (v.effective_from, v.prov.index))
+        self._track(prov)
+
+    def check_not_retroactive(self, effective_from: datetime, at: datetime) -> None:
+        if effective_from < at:
+            raise errors.PolicyRetroactive(
+                f"effective_from {format_time(effective_from)} is before its integration "
+                f"{format_time(at)}: a policy cannot change the past"
+            )
+
+    def in_force(self, at: datetime) -> PolicyVersion | None:
+        current = None
+        for v in self.versions:
+            if v.effective_from <= at:
+                current = v
+        return current
+
+
+# --- AI systems ------------------------------------------------------------
+
+
+@dataclass
+class Oversight:
+    overseer: str
+    can_override: bool
+    can_stop: bool
+    prov: Provenance
+
+
+class AISystem(SubjectAggregate):
+    """An AI system in the national register (Arts. 17, 21)."""
+
+    @staticmethod
+    def create_id(system_id: str) -> UUID:
+        return _id(f"system/{system_id}")
+
+    @event("Registered")
+    def __init__(
+        self,
+        system_id: str,
+        name: str,
+        purpose: str,
+        sector: str,
+        owner: str,
+        holder: str,
+        generates_synthetic_content: bool,
+        prov: Provenance,
+    ) -> None:
+        self._start(f"system/{system_id}", prov)
+        self.system_id = system_id
+        self.name = name
+        self.purpose = purpose
+        self.sector = sector
+        self.owner = owner
+        self.holder = holder
+        self.generates_synthetic_content = generates_synthetic_content
+        self.status = "registered"
+        self.risk_level: str | None = None
+        self.autonomy: str | None = None
+        self.critical_ict = False
+        self.deployed_version: str | None = None
+        self.artifact_sha256: str | None = None
+        self.oversight: dict[str, Oversight] = {}
+        self.labeling: Provenance | None = None
+        self.incidents: dict[str, bool] = {}  # incident id -> closed
+        self.audits: list[str] = []  # event ids of AuditCompleted
+        self.insurance_policies: list[str] = []
+        self.prohibited_findings: list[Provenance] = []
+
+    @event("RiskClassified")
+    def classify(
+        self, risk_level: str, autonomy: str, critical_ict: bool, rationale: str, prov: Provenance
+    ) -> None:
+        self.risk_level = risk_level
+        self.autonomy = autonomy
+        self.critical_ict = critical_ict
+        self._track(prov)
+
+    @event("VersionDeployed")
+    def deploy_version(self, version: str, artifact_sha256: str, prov: Provenance) -> None:
+        self.deployed_version = version
+        self.artifact_sha256 = artifact_sha256
+        self._track(prov)
+
+    @event("OperationStatusChanged")
+    def change_status(self, status: str, reason: str, prov: Provenance) -> None:
+        self.status = status
+        self._track(prov)
+
+    @event("HumanOversightAssigned")
+    def assign_oversight(
+        self, overseer: str, can_override: bool, can_stop: bool, prov: Provenance
+    ) -> None:
+        self.oversight[overseer] = Oversight(overseer, can_override, can_stop, prov)
+        self._track(prov)
+
+    @event("HumanOversightWithdrawn")
+    def withdraw_oversight(self, overseer: str, reason: str, prov: Provenance) -> None:
+        self.oversight.pop(overseer, None)
+        self._track(prov)
+
+    @event("LabelingAttested")
+    def attest_labeling(
+        self, content_types: list[str], marking_method: str, visible_warning: bool, prov: Provenance
+    ) -> None:
+        self.labeling = prov
+        self._track(prov)
+
+    @event("AuditRecorded")
+    def record_audit(self, audit_event_id: str, result: str, prov: Provenance) -> None:
+        self.audits.append(audit_event_id)
+        self._track(prov)
+
+    @event("ProhibitedCapabilityRecorded")
+    def record_prohibited_capability(self, category: str, prov: Provenance) -> None:
+        self.prohibited_findings.append(prov)
+        self._track(prov)
+
+    @event("InsuranceRecorded")
+    def record_insurance(self, policy_number: str, status: str, prov: Provenance) -> None:
+        if policy_number not in self.insurance_policies:
+            self.insurance_policies.append(policy_number)
+        self._track(prov)
+
+    @event("IncidentRecorded")
+    def record_incident(self, incident_id: str, prov: Provenance) -> None:
+        self.incidents[incident_id] = False
+        self._track(prov)
+
+    @event("MeasureRecorded")
+    def record_measure(self, incident_id: str | None, measure: str, prov: Provenance) -> None:
+        self._track(prov)
+
+    @event("IncidentClosureRecorded")
+    def record_incident_closed(self, incident_id: str, prov: Provenance) -> None:
+        self.incidents[incident_id] = True
+        self._track(prov)
+
+    # guards
+
+    def check_party(self, actor_id: str, roles: set[str]) -> str:
+        """The role ``actor_id`` acts in for this system: its owner or its holder."""
+        if "owner" in roles and actor_id == self.owner:
+            return "owner"
+        if "holder" in roles and actor_id == self.holder:
+            return "holder"
+        raise errors.NotSystemParty(
+            f"{actor_id} is neither owner ({self.owner}) nor holder ({self.holder}) "
+            f"of system {self.system_id}"
+        )
+
+    def check_not_retired(self) -> None:
+        if self.status == "retired":
+            raise errors.SystemRetired(f"system {self.system_id} is retired")
+
+    def check_new_incident(self, incident_id: str) -> None:
+        if incident_id in self.incidents:
+            raise errors.DuplicateIncident(
+                f"incident {incident_id} of system {self.system_id} was already reported"
+            )
+
+    def check_incident_known(self, incident_id: str) -> None:
+        if incident_id not in self.incidents:
+            raise errors.UnknownIncident(f"system {self.system_id} has no incident {incident_id!r}")
+
+    def check_incident_open(self, incident_id: str) -> None:
+        self.check_incident_known(incident_id)
+        if self.incidents[incident_id]:
+            raise errors.IncidentAlreadyClosed(f"incident {incident_id} is already closed")
+
+
+@dataclass
+class MeasureRecord:
+    measure: str
+    effective_at: datetime
+    description: str
+    prov: Provenance
+
+
+class Incident(Aggregate):
+    """A reported incident and the preventive measures taken for it."""
+
+    @staticmethod
+    def create_id(system_id: str, incident_id: str) -> UUID:
+        return _id(f"incident/{system_id}/{incident_id}")
+
+    @event("Reported")
+    def __init__(
+        self,
+        system_id: str,
+        incident_id: str,
+        occurred_at: datetime,
+        aware_at: datetime,
+        harm_category: str,
+        severity: str,
+        affected_count: int,
+        description: str,
+        prov: Provenance,
+    ) -> None:
+        self.system_id = system_id
+        self.incident_id = incident_id
+        self.occurred_at = occurred_at
+        self.aware_at = aware_at
+        self.harm_category = harm_category
+        self.severity = severity
+        self.affected_count = affected_count
+        self.description = description
+        self.reported = prov
+        self.measures: list[MeasureRecord] = []
+        self.closed: Provenance | None = None
+
+    @event("MeasureTaken")
+    def take_measure(
+        self, measure: str, effective_at: datetime, description: str, prov: Provenance
+    ) -> None:
+        self.measures.append(MeasureRecord(measure, effective_at, description, prov))
+
+    @event("Closed")
+    def close(self, resolution: str, prov: Provenance) -> None:
+        self.closed = prov
+
+
+class Audit(Aggregate):
+    """One completed audit by an accredited auditor (Art. 20)."""
+
+    @staticmethod
+    def create_id(audit_event_id: str) -> UUID:
+        return _id(f"audit/{audit_event_id}")
+
+    @event("Completed")
+    def __init__(
+        self,
+        audit_event_id: str,
+        system_id: str,
+        auditor: str,
+        scope: str,
+        audited_version_sha256: str,
+        result: str,
+        findings: list[dict[str, str]],
+        report_sha256: str,
+        valid_until: datetime,
+        prov: Provenance,
+    ) -> None:
+        self.audit_event_id = audit_event_id
+        self.system_id = system_id
+        self.auditor = auditor
+        self.scope = scope
+        self.audited_version_sha256 = audited_version_sha256
+        self.result = result
+        self.findings = findings
+        self.report_sha256 = report_sha256
+        self.valid_until = valid_until
+        self.prov = prov
+
+
+@dataclass
+class InsuranceTerm:
+    status: str
+    start: datetime
+    end: datetime
+    coverage_tenge: int
+    prov: Provenance
+
+
+class InsurancePolicy(Aggregate):
+    """A liability insurance policy of one system, as its insurer reported it."""
+
+    @staticmethod
+    def create_id(system_id: str, policy_number: str) -> UUID:
+        return _id(f"insurance/{system_id}/{policy_number}")
+
+    @event("Opened")
+    def __init__(self, system_id: str, policy_number: str, insurer: str, prov: Provenance) -> None:
+        self.system_id = system_id
+        self.policy_number = policy_number
+        self.insurer = insurer
+        self.terms: list[InsuranceTerm] = []
+
+    @event("Changed")
+    def change(
+        self, status: str, start: datetime, end: datetime, coverage_tenge: int, prov: Provenance
+    ) -> None:
+        self.terms.append(InsuranceTerm(status, start, end, coverage_tenge, prov))
+
+
+class EventRecord(Aggregate):
+    """Which ledger entry carries an event id: answers duplicates with the same receipt."""
+
+    @staticmethod
+    def create_id(event_id: str) -> UUID:
+        return UUID(event_id)
+
+    @event("Integrated")
+    def __init__(
+        self,
+        event_id: str,
+        index: int,
+        subject: str,
+        integrated: datetime,
+        leaf_hash: str,
+        envelope_sha256: str,
+    ) -> None:
+        self.event_id = event_id
+        self.index = index
+        self.subject = subject
+        self.integrated = integrated
+        self.leaf_hash = leaf_hash
+        self.envelope_sha256 = envelope_sha256
+
+
+__all__ += ["KeyState", "MeasureRecord", "Oversight", "PolicyVersion"]

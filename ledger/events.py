@@ -1,0 +1,490 @@
+"""The event catalogue, version 1 (DOMAIN.md), declared once as msgspec Structs.
+
+Every payload is a member of the tagged union :data:`AnyEvent` (tag field
+``type``). Decoding is strict: unknown types or fields, wrong types, floats
+anywhere, duplicate keys, naive or non-``Z`` times and ids that are not slugs
+are all rejected with :class:`SchemaError`. JSON Schemas in ``schemas/`` are
+generated from these classes (:mod:`ledger.schemas`).
+
+Which roles may sign each type is data on the class (``signers``); the notary
+enforces it together with the invariants in :mod:`ledger.domain`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+import msgspec
+
+from ledger.keys import SLUG
+from ledger.timeutil import RFC3339_UTC, ClockError, utc
+
+__all__ = [
+    "EVENT_TYPES",
+    "AnyEvent",
+    "Event",
+    "SchemaError",
+    "decode_event",
+    "encode_event",
+    "new_event_id",
+]
+
+# --- field types -----------------------------------------------------------
+
+Slug = Annotated[str, msgspec.Meta(pattern=SLUG, description="lower-case slug id")]
+EventId = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        description="UUID, lower-case hyphenated",
+    ),
+]
+Time = Annotated[
+    datetime,
+    msgspec.Meta(tz=True, description="RFC 3339 UTC ending in Z, at most microseconds"),
+]
+Sha256Hex = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+PublicKeyB64 = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$",
+        description="raw 32-byte Ed25519 public key, standard base64",
+    ),
+]
+VerifierKey = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[^+\s]+\+[0-9a-f]{8}\+[A-Za-z0-9+/]+=*$",
+        description="C2SP signed-note verifier key <name>+<hex key id>+<base64>",
+    ),
+]
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
+ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Bin = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{12}$", description="12-digit BIN")]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Hours = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
+
+Role = Literal["regulator", "owner", "holder", "auditor", "insurer", "sectoral_body"]
+RiskLevel = Literal["minimal", "medium", "high"]
+Autonomy = Literal["low", "medium", "high"]
+RuleId = Literal["R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8"]
+
+SYSTEM_SUBJECT = r"^system/[a-z0-9][a-z0-9_-]{0,62}$"
+ACTOR_SUBJECT = r"^actor/[a-z0-9][a-z0-9_-]{0,62}$"
+POLICY_SUBJECT = r"^policy/[a-z0-9][a-z0-9_-]{0,62}$"
+LEDGER_SUBJECT = r"^ledger/genesis$"
+
+#: Who may sign: a role, or "self" for the actor an actor-subject event is about.
+Signer = Literal["regulator", "owner", "holder", "auditor", "insurer", "sectoral_body", "self"]
+
+
+class SchemaError(ValueError):
+    """A payload that does not fit the event catalogue."""
+
+
+# --- base classes ----------------------------------------------------------
+
+
+class Event(msgspec.Struct, tag_field="type", tag=True, forbid_unknown_fields=True, kw_only=True):
+    """Fields common to every event. Subclasses narrow ``subject`` to their kind."""
+
+    v: Literal[1] = 1
+    event_id: EventId
+    actor: Slug
+    subject: str
+    signed_at: Time
+
+    signers: ClassVar[frozenset[Signer]] = frozenset()
+
+    def __post_init__(self) -> None:
+        for name in _time_fields(type(self)):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    utc(value)
+                except ClockError as e:
+                    raise ValueError(str(e)) from None
+                if value.utcoffset().total_seconds() != 0:
+                    raise ValueError(f"{name} must be UTC")
+
+    @property
+    def subject_id(self) -> str:
+        """The id part of ``<kind>/<id>``."""
+        return self.subject.partition("/")[2]
+
+    @property
+    def type_name(self) -> str:
+        return type(self).__name__
+
+
+class SystemEvent(Event, kw_only=True):
+    subject: Annotated[str, msgspec.Meta(pattern=SYSTEM_SUBJECT)]
+
+
+class ActorEvent(Event, kw_only=True):
+    subject: Annotated[str, msgspec.Meta(pattern=ACTOR_SUBJECT)]
+
+
+# --- trust and identity ----------------------------------------------------
+
+
+class RulebookParameters(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Every parameter of the compliance rules R1-R8 (DOMAIN.md): data, never code."""
+
+    insurance_required_levels: list[RiskLevel]
+    audit_required_levels: list[RiskLevel]
+    audit_validity_days: Annotated[int, msgspec.Meta(ge=1, le=3650)]
+    oversight_required_levels: list[RiskLevel]
+    oversight_required_autonomy: list[Autonomy]
+    preventive_measure_hours: Hours
+    preventive_measure_hours_serious: Hours
+    report_hours: Hours
+    report_hours_death: Hours
+    legal_basis: dict[RuleId, Text]
+
+
+class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    policy_id: Slug
+    title: ShortText
+    effective_from: Time
+    parameters: RulebookParameters
+    legal_references: list[Text]
+
+
+class LedgerGenesis(Event, kw_only=True):
+    """Index 0: the ledger's origin, infrastructure keys and initial rulebook."""
+
+    subject: Annotated[str, msgspec.Meta(pattern=LEDGER_SUBJECT)]
+    origin: ShortText
+    regulator_name: ShortText
+    regulator_bin: Bin
+    regulator_keys: Annotated[list[PublicKeyB64], msgspec.Meta(min_length=1, max_length=8)]
+    notary_keys: Annotated[list[VerifierKey], msgspec.Meta(min_length=1)]
+    witness_keys: list[VerifierKey]
+    witness_quorum: Count
+    policy: Policy
+    signers = frozenset({"regulator"})
+
+
+class ActorEnrolled(ActorEvent, kw_only=True):
+    legal_name: ShortText
+    bin: Bin
+    roles: Annotated[list[Role], msgspec.Meta(min_length=1)]
+    public_keys: Annotated[list[PublicKeyB64], msgspec.Meta(min_length=1, max_length=8)]
+    signers = frozenset({"regulator"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(set(self.roles)) != len(self.roles):
+            raise ValueError("roles must be unique")
+        if len(set(self.public_keys)) != len(self.public_keys):
+            raise ValueError("public_keys must be unique")
+
+
+class KeyRotated(ActorEvent, kw_only=True):
+    new_key: PublicKeyB64
+    old_key: PublicKeyB64
+    old_key_valid_until: Time
+    signers = frozenset({"self", "regulator"})
+
+
+class KeyRevoked(ActorEvent, kw_only=True):
+    key: PublicKeyB64
+    compromised_at: Time
+    reason: Text
+    signers = frozenset({"self", "regulator"})
+
+
+class ActorSuspended(ActorEvent, kw_only=True):
+    reason: Text
+    signers = frozenset({"regulator"})
+
+
+class ActorReinstated(ActorEvent, kw_only=True):
+    reason: Text
+    signers = frozenset({"regulator"})
+
+
+class PolicyAdopted(Event, kw_only=True):
+    subject: Annotated[str, msgspec.Meta(pattern=POLICY_SUBJECT)]
+    title: ShortText
+    effective_from: Time
+    parameters: RulebookParameters
+    legal_references: list[Text]
+    signers = frozenset({"regulator"})
+
+
+# --- AI-system lifecycle ---------------------------------------------------
+
+
+class SystemRegistered(SystemEvent, kw_only=True):
+    name: ShortText
+    purpose: Text
+    sector: ShortText
+    owner: Slug
+    holder: Slug
+    generates_synthetic_content: bool
+    signers = frozenset({"owner"})
+
+
+class RiskClassified(SystemEvent, kw_only=True):
+    risk_level: RiskLevel
+    autonomy: Autonomy
+    critical_ict: bool
+    rationale: Text
+    signers = frozenset({"owner", "regulator"})
+
+
+class VersionDeployed(SystemEvent, kw_only=True):
+    version: ShortText
+    artifact_sha256: Sha256Hex
+    signers = frozenset({"owner", "holder"})
+
+
+class OperationStatusChanged(SystemEvent, kw_only=True):
+    status: Literal["in_operation", "suspended", "retired"]
+    reason: Text
+    signers = frozenset({"owner", "holder"})
+
+
+class HumanOversightAssigned(SystemEvent, kw_only=True):
+    overseer: ShortText
+    can_override: bool
+    can_stop: bool
+    signers = frozenset({"holder", "owner"})
+
+
+class HumanOversightWithdrawn(SystemEvent, kw_only=True):
+    overseer: ShortText
+    reason: Text
+    signers = frozenset({"holder", "owner"})
+
+
+class LabelingAttested(SystemEvent, kw_only=True):
+    content_types: Annotated[
+        list[Literal["text", "image", "audio", "video"]], msgspec.Meta(min_length=1)
+    ]
+    marking_method: ShortText
+    visible_warning: bool
+    signers = frozenset({"owner"})
+
+
+# --- audits and insurance --------------------------------------------------
+
+
+class AuditFinding(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    severity: Literal["info", "low", "medium", "high", "critical"]
+    text: Text
+
+
+class AuditCompleted(SystemEvent, kw_only=True):
+    scope: Text
+    audited_version_sha256: Sha256Hex
+    result: Literal["pass", "conditional", "fail"]
+    findings: list[AuditFinding]
+    report_sha256: Sha256Hex
+    valid_until: Time
+    signers = frozenset({"auditor"})
+
+
+class ProhibitedCapabilityFound(SystemEvent, kw_only=True):
+    category: Slug
+    evidence_sha256: Sha256Hex
+    description: Text
+    signers = frozenset({"auditor", "regulator"})
+
+
+class InsurancePolicyChanged(SystemEvent, kw_only=True):
+    policy_number: ShortText
+    coverage_tenge: Count
+    start: Time
+    end: Time
+    status: Literal["bound", "renewed", "lapsed", "cancelled"]
+    signers = frozenset({"insurer"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+
+
+# --- incidents -------------------------------------------------------------
+
+
+class IncidentReported(SystemEvent, kw_only=True):
+    incident_id: Slug
+    occurred_at: Time
+    aware_at: Time
+    harm_category: Literal[
+        "death",
+        "health",
+        "critical_infrastructure",
+        "fundamental_rights",
+        "property_environment",
+        "other",
+    ]
+    severity: Literal["minor", "serious", "critical"]
+    affected_count: Count
+    description: Text
+    signers = frozenset({"owner", "holder", "regulator"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.aware_at < self.occurred_at:
+            raise ValueError("aware_at is before occurred_at")
+
+
+class PreventiveMeasureTaken(SystemEvent, kw_only=True):
+    incident_id: Slug | None = None
+    risk_reference: ShortText | None = None
+    measure: Literal["suspend", "rollback", "restrict", "patch", "notify_users", "other"]
+    effective_at: Time
+    description: Text
+    signers = frozenset({"owner", "holder"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self.incident_id is None) == (self.risk_reference is None):
+            raise ValueError("name exactly one of incident_id or risk_reference")
+
+
+class IncidentClosed(SystemEvent, kw_only=True):
+    incident_id: Slug
+    resolution: Text
+    signers = frozenset({"owner", "regulator"})
+
+
+AnyEvent = (
+    LedgerGenesis
+    | ActorEnrolled
+    | KeyRotated
+    | KeyRevoked
+    | ActorSuspended
+    | ActorReinstated
+    | PolicyAdopted
+    | SystemRegistered
+    | RiskClassified
+    | VersionDeployed
+    | OperationStatusChanged
+    | HumanOversightAssigned
+    | HumanOversightWithdrawn
+    | LabelingAttested
+    | AuditCompleted
+    | ProhibitedCapabilityFound
+    | InsurancePolicyChanged
+    | IncidentReported
+    | PreventiveMeasureTaken
+    | IncidentClosed
+)
+
+EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in AnyEvent.__args__}
+
+
+# --- strict decoding -------------------------------------------------------
+
+
+def _is_time(t: msgspec.inspect.Type) -> bool:
+    if isinstance(t, msgspec.inspect.Metadata):
+        return _is_time(t.type)
+    if isinstance(t, msgspec.inspect.UnionType):
+        return any(_is_time(x) for x in t.types)
+    return isinstance(t, msgspec.inspect.DateTimeType)
+
+
+@functools.cache
+def _time_fields(cls: type[msgspec.Struct]) -> tuple[str, ...]:
+    """Names of the datetime fields of ``cls`` itself."""
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    return tuple(f.name for f in info.fields if _is_time(f.type))
+
+
+def _all_time_field_names() -> frozenset[str]:
+    """Wire names of every time field in the catalogue, nested structs included."""
+    names: set[str] = set()
+    stack = list(msgspec.inspect.multi_type_info(list(EVENT_TYPES.values())))
+    while stack:
+        t = stack.pop()
+        if isinstance(t, msgspec.inspect.StructType):
+            names.update(f.encode_name for f in t.fields if _is_time(f.type))
+            stack.extend(f.type for f in t.fields)
+        elif isinstance(t, msgspec.inspect.UnionType):
+            stack.extend(t.types)
+        elif isinstance(t, msgspec.inspect.Metadata):
+            stack.append(t.type)
+        elif isinstance(t, msgspec.inspect.ListType):
+            stack.append(t.item_type)
+        elif isinstance(t, msgspec.inspect.DictType):
+            stack.append(t.value_type)
+    return frozenset(names)
+
+
+TIME_FIELDS = _all_time_field_names()
+_UTC_Z = re.compile(RFC3339_UTC)
+
+
+def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise SchemaError(f"duplicate key {key!r}")
+        if key in TIME_FIELDS and isinstance(value, str) and not _UTC_Z.match(value):
+            raise SchemaError(f"{key}: {value!r} is not RFC 3339 UTC ending in Z")
+        obj[key] = value
+    return obj
+
+
+def _no_float(text: str) -> Any:
+    raise SchemaError(f"floats are not allowed in signed data: {text}")
+
+
+def _no_constant(text: str) -> Any:
+    raise SchemaError(f"{text} is not JSON")
+
+
+_decoder = msgspec.json.Decoder(AnyEvent)
+_encoder = msgspec.json.Encoder()
+
+
+def decode_event(payload: bytes) -> AnyEvent:
+    """Decode a payload strictly, or raise :class:`SchemaError` naming the problem.
+
+    A first pass with the standard library rejects what msgspec would let
+    through (duplicate keys, floats, non-``Z`` times); msgspec then checks
+    types, patterns and the tagged union.
+    """
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SchemaError("payload is not UTF-8") from None
+    try:
+        tree = json.loads(
+            text,
+            object_pairs_hook=_strict_object,
+            parse_float=_no_float,
+            parse_constant=_no_constant,
+        )
+    except json.JSONDecodeError as e:
+        raise SchemaError(f"payload is not JSON: {e}") from None
+    if not isinstance(tree, dict):
+        raise SchemaError("payload must be a JSON object")
+    if "type" in tree and tree["type"] not in EVENT_TYPES:
+        raise SchemaError(f"unknown event type {tree['type']!r}")
+    try:
+        return _decoder.decode(payload)
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        raise SchemaError(str(e)) from None
+
+
+def encode_event(event: Event) -> bytes:
+    """Compact JSON, times as ``...Z``: the bytes a signer signs."""
+    return _encoder.encode(event)
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())

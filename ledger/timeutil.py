@@ -1,0 +1,111 @@
+"""Times and the clock.
+
+Every time in signed data is RFC 3339 UTC with a ``Z`` suffix and at most
+microsecond precision (DESIGN §3). The notary's clock is a single injectable
+object: production uses the system clock, simulations drive a
+:class:`SimulatedClock` through months of events. Neither ever goes backwards.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import msgspec
+
+__all__ = [
+    "RFC3339_UTC",
+    "Clock",
+    "ClockError",
+    "SimulatedClock",
+    "SystemClock",
+    "format_time",
+    "parse_time",
+]
+
+#: The only accepted spelling of a time in signed data.
+RFC3339_UTC = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z$"
+_RFC3339_UTC = re.compile(RFC3339_UTC)
+
+
+class ClockError(ValueError):
+    """A clock was asked to move backwards, or a time is not RFC 3339 UTC."""
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 UTC time (``...Z``, at most microseconds) strictly."""
+    if not _RFC3339_UTC.match(text):
+        raise ClockError(f"not an RFC 3339 UTC time ending in Z: {text!r}")
+    try:
+        return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
+    except ValueError as e:
+        raise ClockError(f"invalid time {text!r}: {e}") from None
+
+
+def format_time(t: datetime) -> str:
+    """Format an aware UTC datetime exactly as msgspec encodes it in payloads."""
+    if t.tzinfo is None or t.utcoffset() != timedelta(0):
+        raise ClockError(f"time must be timezone-aware UTC, got {t!r}")
+    text: str = msgspec.json.decode(msgspec.json.encode(t.astimezone(UTC)))
+    return text
+
+
+def utc(t: datetime) -> datetime:
+    """Normalise an aware datetime to UTC, rejecting naive ones."""
+    if t.tzinfo is None:
+        raise ClockError(f"naive datetime {t!r}: give a timezone")
+    return t.astimezone(UTC)
+
+
+class Clock(Protocol):
+    """Where the notary reads the time. ``now()`` never decreases."""
+
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    """Wall-clock UTC, made monotonic: it never reports an earlier time twice."""
+
+    def __init__(self) -> None:
+        self._last = datetime.min.replace(tzinfo=UTC)
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            t = datetime.now(UTC)
+            if t < self._last:
+                t = self._last
+            self._last = t
+            return t
+
+
+class SimulatedClock:
+    """A clock that simulations, the demo and tests move by hand.
+
+    It refuses to move backwards, so a simulated ledger obeys the same
+    ``integrated never decreases`` rule as a real one.
+    """
+
+    def __init__(self, start: datetime) -> None:
+        self._now = utc(start)
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def set(self, t: datetime) -> None:
+        t = utc(t)
+        with self._lock:
+            if t < self._now:
+                raise ClockError(f"clock cannot move backwards from {self._now} to {t}")
+            self._now = t
+
+    def advance(self, delta: timedelta) -> datetime:
+        if delta < timedelta(0):
+            raise ClockError("clock cannot move backwards")
+        with self._lock:
+            self._now += delta
+            return self._now

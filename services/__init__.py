@@ -1,0 +1,1 @@
+"""Long-running processes of ailedger: thin shells around the ``ledger`` library."""

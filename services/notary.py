@@ -1,0 +1,519 @@
+"""The notary: the single sequencer that turns INTAKE submissions into LEDGER entries.
+
+For each batch pulled from INTAKE it
+
+1. checks what needs no state: size, JSON, DSSE structure, schema, the intake
+   subject, clock skew;
+2. verifies signatures in parallel threads (each signature once) against the
+   keys it already knows;
+3. admits each submission against the domain state (:class:`ledger.state.Batch`:
+   key validity, roles, invariants), assigning index, ``integrated`` and ``prev``;
+4. appends the admitted entries to LEDGER as one atomic batch fenced with
+   ``Nats-Expected-Last-Sequence`` (a second notary cannot fork the ledger: its
+   batch is refused, it catches up from LEDGER and tries again);
+5. records the state change with its LEDGER tracking position;
+6. answers: a signed receipt once LEDGER has acknowledged, or a reason code
+   with the original bytes kept in REJECTED; only then acks INTAKE.
+
+A notary killed at any moment loses nothing acknowledged: INTAKE messages are
+acked only after their outcome is durable, and a redelivered submission that is
+already in LEDGER gets the same receipt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from ledger import errors
+from ledger import events as ev
+from ledger.asyncbridge import StateThread
+from ledger.bus import (
+    HDR_DETAIL,
+    HDR_EVENT,
+    HDR_INTAKE_SEQ,
+    HDR_INTAKE_SUBJECT,
+    HDR_MSG_ID,
+    HDR_REASON,
+    HDR_REPLY,
+    INTAKE,
+    LEDGER,
+    LOOKUP_SUBJECT,
+    REJECTED,
+    BusError,
+    ensure_streams,
+    get_message,
+    last_sequence,
+    publish_atomic,
+    read_stream,
+    rejected_subject,
+)
+from ledger.domain import EventRecord
+from ledger.dsse import EnvelopeError, ParsedEnvelope, parse_envelope
+from ledger.entry import Entry, ledger_subject
+from ledger.keys import SLUG, fingerprint
+from ledger.note import Signer
+from ledger.receipt import Receipt, Verdict, sign_receipt
+from ledger.state import Admitted, AlreadyIntegrated, Batch, LedgerCorrupt, LedgerState
+from ledger.timeutil import Clock, SystemClock
+
+__all__ = ["MAX_ENVELOPE", "Notary", "NotaryError"]
+
+log = logging.getLogger("ailedger.notary")
+
+MAX_ENVELOPE = 64 * 1024
+_SLUG = re.compile(SLUG)
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+CONSUMER = "notary"
+
+
+class NotaryError(RuntimeError):
+    """The notary cannot run (no genesis, foreign key, state from another ledger)."""
+
+
+class InternalError(errors.Rejection):
+    """The notary failed on this submission; it was kept and can be resubmitted."""
+
+    code = "internal_error"
+
+
+@dataclass
+class Submission:
+    """One INTAKE message on its way through the notary."""
+
+    msg: Msg
+    env: ParsedEnvelope | None = None
+    event: ev.AnyEvent | None = None
+    outcome: Admitted | AlreadyIntegrated | errors.Rejection | None = None
+    receipt: Receipt | None = None
+
+    @property
+    def reply_to(self) -> str | None:
+        return (self.msg.headers or {}).get(HDR_REPLY)
+
+    @property
+    def intake_sequence(self) -> int:
+        return int(self.msg.metadata.sequence.stream)
+
+
+@dataclass
+class SignatureCache:
+    """Signatures verified once, in parallel, before the sequential admission pass."""
+
+    results: dict[tuple[int, bytes], bool] = field(default_factory=dict)
+    known_keys: dict[str, bytes] = field(default_factory=dict)
+
+    def check(self, env: ParsedEnvelope, public_key: bytes) -> bool:
+        found = self.results.get((id(env), public_key))
+        if found is None:
+            found = env.verify(public_key)
+            self.known_keys[fingerprint(public_key)] = public_key
+        return found
+
+
+class Notary:
+    def __init__(
+        self,
+        nc: NATS,
+        state: LedgerState,
+        signer: Signer,
+        *,
+        clock: Clock | None = None,
+        genesis: bytes | None = None,
+        batch_size: int = 500,
+        verify_threads: int = 2,
+    ) -> None:
+        self.nc = nc
+        self.js = nc.jetstream(timeout=10)
+        self.state = state
+        self.signer = signer
+        self.origin = signer.name
+        self.clock = clock or SystemClock()
+        self.genesis = genesis
+        self.batch_size = min(batch_size, 1000)
+        self.state_thread = StateThread("notary-state")
+        self.verify_pool = ThreadPoolExecutor(max(1, verify_threads), thread_name_prefix="verify")
+        self.verify_threads = max(1, verify_threads)
+        self.signatures = SignatureCache()
+        self.last_sequence = 0
+        self.last_integrated: datetime | None = None
+        self._recent_rejections: OrderedDict[str, Verdict] = OrderedDict()
+        self._consumer: object | None = None
+        self._lookup_sub: object | None = None
+        self.stats = {"accepted": 0, "rejected": 0, "duplicates": 0, "fenced": 0}
+
+    # --- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Set up streams, rebuild state from LEDGER, integrate genesis if the ledger is new."""
+        await ensure_streams(self.nc)
+        await self.sync()
+        if self.last_sequence == 0:
+            if self.genesis is None:
+                raise NotaryError("LEDGER is empty and no genesis entry was given (ailedger init)")
+            await self._integrate_genesis(self.genesis)
+        info = await self.state_thread.call(self.state.ledger_info)
+        if info is None:
+            raise NotaryError("LEDGER has no genesis entry")
+        if self.signer.verifier().vkey not in info.notary_keys:
+            raise NotaryError(
+                f"this notary's key {self.signer.verifier().vkey} is not a notary key of "
+                f"ledger {info.origin!r}"
+            )
+        if info.origin != self.origin:
+            raise NotaryError(f"notary key is named {self.origin!r}, the ledger is {info.origin!r}")
+        self._consumer = await self.js.pull_subscribe(
+            "intake.>",
+            durable=CONSUMER,
+            stream=INTAKE,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=30,
+                max_ack_pending=20_000,
+                max_deliver=-1,
+            ),
+        )
+        self._lookup_sub = await self.nc.subscribe(
+            LOOKUP_SUBJECT, queue="notary", cb=self._on_lookup
+        )
+        log.info("notary ready: %s, %d entries", self.origin, self.last_sequence)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Integrate submissions until ``stop`` is set."""
+        assert self._consumer is not None, "start() first"
+        consumer = self._consumer
+        while not stop.is_set():
+            try:
+                msgs = await consumer.fetch(self.batch_size, timeout=0.5)  # type: ignore[attr-defined]
+            except TimeoutError:
+                continue
+            except Exception as e:
+                log.warning("fetch from INTAKE failed: %s", e)
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                await self.process(msgs)
+            except Exception:
+                # Unacked messages come back after ack_wait; nothing is lost.
+                log.exception("batch of %d failed; it will be redelivered", len(msgs))
+                await asyncio.sleep(0.5)
+
+    async def close(self) -> None:
+        for sub in (self._lookup_sub, self._consumer):
+            if sub is not None:
+                try:
+                    await sub.unsubscribe()  # type: ignore[attr-defined]
+                except Exception as e:
+                    log.debug("unsubscribe: %s", e)
+        self.state_thread.close()
+        self.verify_pool.shutdown(wait=True)
+
+    # --- catching up with LEDGER --------------------------------------------
+
+    async def sync(self) -> None:
+        """Bring the state up to LEDGER's last entry (at start, and after being fenced)."""
+        last = await last_sequence(self.nc, LEDGER)
+        position = await self.state_thread.call(self.state.position)
+        if position > last:
+            raise NotaryError(
+                f"state has applied {position} entries but LEDGER holds {last}: "
+                "the state store belongs to another ledger; delete it to rebuild"
+            )
+        if last > position:
+            chunk: list[tuple[int, bytes]] = []
+            async for m in read_stream(self.nc, LEDGER, position + 1, last):
+                chunk.append((m.sequence, m.data))
+                if len(chunk) >= 1000:
+                    await self.state_thread.call(self.state.replay, chunk)
+                    chunk = []
+            if chunk:
+                await self.state_thread.call(self.state.replay, chunk)
+            log.info("state caught up: %d -> %d", position, last)
+        self.last_sequence = last
+        if last:
+            stored = await get_message(self.nc, LEDGER, last)
+            if stored is None:
+                raise LedgerCorrupt(f"LEDGER #{last} is missing")
+            self.last_integrated = Entry.parse(stored.data).integrated
+
+    def _integration_time(self) -> datetime:
+        now = self.clock.now()
+        if self.last_integrated is not None and now < self.last_integrated:
+            return self.last_integrated  # integrated never decreases along the index
+        return now
+
+    async def _integrate_genesis(self, genesis: bytes) -> None:
+        env = parse_envelope(genesis)
+        event = ev.decode_event(env.payload)
+        now = self._integration_time()
+
+        def admit() -> Batch:
+            batch = self.state.begin()
+            batch.admit(env, event, now)
+            return batch
+
+        batch = await self.state_thread.call(admit)
+        try:
+            await self._append(batch)
+        except BusError as e:
+            log.info("genesis raced with another notary (%s); catching up", e)
+            await self.sync()
+            return
+        await self.state_thread.call(self.state.commit, batch)
+        self.last_sequence = batch.last_sequence
+        self.last_integrated = now
+
+    # --- one batch ------------------------------------------------------------
+
+    async def process(self, msgs: Sequence[Msg]) -> None:
+        subs = [Submission(m) for m in msgs]
+        self.signatures.results.clear()  # keyed by envelope object: valid for one batch
+        now = self._integration_time()
+        for s in subs:
+            self._precheck(s, now)
+        await self._preverify([s for s in subs if s.outcome is None])
+        for attempt in range(1, 11):
+            batch = await self.state_thread.call(self._admit_all, subs, now)
+            if not batch.admitted:
+                break
+            try:
+                await self._append(batch)
+            except BusError as e:
+                self.stats["fenced"] += 1
+                log.info("append refused (%s), attempt %d: catching up with LEDGER", e, attempt)
+                await self.sync()
+                now = self._integration_time()
+                continue
+            try:
+                await self.state_thread.call(self.state.commit, batch)
+            except Exception:
+                log.exception("recording state failed; rebuilding from LEDGER")
+                await self.sync()
+            self.last_sequence = batch.last_sequence
+            self.last_integrated = batch.admitted[-1].entry.integrated
+            break
+        else:
+            log.error("could not append a batch after 10 attempts; leaving it to redelivery")
+            return
+        await self._sign_receipts(subs)
+        await self._answer(subs)
+
+    def _precheck(self, s: Submission, now: datetime) -> None:
+        """Everything that needs no state. Sets ``outcome`` to a rejection, or leaves it None."""
+        data = s.msg.data
+        try:
+            if len(data) > MAX_ENVELOPE:
+                raise errors.Oversize(f"envelope is {len(data)} bytes, the limit is {MAX_ENVELOPE}")
+            try:
+                s.env = parse_envelope(data)
+            except EnvelopeError as e:
+                cls = errors.MalformedJson if e.json_error else errors.MalformedEnvelope
+                raise cls(str(e)) from None
+            try:
+                s.event = ev.decode_event(s.env.payload)
+            except ev.SchemaError as e:
+                if "not JSON" in str(e) or "not UTF-8" in str(e):
+                    raise errors.MalformedJson(f"payload {e}") from None
+                raise errors.SchemaViolation(str(e)) from None
+            expected = f"intake.{s.event.actor}.{s.event.type_name}"
+            if s.msg.subject != expected:
+                raise errors.IntakeSubjectMismatch(
+                    f"published on {s.msg.subject}, the payload says {expected}"
+                )
+            if s.event.signed_at > now + MAX_CLOCK_SKEW:
+                raise errors.ClockSkew(
+                    f"signed_at {s.event.signed_at.isoformat()} is more than 5 minutes ahead of "
+                    f"the notary clock {now.isoformat()}"
+                )
+        except errors.Rejection as r:
+            s.outcome = r
+
+    async def _preverify(self, subs: list[Submission]) -> None:
+        """Verify each signature once, in parallel, against the hinted key if known."""
+        jobs: list[tuple[ParsedEnvelope, bytes]] = []
+        for s in subs:
+            assert s.env is not None
+            public = self.signatures.known_keys.get(s.env.keyid_fingerprint)
+            if public is not None:
+                jobs.append((s.env, public))
+        if not jobs:
+            return
+        loop = asyncio.get_running_loop()
+        n = self.verify_threads if len(jobs) >= 32 else 1
+        chunks = [jobs[i::n] for i in range(n)]
+        results = await asyncio.gather(
+            *(loop.run_in_executor(self.verify_pool, _verify_chunk, c) for c in chunks)
+        )
+        for part in results:
+            self.signatures.results.update(part)
+
+    def _admit_all(self, subs: list[Submission], now: datetime) -> Batch:
+        """The sequential pass, on the state thread: decide every submission."""
+        batch = self.state.begin()
+        for s in subs:
+            if s.env is None or s.event is None:
+                continue  # rejected in precheck
+            s.outcome = None
+            try:
+                s.outcome = batch.admit(s.env, s.event, now, signatures=self.signatures.check)
+            except (errors.Rejection, AlreadyIntegrated) as outcome:
+                s.outcome = outcome
+            except LedgerCorrupt:
+                raise
+            except Exception as e:
+                log.exception("admitting event %s failed", s.event.event_id)
+                s.outcome = InternalError(f"{type(e).__name__}: {e}")
+        return batch
+
+    async def _append(self, batch: Batch) -> None:
+        messages = [
+            (
+                ledger_subject(a.entry.subject),
+                a.entry.encoded,
+                {HDR_MSG_ID: a.event.event_id},
+            )
+            for a in batch.admitted
+        ]
+        for start in range(0, len(messages), 1000):
+            await publish_atomic(
+                self.nc, messages[start : start + 1000], batch.first_sequence - 1 + start
+            )
+
+    async def _sign_receipts(self, subs: list[Submission]) -> None:
+        todo = [s for s in subs if isinstance(s.outcome, (Admitted, AlreadyIntegrated))]
+        if not todo:
+            return
+        loop = asyncio.get_running_loop()
+        n = self.verify_threads if len(todo) >= 32 else 1
+        chunks = [todo[i::n] for i in range(n)]
+        await asyncio.gather(
+            *(loop.run_in_executor(self.verify_pool, self._sign_chunk, c) for c in chunks)
+        )
+
+    def _sign_chunk(self, subs: list[Submission]) -> None:
+        for s in subs:
+            assert isinstance(s.outcome, (Admitted, AlreadyIntegrated))
+            s.receipt = self.receipt_for(s.outcome.record)
+
+    def receipt_for(self, record: EventRecord) -> Receipt:
+        return sign_receipt(
+            self.signer,
+            self.origin,
+            record.index,
+            base64.b64decode(record.leaf_hash),
+            record.integrated,
+            record.event_id,
+        )
+
+    async def _answer(self, subs: list[Submission]) -> None:
+        """Keep rejections in REJECTED, answer every submitter, then ack INTAKE."""
+        rejected = [s for s in subs if isinstance(s.outcome, errors.Rejection)]
+        stored = await asyncio.gather(
+            *(self._keep_rejection(s) for s in rejected), return_exceptions=True
+        )
+        not_kept = {id(s) for s, ok in zip(rejected, stored, strict=True) if ok is not True}
+        for s in subs:
+            if id(s) in not_kept:
+                continue  # not durable yet: no answer, no ack; it will come back
+            verdict = self._verdict(s)
+            if s.reply_to:
+                try:
+                    await self.nc.publish(s.reply_to, verdict.encode())
+                except Exception as e:
+                    log.warning("answering %s: %s", s.reply_to, e)
+            try:
+                await s.msg.ack()
+            except Exception as e:
+                log.warning("ack INTAKE #%d: %s", s.intake_sequence, e)
+        if not_kept:
+            log.warning("%d rejections could not be stored in REJECTED; will retry", len(not_kept))
+
+    def _verdict(self, s: Submission) -> Verdict:
+        outcome = s.outcome
+        event_id = s.event.event_id if s.event is not None else None
+        if isinstance(outcome, errors.Rejection):
+            self.stats["rejected"] += 1
+            verdict = Verdict(
+                status="rejected", event_id=event_id, code=outcome.code, detail=outcome.detail
+            )
+            if event_id is not None:
+                self._recent_rejections[event_id] = verdict
+                while len(self._recent_rejections) > 100_000:
+                    self._recent_rejections.popitem(last=False)
+            return verdict
+        assert s.receipt is not None
+        if isinstance(outcome, AlreadyIntegrated):
+            self.stats["duplicates"] += 1
+        else:
+            self.stats["accepted"] += 1
+        self._recent_rejections.pop(s.receipt.event_id, None)
+        return Verdict(
+            status="accepted",
+            event_id=s.receipt.event_id,
+            index=s.receipt.index,
+            receipt=s.receipt.note.decode(),
+        )
+
+    async def _keep_rejection(self, s: Submission) -> bool:
+        assert isinstance(s.outcome, errors.Rejection)
+        token = s.msg.subject.split(".")[1] if s.msg.subject.count(".") >= 2 else ""
+        actor = token if _is_slug(token) else "_invalid"
+        headers = {
+            # Redelivery of the same INTAKE message must not be kept twice.
+            HDR_MSG_ID: f"intake-{s.intake_sequence}",
+            HDR_REASON: s.outcome.code,
+            HDR_DETAIL: " ".join(s.outcome.detail.split())[:900],
+            HDR_INTAKE_SUBJECT: s.msg.subject,
+            HDR_INTAKE_SEQ: str(s.intake_sequence),
+        }
+        if s.event is not None:
+            headers[HDR_EVENT] = s.event.event_id
+        await self.js.publish(
+            rejected_subject(actor), s.msg.data, headers=headers, stream=REJECTED, timeout=5
+        )
+        return True
+
+    # --- lookups ----------------------------------------------------------
+
+    async def _on_lookup(self, msg: Msg) -> None:
+        event_id = msg.data.decode(errors="replace").strip()
+        try:
+            record = await self.state_thread.call(self.state.event_record, event_id)
+        except Exception as e:
+            log.warning("lookup %s: %s", event_id, e)
+            record = None
+        if record is not None:
+            receipt = self.receipt_for(record)
+            verdict = Verdict(
+                status="accepted",
+                event_id=event_id,
+                index=record.index,
+                receipt=receipt.note.decode(),
+            )
+        else:
+            verdict = self._recent_rejections.get(event_id) or Verdict(
+                status="unknown", event_id=event_id
+            )
+        if msg.reply:
+            await self.nc.publish(msg.reply, verdict.encode())
+
+
+def _verify_chunk(jobs: list[tuple[ParsedEnvelope, bytes]]) -> dict[tuple[int, bytes], bool]:
+    # cryptography releases the GIL while verifying, so chunks run in parallel.
+    return {(id(env), public): env.verify(public) for env, public in jobs}
+
+
+def _is_slug(token: str) -> bool:
+    return _SLUG.match(token) is not None
