@@ -144,6 +144,7 @@ def init_home(
     )
     trust.save(home.trust_path)
     genesis = ev.LedgerGenesis(
+        v=1,
         event_id=ev.new_event_id(),
         actor=regulator,
         subject="ledger/genesis",

@@ -127,6 +127,7 @@ class LedgerClient:
 
     def event(self, cls: type[E], **fields: Any) -> E:
         """Build an event of ``cls`` by this actor, with a new id, signed now."""
+        fields.setdefault("v", 1)
         fields.setdefault("event_id", ev.new_event_id())
         fields.setdefault("actor", self.key.actor)
         fields.setdefault("signed_at", self.clock.now())
@@ -174,12 +175,17 @@ class LedgerClient:
                         event_id,
                     )
                 try:
-                    await self._js.publish(
+                    ack = await self._js.publish(
                         subject, envelope, headers=headers, timeout=min(5.0, remaining)
                     )
                 except Exception:  # server busy, reconnecting: retry with the same id
                     await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
                     continue
+                if ack.duplicate and not fut.done():
+                    # An earlier copy is queued or already decided: ask first.
+                    looked_up = await self._lookup(event_id)
+                    if looked_up is not None and looked_up.status != "unknown":
+                        return self._conclude(looked_up, event_id)
                 try:
                     verdict = await asyncio.wait_for(
                         asyncio.shield(fut),

@@ -93,7 +93,7 @@ class SchemaError(ValueError):
 class Event(msgspec.Struct, tag_field="type", tag=True, forbid_unknown_fields=True, kw_only=True):
     """Fields common to every event. Subclasses narrow ``subject`` to their kind."""
 
-    v: Literal[1] = 1
+    v: Literal[1]
     event_id: EventId
     actor: Slug
     subject: str

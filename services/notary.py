@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import fcntl
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -39,6 +42,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from ledger import errors
 from ledger import events as ev
 from ledger.asyncbridge import StateThread
+from ledger.bootstrap import Home
 from ledger.bus import (
     HDR_DETAIL,
     HDR_EVENT,
@@ -52,6 +56,7 @@ from ledger.bus import (
     LOOKUP_SUBJECT,
     REJECTED,
     BusError,
+    connect,
     ensure_streams,
     get_message,
     last_sequence,
@@ -63,10 +68,11 @@ from ledger.domain import EventRecord
 from ledger.dsse import EnvelopeError, ParsedEnvelope, parse_envelope
 from ledger.entry import Entry, ledger_subject
 from ledger.keys import SLUG, fingerprint
+from ledger.natsserver import EmbeddedNats
 from ledger.note import Signer
 from ledger.receipt import Receipt, Verdict, sign_receipt
 from ledger.state import Admitted, AlreadyIntegrated, Batch, LedgerCorrupt, LedgerState
-from ledger.timeutil import Clock, SystemClock
+from ledger.timeutil import Clock, SystemClock, format_time
 
 __all__ = ["MAX_ENVELOPE", "Notary", "NotaryError"]
 
@@ -95,6 +101,8 @@ class Submission:
     msg: Msg
     env: ParsedEnvelope | None = None
     event: ev.AnyEvent | None = None
+    #: A rejection found before any state was consulted; final.
+    early: errors.Rejection | None = None
     outcome: Admitted | AlreadyIntegrated | errors.Rejection | None = None
     receipt: Receipt | None = None
 
@@ -283,7 +291,7 @@ class Notary:
         now = self._integration_time()
         for s in subs:
             self._precheck(s, now)
-        await self._preverify([s for s in subs if s.outcome is None])
+        await self._preverify([s for s in subs if s.early is None])
         for attempt in range(1, 11):
             batch = await self.state_thread.call(self._admit_all, subs, now)
             if not batch.admitted:
@@ -334,11 +342,11 @@ class Notary:
                 )
             if s.event.signed_at > now + MAX_CLOCK_SKEW:
                 raise errors.ClockSkew(
-                    f"signed_at {s.event.signed_at.isoformat()} is more than 5 minutes ahead of "
-                    f"the notary clock {now.isoformat()}"
+                    f"signed_at {format_time(s.event.signed_at)} is more than 5 minutes ahead "
+                    f"of the notary clock {format_time(now)}"
                 )
         except errors.Rejection as r:
-            s.outcome = r
+            s.early = s.outcome = r
 
     async def _preverify(self, subs: list[Submission]) -> None:
         """Verify each signature once, in parallel, against the hinted key if known."""
@@ -363,8 +371,8 @@ class Notary:
         """The sequential pass, on the state thread: decide every submission."""
         batch = self.state.begin()
         for s in subs:
-            if s.env is None or s.event is None:
-                continue  # rejected in precheck
+            if s.early is not None or s.env is None or s.event is None:
+                continue  # rejected before admission
             s.outcome = None
             try:
                 s.outcome = batch.admit(s.env, s.event, now, signatures=self.signatures.check)
@@ -517,3 +525,64 @@ def _verify_chunk(jobs: list[tuple[ParsedEnvelope, bytes]]) -> dict[tuple[int, b
 
 def _is_slug(token: str) -> bool:
     return _SLUG.match(token) is not None
+
+
+def sqlite_env(path: Path) -> dict[str, str]:
+    """eventsourcing settings for a state store in one SQLite file."""
+    return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)}
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` + ``.lock``: one notary per state store."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise NotaryError(
+                f"another notary is using the state store {path}; give this one its own (--state)"
+            ) from None
+        yield
+
+
+async def serve(
+    home: Home,
+    stop: asyncio.Event,
+    *,
+    nats_url: str | None = None,
+    port: int | None = None,
+    state_path: Path | None = None,
+    clock: Clock | None = None,
+    on_ready: Callable[[str, Notary], None] | None = None,
+) -> None:
+    """Run a notary for ``home`` until ``stop`` is set.
+
+    Without ``nats_url`` it starts the embedded nats-server on the home's store
+    and writes its URL to ``home/run/nats.url`` for the other commands.
+    """
+    state_path = state_path or home.state_dir / "notary.sqlite"
+    server: EmbeddedNats | None = None
+    with exclusive(state_path):
+        if nats_url is None:
+            server = EmbeddedNats(home.nats_dir, port=port)
+            nats_url = await asyncio.to_thread(server.start)
+            home.url_file.parent.mkdir(parents=True, exist_ok=True)
+            home.url_file.write_text(nats_url + "\n")
+        try:
+            nc = await connect(nats_url, name="ailedger-notary")
+            state = LedgerState(sqlite_env(state_path), trust=home.trust())
+            notary = Notary(nc, state, home.notary_signer(), clock=clock, genesis=home.genesis())
+            try:
+                await notary.start()
+                if on_ready is not None:
+                    on_ready(nats_url, notary)
+                await notary.run(stop)
+            finally:
+                await notary.close()
+                with contextlib.suppress(Exception):
+                    await nc.drain()
+        finally:
+            if server is not None:
+                home.url_file.unlink(missing_ok=True)
+                await asyncio.to_thread(server.stop)

@@ -1,0 +1,343 @@
+"""The ``ailedger`` command line.
+
+Errors are one clear line and a non-zero exit code, never a traceback
+(set ``AILEDGER_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import msgspec
+import typer
+from rich.console import Console
+
+from ledger import events as ev
+from ledger.bootstrap import Home, init_home
+from ledger.bus import BusError, connect
+from ledger.client import LedgerClient, SubmissionError, SubmissionRejected
+from ledger.demo import ledger_table, rejections_table
+from ledger.dsse import EnvelopeError, parse_envelope
+from ledger.keys import KeyFileError, generate, load_key, save_key
+from ledger.logview import LogRow, RejectionRow, read_log, read_rejections
+from ledger.receipt import Receipt
+from ledger.timeutil import SystemClock, format_time
+from ledger.trust import TrustError, TrustPolicy
+
+app = typer.Typer(
+    name="ailedger",
+    help="A verifiable compliance ledger for AI systems (Kazakhstan Law No. 230-VIII).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+# Piped output (CI logs, files) gets room for the ledger tables instead of 80 columns.
+console = Console() if sys.stdout.isatty() else Console(width=132)
+err = Console(stderr=True)
+
+HomeOpt = Annotated[
+    Path,
+    typer.Option("--home", envvar="AILEDGER_HOME", help="Ledger home made by `ailedger init`."),
+]
+NatsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--nats",
+        envvar="AILEDGER_NATS_URL",
+        help="NATS URL (default: the embedded server of `ailedger up` for this home).",
+    ),
+]
+DEFAULT_HOME = Path(".ailedger")
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line."""
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Failures become one line on stderr and exit code 2 (1 for a bug), never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if os.environ.get("AILEDGER_DEBUG"):
+            return fn(*args, **kwargs)
+        from services.notary import NotaryError
+
+        known = (
+            CliError,
+            BusError,
+            KeyFileError,
+            TrustError,
+            NotaryError,
+            SubmissionError,
+            FileExistsError,
+            ev.SchemaError,
+        )
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except known as e:
+            err.print(f"error: {e}", highlight=False)
+            raise typer.Exit(2) from None
+        except Exception as e:
+            err.print(
+                f"error: {type(e).__name__}: {e} (AILEDGER_DEBUG=1 shows the traceback)",
+                highlight=False,
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _nats_url(home: Path, nats: str | None) -> str:
+    if nats:
+        return nats
+    url_file = Home(home).url_file
+    if url_file.exists():
+        return url_file.read_text().strip()
+    raise CliError(f"no NATS server: start one with `ailedger up --home {home}` or pass --nats URL")
+
+
+def _home(path: Path) -> Home:
+    home = Home(path)
+    if not home.exists():
+        raise CliError(f"{path} is not a ledger home: create one with `ailedger init {path}`")
+    return home
+
+
+@app.command()
+@one_line_errors
+def keygen(
+    actor: Annotated[str, typer.Argument(help="Actor id (a slug, e.g. bank).")],
+    out: Annotated[Path | None, typer.Option(help="Key file (default: ./<actor>.pem).")] = None,
+) -> None:
+    """Generate an Ed25519 key for an actor (PEM, mode 0600)."""
+    key = generate(actor)
+    path = out or Path(f"{actor}.pem")
+    save_key(key, path)
+    console.print(f"wrote {path}")
+    console.print(f"  actor        {key.actor}")
+    console.print(f"  key id       {key.keyid}")
+    console.print(f"  public key   {key.public_key_b64}")
+
+
+@app.command()
+@one_line_errors
+def init(
+    directory: Annotated[
+        Path, typer.Argument(help="Where to create the ledger home.")
+    ] = DEFAULT_HOME,
+    origin: Annotated[str, typer.Option(help="The log's origin line.")] = "ailedger.local/registry",
+    regulator: Annotated[str, typer.Option(help="The regulator's actor id.")] = "regulator",
+    regulator_name: Annotated[str, typer.Option()] = (
+        "Ministry of Artificial Intelligence and Digital Development"
+    ),
+    regulator_bin: Annotated[str, typer.Option(help="12-digit BIN.")] = "000000000000",
+    nats: NatsOpt = None,
+) -> None:
+    """Create root keys, the trust policy and the genesis entry (integrated as index 0)."""
+    from services.notary import serve
+
+    home = init_home(
+        directory,
+        origin=origin,
+        regulator=regulator,
+        regulator_name=regulator_name,
+        regulator_bin=regulator_bin,
+    )
+
+    async def integrate_genesis() -> str:
+        stop = asyncio.Event()
+        stop.set()  # start (which integrates genesis), then stop at once
+        url = ""
+
+        def ready(u: str, _notary: object) -> None:
+            nonlocal url
+            url = u
+
+        await serve(home, stop, nats_url=nats, on_ready=ready)
+        return url
+
+    url = asyncio.run(integrate_genesis())
+    console.print(f"created ledger home {directory}")
+    console.print(f"  trust policy   {home.trust_path}  (publish this)")
+    console.print(
+        f"  genesis        {home.genesis_path}  (LEDGER index 0 on {nats or 'the embedded store'})"
+    )
+    console.print(f"  regulator key  {home.regulator_key_path}  (root key, keep offline)")
+    console.print(f"  notary key     {home.notary_key_path}")
+    console.print(f"  origin         {origin}")
+    if url and not nats:
+        console.print(f"next: ailedger up --home {directory}")
+
+
+@app.command()
+@one_line_errors
+def up(
+    home: HomeOpt = DEFAULT_HOME,
+    nats: NatsOpt = None,
+    port: Annotated[int | None, typer.Option(help="Port of the embedded server.")] = None,
+    state: Annotated[
+        Path | None, typer.Option(help="The notary's state store (SQLite; rebuildable).")
+    ] = None,
+) -> None:
+    """Run the notary (and the embedded NATS server unless --nats) in the foreground."""
+    from services.notary import Notary, serve
+
+    h = _home(home)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+        def ready(url: str, notary: Notary) -> None:
+            console.print(
+                f"notary up: {notary.origin}, {notary.last_sequence} entries, NATS {url} "
+                f"(pid {os.getpid()}); Ctrl-C to stop",
+                highlight=False,
+            )
+
+        await serve(h, stop, nats_url=nats, port=port, state_path=state, on_ready=ready)
+        console.print("notary stopped cleanly")
+
+    asyncio.run(main())
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise CliError(f"cannot read {path}: {e.strerror}") from None
+
+
+@app.command()
+@one_line_errors
+def submit(
+    file: Annotated[
+        Path, typer.Argument(help="An event payload (JSON) or a signed DSSE envelope.")
+    ],
+    key: Annotated[Path, typer.Option("--key", help="The signer's key file.")],
+    home: HomeOpt = DEFAULT_HOME,
+    nats: NatsOpt = None,
+    trust: Annotated[Path | None, typer.Option(help="Trust policy (default: the home's).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for a verdict.")] = 30.0,
+) -> None:
+    """Sign (if needed) and submit one event; print the notary's receipt.
+
+    A payload may leave out v, event_id, actor and signed_at: they are filled
+    in (the actor from the key file).
+    """
+    actor_key = load_key(key)
+    policy = TrustPolicy.load(trust or Home(home).trust_path)
+    url = _nats_url(home, nats)
+    data = _read(file)
+    try:
+        doc = json.loads(data)
+    except ValueError as e:
+        raise CliError(f"{file} is not JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise CliError(f"{file} must hold a JSON object")
+
+    async def send() -> tuple[Receipt, str]:
+        client = await LedgerClient.connect(url, actor_key, trust=policy)
+        try:
+            if "payloadType" in doc:
+                try:
+                    env = parse_envelope(data)
+                    head = ev.decode_event(env.payload)
+                except (EnvelopeError, ev.SchemaError) as e:
+                    raise CliError(f"{file}: {e}") from None
+                receipt = await client.submit_envelope(
+                    data, head.event_id, head.type_name, timeout=timeout
+                )
+                return receipt, head.type_name
+            doc.setdefault("v", 1)
+            doc.setdefault("event_id", ev.new_event_id())
+            doc.setdefault("actor", actor_key.actor)
+            doc.setdefault("signed_at", format_time(SystemClock().now()))
+            try:
+                event = ev.decode_event(json.dumps(doc).encode())
+            except ev.SchemaError as e:
+                raise CliError(f"{file} is not a valid event: {e}") from None
+            return await client.submit(event, timeout=timeout), event.type_name
+        finally:
+            await client.close()
+
+    try:
+        receipt, type_name = asyncio.run(send())
+    except SubmissionRejected as r:
+        err.print(f"rejected: {r.code}: {r.detail}", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(
+        f"accepted {type_name} as entry {receipt.index} (event {receipt.event_id})",
+        highlight=False,
+    )
+    sys.stdout.write(receipt.note.decode())
+
+
+@app.command("log")
+@one_line_errors
+def log_cmd(
+    home: HomeOpt = DEFAULT_HOME,
+    nats: NatsOpt = None,
+    start: Annotated[int, typer.Option("--from", help="First index.")] = 0,
+    limit: Annotated[int | None, typer.Option(help="At most this many entries.")] = None,
+    rejected: Annotated[
+        bool, typer.Option("--rejected", help="List refused submissions instead.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """The ledger's entries in order: index, integrated time, signer, type, subject."""
+    url = _nats_url(home, nats)
+
+    async def read() -> list[LogRow] | list[RejectionRow]:
+        nc = await connect(url, name="ailedger-log", max_reconnect_attempts=2)
+        try:
+            if rejected:
+                return await read_rejections(nc, limit)
+            return await read_log(nc, start, limit)
+        finally:
+            await nc.drain()
+
+    rows = asyncio.run(read())
+    if as_json:
+        for r in rows:
+            sys.stdout.write(msgspec.json.encode(r).decode() + "\n")
+    elif rejected:
+        console.print(rejections_table([r for r in rows if isinstance(r, RejectionRow)]))
+    else:
+        console.print(ledger_table([r for r in rows if isinstance(r, LogRow)]))
+
+
+@app.command()
+@one_line_errors
+def demo(
+    keep: Annotated[
+        Path | None, typer.Option(help="Keep the demo ledger in this directory.")
+    ] = None,
+) -> None:
+    """Play the DOMAIN.md scenario on a fresh embedded ledger and show the result."""
+    from ledger.demo import run_demo
+
+    raise typer.Exit(run_demo(console, keep))
+
+
+def main() -> None:
+    app()

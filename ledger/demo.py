@@ -1,0 +1,183 @@
+"""``ailedger demo``: the DOMAIN.md scenario on a real embedded ledger, in a temporary directory.
+
+It initialises a ledger (keys, trust policy, genesis), starts the embedded
+nats-server and a notary on a simulated clock, plays months of signed events
+from six actors, then prints the ledger and the submissions the notary refused
+with their reason codes, read back from the LEDGER and REJECTED streams. It
+exits non-zero if any outcome differs from what the scenario expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+
+from ledger.bootstrap import Home, init_home
+from ledger.bus import connect
+from ledger.client import LedgerClient, SubmissionRejected
+from ledger.logview import LogRow, RejectionRow, read_log, read_rejections
+from ledger.receipt import Receipt
+from ledger.scenario import START, Scenario, Step, Submission
+from ledger.timeutil import SimulatedClock, format_time
+from services.notary import serve
+
+__all__ = ["DEMO_ORIGIN", "Outcome", "play", "run_demo"]
+
+DEMO_ORIGIN = "demo.ailedger.kz/ai-registry"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    step: Step
+    result: str  # "accepted" or a reason code
+    receipt: Receipt | None
+    detail: str
+
+    @property
+    def as_expected(self) -> bool:
+        return self.result == self.step.expect
+
+
+async def play(
+    url: str,
+    home: Home,
+    scenario: Scenario,
+    clock: SimulatedClock,
+    progress: Progress | None = None,
+) -> list[Outcome]:
+    """Submit every step at its time through each actor's own client."""
+    trust = home.trust()
+    clients: dict[str, LedgerClient] = {}
+    outcomes: list[Outcome] = []
+    task = (
+        progress.add_task("playing the scenario", total=len(scenario.steps)) if progress else None
+    )
+    try:
+        for step in scenario.steps:
+            clock.set(step.at)
+            client = clients.get(step.actor)
+            if client is None:
+                key = scenario.keys.get(step.actor) or scenario.outsider
+                client = await LedgerClient.connect(url, key, trust=trust, clock=clock)
+                clients[step.actor] = client
+            made = step.make(scenario)
+            try:
+                if isinstance(made, Submission):
+                    receipt = await client.submit_envelope(
+                        made.envelope, made.event_id, made.event_type
+                    )
+                else:
+                    receipt = await client.submit(made)
+                outcomes.append(Outcome(step, "accepted", receipt, ""))
+            except SubmissionRejected as r:
+                outcomes.append(Outcome(step, r.code, None, r.detail))
+            if progress is not None and task is not None:
+                progress.advance(task)
+    finally:
+        for c in clients.values():
+            with contextlib.suppress(Exception):
+                await c.close()
+    return outcomes
+
+
+def ledger_table(rows: list[LogRow], title: str = "LEDGER") -> Table:
+    table = Table(title=title, title_justify="left", header_style="bold")
+    table.add_column("index", justify="right")
+    table.add_column("integrated")
+    table.add_column("signer")
+    table.add_column("type")
+    table.add_column("subject")
+    table.add_column("prev", justify="right")
+    for r in rows:
+        table.add_row(
+            str(r.index),
+            format_time(r.integrated),
+            r.signer,
+            r.type,
+            r.subject,
+            "-" if r.prev is None else str(r.prev),
+        )
+    return table
+
+
+def rejections_table(rows: list[RejectionRow], title: str = "REJECTED") -> Table:
+    table = Table(title=title, title_justify="left", header_style="bold")
+    table.add_column("#", justify="right")
+    table.add_column("submitted on")
+    table.add_column("reason code", style="bold red")
+    table.add_column("why")
+    for r in rows:
+        table.add_row(str(r.sequence), r.intake_subject, r.code, r.detail)
+    return table
+
+
+async def _run(workdir: Path, console: Console) -> int:
+    home = init_home(workdir / "ledger", origin=DEMO_ORIGIN, at=START)
+    console.print(f"[bold]ailedger demo[/] in {workdir}")
+    console.print(f"  trust policy  {home.trust_path}")
+    console.print(f"  origin        {DEMO_ORIGIN}")
+    clock = SimulatedClock(START)
+    scenario = Scenario(home.regulator_key())
+    stop = asyncio.Event()
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    notary_task = asyncio.create_task(
+        serve(home, stop, clock=clock, on_ready=lambda url, _n: ready.set_result(url))
+    )
+    try:
+        url = await asyncio.wait_for(asyncio.shield(ready), 30)
+        console.print(f"  nats-server   {url} (embedded, store {home.nats_dir})\n")
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            console=console,
+            transient=True,
+        ) as progress:
+            outcomes = await play(url, home, scenario, clock, progress)
+        nc = await connect(url, name="ailedger-demo")
+        try:
+            log_rows = await read_log(nc)
+            rejected = await read_rejections(nc)
+        finally:
+            await nc.drain()
+    finally:
+        stop.set()
+        if not ready.done():
+            ready.cancel()
+        await notary_task
+
+    console.print(
+        ledger_table(log_rows, f"LEDGER: {len(log_rows)} entries, index 0 is the genesis")
+    )
+    console.print()
+    console.print(
+        rejections_table(rejected, f"REJECTED: {len(rejected)} submissions, kept with their bytes")
+    )
+    wrong = [o for o in outcomes if not o.as_expected]
+    accepted = sum(1 for o in outcomes if o.result == "accepted")
+    console.print(
+        f"\n{len(outcomes)} submissions from {len(scenario.keys)} actors over "
+        f"{(scenario.steps[-1].at - START).days} simulated days: {accepted} accepted with "
+        f"verified receipts, {len(outcomes) - accepted} refused with reason codes."
+    )
+    for o in wrong:
+        console.print(
+            f"[bold red]unexpected:[/] {o.step.actor} {o.step.what}: got {o.result}, "
+            f"expected {o.step.expect} {o.detail}"
+        )
+    return 1 if wrong else 0
+
+
+def run_demo(console: Console, keep: Path | None = None) -> int:
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        return asyncio.run(_run(keep, console))
+    with tempfile.TemporaryDirectory(prefix="ailedger-demo-") as tmp:
+        return asyncio.run(_run(Path(tmp), console))

@@ -1,0 +1,86 @@
+"""JSON Schemas of the formats, generated from the msgspec Structs that define them.
+
+``python -m ledger.schemas`` (or ``ailedger schemas``) writes them into
+``schemas/``; a test fails when the files there drift from the code.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ledger import events as ev
+from ledger.dsse import Envelope
+from ledger.timeutil import RFC3339_UTC
+from ledger.trust import TrustPolicy
+
+__all__ = ["SCHEMA_DIR", "generate", "write"]
+
+#: ``schemas/`` of the source tree, when run from its top directory.
+SCHEMA_DIR = Path("schemas")
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+
+
+class LedgerEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A ledger entry's fields. Stored and hashed as the text form::
+
+    ailedger/entry/v1\\nindex <n>\\nintegrated <time>\\nsubject <subject>\\nprev <n|none>\\n\\n<envelope bytes>
+    """
+
+    index: int
+    integrated: ev.Time
+    subject: str
+    prev: int | None
+    envelope: Envelope
+
+
+def _tighten(node: Any) -> None:
+    """Times in signed data are RFC 3339 UTC with Z: say so in the schema."""
+    if isinstance(node, dict):
+        if node.get("format") == "date-time":
+            node["pattern"] = RFC3339_UTC
+        for v in node.values():
+            _tighten(v)
+    elif isinstance(node, list):
+        for v in node:
+            _tighten(v)
+
+
+def _schema(tp: Any, name: str, title: str) -> bytes:
+    schema: dict[str, Any] = {"$schema": DRAFT, "$id": f"urn:ailedger:schema:{name}", "title": title}
+    schema.update(msgspec.json.schema(tp))
+    _tighten(schema)
+    return msgspec.json.format(msgspec.json.encode(schema), indent=2) + b"\n"
+
+
+def generate() -> dict[str, bytes]:
+    """File name (relative to ``schemas/``) -> schema bytes."""
+    out = {
+        "event.schema.json": _schema(ev.AnyEvent, "event", "ailedger event payload, catalogue v1"),
+        "envelope.schema.json": _schema(Envelope, "envelope", "DSSE v1 envelope"),
+        "entry.schema.json": _schema(LedgerEntry, "entry", "ailedger ledger entry (fields)"),
+        "trust.schema.json": _schema(TrustPolicy, "trust", "ailedger trust policy"),
+    }
+    for name, cls in ev.EVENT_TYPES.items():
+        out[f"events/{name}.schema.json"] = _schema(cls, f"events/{name}", f"{name} payload")
+    return out
+
+
+def write(directory: Path = SCHEMA_DIR) -> list[Path]:
+    written = []
+    for name, data in generate().items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_bytes() != data:
+            path.write_bytes(data)
+            written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else SCHEMA_DIR
+    changed = write(target)
+    print(f"{len(changed)} schema files written to {target}")
