@@ -194,6 +194,10 @@ def up(
     state: Annotated[
         Path | None, typer.Option(help="The notary's state store (SQLite; rebuildable).")
     ] = None,
+    batch_size: Annotated[int, typer.Option(help="Submissions taken from INTAKE at once.")] = 500,
+    ack_wait: Annotated[
+        float, typer.Option(help="Seconds before an unfinished submission is redelivered.")
+    ] = 10.0,
 ) -> None:
     """Run the notary (and the embedded NATS server unless --nats) in the foreground."""
     from services.notary import Notary, serve
@@ -214,8 +218,18 @@ def up(
                 highlight=False,
             )
 
-        await serve(h, stop, nats_url=nats, port=port, state_path=state, on_ready=ready)
-        console.print("notary stopped cleanly")
+        notary = await serve(
+            h,
+            stop,
+            nats_url=nats,
+            port=port,
+            state_path=state,
+            on_ready=ready,
+            batch_size=batch_size,
+            ack_wait=ack_wait,
+        )
+        stats = ", ".join(f"{k} {v}" for k, v in notary.stats.items())
+        console.print(f"notary stopped cleanly: {stats}", highlight=False)
 
     asyncio.run(main())
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import threading
 import time
 from collections.abc import Coroutine, Iterable
@@ -185,7 +186,7 @@ class LedgerClient:
                     # An earlier copy is queued or already decided: ask first.
                     looked_up = await self._lookup(event_id)
                     if looked_up is not None and looked_up.status != "unknown":
-                        return self._conclude(looked_up, event_id)
+                        return self._conclude(looked_up, event_id, envelope)
                 try:
                     verdict = await asyncio.wait_for(
                         asyncio.shield(fut),
@@ -196,15 +197,21 @@ class LedgerClient:
                     if looked_up is None or looked_up.status == "unknown":
                         continue
                     verdict = looked_up
-                return self._conclude(verdict, event_id)
+                return self._conclude(verdict, event_id, envelope)
         finally:
             self._waiting.pop(event_id, None)
 
-    def _conclude(self, verdict: Verdict, event_id: str) -> Receipt:
+    def _conclude(self, verdict: Verdict, event_id: str, envelope: bytes) -> Receipt:
         if verdict.status == "rejected":
             raise SubmissionRejected(verdict.code or "rejected", verdict.detail or "", event_id)
         if verdict.status != "accepted" or verdict.receipt is None:
             raise SubmissionError(f"unexpected verdict {verdict.status!r}", event_id)
+        if verdict.envelope_sha256 not in (None, hashlib.sha256(envelope).hexdigest()):
+            raise SubmissionRejected(
+                "duplicate_event_id",
+                f"event id {event_id} is already entry {verdict.index} with other bytes",
+                event_id,
+            )
         note = verdict.receipt.encode()
         try:
             receipt = open_receipt(note, self._verifiers)

@@ -115,6 +115,9 @@ class Verdict(msgspec.Struct, omit_defaults=True, kw_only=True):
     event_id: str | None = None
     index: int | None = None
     receipt: str | None = None
+    #: SHA-256 (hex) of the envelope the receipt is for: a client that sent
+    #: other bytes under the same event id learns that they were not integrated.
+    envelope_sha256: str | None = None
     code: str | None = None
     detail: str | None = None
 

@@ -25,9 +25,9 @@ DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 
 class LedgerEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """A ledger entry's fields. Stored and hashed as the text form::
-
-    ailedger/entry/v1\\nindex <n>\\nintegrated <time>\\nsubject <subject>\\nprev <n|none>\\n\\n<envelope bytes>
+    """A ledger entry's fields. Stored and hashed in the text form of ``ledger.entry``:
+    a header of lines ``ailedger/entry/v1``, ``index``, ``integrated``, ``subject``,
+    ``prev``, an empty line, then the DSSE envelope bytes exactly as submitted.
     """
 
     index: int
@@ -50,7 +50,11 @@ def _tighten(node: Any) -> None:
 
 
 def _schema(tp: Any, name: str, title: str) -> bytes:
-    schema: dict[str, Any] = {"$schema": DRAFT, "$id": f"urn:ailedger:schema:{name}", "title": title}
+    schema: dict[str, Any] = {
+        "$schema": DRAFT,
+        "$id": f"urn:ailedger:schema:{name}",
+        "title": title,
+    }
     schema.update(msgspec.json.schema(tp))
     _tighten(schema)
     return msgspec.json.format(msgspec.json.encode(schema), indent=2) + b"\n"

@@ -141,6 +141,7 @@ class Notary:
         genesis: bytes | None = None,
         batch_size: int = 500,
         verify_threads: int = 2,
+        ack_wait: float = 10.0,
     ) -> None:
         self.nc = nc
         self.js = nc.jetstream(timeout=10)
@@ -150,6 +151,7 @@ class Notary:
         self.clock = clock or SystemClock()
         self.genesis = genesis
         self.batch_size = min(batch_size, 1000)
+        self.ack_wait = ack_wait
         self.state_thread = StateThread("notary-state")
         self.verify_pool = ThreadPoolExecutor(max(1, verify_threads), thread_name_prefix="verify")
         self.verify_threads = max(1, verify_threads)
@@ -188,7 +190,7 @@ class Notary:
             config=ConsumerConfig(
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
-                ack_wait=30,
+                ack_wait=self.ack_wait,
                 max_ack_pending=20_000,
                 max_deliver=-1,
             ),
@@ -295,6 +297,16 @@ class Notary:
         for attempt in range(1, 11):
             batch = await self.state_thread.call(self._admit_all, subs, now)
             if not batch.admitted:
+                # Nothing to append, so no fence proves the state was current.
+                # Refusals judged on a stale state (another notary appended
+                # since) must be judged again.
+                if any(isinstance(s.outcome, errors.Rejection) and s.early is None for s in subs):
+                    current = await last_sequence(self.nc, LEDGER)
+                    if current != batch.first_sequence - 1:
+                        self.stats["fenced"] += 1
+                        await self.sync()
+                        now = self._integration_time()
+                        continue
                 break
             try:
                 await self._append(batch)
@@ -461,17 +473,22 @@ class Notary:
                 while len(self._recent_rejections) > 100_000:
                     self._recent_rejections.popitem(last=False)
             return verdict
-        assert s.receipt is not None
+        assert s.receipt is not None and isinstance(outcome, (Admitted, AlreadyIntegrated))
         if isinstance(outcome, AlreadyIntegrated):
             self.stats["duplicates"] += 1
         else:
             self.stats["accepted"] += 1
         self._recent_rejections.pop(s.receipt.event_id, None)
+        return self._accepted(outcome.record, s.receipt)
+
+    @staticmethod
+    def _accepted(record: EventRecord, receipt: Receipt) -> Verdict:
         return Verdict(
             status="accepted",
-            event_id=s.receipt.event_id,
-            index=s.receipt.index,
-            receipt=s.receipt.note.decode(),
+            event_id=record.event_id,
+            index=record.index,
+            receipt=receipt.note.decode(),
+            envelope_sha256=record.envelope_sha256,
         )
 
     async def _keep_rejection(self, s: Submission) -> bool:
@@ -503,13 +520,7 @@ class Notary:
             log.warning("lookup %s: %s", event_id, e)
             record = None
         if record is not None:
-            receipt = self.receipt_for(record)
-            verdict = Verdict(
-                status="accepted",
-                event_id=event_id,
-                index=record.index,
-                receipt=receipt.note.decode(),
-            )
+            verdict = self._accepted(record, self.receipt_for(record))
         else:
             verdict = self._recent_rejections.get(event_id) or Verdict(
                 status="unknown", event_id=event_id
@@ -555,7 +566,9 @@ async def serve(
     state_path: Path | None = None,
     clock: Clock | None = None,
     on_ready: Callable[[str, Notary], None] | None = None,
-) -> None:
+    batch_size: int = 500,
+    ack_wait: float = 10.0,
+) -> Notary:
     """Run a notary for ``home`` until ``stop`` is set.
 
     Without ``nats_url`` it starts the embedded nats-server on the home's store
@@ -572,7 +585,15 @@ async def serve(
         try:
             nc = await connect(nats_url, name="ailedger-notary")
             state = LedgerState(sqlite_env(state_path), trust=home.trust())
-            notary = Notary(nc, state, home.notary_signer(), clock=clock, genesis=home.genesis())
+            notary = Notary(
+                nc,
+                state,
+                home.notary_signer(),
+                clock=clock,
+                genesis=home.genesis(),
+                batch_size=batch_size,
+                ack_wait=ack_wait,
+            )
             try:
                 await notary.start()
                 if on_ready is not None:
@@ -586,3 +607,4 @@ async def serve(
             if server is not None:
                 home.url_file.unlink(missing_ok=True)
                 await asyncio.to_thread(server.stop)
+    return notary

