@@ -217,6 +217,7 @@ def up(
                 f"(pid {os.getpid()}); Ctrl-C to stop",
                 highlight=False,
             )
+            sys.stdout.flush()  # supervisors read this line through a pipe
 
         notary = await serve(
             h,

@@ -1,0 +1,162 @@
+"""The ``ailedger`` command line, run as a user runs it, in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ledger.bootstrap import Home
+
+
+def ailedger(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ledger", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def test_demo_plays_the_scenario_and_exits_zero(tmp_path: Path) -> None:
+    result = ailedger("demo", "--keep", str(tmp_path / "demo"), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "LEDGER: 34 entries, index 0 is the genesis" in out
+    assert "REJECTED: 10 submissions" in out
+    for code in ("not_system_party", "bad_signature", "unknown_actor", "clock_skew"):
+        assert code in out
+    assert "unexpected" not in out
+    assert "33 accepted with verified receipts, 10 refused with reason codes" in out
+
+
+def test_keygen_init_up_submit_log(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    made = ailedger("init", str(home), "--origin", "cli.ailedger.kz/test", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert "LEDGER index 0" in made.stdout
+    assert (home / "trust.json").exists() and (home / "genesis.json").exists()
+
+    up = subprocess.Popen(
+        [sys.executable, "-m", "ledger", "up", "--home", str(home)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert up.stdout is not None
+        line = ""
+        deadline = time.monotonic() + 30
+        while "notary up" not in line and time.monotonic() < deadline:
+            line = up.stdout.readline()
+        assert "notary up: cli.ailedger.kz/test, 1 entries" in line
+
+        # the regulator enrols a bank whose key was made with keygen
+        gen = ailedger("keygen", "bank", "--out", str(tmp_path / "bank.pem"), cwd=tmp_path)
+        assert gen.returncode == 0, gen.stderr
+        public = gen.stdout.split("public key")[1].split()[0]
+        enrol = tmp_path / "enrol.json"
+        enrol.write_text(
+            json.dumps(
+                {
+                    "type": "ActorEnrolled",
+                    "subject": "actor/bank",
+                    "legal_name": "Bank JSC",
+                    "bin": "990140000123",
+                    "roles": ["owner"],
+                    "public_keys": [public],
+                }
+            )
+        )
+        sent = ailedger(
+            "submit", str(enrol), "--key", str(home / "keys" / "regulator.pem"),
+            "--home", str(home), cwd=tmp_path,
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        assert "accepted ActorEnrolled as entry 1" in sent.stdout
+        assert "ailedger/receipt/v1" in sent.stdout and "— cli.ailedger.kz/test " in sent.stdout
+
+        register = tmp_path / "register.json"
+        register.write_text(
+            json.dumps(
+                {
+                    "type": "SystemRegistered",
+                    "subject": "system/scorer",
+                    "name": "Scorer",
+                    "purpose": "credit scoring",
+                    "sector": "finance",
+                    "owner": "bank",
+                    "holder": "bank",
+                    "generates_synthetic_content": False,
+                }
+            )
+        )
+        args = ("submit", str(register), "--key", str(tmp_path / "bank.pem"), "--home", str(home))
+        assert ailedger(*args, cwd=tmp_path).returncode == 0
+        again = ailedger(*args, cwd=tmp_path)  # a new event id: a second registration
+        assert again.returncode == 1
+        assert again.stderr.strip() == (
+            "rejected: system_already_registered: system scorer is already registered"
+        )
+
+        log = ailedger("log", "--home", str(home), "--json", cwd=tmp_path)
+        rows = [json.loads(x) for x in log.stdout.splitlines()]
+        assert [(r["index"], r["type"], r["signer"]) for r in rows] == [
+            (0, "LedgerGenesis", "regulator"),
+            (1, "ActorEnrolled", "regulator"),
+            (2, "SystemRegistered", "bank"),
+        ]
+        table = ailedger("log", "--home", str(home), cwd=tmp_path)
+        assert "system/scorer" in table.stdout
+        rejected = ailedger("log", "--home", str(home), "--rejected", "--json", cwd=tmp_path)
+        assert json.loads(rejected.stdout)["code"] == "system_already_registered"
+    finally:
+        up.send_signal(signal.SIGINT)
+        out, _ = up.communicate(timeout=30)
+    assert up.returncode == 0
+    assert "notary stopped cleanly: accepted 2, rejected 1" in out
+    assert not Home(home).url_file.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("submit", "x.json", "--key", "missing.pem"), "error: cannot read key file missing.pem"),
+        (("log", "--home", "nowhere"), "error: no NATS server: start one with `ailedger up"),
+        (("up", "--home", "nowhere"), "error: nowhere is not a ledger home"),
+        (("init", "--origin", "o", "existing"), "error: existing already holds a ledger"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    (tmp_path / "existing").mkdir()
+    (tmp_path / "existing" / "trust.json").write_text("{}")
+    result = ailedger(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_submit_of_an_invalid_payload_says_what_is_wrong(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert ailedger("init", str(home), cwd=tmp_path).returncode == 0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"type": "SystemRegistered", "subject": "system/x"}))
+    result = ailedger(
+        "submit", str(bad), "--key", str(home / "keys" / "regulator.pem"),
+        "--home", str(home), "--nats", "nats://127.0.0.1:9",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "error:" in result.stderr and "Traceback" not in result.stderr

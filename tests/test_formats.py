@@ -1,0 +1,311 @@
+"""Keys, DSSE envelopes, the event catalogue, ledger entries, receipts, trust policies."""
+
+from __future__ import annotations
+
+import base64
+import json
+import stat
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ledger import events as ev
+from ledger.client import sign_event
+from ledger.dsse import PAYLOAD_TYPE, EnvelopeError, pae, parse_envelope, sign_envelope
+from ledger.entry import Entry, MalformedEntryError
+from ledger.keys import ActorKey, KeyFileError, fingerprint, generate, load_key, save_key
+from ledger.note import Signer, Verifiers
+from ledger.receipt import ReceiptError, open_receipt, sign_receipt
+from ledger.schemas import generate as generate_schemas
+from ledger.trust import TrustedKey, TrustError, TrustPolicy
+
+T = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+# --- keys -------------------------------------------------------------------
+
+
+def test_key_file_is_private_names_its_actor_and_round_trips(tmp_path: Path) -> None:
+    key = generate("bank")
+    path = tmp_path / "keys" / "bank.pem"
+    save_key(key, path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    loaded = load_key(path)
+    assert loaded.actor == "bank" and loaded.public_key == key.public_key
+    assert loaded.keyid == f"bank/{fingerprint(key.public_key)}"
+    assert len(loaded.fingerprint) == 16
+    with pytest.raises(KeyFileError, match="exists"):
+        save_key(generate("bank"), path)
+
+
+def test_bad_key_files_give_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(KeyFileError, match="cannot read"):
+        load_key(tmp_path / "missing.pem")
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a key")
+    with pytest.raises(KeyFileError, match="not an unencrypted PEM"):
+        load_key(junk)
+    with pytest.raises(KeyFileError, match="not a slug"):
+        ActorKey("Bank!", generate("x").private_key)
+
+
+# --- DSSE ---------------------------------------------------------------------
+
+
+def test_pae_matches_the_dsse_specification() -> None:
+    assert (
+        pae("http://example.com/HelloWorld", b"hello world")
+        == b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+    )
+
+
+def test_envelope_signature_covers_the_exact_payload_bytes() -> None:
+    key = generate("bank")
+    envelope = sign_envelope(b'{"a": 1}', key)
+    parsed = parse_envelope(envelope)
+    assert parsed.payload == b'{"a": 1}' and parsed.keyid == key.keyid
+    assert parsed.verify(key.public_key)
+    # The same JSON value in other bytes is another payload: it does not verify.
+    doc = json.loads(envelope)
+    doc["payload"] = base64.b64encode(b'{"a":1}').decode()
+    assert not parse_envelope(json.dumps(doc).encode()).verify(key.public_key)
+    assert not parsed.verify(generate("bank").public_key)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(payloadType="application/json"), "payloadType"),
+        (lambda d: d["signatures"].append(d["signatures"][0]), "exactly one signature"),
+        (lambda d: d.update(signatures=[]), "exactly one signature"),
+        (lambda d: d.update(payload="%%%"), "base64"),
+        (lambda d: d["signatures"][0].update(sig="AAAA"), "64 bytes"),
+        (lambda d: d.update(extra=1), "unknown field"),
+        (lambda d: d.pop("payload"), "missing required field"),
+    ],
+)
+def test_malformed_envelopes_are_refused_with_the_reason(change: object, message: str) -> None:
+    doc = json.loads(sign_envelope(b"{}", generate("bank")))
+    change(doc)  # type: ignore[operator]
+    with pytest.raises(EnvelopeError, match=message):
+        parse_envelope(json.dumps(doc).encode())
+
+
+def test_not_json_is_flagged_as_such() -> None:
+    with pytest.raises(EnvelopeError) as e:
+        parse_envelope(b"{not json")
+    assert e.value.json_error
+
+
+# --- event catalogue --------------------------------------------------------
+
+
+def sample(**overrides: object) -> bytes:
+    e = ev.IncidentReported(
+        v=1,
+        event_id="0b9f0c1e-2a3b-4c5d-8e9f-0a1b2c3d4e5f",
+        actor="transit",
+        subject="system/traffic-optimiser",
+        signed_at=T,
+        incident_id="inc-1",
+        occurred_at=T - timedelta(hours=2),
+        aware_at=T - timedelta(hours=1),
+        harm_category="critical_infrastructure",
+        severity="serious",
+        affected_count=0,
+        description="All-red phase",
+    )
+    doc = json.loads(ev.encode_event(e))
+    doc.update(overrides)
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def test_event_round_trip_is_compact_json_with_z_times() -> None:
+    data = sample()
+    event = ev.decode_event(data)
+    assert isinstance(event, ev.IncidentReported)
+    assert ev.encode_event(event) == data
+    assert b'"signed_at":"2026-03-01T12:00:00Z"' in data
+    assert data.startswith(b'{"type":"IncidentReported","v":1,"event_id"')
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (sample(type="IncidentDeleted"), "unknown event type"),
+        (sample(extra="x"), "unknown field"),
+        (sample(affected_count="3"), "Expected `int`"),
+        (sample(affected_count=3.0), "floats are not allowed"),
+        (sample(affected_count=-1), ">= 0"),
+        (sample(v=2), "v"),
+        (sample(actor="Transit"), "actor"),
+        (sample(subject="actor/transit"), "subject"),
+        (sample(signed_at="2026-03-01T12:00:00"), "RFC 3339 UTC"),
+        (sample(signed_at="2026-03-01T17:00:00+05:00"), "RFC 3339 UTC"),
+        (sample(signed_at="2026-03-01T12:00:00.1234567Z"), "RFC 3339 UTC"),
+        (sample(event_id="not-a-uuid"), "event_id"),
+        (sample(severity="catastrophic"), "severity"),
+        (sample(aware_at="2026-03-01T09:00:00Z"), "aware_at is before occurred_at"),
+        (sample().replace(b'"actor":"transit"', b'"actor":"transit","actor":"bank"'), "duplicate"),
+        (b"[1, 2]", "JSON object"),
+        (b"\xff\xfe", "UTF-8"),
+        (sample().replace(b'"affected_count":0', b'"affected_count":NaN'), "NaN"),
+    ],
+)
+def test_strict_decoding_rejects(raw: bytes, why: str) -> None:
+    with pytest.raises(ev.SchemaError, match=why):
+        ev.decode_event(raw)
+
+
+def test_every_catalogue_type_has_a_schema_and_signers() -> None:
+    assert len(ev.EVENT_TYPES) == 20
+    for name, cls in ev.EVENT_TYPES.items():
+        assert cls.signers, f"{name} says who may sign it"
+    assert ev.TIME_FIELDS >= {"signed_at", "occurred_at", "aware_at", "effective_from"}
+
+
+def test_naive_datetimes_are_refused_when_building_events() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        ev.ActorSuspended(
+            v=1,
+            event_id=ev.new_event_id(),
+            actor="regulator",
+            subject="actor/bank",
+            signed_at=datetime(2026, 1, 1),
+            reason="r",
+        )
+    with pytest.raises(ValueError, match="UTC"):
+        ev.ActorSuspended(
+            v=1,
+            event_id=ev.new_event_id(),
+            actor="regulator",
+            subject="actor/bank",
+            signed_at=datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=5))),
+            reason="r",
+        )
+
+
+def test_sign_event_refuses_an_event_the_notary_would_refuse() -> None:
+    key = generate("bank")
+    bad = ev.ActorSuspended(
+        v=1,
+        event_id=ev.new_event_id(),
+        actor="bank",
+        subject="actor/Bank",
+        signed_at=T,
+        reason="r",
+    )
+    with pytest.raises(ev.SchemaError):
+        sign_event(bad, key)
+    other = msgspec.structs.replace(bad, subject="actor/bank", actor="media")
+    with pytest.raises(ValueError, match="not the key's actor"):
+        sign_event(other, key)
+
+
+# --- ledger entries ---------------------------------------------------------
+
+
+def test_entry_text_form_is_exact() -> None:
+    entry = Entry(7, T, "system/scorer", 3, b'{"payloadType":"x"}')
+    assert entry.encoded == (
+        b"ailedger/entry/v1\nindex 7\nintegrated 2026-03-01T12:00:00Z\n"
+        b'subject system/scorer\nprev 3\n\n{"payloadType":"x"}'
+    )
+    assert Entry.parse(entry.encoded) == entry
+    first = Entry(0, T, "ledger/genesis", None, b"{}")
+    assert b"prev none\n\n" in first.encoded
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"ailedger/entry/v2\nindex 7\nintegrated 2026-03-01T12:00:00Z\nsubject system/s\nprev 3\n\n{}",
+        b"ailedger/entry/v1\nindex 07\nintegrated 2026-03-01T12:00:00Z\nsubject system/s\nprev 3\n\n{}",
+        b"ailedger/entry/v1\nindex 7\nintegrated 2026-03-01T12:00:00+00:00\nsubject system/s\nprev 3\n\n{}",
+        b"ailedger/entry/v1\nindex 7\nintegrated 2026-03-01T12:00:00Z\nsubject system/S\nprev 3\n\n{}",
+        b"ailedger/entry/v1\nindex 7\nintegrated 2026-03-01T12:00:00Z\nsubject system/s\nprev 7\n\n{}",
+        b"ailedger/entry/v1\nindex 7\nintegrated 2026-03-01T12:00:00Z\nsubject system/s\nprev 3\n{}",
+        b"ailedger/entry/v1\nindex 7\nintegrated 2026-03-01T12:00:00.5Z\nsubject system/s\nprev 3\n\n{}",
+        b"ailedger/entry/v1\nindex 7\nintegrated 2026-03-01T12:00:00Z\nsubject system/s\nprev 3\n\n",
+    ],
+)
+def test_malformed_entries_are_refused(raw: bytes) -> None:
+    with pytest.raises(MalformedEntryError):
+        Entry.parse(raw)
+
+
+@given(
+    index=st.integers(min_value=1, max_value=10**12),
+    seconds=st.integers(min_value=0, max_value=10**9),
+    micros=st.integers(min_value=0, max_value=999_999),
+    body=st.binary(min_size=1, max_size=200),
+)
+def test_entries_round_trip(index: int, seconds: int, micros: int, body: bytes) -> None:
+    t = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds, microseconds=micros)
+    entry = Entry(index, t, "actor/bank", index // 2, body)
+    assert Entry.parse(entry.encoded) == entry
+
+
+# --- receipts -----------------------------------------------------------------
+
+
+def test_receipt_is_a_signed_note_that_fails_after_any_change() -> None:
+    signer = Signer.from_private_key("test.ailedger.kz/registry", generate("notary").private_key)
+    leaf = b"\x01" * 32
+    receipt = sign_receipt(signer, signer.name, 42, leaf, T, "0b9f0c1e-2a3b-4c5d-8e9f-0a1b2c3d4e5f")
+    body = receipt.note.decode().split("\n\n")[0]
+    assert body.splitlines() == [
+        "ailedger/receipt/v1",
+        "test.ailedger.kz/registry",
+        "index 42",
+        f"leaf {base64.b64encode(leaf).decode()}",
+        "integrated 2026-03-01T12:00:00Z",
+        "event 0b9f0c1e-2a3b-4c5d-8e9f-0a1b2c3d4e5f",
+    ]
+    trusted = Verifiers(signer.verifier())
+    assert open_receipt(receipt.note, trusted) == receipt
+    for i in range(len(receipt.note)):
+        flipped = bytearray(receipt.note)
+        flipped[i] ^= 0x01
+        with pytest.raises(ReceiptError):
+            open_receipt(bytes(flipped), trusted)
+    other = Signer.from_private_key(signer.name, generate("notary").private_key)
+    with pytest.raises(ReceiptError):
+        open_receipt(receipt.note, Verifiers(other.verifier()))
+
+
+# --- trust policy and schemas -----------------------------------------------------
+
+
+def test_trust_policy_round_trips_and_rejects_nonsense(tmp_path: Path) -> None:
+    key = generate("regulator")
+    policy = TrustPolicy(
+        origin="o",
+        regulator="regulator",
+        regulator_keys=[TrustedKey(key=key.public_key_b64, valid_until=T)],
+        log_keys=[],
+    )
+    path = tmp_path / "trust.json"
+    policy.save(path)
+    again = TrustPolicy.load(path)
+    assert again.regulator_key_valid(key.public_key, T - timedelta(days=1))
+    assert not again.regulator_key_valid(key.public_key, T)  # valid_until is exclusive
+    path.write_text('{"format": "ailedger/trust/v1"}')
+    with pytest.raises(TrustError, match="missing required field"):
+        TrustPolicy.load(path)
+
+
+def test_schemas_directory_matches_the_code() -> None:
+    directory = Path(__file__).resolve().parent.parent / "schemas"
+    expected = generate_schemas()
+    on_disk = {
+        str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*.schema.json")
+    }
+    stale = sorted(set(on_disk) ^ set(expected)) + sorted(
+        name for name in expected if on_disk.get(name) != expected[name]
+    )
+    assert not stale, f"schemas/ drifted from the code: {stale}; run python -m ledger.schemas"
