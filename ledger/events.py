@@ -476,9 +476,10 @@ def decode_event(payload: bytes) -> AnyEvent:
     if "type" in tree and tree["type"] not in EVENT_TYPES:
         raise SchemaError(f"unknown event type {tree['type']!r}")
     try:
-        return _decoder.decode(payload)
+        event: AnyEvent = _decoder.decode(payload)
     except (msgspec.ValidationError, msgspec.DecodeError) as e:
         raise SchemaError(str(e)) from None
+    return event
 
 
 def encode_event(event: Event) -> bytes:

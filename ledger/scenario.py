@@ -18,6 +18,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 
@@ -78,7 +79,7 @@ class Scenario:
     def at(self, days: float, hours: float = 0) -> datetime:
         return self.start + timedelta(days=days, hours=hours)
 
-    def event(self, cls: type[ev.Event], actor: str, at: datetime, **fields: object) -> ev.Event:
+    def event(self, cls: type[ev.Event], actor: str, at: datetime, **fields: Any) -> ev.Event:
         return cls(v=1, event_id=ev.new_event_id(), actor=actor, signed_at=at, **fields)
 
     # --- builders of the deliberately bad submissions -------------------------
@@ -144,7 +145,11 @@ class Scenario:
             hours: float = 0,
         ) -> None:
             at = self.at(days, hours)
-            s.append(Step(at, actor, what, lambda sc, at=at: make(sc, at), expect))
+
+            def build(sc: Scenario) -> ev.Event | Submission:
+                return make(sc, at)
+
+            s.append(Step(at, actor, what, build, expect))
 
         def enrol(actor: str) -> Callable[[Scenario, datetime], ev.Event]:
             name, bin_, roles = ACTORS[actor]

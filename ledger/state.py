@@ -22,12 +22,12 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
 import msgspec
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Tracking
 from eventsourcing.projection import EventSourcedProjection
 
@@ -107,7 +107,7 @@ class LedgerState(EventSourcedProjection[UUID]):
     """Actors, keys, systems, incidents, audits, insurance and rulebooks, from LEDGER."""
 
     name = "LedgerState"
-    env: dict[str, str] = {  # noqa: RUF012 - eventsourcing's class-level defaults
+    env: ClassVar[dict[str, str]] = {
         "AGGREGATE_CACHE_MAXSIZE": "20000",
         # One writer per state store, so recorded aggregates go straight into
         # the cache instead of being fast-forwarded from stored events.
@@ -132,10 +132,10 @@ class LedgerState(EventSourcedProjection[UUID]):
 
     def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
         try:
-            agg = self.repository.get(aggregate_id)
+            agg: Aggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
-        return cast(A, agg) if isinstance(agg, cls) else None
+        return agg if isinstance(agg, cls) else None
 
     def actor(self, actor_id: str) -> Actor | None:
         return self.get(Actor, Actor.create_id(actor_id))
@@ -162,7 +162,11 @@ class LedgerState(EventSourcedProjection[UUID]):
         """Record the batch's aggregate events with its tracking, in one transaction."""
         if not batch.admitted:
             return
-        self.process_event(batch, Tracking(TRACKING_NAME, batch.last_sequence))
+        # The "domain event" processed here is a whole batch of ledger entries:
+        # policy() collects its aggregates' events under one tracking record.
+        self.process_event(
+            cast("DomainEventProtocol[UUID]", batch), Tracking(TRACKING_NAME, batch.last_sequence)
+        )
 
     def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
         batch = cast(Batch, domain_event)
@@ -437,7 +441,7 @@ class Batch:
         raise errors.BadSignature("genesis signature does not verify with its regulator keys")
 
     @staticmethod
-    def _authorize(event: ev.AnyEvent, signer: Actor, system: AISystem | None) -> str:
+    def _authorize(event: ev.Event, signer: Actor, system: AISystem | None) -> str:
         """The role the signer acts in, or the rejection that says why it may not."""
         allowed = type(event).signers
         if "self" in allowed and event.subject == signer.subject:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
@@ -19,7 +19,7 @@ from ledger.keys import SLUG, decode_public_key
 
 __all__ = ["TRUST_FORMAT", "TrustError", "TrustPolicy", "TrustedKey"]
 
-TRUST_FORMAT = "ailedger/trust/v1"
+TRUST_FORMAT: Final = "ailedger/trust/v1"
 AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 

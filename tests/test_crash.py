@@ -8,6 +8,7 @@ with SIGKILL and restarted.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import re
@@ -45,7 +46,7 @@ async def check_ledger(url: str) -> list[Entry]:
         event_id = json.loads(parse_envelope(entry.envelope).payload)["event_id"]
         assert event_id not in seen, f"event {event_id} integrated twice"
         seen.add(event_id)
-    assert all(a.integrated <= b.integrated for a, b in zip(entries, entries[1:], strict=False))
+    assert all(a.integrated <= b.integrated for a, b in itertools.pairwise(entries))
     return entries
 
 

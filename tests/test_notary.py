@@ -39,7 +39,7 @@ def receipt_matches_entry(receipt: Receipt, entry_bytes: bytes) -> bool:
 async def test_genesis_is_entry_zero_and_a_valid_event_gets_a_verifiable_receipt(
     ledger: Harness,
 ) -> None:
-    bank, client = await ledger.enrol("bank", ["owner"])
+    _, client = await ledger.enrol("bank", ["owner"])
     receipt = await client.submit(
         client.event(
             ev.SystemRegistered,
