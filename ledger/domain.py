@@ -195,7 +195,10 @@ class Actor(SubjectAggregate):
         self, new_key: str, old_key: str, old_key_valid_until: datetime, prov: Provenance
     ) -> None:
         old = self.keys[fingerprint(decode_public_key(old_key))]
-        old.valid_until = max(old_key_valid_until, prov.integrated)
+        # Not before now (what was signed stays signed), never later than an
+        # earlier rotation allowed (a deadline is not extended by rotating again).
+        until = max(old_key_valid_until, prov.integrated)
+        old.valid_until = until if old.valid_until is None else min(old.valid_until, until)
         self.keys[fingerprint(decode_public_key(new_key))] = KeyState(new_key, prov.integrated)
         self._track(prov)
 
@@ -203,8 +206,12 @@ class Actor(SubjectAggregate):
     def revoke_key(self, key: str, compromised_at: datetime, reason: str, prov: Provenance) -> None:
         state = self.keys[fingerprint(decode_public_key(key))]
         # Nothing integrated after the revocation itself may use the key,
-        # whatever compromise time was claimed.
-        state.compromised_at = min(compromised_at, prov.integrated)
+        # whatever compromise time was claimed; a later revocation cannot move
+        # an earlier compromise time.
+        times = [compromised_at, prov.integrated]
+        if state.compromised_at is not None:
+            times.append(state.compromised_at)
+        state.compromised_at = min(times)
         self._track(prov)
 
     @event("Suspended")
@@ -302,7 +309,8 @@ class Rulebook(SubjectAggregate):
         self.versions.sort(key=lambda v: (v.effective_from, v.prov.index))
         self._track(prov)
 
-    def check_not_retroactive(self, effective_from: datetime, at: datetime) -> None:
+    @staticmethod
+    def check_not_retroactive(effective_from: datetime, at: datetime) -> None:
         if effective_from < at:
             raise errors.PolicyRetroactive(
                 f"effective_from {format_time(effective_from)} is before its integration "
@@ -577,6 +585,13 @@ class InsurancePolicy(Aggregate):
         self.insurer = insurer
         self.terms: list[InsuranceTerm] = []
 
+    def check_insurer(self, actor_id: str) -> None:
+        if actor_id != self.insurer:
+            raise errors.NotPolicyInsurer(
+                f"policy {self.policy_number} of {self.system_id} was issued by "
+                f"{self.insurer}, not {actor_id}"
+            )
+
     @event("Changed")
     def change(
         self, status: str, start: datetime, end: datetime, coverage_tenge: int, prov: Provenance
@@ -589,7 +604,9 @@ class EventRecord(Aggregate):
 
     @staticmethod
     def create_id(event_id: str) -> UUID:
-        return UUID(event_id)
+        # Name-based like every other aggregate id: a submitter choosing its
+        # event id cannot make it collide with another aggregate's id.
+        return _id(f"event/{event_id}")
 
     @event("Integrated")
     def __init__(

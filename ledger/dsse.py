@@ -16,6 +16,7 @@ import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ledger import strictjson
 from ledger.keys import ActorKey
 
 __all__ = [
@@ -106,6 +107,10 @@ _envelope_decoder = msgspec.json.Decoder(Envelope)
 
 def parse_envelope(data: bytes) -> ParsedEnvelope:
     """Parse an envelope strictly; raise :class:`EnvelopeError` saying what is wrong."""
+    try:
+        strictjson.loads(data)
+    except strictjson.StrictJsonError as e:
+        raise EnvelopeError(str(e), json_error=e.syntax) from None
     try:
         env = _envelope_decoder.decode(data)
     except msgspec.ValidationError as e:

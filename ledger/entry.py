@@ -54,7 +54,7 @@ class Entry:
     def __post_init__(self) -> None:
         if self.index < 0:
             raise MalformedEntryError("index must be >= 0")
-        if not _SUBJECT.match(self.subject):
+        if not _SUBJECT.fullmatch(self.subject):
             raise MalformedEntryError(f"bad subject {self.subject!r}")
         if self.prev is not None and not 0 <= self.prev < self.index:
             raise MalformedEntryError(f"prev {self.prev} must be below index {self.index}")
@@ -93,9 +93,9 @@ class Entry:
             if key != name or not sep:
                 raise MalformedEntryError(f"expected {name.decode()!r} line, got {line[:40]!r}")
             fields[name] = value
-        if not _NUMBER.match(fields[b"index"]):
+        if not _NUMBER.fullmatch(fields[b"index"]):
             raise MalformedEntryError("index is not a decimal number")
-        if fields[b"prev"] != b"none" and not _NUMBER.match(fields[b"prev"]):
+        if fields[b"prev"] != b"none" and not _NUMBER.fullmatch(fields[b"prev"]):
             raise MalformedEntryError("prev is neither a decimal number nor 'none'")
         try:
             integrated = parse_time(fields[b"integrated"].decode("ascii"))

@@ -115,6 +115,12 @@ class KeyInUse(Rejection):
     code = "key_in_use"
 
 
+class NotPolicyInsurer(Rejection):
+    """Only the insurer that issued a policy may report changes to it."""
+
+    code = "not_policy_insurer"
+
+
 class ActorSuspendedError(Rejection):
     """The signer is suspended (e.g. an auditor whose accreditation was withdrawn)."""
 

@@ -13,7 +13,6 @@ enforces it together with the invariants in :mod:`ledger.domain`.
 from __future__ import annotations
 
 import functools
-import json
 import re
 import uuid
 from datetime import datetime
@@ -21,6 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
+from ledger import strictjson
 from ledger.keys import SLUG
 from ledger.timeutil import RFC3339_UTC, ClockError, utc
 
@@ -84,7 +84,53 @@ Signer = Literal["regulator", "owner", "holder", "auditor", "insurer", "sectoral
 
 
 class SchemaError(ValueError):
-    """A payload that does not fit the event catalogue."""
+    """A payload that does not fit the event catalogue. ``syntax``: not even JSON."""
+
+    def __init__(self, message: str, *, syntax: bool = False) -> None:
+        super().__init__(message)
+        self.syntax = syntax
+
+
+def _unwrap(t: msgspec.inspect.Type) -> msgspec.inspect.Type:
+    while isinstance(t, msgspec.inspect.Metadata):
+        t = t.type
+    return t
+
+
+def _pattern_of(t: msgspec.inspect.Type) -> str | None:
+    t = _unwrap(t)
+    if isinstance(t, msgspec.inspect.UnionType):
+        for option in t.types:
+            found = _pattern_of(option)
+            if found:
+                return found
+        return None
+    return t.pattern if isinstance(t, msgspec.inspect.StrType) else None
+
+
+@functools.cache
+def _pattern_fields(cls: type[msgspec.Struct]) -> tuple[tuple[str, re.Pattern[str], bool], ...]:
+    """(field, pattern, is a list) of every pattern-constrained string field of ``cls``."""
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    out = []
+    for f in info.fields:
+        t = _unwrap(f.type)
+        is_list = isinstance(t, msgspec.inspect.ListType)
+        pattern = _pattern_of(t.item_type if isinstance(t, msgspec.inspect.ListType) else t)
+        if pattern:
+            out.append((f.name, re.compile(pattern), is_list))
+    return tuple(out)
+
+
+def check_patterns(obj: msgspec.Struct) -> None:
+    """Whole-string pattern checks. msgspec (like ``re.search``) lets ``$`` match
+    before a final newline, so ``"bank\\n"`` would pass as a slug otherwise."""
+    for name, rx, is_list in _pattern_fields(type(obj)):
+        value = getattr(obj, name)
+        for v in value if is_list else (value,):
+            if isinstance(v, str) and not rx.fullmatch(v):
+                raise ValueError(f"{name}: {v!r} does not match {rx.pattern}")
 
 
 # --- base classes ----------------------------------------------------------
@@ -102,6 +148,7 @@ class Event(msgspec.Struct, tag_field="type", tag=True, forbid_unknown_fields=Tr
     signers: ClassVar[frozenset[Signer]] = frozenset()
 
     def __post_init__(self) -> None:
+        check_patterns(self)
         for name in _time_fields(type(self)):
             value = getattr(self, name)
             if value is not None:
@@ -147,6 +194,9 @@ class RulebookParameters(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     report_hours_death: Hours
     legal_basis: dict[RuleId, Text]
 
+    def __post_init__(self) -> None:
+        check_patterns(self)
+
 
 class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     policy_id: Slug
@@ -154,6 +204,9 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     effective_from: Time
     parameters: RulebookParameters
     legal_references: list[Text]
+
+    def __post_init__(self) -> None:
+        check_patterns(self)
 
 
 class LedgerGenesis(Event, kw_only=True):
@@ -280,6 +333,9 @@ class LabelingAttested(SystemEvent, kw_only=True):
 class AuditFinding(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     severity: Literal["info", "low", "medium", "high", "critical"]
     text: Text
+
+    def __post_init__(self) -> None:
+        check_patterns(self)
 
 
 class AuditCompleted(SystemEvent, kw_only=True):
@@ -428,23 +484,9 @@ TIME_FIELDS = _all_time_field_names()
 _UTC_Z = re.compile(RFC3339_UTC)
 
 
-def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise SchemaError(f"duplicate key {key!r}")
-        if key in TIME_FIELDS and isinstance(value, str) and not _UTC_Z.match(value):
-            raise SchemaError(f"{key}: {value!r} is not RFC 3339 UTC ending in Z")
-        obj[key] = value
-    return obj
-
-
-def _no_float(text: str) -> Any:
-    raise SchemaError(f"floats are not allowed in signed data: {text}")
-
-
-def _no_constant(text: str) -> Any:
-    raise SchemaError(f"{text} is not JSON")
+def _check_time_fields(key: str, value: Any) -> None:
+    if key in TIME_FIELDS and isinstance(value, str) and not _UTC_Z.fullmatch(value):
+        raise SchemaError(f"{key}: {value!r} is not RFC 3339 UTC ending in Z")
 
 
 _decoder = msgspec.json.Decoder(AnyEvent)
@@ -454,27 +496,19 @@ _encoder = msgspec.json.Encoder()
 def decode_event(payload: bytes) -> AnyEvent:
     """Decode a payload strictly, or raise :class:`SchemaError` naming the problem.
 
-    A first pass with the standard library rejects what msgspec would let
+    A first pass (:mod:`ledger.strictjson`) rejects what msgspec would let
     through (duplicate keys, floats, non-``Z`` times); msgspec then checks
     types, patterns and the tagged union.
     """
     try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SchemaError("payload is not UTF-8") from None
-    try:
-        tree = json.loads(
-            text,
-            object_pairs_hook=_strict_object,
-            parse_float=_no_float,
-            parse_constant=_no_constant,
-        )
-    except json.JSONDecodeError as e:
-        raise SchemaError(f"payload is not JSON: {e}") from None
+        tree = strictjson.loads(payload, _check_time_fields)
+    except strictjson.StrictJsonError as e:
+        raise SchemaError(f"payload {e}" if e.syntax else str(e), syntax=e.syntax) from None
     if not isinstance(tree, dict):
         raise SchemaError("payload must be a JSON object")
-    if "type" in tree and tree["type"] not in EVENT_TYPES:
-        raise SchemaError(f"unknown event type {tree['type']!r}")
+    kind = tree.get("type")
+    if not isinstance(kind, str) or kind not in EVENT_TYPES:
+        raise SchemaError(f"unknown event type {kind!r}")
     try:
         event: AnyEvent = _decoder.decode(payload)
     except (msgspec.ValidationError, msgspec.DecodeError) as e:

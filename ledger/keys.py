@@ -80,7 +80,7 @@ class ActorKey:
     private_key: Ed25519PrivateKey
 
     def __post_init__(self) -> None:
-        if not _SLUG.match(self.actor):
+        if not _SLUG.fullmatch(self.actor):
             raise KeyFileError(f"actor id {self.actor!r} is not a slug ({SLUG})")
 
     @property

@@ -100,7 +100,7 @@ def open_receipt(note: bytes, verifiers: Verifiers) -> Receipt:
         integrated = parse_time(fields["integrated"])
     except (ValueError, binascii.Error, ClockError) as e:
         raise ReceiptError(f"receipt: {e}") from None
-    if not _UUID.match(fields["event"]):
+    if not _UUID.fullmatch(fields["event"]):
         raise ReceiptError("receipt event id is not a UUID")
     receipt = Receipt(origin, int(fields["index"]), leaf, integrated, fields["event"], note)
     if receipt.body() != opened.text:

@@ -17,7 +17,6 @@ Persistence is chosen by the environment, as eventsourcing does it:
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
 import msgspec
-from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError, ProcessingEvent, project_aggregate
 from eventsourcing.domain import Aggregate, DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Tracking
 from eventsourcing.projection import EventSourcedProjection
@@ -135,7 +134,11 @@ class LedgerState(EventSourcedProjection[UUID]):
             agg: Aggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
-        return agg if isinstance(agg, cls) else None
+        if not isinstance(agg, cls):
+            raise LedgerCorrupt(
+                f"aggregate {aggregate_id} is a {type(agg).__name__}, not {cls.__name__}"
+            )
+        return agg
 
     def actor(self, actor_id: str) -> Actor | None:
         return self.get(Actor, Actor.create_id(actor_id))
@@ -174,10 +177,11 @@ class LedgerState(EventSourcedProjection[UUID]):
         # against runtime Protocols, which dominates the cost of a large batch.
         for agg in batch.overlay.values():
             processing_event.events.extend(agg.collect_events())
-            if not isinstance(agg, EventRecord):
-                # Event records are read only to answer duplicates: keep them
-                # out of the aggregate cache.
-                processing_event.aggregates[agg.id] = agg
+            processing_event.aggregates[agg.id] = agg
+        # Event records are read only to answer duplicates: their events are
+        # recorded, but they stay out of the aggregate cache.
+        for record in batch.records.values():
+            processing_event.events.extend(record.collect_events())
 
     def replay(
         self,
@@ -207,10 +211,12 @@ class LedgerState(EventSourcedProjection[UUID]):
         return applied
 
     def _commit_replayed(self, batch: Batch) -> None:
-        # IntegrityError: another process recorded these entries first, and
-        # exactly once still holds.
-        with contextlib.suppress(IntegrityError):
+        try:
             self.commit(batch)
+        except IntegrityError:
+            # Fine only if another process recorded these very entries first.
+            if self.position() < batch.last_sequence:
+                raise
 
 
 _HANDLERS: dict[type[ev.Event], str] = {}
@@ -230,14 +236,20 @@ class Batch:
 
     Aggregates loaded or created here live in ``overlay`` (copies: the
     repository hands out deep copies), so a batch that is never committed
-    leaves the state untouched.
+    leaves the state untouched. A refused admission is rolled back: every
+    aggregate it touched returns to what it was before, whatever the handler
+    did before raising.
     """
 
     def __init__(self, state: LedgerState, position: int) -> None:
         self.state = state
         self.first_sequence = position + 1
         self.overlay: dict[UUID, Aggregate] = {}
+        self.records: dict[UUID, EventRecord] = {}
         self.admitted: list[Admitted] = []
+        # Aggregates touched by the admission in progress, with how many
+        # pending events each had before it (None: not in the overlay before).
+        self._touched: dict[UUID, int | None] = {}
 
     @property
     def next_index(self) -> int:
@@ -252,16 +264,41 @@ class Batch:
 
     def _get(self, cls: type[A], aggregate_id: UUID) -> A | None:
         agg = self.overlay.get(aggregate_id)
-        if agg is None:
+        if agg is not None:
+            self._touched.setdefault(aggregate_id, len(agg.pending_events))
+        else:
             agg = self.state.get(cls, aggregate_id)
             if agg is None:
                 return None
+            self._touched.setdefault(aggregate_id, None)
             self.overlay[aggregate_id] = agg
-        return agg if isinstance(agg, cls) else None
+        if not isinstance(agg, cls):
+            raise LedgerCorrupt(
+                f"aggregate {aggregate_id} is a {type(agg).__name__}, not {cls.__name__}"
+            )
+        return agg
 
     def _add(self, *aggregates: Aggregate) -> None:
         for agg in aggregates:
+            self._touched.setdefault(agg.id, None)
             self.overlay[agg.id] = agg
+
+    def _roll_back(self) -> None:
+        """Return every aggregate the failed admission touched to its state before it."""
+        for agg_id, before in self._touched.items():
+            agg = self.overlay.get(agg_id)
+            if agg is None:
+                continue
+            if before is None:
+                del self.overlay[agg_id]  # reloaded from the state when needed
+            elif len(agg.pending_events) > before:
+                kept = list(agg.pending_events[:before])
+                base = self.state.get(type(agg), agg_id)  # None if created in this batch
+                restored = project_aggregate(base, kept)
+                assert restored is not None
+                restored.pending_events.extend(kept)
+                self.overlay[agg_id] = restored
+        self._touched.clear()
 
     def actor(self, actor_id: str) -> Actor | None:
         return self._get(Actor, Actor.create_id(actor_id))
@@ -331,7 +368,8 @@ class Batch:
         stored: Entry | None,
     ) -> Admitted:
         envelope_sha256 = hashlib.sha256(env.raw).hexdigest()
-        record = self._get(EventRecord, EventRecord.create_id(event.event_id))
+        record_id = EventRecord.create_id(event.event_id)
+        record = self.records.get(record_id) or self.state.get(EventRecord, record_id)
         if record is not None:
             if record.envelope_sha256 == envelope_sha256:
                 raise AlreadyIntegrated(record)
@@ -346,18 +384,30 @@ class Batch:
         if self.admitted and integrated < self.admitted[-1].entry.integrated:
             raise LedgerCorrupt("integration time went backwards")
 
-        signer, key_fp = self._authenticate(env, event, integrated, signatures)
-        head = self._subject_aggregate(event.subject)
-        prev = head.chain_head if head is not None else None
-        if stored is not None and stored.prev != prev:
-            raise LedgerCorrupt(
-                f"entry {index} says prev {stored.prev}, the {event.subject} chain says {prev}"
+        self._touched.clear()
+        try:
+            signer, key_fp = self._authenticate(env, event, integrated, signatures)
+            head = self._subject_aggregate(event.subject)
+            prev = head.chain_head if head is not None else None
+            if stored is not None and stored.prev != prev:
+                raise LedgerCorrupt(
+                    f"entry {index} says prev {stored.prev}, the {event.subject} chain says {prev}"
+                )
+            prov = Provenance(
+                index,
+                event.event_id,
+                event.actor,
+                key_fp,
+                event.signed_at,
+                integrated,
+                event.subject,
             )
-        prov = Provenance(
-            index, event.event_id, event.actor, key_fp, event.signed_at, integrated, event.subject
-        )
-        handler = getattr(self, _HANDLERS[type(event)])
-        handler(event, signer, prov)
+            handler = getattr(self, _HANDLERS[type(event)])
+            handler(event, signer, prov)
+        except BaseException:
+            self._roll_back()
+            raise
+        self._touched.clear()
 
         entry = stored or Entry(index, integrated, event.subject, prev, env.raw)
         new_record = EventRecord(
@@ -368,7 +418,7 @@ class Batch:
             leaf_hash=base64.b64encode(entry.leaf_hash).decode(),
             envelope_sha256=envelope_sha256,
         )
-        self._add(new_record)
+        self.records[record_id] = new_record
         admitted = Admitted(entry, event, new_record)
         self.admitted.append(admitted)
         return admitted
@@ -580,11 +630,11 @@ class Batch:
     @_handles(ev.PolicyAdopted)
     def _adopt_policy(self, event: ev.PolicyAdopted, signer: Actor, prov: Provenance) -> None:
         self._authorize(event, signer, None)
+        Rulebook.check_not_retroactive(event.effective_from, prov.integrated)
         rulebook = self._get(Rulebook, Rulebook.create_id(event.subject_id))
         if rulebook is None:
             rulebook = Rulebook(policy_id=event.subject_id, prov=prov)
             self._add(rulebook)
-        rulebook.check_not_retroactive(event.effective_from, prov.integrated)
         rulebook.adopt(
             title=event.title,
             effective_from=event.effective_from,
@@ -696,7 +746,9 @@ class Batch:
         system, _ = self._system_for(event, signer)
         policy_id = InsurancePolicy.create_id(system.system_id, event.policy_number)
         policy = self._get(InsurancePolicy, policy_id)
-        if policy is None:
+        if policy is not None:
+            policy.check_insurer(event.actor)
+        else:
             policy = InsurancePolicy(
                 system_id=system.system_id,
                 policy_number=event.policy_number,

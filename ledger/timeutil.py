@@ -36,7 +36,7 @@ class ClockError(ValueError):
 
 def parse_time(text: str) -> datetime:
     """Parse an RFC 3339 UTC time (``...Z``, at most microseconds) strictly."""
-    if not _RFC3339_UTC.match(text):
+    if not _RFC3339_UTC.fullmatch(text):
         raise ClockError(f"not an RFC 3339 UTC time ending in Z: {text!r}")
     try:
         return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)

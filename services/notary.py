@@ -89,7 +89,8 @@ class NotaryError(RuntimeError):
 
 
 class InternalError(errors.Rejection):
-    """The notary failed on this submission; it was kept and can be resubmitted."""
+    """The notary failed on this submission (a bug). The bytes are kept in
+    REJECTED and nothing of it reached the state; resubmit it once fixed."""
 
     code = "internal_error"
 
@@ -250,6 +251,9 @@ class Notary:
                     chunk = []
             if chunk:
                 await self.state_thread.call(self.state.replay, chunk)
+            reached = await self.state_thread.call(self.state.position)
+            if reached != last:
+                raise NotaryError(f"state stopped at LEDGER #{reached}, expected #{last}")
             log.info("state caught up: %d -> %d", position, last)
         self.last_sequence = last
         if last:
@@ -344,8 +348,8 @@ class Notary:
             try:
                 s.event = ev.decode_event(s.env.payload)
             except ev.SchemaError as e:
-                if "not JSON" in str(e) or "not UTF-8" in str(e):
-                    raise errors.MalformedJson(f"payload {e}") from None
+                if e.syntax:
+                    raise errors.MalformedJson(str(e)) from None
                 raise errors.SchemaViolation(str(e)) from None
             expected = f"intake.{s.event.actor}.{s.event.type_name}"
             if s.msg.subject != expected:
@@ -359,6 +363,9 @@ class Notary:
                 )
         except errors.Rejection as r:
             s.early = s.outcome = r
+        except Exception as e:  # a bug: still an answer for this message, not a stalled batch
+            log.exception("precheck of INTAKE #%d failed", s.intake_sequence)
+            s.early = s.outcome = InternalError(f"{type(e).__name__}: {e}")
 
     async def _preverify(self, subs: list[Submission]) -> None:
         """Verify each signature once, in parallel, against the hinted key if known."""
@@ -448,7 +455,7 @@ class Notary:
             if id(s) in not_kept:
                 continue  # not durable yet: no answer, no ack; it will come back
             verdict = self._verdict(s)
-            if s.reply_to:
+            if s.reply_to and _is_inbox(s.reply_to):
                 try:
                     await self.nc.publish(s.reply_to, verdict.encode())
                 except Exception as e:
@@ -525,7 +532,7 @@ class Notary:
             verdict = self._recent_rejections.get(event_id) or Verdict(
                 status="unknown", event_id=event_id
             )
-        if msg.reply:
+        if msg.reply and _is_inbox(msg.reply):
             await self.nc.publish(msg.reply, verdict.encode())
 
 
@@ -535,7 +542,17 @@ def _verify_chunk(jobs: list[tuple[ParsedEnvelope, bytes]]) -> dict[tuple[int, b
 
 
 def _is_slug(token: str) -> bool:
-    return _SLUG.match(token) is not None
+    return _SLUG.fullmatch(token) is not None
+
+
+_INBOX = re.compile(r"_INBOX\.[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+
+
+def _is_inbox(subject: str) -> bool:
+    """Answers go to reply inboxes only. The reply subject is chosen by whoever
+    published; the notary's connection may write LEDGER, so an unchecked reply
+    subject would let anyone make it write there."""
+    return _INBOX.fullmatch(subject) is not None
 
 
 def sqlite_env(path: Path) -> dict[str, str]:

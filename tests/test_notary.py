@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from datetime import timedelta
@@ -176,10 +177,11 @@ async def test_every_rejection_path_has_its_code_and_keeps_the_bytes(ledger: Har
         "SystemRegistered",
         insurer_client,
     )
-    schema_bad = registration(bank, "Not-A-Slug")
-    await expect(
-        "schema violation", sign_envelope(ev.encode_event(schema_bad), bank), "SystemRegistered"
+    # (the SDK refuses to build it; a client in another language might not)
+    schema_bad = ev.encode_event(registration(bank, "sb")).replace(
+        b"system/sb", b"system/Not-A-Slug"
     )
+    await expect("schema violation", sign_envelope(schema_bad, bank), "SystemRegistered")
     unregistered = ev.VersionDeployed(
         v=1,
         event_id=ev.new_event_id(),
@@ -260,3 +262,65 @@ async def test_replaying_ledger_detects_a_broken_prev_chain(ledger: Harness) -> 
         )
     with pytest.raises(LedgerCorrupt, match="index"):
         LedgerState(trust=ledger.home.trust()).replay([(1, entries[0].data), (3, entries[2].data)])
+
+
+async def test_answers_never_go_to_stream_subjects(ledger: Harness) -> None:
+    """The reply subject is the publisher's choice; the notary must not write LEDGER for it."""
+    _, client = await ledger.enrol("bank", ["owner"])
+    before = await ledger.ledger_size()
+    nc = await connect(ledger.url)
+    try:
+        js = nc.jetstream()
+        await js.publish(
+            "intake.bank.SystemRegistered",
+            b"junk",
+            headers={"Ailedger-Reply": "ledger.actor.evil", "Nats-Msg-Id": "junk-1"},
+        )
+        await nc.publish("ailedger.notary.lookup", ev.new_event_id().encode(), reply="ledger.x.y")
+        await nc.flush()
+        # a normal submission afterwards is answered (so the junk was processed)
+        await ledger.register(client, "scorer")
+    finally:
+        await nc.close()
+    entries = await stored(ledger, LEDGER)
+    assert len(entries) == before + 1
+    assert all(Entry.parse(m.data) for m in entries)
+    assert [m.data for m in await stored(ledger, REJECTED)] == [b"junk"]
+
+
+async def test_hostile_payloads_do_not_stall_the_batch_they_arrive_in(ledger: Harness) -> None:
+    bank, client = await ledger.enrol("bank", ["owner"])
+    await ledger.register(client, "scorer")
+    valid = registration(bank, "second")
+    hostile = {
+        "type is a list": sign_envelope(b'{"type": []}', bank),
+        "type is an object": sign_envelope(b'{"type": {}}', bank),
+        "deeply nested": sign_envelope(b"[" * 5000 + b"]" * 5000, bank),
+        "newline in subject": sign_envelope(
+            ev.encode_event(registration(bank, "evil")).replace(b"system/evil", b"system/evil\\n"),
+            bank,
+        ),
+        "duplicate keys": sign_envelope(
+            ev.encode_event(valid).replace(b'"name":"Scorer"', b'"name":"Scorer","name":"X"'), bank
+        ),
+    }
+    tasks = {
+        name: asyncio.create_task(
+            client.submit_envelope(data, ev.new_event_id(), "SystemRegistered", timeout=30)
+        )
+        for name, data in hostile.items()
+    }
+    receipt = await client.submit(valid)
+    codes = {}
+    for name, task in tasks.items():
+        with pytest.raises(SubmissionRejected) as r:
+            await task
+        codes[name] = r.value.code
+    assert receipt.index == 3
+    assert codes == {
+        "type is a list": "schema",
+        "type is an object": "schema",
+        "deeply nested": "schema",
+        "newline in subject": "schema",
+        "duplicate keys": "schema",
+    }
