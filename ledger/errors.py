@@ -149,6 +149,8 @@ class GenesisViolation(Rejection):
 
 
 class ActorAlreadyEnrolled(Rejection):
+    """An actor id is enrolled once; later changes are rotations, suspensions."""
+
     code = "actor_already_enrolled"
 
 
@@ -165,6 +167,8 @@ class SystemNotRegistered(Rejection):
 
 
 class SystemAlreadyRegistered(Rejection):
+    """A system is registered once."""
+
     code = "system_already_registered"
 
 
@@ -181,10 +185,14 @@ class UnknownIncident(Rejection):
 
 
 class DuplicateIncident(Rejection):
+    """An incident id is reported once per system."""
+
     code = "duplicate_incident"
 
 
 class IncidentAlreadyClosed(Rejection):
+    """A closed incident cannot be closed again."""
+
     code = "incident_closed"
 
 
@@ -194,13 +202,21 @@ class PolicyRetroactive(Rejection):
     code = "policy_retroactive"
 
 
+class InternalError(Rejection):
+    """The notary failed on this submission (a bug): its bytes are kept in REJECTED,
+    nothing of it reached the state; resubmit it once the notary is fixed."""
+
+    code = "internal_error"
+
+
 def _codes() -> dict[str, str]:
     out: dict[str, str] = {}
     stack: list[type[Rejection]] = list(Rejection.__subclasses__())
     while stack:
         cls = stack.pop()
         stack.extend(cls.__subclasses__())
-        out[cls.code] = (cls.__doc__ or cls.__name__).strip().splitlines()[0]
+        doc = (cls.__doc__ or cls.__name__).strip().split("\n\n")[0]
+        out[cls.code] = " ".join(doc.split())
     return dict(sorted(out.items()))
 
 

@@ -88,13 +88,6 @@ class NotaryError(RuntimeError):
     """The notary cannot run (no genesis, foreign key, state from another ledger)."""
 
 
-class InternalError(errors.Rejection):
-    """The notary failed on this submission (a bug). The bytes are kept in
-    REJECTED and nothing of it reached the state; resubmit it once fixed."""
-
-    code = "internal_error"
-
-
 @dataclass
 class Submission:
     """One INTAKE message on its way through the notary."""
@@ -365,7 +358,7 @@ class Notary:
             s.early = s.outcome = r
         except Exception as e:  # a bug: still an answer for this message, not a stalled batch
             log.exception("precheck of INTAKE #%d failed", s.intake_sequence)
-            s.early = s.outcome = InternalError(f"{type(e).__name__}: {e}")
+            s.early = s.outcome = errors.InternalError(f"{type(e).__name__}: {e}")
 
     async def _preverify(self, subs: list[Submission]) -> None:
         """Verify each signature once, in parallel, against the hinted key if known."""
@@ -401,7 +394,7 @@ class Notary:
                 raise
             except Exception as e:
                 log.exception("admitting event %s failed", s.event.event_id)
-                s.outcome = InternalError(f"{type(e).__name__}: {e}")
+                s.outcome = errors.InternalError(f"{type(e).__name__}: {e}")
         return batch
 
     async def _append(self, batch: Batch) -> None:

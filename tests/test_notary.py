@@ -12,7 +12,7 @@ import pytest
 
 from ledger import events as ev
 from ledger.bus import LEDGER, REJECTED, StoredMessage, connect, last_sequence, read_stream
-from ledger.client import LedgerClient, SubmissionRejected, sign_event
+from ledger.client import LedgerClient, SubmissionRejected, SyncLedgerClient, sign_event
 from ledger.dsse import sign_envelope
 from ledger.entry import Entry
 from ledger.keys import ActorKey, generate
@@ -324,3 +324,28 @@ async def test_hostile_payloads_do_not_stall_the_batch_they_arrive_in(ledger: Ha
         "newline in subject": "schema",
         "duplicate keys": "schema",
     }
+
+
+async def test_sync_client_for_scripts(ledger: Harness) -> None:
+    bank, _ = await ledger.enrol("bank", ["owner"])
+
+    def script() -> int:
+        with SyncLedgerClient(ledger.url, bank, trust=ledger.home.trust()) as client:
+            receipt = client.submit(
+                client.event(
+                    ev.SystemRegistered,
+                    subject="system/scorer",
+                    name="Scorer",
+                    purpose="credit scoring",
+                    sector="finance",
+                    owner="bank",
+                    holder="bank",
+                    generates_synthetic_content=False,
+                )
+            )
+            with pytest.raises(SubmissionRejected):
+                client.submit(client.event(ev.ActorSuspended, subject="actor/bank", reason="r"))
+            return receipt.index
+
+    # the notary runs on this test's event loop: the blocking script runs beside it
+    assert await asyncio.to_thread(script) == 2
