@@ -18,8 +18,9 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+import msgspec
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -33,6 +34,7 @@ __all__ = [
     "BusError",
     "Fenced",
     "UnsafeLedgerStream",
+    "Verdict",
     "connect",
     "ensure_streams",
     "intake_subject",
@@ -353,3 +355,24 @@ async def wait_bounded(aw: asyncio.Future[Any], timeout: float, what: str) -> An
         return await asyncio.wait_for(aw, timeout)
     except TimeoutError:
         raise BusError(f"{what}: no answer within {timeout}s") from None
+
+
+class Verdict(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """What the notary answers a submitter: a receipt, or a reason code."""
+
+    status: Literal["accepted", "rejected", "unknown"]
+    event_id: str | None = None
+    index: int | None = None
+    receipt: str | None = None
+    #: SHA-256 (hex) of the envelope the receipt is for: a client that sent
+    #: other bytes under the same event id learns that they were not integrated.
+    envelope_sha256: str | None = None
+    code: str | None = None
+    detail: str | None = None
+
+    def encode(self) -> bytes:
+        return msgspec.json.encode(self)
+
+    @staticmethod
+    def decode(data: bytes) -> Verdict:
+        return msgspec.json.decode(data, type=Verdict)

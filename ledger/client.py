@@ -28,11 +28,11 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from ledger import events as ev
-from ledger.bus import HDR_MSG_ID, HDR_REPLY, LOOKUP_SUBJECT, connect, intake_subject
+from ledger.bus import HDR_MSG_ID, HDR_REPLY, LOOKUP_SUBJECT, Verdict, connect, intake_subject
 from ledger.dsse import sign_envelope
 from ledger.keys import ActorKey
 from ledger.note import Verifier, Verifiers
-from ledger.receipt import Receipt, ReceiptError, Verdict, open_receipt
+from ledger.receipt import Receipt, ReceiptError, open_receipt
 from ledger.timeutil import Clock, SystemClock
 from ledger.trust import TrustPolicy
 

@@ -27,7 +27,7 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import Transcoding
 
 from ledger import errors
-from ledger.keys import decode_public_key, fingerprint
+from ledger.keys import KeyRing, decode_public_key, fingerprint
 from ledger.timeutil import format_time, parse_time
 
 __all__ = [
@@ -145,24 +145,6 @@ class LedgerInfo(SubjectAggregate):
 # --- actors and their keys -------------------------------------------------
 
 
-@dataclass
-class KeyState:
-    public_key: str
-    valid_from: datetime
-    valid_until: datetime | None = None
-    compromised_at: datetime | None = None
-
-    def status_at(self, t: datetime) -> str:
-        """``valid``, ``not_yet``, ``rotated`` or ``revoked`` at integration time ``t``."""
-        if self.compromised_at is not None and t >= self.compromised_at:
-            return "revoked"
-        if t < self.valid_from:
-            return "not_yet"
-        if self.valid_until is not None and t >= self.valid_until:
-            return "rotated"
-        return "valid"
-
-
 class Actor(SubjectAggregate):
     """An enrolled actor: roles and the keys it signs with, over time."""
 
@@ -185,33 +167,20 @@ class Actor(SubjectAggregate):
         self.legal_name = legal_name
         self.bin = bin
         self.roles = list(roles)
-        self.keys: dict[str, KeyState] = {
-            fingerprint(decode_public_key(k)): KeyState(k, prov.integrated) for k in public_keys
-        }
+        self.keys = KeyRing()
+        self.keys.enrol(public_keys, prov.integrated)
         self.suspended = False
 
     @event("KeyRotated")
     def rotate_key(
         self, new_key: str, old_key: str, old_key_valid_until: datetime, prov: Provenance
     ) -> None:
-        old = self.keys[fingerprint(decode_public_key(old_key))]
-        # Not before now (what was signed stays signed), never later than an
-        # earlier rotation allowed (a deadline is not extended by rotating again).
-        until = max(old_key_valid_until, prov.integrated)
-        old.valid_until = until if old.valid_until is None else min(old.valid_until, until)
-        self.keys[fingerprint(decode_public_key(new_key))] = KeyState(new_key, prov.integrated)
+        self.keys.rotate(new_key, old_key, old_key_valid_until, prov.integrated)
         self._track(prov)
 
     @event("KeyRevoked")
     def revoke_key(self, key: str, compromised_at: datetime, reason: str, prov: Provenance) -> None:
-        state = self.keys[fingerprint(decode_public_key(key))]
-        # Nothing integrated after the revocation itself may use the key,
-        # whatever compromise time was claimed; a later revocation cannot move
-        # an earlier compromise time.
-        times = [compromised_at, prov.integrated]
-        if state.compromised_at is not None:
-            times.append(state.compromised_at)
-        state.compromised_at = min(times)
+        self.keys.revoke(key, compromised_at, prov.integrated)
         self._track(prov)
 
     @event("Suspended")
@@ -626,4 +595,4 @@ class EventRecord(Aggregate):
         self.envelope_sha256 = envelope_sha256
 
 
-__all__ += ["KeyState", "MeasureRecord", "Oversight", "PolicyVersion"]
+__all__ += ["MeasureRecord", "Oversight", "PolicyVersion"]

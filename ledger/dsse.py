@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass
 
-import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -21,9 +21,7 @@ from ledger.keys import ActorKey
 
 __all__ = [
     "PAYLOAD_TYPE",
-    "Envelope",
     "EnvelopeError",
-    "EnvelopeSignature",
     "ParsedEnvelope",
     "pae",
     "parse_envelope",
@@ -39,19 +37,6 @@ class EnvelopeError(ValueError):
     def __init__(self, message: str, *, json_error: bool = False) -> None:
         super().__init__(message)
         self.json_error = json_error
-
-
-class EnvelopeSignature(msgspec.Struct, forbid_unknown_fields=True):
-    keyid: str
-    sig: str
-
-
-class Envelope(msgspec.Struct, forbid_unknown_fields=True):
-    """The DSSE JSON envelope exactly as it travels and is stored."""
-
-    payloadType: str
-    payload: str
-    signatures: list[EnvelopeSignature]
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -102,38 +87,52 @@ class ParsedEnvelope:
         return True
 
 
-_envelope_decoder = msgspec.json.Decoder(Envelope)
+_FIELDS = ("payloadType", "payload", "signatures")
+
+
+def _check_fields(obj: object, expected: tuple[str, ...], where: str) -> dict[str, object]:
+    if not isinstance(obj, dict):
+        raise EnvelopeError(f"not a DSSE envelope: {where} must be an object")
+    for name in expected:
+        if name not in obj:
+            raise EnvelopeError(f"not a DSSE envelope: missing required field `{name}` in {where}")
+        if name != "signatures" and not isinstance(obj[name], str):
+            raise EnvelopeError(f"not a DSSE envelope: `{name}` in {where} must be a string")
+    for name in obj:
+        if name not in expected:
+            raise EnvelopeError(f"not a DSSE envelope: unknown field `{name}` in {where}")
+    return obj
 
 
 def parse_envelope(data: bytes) -> ParsedEnvelope:
     """Parse an envelope strictly; raise :class:`EnvelopeError` saying what is wrong."""
     try:
-        strictjson.loads(data)
+        doc = strictjson.loads(data)
     except strictjson.StrictJsonError as e:
         raise EnvelopeError(str(e), json_error=e.syntax) from None
-    try:
-        env = _envelope_decoder.decode(data)
-    except msgspec.ValidationError as e:
-        raise EnvelopeError(f"not a DSSE envelope: {e}") from None
-    except msgspec.DecodeError as e:
-        raise EnvelopeError(f"not JSON: {e}", json_error=True) from None
-    if env.payloadType != PAYLOAD_TYPE:
-        raise EnvelopeError(f"payloadType must be {PAYLOAD_TYPE!r}, got {env.payloadType!r}")
-    if len(env.signatures) != 1:
-        raise EnvelopeError(f"expected exactly one signature, got {len(env.signatures)}")
-    payload = _b64decode(env.payload, "payload")
-    sig = _b64decode(env.signatures[0].sig, "signature")
+    env = _check_fields(doc, _FIELDS, "the envelope")
+    payload_type = str(env["payloadType"])
+    if payload_type != PAYLOAD_TYPE:
+        raise EnvelopeError(f"payloadType must be {PAYLOAD_TYPE!r}, got {payload_type!r}")
+    signatures = env["signatures"]
+    if not isinstance(signatures, list):
+        raise EnvelopeError("not a DSSE envelope: `signatures` must be a list")
+    if len(signatures) != 1:
+        raise EnvelopeError(f"expected exactly one signature, got {len(signatures)}")
+    signature = _check_fields(signatures[0], ("keyid", "sig"), "the signature")
+    payload = _b64decode(str(env["payload"]), "payload")
+    sig = _b64decode(str(signature["sig"]), "signature")
     if len(sig) != 64:
         raise EnvelopeError(f"an Ed25519 signature is 64 bytes, got {len(sig)}")
-    return ParsedEnvelope(data, env.payloadType, payload, env.signatures[0].keyid, sig)
+    return ParsedEnvelope(data, payload_type, payload, str(signature["keyid"]), sig)
 
 
 def sign_envelope(payload: bytes, key: ActorKey, payload_type: str = PAYLOAD_TYPE) -> bytes:
     """Sign ``payload`` and return the compact JSON envelope bytes."""
     sig = key.sign(pae(payload_type, payload))
-    env = Envelope(
-        payloadType=payload_type,
-        payload=base64.b64encode(payload).decode(),
-        signatures=[EnvelopeSignature(keyid=key.keyid, sig=base64.b64encode(sig).decode())],
-    )
-    return msgspec.json.encode(env)
+    envelope = {
+        "payloadType": payload_type,
+        "payload": base64.b64encode(payload).decode(),
+        "signatures": [{"keyid": key.keyid, "sig": base64.b64encode(sig).decode()}],
+    }
+    return json.dumps(envelope, separators=(",", ":")).encode()

@@ -20,6 +20,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -32,6 +33,8 @@ __all__ = [
     "SLUG",
     "ActorKey",
     "KeyFileError",
+    "KeyRing",
+    "KeyState",
     "decode_public_key",
     "encode_public_key",
     "fingerprint",
@@ -148,3 +151,60 @@ def load_key(path: Path, actor: str | None = None) -> ActorKey:
 
 def public_key_object(public_key: bytes) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(public_key)
+
+
+# --- key lifecycle: shared by the notary's state and the offline verifier ----
+
+
+@dataclass
+class KeyState:
+    """One key of an actor: when it became valid, was rotated out, was compromised."""
+
+    public_key: str
+    valid_from: datetime
+    valid_until: datetime | None = None
+    compromised_at: datetime | None = None
+
+    def status_at(self, t: datetime) -> str:
+        """``valid``, ``not_yet``, ``rotated`` or ``revoked`` at integration time ``t``."""
+        if self.compromised_at is not None and t >= self.compromised_at:
+            return "revoked"
+        if t < self.valid_from:
+            return "not_yet"
+        if self.valid_until is not None and t >= self.valid_until:
+            return "rotated"
+        return "valid"
+
+
+class KeyRing(dict[str, KeyState]):
+    """An actor's keys by fingerprint, changed only by enrolment, rotation, revocation.
+
+    ``at`` is always the integration time of the entry making the change.
+    """
+
+    def enrol(self, public_keys: list[str], at: datetime) -> None:
+        for key in public_keys:
+            self[fingerprint(decode_public_key(key))] = KeyState(key, at)
+
+    def rotate(self, new_key: str, old_key: str, old_valid_until: datetime, at: datetime) -> None:
+        old = self[fingerprint(decode_public_key(old_key))]
+        # Not before now (what was signed stays signed), never later than an
+        # earlier rotation allowed (a deadline is not extended by rotating again).
+        until = max(old_valid_until, at)
+        old.valid_until = until if old.valid_until is None else min(old.valid_until, until)
+        self[fingerprint(decode_public_key(new_key))] = KeyState(new_key, at)
+
+    def revoke(self, key: str, compromised_at: datetime, at: datetime) -> None:
+        state = self[fingerprint(decode_public_key(key))]
+        # Nothing integrated after the revocation itself may use the key,
+        # whatever compromise time was claimed; a later revocation cannot move
+        # an earlier compromise time.
+        times = [compromised_at, at]
+        if state.compromised_at is not None:
+            times.append(state.compromised_at)
+        state.compromised_at = min(times)
+
+    def status_at(self, key_fingerprint: str, t: datetime) -> str:
+        """Like :meth:`KeyState.status_at`, or ``unknown`` for a key not in the ring."""
+        state = self.get(key_fingerprint)
+        return "unknown" if state is None else state.status_at(t)

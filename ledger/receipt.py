@@ -23,14 +23,11 @@ import binascii
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
-
-import msgspec
 
 from ledger.note import NoteError, Signer, Verifiers, open_note, sign_note
 from ledger.timeutil import ClockError, format_time, parse_time
 
-__all__ = ["RECEIPT_HEADER", "Receipt", "ReceiptError", "Verdict", "open_receipt", "sign_receipt"]
+__all__ = ["RECEIPT_HEADER", "Receipt", "ReceiptError", "open_receipt", "sign_receipt"]
 
 RECEIPT_HEADER = "ailedger/receipt/v1"
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -106,24 +103,3 @@ def open_receipt(note: bytes, verifiers: Verifiers) -> Receipt:
     if receipt.body() != opened.text:
         raise ReceiptError("receipt body is not canonical")
     return receipt
-
-
-class Verdict(msgspec.Struct, omit_defaults=True, kw_only=True):
-    """What the notary answers a submitter: a receipt, or a reason code."""
-
-    status: Literal["accepted", "rejected", "unknown"]
-    event_id: str | None = None
-    index: int | None = None
-    receipt: str | None = None
-    #: SHA-256 (hex) of the envelope the receipt is for: a client that sent
-    #: other bytes under the same event id learns that they were not integrated.
-    envelope_sha256: str | None = None
-    code: str | None = None
-    detail: str | None = None
-
-    def encode(self) -> bytes:
-        return msgspec.json.encode(self)
-
-    @staticmethod
-    def decode(data: bytes) -> Verdict:
-        return msgspec.json.decode(data, type=Verdict)

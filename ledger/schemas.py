@@ -1,27 +1,62 @@
-"""JSON Schemas of the formats, generated from the msgspec Structs that define them.
+"""JSON Schemas of the formats, generated from msgspec Structs.
 
-``python -m ledger.schemas`` (or ``ailedger schemas``) writes them into
-``schemas/``; a test fails when the files there drift from the code.
+Event payloads are the catalogue's own Structs. The envelope and the trust
+policy are parsed by hand in :mod:`ledger.dsse` and :mod:`ledger.trust` (the
+offline verifier needs them with ``cryptography`` only), so their shapes are
+declared here for the schema; tests decode real documents with both.
+
+``python -m ledger.schemas`` writes them into ``schemas/``; a test fails when
+the files there drift from the code.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from ledger import events as ev
-from ledger.dsse import Envelope
+from ledger.keys import SLUG
 from ledger.timeutil import RFC3339_UTC
-from ledger.trust import TrustPolicy
 
 __all__ = ["SCHEMA_DIR", "generate", "write"]
 
 #: ``schemas/`` of the source tree, when run from its top directory.
 SCHEMA_DIR = Path("schemas")
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
+
+
+class EnvelopeSignature(msgspec.Struct, forbid_unknown_fields=True):
+    keyid: Annotated[str, msgspec.Meta(description="<actor>/<fingerprint>, a hint only")]
+    sig: Annotated[str, msgspec.Meta(description="base64 Ed25519 signature over PAE")]
+
+
+class Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    """DSSE v1 envelope with exactly one Ed25519 signature."""
+
+    payloadType: Literal["application/vnd.ailedger.event+json; v=1"]
+    payload: Annotated[str, msgspec.Meta(description="base64 of the event payload bytes")]
+    signatures: Annotated[list[EnvelopeSignature], msgspec.Meta(min_length=1, max_length=1)]
+
+
+class TrustedKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    key: str
+    valid_from: ev.Time | None = None
+    valid_until: ev.Time | None = None
+
+
+class TrustPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The regulator's published trust policy (ledger.trust)."""
+
+    format: Literal["ailedger/trust/v1"]
+    origin: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    regulator: Annotated[str, msgspec.Meta(pattern=SLUG)]
+    regulator_keys: list[TrustedKey]
+    log_keys: list[TrustedKey]
+    witness_keys: list[TrustedKey] = msgspec.field(default_factory=list)
+    witness_quorum: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 class LedgerEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -13,8 +13,6 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-import msgspec
-
 __all__ = [
     "RFC3339_UTC",
     "Clock",
@@ -45,11 +43,13 @@ def parse_time(text: str) -> datetime:
 
 
 def format_time(t: datetime) -> str:
-    """Format an aware UTC datetime exactly as msgspec encodes it in payloads."""
+    """``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``: exactly as msgspec encodes a UTC datetime."""
     if t.tzinfo is None or t.utcoffset() != timedelta(0):
         raise ClockError(f"time must be timezone-aware UTC, got {t!r}")
-    text: str = msgspec.json.decode(msgspec.json.encode(t.astimezone(UTC)))
-    return text
+    text = f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+    if t.microsecond:
+        text += f".{t.microsecond:06d}"
+    return text + "Z"
 
 
 def utc(t: datetime) -> datetime:

@@ -3,63 +3,92 @@
 It names the log's origin, the log (notary) verifier keys, the witness
 verifier keys and quorum, and the regulator's root keys. Every key carries a
 validity window, so keys rotate without a flag day: a signature counts only if
-its key was valid at the time that matters (the entry's integration time, or
-the checkpoint's).
+its key was valid at the time that matters.
+
+Standard library and ``cryptography`` only: the offline verifier reads it.
 """
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Any, Final
 
-import msgspec
-
+from ledger import strictjson
+from ledger.checkpoint import CosignatureVerifier
 from ledger.keys import SLUG, decode_public_key
+from ledger.note import NoteError, Verifier
+from ledger.timeutil import ClockError, format_time, parse_time
 
 __all__ = ["TRUST_FORMAT", "TrustError", "TrustPolicy", "TrustedKey"]
 
 TRUST_FORMAT: Final = "ailedger/trust/v1"
-AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
+_SLUG = re.compile(SLUG)
 
 
 class TrustError(ValueError):
     """A trust policy file that cannot be read or does not make sense."""
 
 
-class TrustedKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+@dataclass(frozen=True)
+class TrustedKey:
     """A key with its validity window (``valid_until`` exclusive, open when absent)."""
 
     key: str
-    valid_from: AwareTime | None = None
-    valid_until: AwareTime | None = None
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
 
     def valid_at(self, t: datetime) -> bool:
         if self.valid_from is not None and t < self.valid_from:
             return False
         return self.valid_until is None or t < self.valid_until
 
+    def to_json(self) -> dict[str, str]:
+        out = {"key": self.key}
+        if self.valid_from is not None:
+            out["valid_from"] = format_time(self.valid_from)
+        if self.valid_until is not None:
+            out["valid_until"] = format_time(self.valid_until)
+        return out
 
-class TrustPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    format: Literal["ailedger/trust/v1"] = TRUST_FORMAT
-    origin: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    regulator: Annotated[str, msgspec.Meta(pattern=SLUG)]
+
+@dataclass(frozen=True)
+class TrustPolicy:
+    origin: str
+    regulator: str
     #: Raw Ed25519 public keys (standard base64) of the regulator's root.
     regulator_keys: list[TrustedKey]
     #: C2SP signed-note verifier keys of the notary (checkpoints, receipts).
     log_keys: list[TrustedKey]
     #: C2SP cosignature verifier keys of independent witnesses.
-    witness_keys: list[TrustedKey] = msgspec.field(default_factory=list)
-    witness_quorum: Annotated[int, msgspec.Meta(ge=0)] = 0
+    witness_keys: list[TrustedKey] = field(default_factory=list)
+    witness_quorum: int = 0
 
     def __post_init__(self) -> None:
+        if not self.origin or len(self.origin) > 200:
+            raise TrustError("origin must be 1 to 200 characters")
+        if not _SLUG.fullmatch(self.regulator):
+            raise TrustError(f"regulator {self.regulator!r} is not an actor id")
         for k in self.regulator_keys:
             try:
                 decode_public_key(k.key)
             except ValueError as e:
-                raise ValueError(f"regulator key {k.key!r}: {e}") from None
-        if self.witness_quorum > len(self.witness_keys):
-            raise ValueError("witness_quorum exceeds the number of witness keys")
+                raise TrustError(f"regulator key {k.key!r}: {e}") from None
+        for k in self.log_keys:
+            try:
+                Verifier.from_vkey(k.key)
+            except NoteError as e:
+                raise TrustError(f"log key {k.key!r}: {e}") from None
+        for k in self.witness_keys:
+            try:
+                CosignatureVerifier.from_vkey(k.key)
+            except NoteError as e:
+                raise TrustError(f"witness key {k.key!r}: {e}") from None
+        if not 0 <= self.witness_quorum <= len(self.witness_keys):
+            raise TrustError("witness_quorum must be between 0 and the number of witness keys")
 
     def regulator_key_valid(self, public_key: bytes, at: datetime) -> bool:
         return any(
@@ -72,14 +101,26 @@ class TrustPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def witness_vkeys(self, at: datetime | None = None) -> list[str]:
         return [k.key for k in self.witness_keys if at is None or k.valid_at(at)]
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": TRUST_FORMAT,
+            "origin": self.origin,
+            "regulator": self.regulator,
+            "regulator_keys": [k.to_json() for k in self.regulator_keys],
+            "log_keys": [k.to_json() for k in self.log_keys],
+            "witness_keys": [k.to_json() for k in self.witness_keys],
+            "witness_quorum": self.witness_quorum,
+        }
+
     def encode(self) -> bytes:
-        return msgspec.json.format(msgspec.json.encode(self), indent=2) + b"\n"
+        return json.dumps(self.to_json(), indent=2).encode() + b"\n"
 
     @staticmethod
     def decode(data: bytes) -> TrustPolicy:
         try:
-            return msgspec.json.decode(data, type=TrustPolicy)
-        except (msgspec.ValidationError, msgspec.DecodeError) as e:
+            doc = strictjson.loads(data)
+            return _policy(doc)
+        except (strictjson.StrictJsonError, ClockError) as e:
             raise TrustError(f"not a trust policy ({TRUST_FORMAT}): {e}") from None
 
     @staticmethod
@@ -93,3 +134,67 @@ class TrustPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(self.encode())
+
+
+_POLICY_FIELDS = {
+    "format",
+    "origin",
+    "regulator",
+    "regulator_keys",
+    "log_keys",
+    "witness_keys",
+    "witness_quorum",
+}
+_REQUIRED = ("format", "origin", "regulator", "regulator_keys", "log_keys")
+
+
+def _object(
+    value: object, fields: set[str], required: tuple[str, ...], where: str
+) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TrustError(f"{where} must be a JSON object")
+    for name in required:
+        if name not in value:
+            raise TrustError(f"missing required field `{name}` in {where}")
+    for name in value:
+        if name not in fields:
+            raise TrustError(f"unknown field `{name}` in {where}")
+    return value
+
+
+def _str(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise TrustError(f"{where} must be a string")
+    return value
+
+
+def _keys(value: object, where: str) -> list[TrustedKey]:
+    if not isinstance(value, list):
+        raise TrustError(f"{where} must be a list")
+    out = []
+    for i, item in enumerate(value):
+        obj = _object(item, {"key", "valid_from", "valid_until"}, ("key",), f"{where}[{i}]")
+        times = {
+            name: parse_time(_str(obj[name], f"{where}[{i}].{name}"))
+            for name in ("valid_from", "valid_until")
+            if name in obj
+        }
+        out.append(TrustedKey(_str(obj["key"], f"{where}[{i}].key"), **times))
+    return out
+
+
+def _policy(doc: object) -> TrustPolicy:
+    obj = _object(doc, _POLICY_FIELDS, _REQUIRED, "the trust policy")
+    if obj["format"] != TRUST_FORMAT:
+        raise TrustError(f"format must be {TRUST_FORMAT!r}")
+    quorum = obj.get("witness_quorum", 0)
+    if not isinstance(quorum, int) or isinstance(quorum, bool):
+        raise TrustError("witness_quorum must be an integer")
+    return TrustPolicy(
+        origin=_str(obj["origin"], "origin"),
+        regulator=_str(obj["regulator"], "regulator"),
+        regulator_keys=_keys(obj["regulator_keys"], "regulator_keys"),
+        log_keys=_keys(obj["log_keys"], "log_keys"),
+        witness_keys=_keys(obj.get("witness_keys", []), "witness_keys"),
+        witness_quorum=quorum,
+    )

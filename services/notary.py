@@ -56,6 +56,7 @@ from ledger.bus import (
     LOOKUP_SUBJECT,
     REJECTED,
     BusError,
+    Verdict,
     connect,
     ensure_streams,
     get_message,
@@ -70,7 +71,7 @@ from ledger.entry import Entry, ledger_subject
 from ledger.keys import SLUG, fingerprint
 from ledger.natsserver import EmbeddedNats
 from ledger.note import Signer
-from ledger.receipt import Receipt, Verdict, sign_receipt
+from ledger.receipt import Receipt, sign_receipt
 from ledger.state import Admitted, AlreadyIntegrated, Batch, LedgerCorrupt, LedgerState
 from ledger.timeutil import Clock, SystemClock, format_time
 

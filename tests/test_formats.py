@@ -8,6 +8,7 @@ import stat
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -317,3 +318,48 @@ def test_schemas_directory_matches_the_code() -> None:
         name for name in expected if on_disk.get(name) != expected[name]
     )
     assert not stale, f"schemas/ drifted from the code: {stale}; run python -m ledger.schemas"
+
+
+def test_hand_written_parsers_agree_with_the_published_schemas(tmp_path: Path) -> None:
+    """dsse and trust parse by hand (for the dependency-light verifier); the schemas
+    come from msgspec mirrors. Real documents must satisfy both, bad ones neither."""
+    from ledger import schemas
+    from ledger.bootstrap import init_home
+
+    home = init_home(tmp_path / "home", origin="o.example/log")
+    policy_bytes = home.trust_path.read_bytes()
+    msgspec.json.decode(policy_bytes, type=schemas.TrustPolicy)
+    assert TrustPolicy.decode(policy_bytes) == home.trust()
+    envelope = home.genesis()
+    msgspec.json.decode(envelope, type=schemas.Envelope)
+    parse_envelope(envelope)
+    for bad in (
+        envelope.replace(b'"signatures"', b'"signatures","extra":1,"x"'),
+        envelope.replace(b"vnd.ailedger.event", b"vnd.other.event"),
+    ):
+        with pytest.raises(msgspec.ValidationError):
+            msgspec.json.decode(bad, type=schemas.Envelope)
+        with pytest.raises(EnvelopeError):
+            parse_envelope(bad)
+    bad_policy = policy_bytes.replace(b'"origin"', b'"origin2"')
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(bad_policy, type=schemas.TrustPolicy)
+    with pytest.raises(TrustError):
+        TrustPolicy.decode(bad_policy)
+
+
+def test_the_verification_core_needs_only_cryptography() -> None:
+    """Third parties audit ledger.verify: it must import without msgspec,
+    eventsourcing or nats-py."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for m in ('msgspec', 'eventsourcing', 'nats', 'typer', 'rich'):\n"
+        "    sys.modules[m] = None\n"
+        "import ledger.verify, ledger.receipt, ledger.trust, ledger.entry, ledger.dsse\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
