@@ -97,6 +97,10 @@ class Home:
         return self.path / "state"
 
     @property
+    def tree_path(self) -> Path:
+        return self.state_dir / "tree.hashes"
+
+    @property
     def url_file(self) -> Path:
         return self.path / "run" / "nats.url"
 

@@ -27,6 +27,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 __all__ = [
+    "CHECKPOINTS",
     "INTAKE",
     "LEDGER",
     "REJECTED",
@@ -48,6 +49,8 @@ log = logging.getLogger("ailedger.bus")
 INTAKE = "INTAKE"
 LEDGER = "LEDGER"
 REJECTED = "REJECTED"
+CHECKPOINTS = "CHECKPOINTS"
+CHECKPOINT_SUBJECT = "checkpoint"
 
 #: Where the notary answers "what happened to event <id>?" requests.
 LOOKUP_SUBJECT = "ailedger.notary.lookup"
@@ -108,6 +111,19 @@ def stream_configs(replicas: int = 1) -> dict[str, dict[str, Any]]:
             "storage": "file",
             "num_replicas": replicas,
             "duplicate_window": DUPLICATE_WINDOW_NS,
+        },
+        CHECKPOINTS: {
+            "name": CHECKPOINTS,
+            "subjects": [CHECKPOINT_SUBJECT],
+            "retention": "limits",
+            "storage": "file",
+            "num_replicas": replicas,
+            "discard": "new",
+            "max_msgs": -1,
+            "max_age": 0,
+            "deny_delete": True,
+            "deny_purge": True,
+            "allow_direct": True,
         },
     }
 
@@ -207,14 +223,14 @@ async def ensure_streams(nc: NATS, *, replicas: int = 1) -> None:
                 )
             info = created
         existing = info["config"]
-        if name == LEDGER:
+        if name in (LEDGER, CHECKPOINTS):
             bad = _ledger_unsafe_settings(existing)
             if bad:
                 raise UnsafeLedgerStream(
-                    "refusing to use stream LEDGER: " + "; ".join(bad) + " (history could be lost)"
+                    f"refusing to use stream {name}: " + "; ".join(bad) + " (history could be lost)"
                 )
-            if not existing.get("allow_atomic"):
-                raise UnsafeLedgerStream("stream LEDGER does not allow atomic batches")
+        if name == LEDGER and not existing.get("allow_atomic"):
+            raise UnsafeLedgerStream("stream LEDGER does not allow atomic batches")
         if existing.get("subjects") != cfg["subjects"]:
             raise BusError(
                 f"stream {name} has subjects {existing.get('subjects')}, expected {cfg['subjects']}"
@@ -285,6 +301,63 @@ async def read_stream(
                 return
     finally:
         await sub.unsubscribe()
+
+
+async def read_subject(
+    nc: NATS, stream: str, subject: str, up_to: int, *, idle_timeout: float = 10.0
+) -> list[StoredMessage]:
+    """Every message of ``subject`` with sequence <= ``up_to``, in order (a filtered read)."""
+    last = await _last_for_subject(nc, stream, subject)
+    if last is None:
+        return []
+    stop_at = min(last, up_to)
+    js = nc.jetstream()
+    sub = await js.subscribe(
+        subject,
+        stream=stream,
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+    )
+    out: list[StoredMessage] = []
+    try:
+        while True:
+            try:
+                msg: Msg = await sub.next_msg(timeout=idle_timeout)
+            except TimeoutError:
+                raise BusError(f"reading {subject} from {stream} stalled") from None
+            meta = msg.metadata
+            if meta.sequence.stream <= up_to:
+                out.append(
+                    StoredMessage(
+                        meta.sequence.stream, msg.subject, msg.data, dict(msg.headers or {})
+                    )
+                )
+            if meta.sequence.stream >= stop_at:
+                return out
+    finally:
+        await sub.unsubscribe()
+
+
+async def _last_for_subject(nc: NATS, stream: str, subject: str) -> int | None:
+    try:
+        msg = await nc.request(
+            f"$JS.API.DIRECT.GET.{stream}",
+            json.dumps({"last_by_subj": subject}).encode(),
+            timeout=5,
+        )
+    except Exception as e:
+        raise BusError(f"direct get {stream} {subject}: {e or type(e).__name__}") from None
+    headers = dict(msg.headers or {})
+    if headers.get("Status") == "404":
+        return None
+    if "Status" in headers:
+        raise BusError(f"direct get {stream} {subject}: {headers.get('Description', headers)}")
+    return int(headers["Nats-Sequence"])
+
+
+async def last_message(nc: NATS, stream: str) -> StoredMessage | None:
+    seq = await last_sequence(nc, stream)
+    return await get_message(nc, stream, seq) if seq else None
 
 
 async def publish_atomic(
@@ -364,6 +437,9 @@ class Verdict(msgspec.Struct, omit_defaults=True, kw_only=True):
     event_id: str | None = None
     index: int | None = None
     receipt: str | None = None
+    #: C2SP tlog-proof (index, inclusion hashes, signed checkpoint), once a
+    #: checkpoint covers the entry; only in answers to lookups.
+    proof: str | None = None
     #: SHA-256 (hex) of the envelope the receipt is for: a client that sent
     #: other bytes under the same event id learns that they were not integrated.
     envelope_sha256: str | None = None

@@ -7,6 +7,7 @@ Errors are one clear line and a non-zero exit code, never a traceback
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import json
 import logging
@@ -15,13 +16,14 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import msgspec
 import typer
 from rich.console import Console
 
 from ledger import events as ev
+from ledger import proofs
 from ledger.bootstrap import Home, init_home
 from ledger.bus import BusError, connect
 from ledger.client import LedgerClient, SubmissionError, SubmissionRejected
@@ -31,7 +33,9 @@ from ledger.keys import KeyFileError, generate, load_key, save_key
 from ledger.logview import LogRow, RejectionRow, read_log, read_rejections
 from ledger.receipt import Receipt
 from ledger.timeutil import SystemClock, format_time
+from ledger.tree import TreeStore
 from ledger.trust import TrustError, TrustPolicy
+from ledger.verify import VerificationError, verify_bundle
 
 app = typer.Typer(
     name="ailedger",
@@ -198,6 +202,12 @@ def up(
     ack_wait: Annotated[
         float, typer.Option(help="Seconds before an unfinished submission is redelivered.")
     ] = 10.0,
+    checkpoint_every: Annotated[
+        int, typer.Option(help="Sign a checkpoint after this many new entries ...")
+    ] = 256,
+    checkpoint_interval: Annotated[
+        float, typer.Option(help="... or after this many seconds with new entries.")
+    ] = 5.0,
 ) -> None:
     """Run the notary (and the embedded NATS server unless --nats) in the foreground."""
     from services.notary import Notary, serve
@@ -228,6 +238,8 @@ def up(
             on_ready=ready,
             batch_size=batch_size,
             ack_wait=ack_wait,
+            checkpoint_every=checkpoint_every,
+            checkpoint_interval=checkpoint_interval,
         )
         stats = ", ".join(f"{k} {v}" for k, v in notary.stats.items())
         console.print(f"notary stopped cleanly: {stats}", highlight=False)
@@ -339,6 +351,146 @@ def log_cmd(
         console.print(rejections_table([r for r in rows if isinstance(r, RejectionRow)]))
     else:
         console.print(ledger_table([r for r in rows if isinstance(r, LogRow)]))
+
+
+async def _with_tree(home: Path, nats: str | None, job: Callable[[Any, TreeStore], Any]) -> Any:
+    """Run ``job(nc, tree)`` with a NATS connection and the home's tree file."""
+    url = _nats_url(home, nats)
+    nc = await connect(url, name="ailedger-proofs", max_reconnect_attempts=2)
+    tree = TreeStore(Home(home).tree_path)
+    try:
+        return await job(nc, tree)
+    finally:
+        tree.close()
+        await nc.drain()
+
+
+@app.command()
+@one_line_errors
+def checkpoint(
+    home: HomeOpt = DEFAULT_HOME,
+    nats: NatsOpt = None,
+    size: Annotated[int | None, typer.Option(help="The checkpoint of this tree size.")] = None,
+) -> None:
+    """Print the latest signed checkpoint (a C2SP signed note)."""
+
+    async def job(nc: Any, tree: TreeStore) -> bytes:
+        return (await proofs.find_checkpoint(nc, size)).note
+
+    sys.stdout.write(asyncio.run(_with_tree(home, nats, job)).decode())
+
+
+@app.command()
+@one_line_errors
+def prove(
+    index: Annotated[int | None, typer.Argument(help="Entry index to prove.")] = None,
+    home: HomeOpt = DEFAULT_HOME,
+    nats: NatsOpt = None,
+    size: Annotated[
+        int | None, typer.Option(help="Prove under the checkpoint of this size (default: latest).")
+    ] = None,
+    consistency: Annotated[
+        tuple[int, int] | None,
+        typer.Option("--consistency", help="OLD NEW: prove the tree of size NEW extends OLD."),
+    ] = None,
+) -> None:
+    """An inclusion proof (C2SP tlog-proof) of an entry, or a consistency proof."""
+
+    async def job(nc: Any, tree: TreeStore) -> bytes:
+        if consistency is not None:
+            old, new = consistency
+            signed = await proofs.find_checkpoint(nc, new)
+            await proofs.sync_tree(nc, tree, new)
+            hashes = proofs.consistency(tree, old, new)
+            lines = [f"old {old}", f"new {new}", *(base64.b64encode(h).decode() for h in hashes)]
+            return ("\n".join(lines) + "\n\n").encode() + signed.note
+        if index is None:
+            raise CliError("give an entry INDEX, or --consistency OLD NEW")
+        signed = await proofs.find_checkpoint(nc, size)
+        await proofs.sync_tree(nc, tree, signed.checkpoint.size)
+        return proofs.tlog_proof(tree, index, signed)
+
+    sys.stdout.write(asyncio.run(_with_tree(home, nats, job)).decode())
+
+
+@app.command()
+@one_line_errors
+def export(
+    system: Annotated[str | None, typer.Option(help="A system id.")] = None,
+    actor: Annotated[
+        str | None, typer.Option(help="An actor id (its chain and what it signed).")
+    ] = None,
+    index_range: Annotated[
+        str | None, typer.Option("--range", help="Entries FIRST..LAST (inclusive).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="Bundle file (default: stdout).")
+    ] = None,
+    at: Annotated[
+        int | None, typer.Option("--checkpoint", help="As of the checkpoint of this size.")
+    ] = None,
+    since: Annotated[
+        int | None, typer.Option(help="Add a consistency proof from the checkpoint of this size.")
+    ] = None,
+    home: HomeOpt = DEFAULT_HOME,
+    nats: NatsOpt = None,
+) -> None:
+    """Write an evidence bundle (ailedger/bundle/v1) as of a signed checkpoint."""
+    rng = None
+    if index_range is not None:
+        first, sep, last = index_range.partition("..")
+        if not sep or not first.isdigit() or not last.isdigit():
+            raise CliError(f"--range wants FIRST..LAST, got {index_range!r}")
+        rng = (int(first), int(last))
+    if system is None and actor is None and rng is None:
+        raise CliError("choose what to export: --system ID, --actor ID or --range FIRST..LAST")
+
+    async def job(nc: Any, tree: TreeStore) -> bytes:
+        return await proofs.export_bundle(
+            nc,
+            tree,
+            subjects=[f"system/{system}"] if system else [],
+            actor=actor,
+            index_range=rng,
+            checkpoint_size=at,
+            since=since,
+        )
+
+    bundle = asyncio.run(_with_tree(home, nats, job))
+    if out is None:
+        sys.stdout.write(bundle.decode())
+        return
+    out.write_bytes(bundle)
+    doc = json.loads(bundle)
+    size = proofs.SignedCheckpoint.parse(doc["checkpoint"].encode()).checkpoint.size
+    console.print(
+        f"wrote {out}: {len(doc['entries'])} entries, {len(doc['chains'])} chains, "
+        f"checkpoint size {size}",
+        highlight=False,
+    )
+
+
+@app.command()
+@one_line_errors
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="An evidence bundle (ailedger/bundle/v1).")],
+    trust: Annotated[Path, typer.Option(help="The regulator's trust policy.")],
+    since: Annotated[
+        Path | None, typer.Option(help="A checkpoint you pinned earlier (signed note file).")
+    ] = None,
+) -> None:
+    """Verify a bundle offline: no network, only the trust policy."""
+    policy = TrustPolicy.load(trust)
+    data = _read(bundle)
+    pinned = _read(since) if since is not None else None
+    try:
+        report = verify_bundle(data, policy, since=pinned)
+    except VerificationError as e:
+        err.print(f"{bundle}: FAILED {e}", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(f"{bundle}: VERIFIED", highlight=False)
+    for line in report.lines:
+        console.print(f"  {line}", highlight=False)
 
 
 @app.command()

@@ -29,9 +29,11 @@ from nats.aio.msg import Msg
 
 from ledger import events as ev
 from ledger.bus import HDR_MSG_ID, HDR_REPLY, LOOKUP_SUBJECT, Verdict, connect, intake_subject
+from ledger.checkpoint import TlogProof, parse_checkpoint, parse_tlog_proof
 from ledger.dsse import sign_envelope
 from ledger.keys import ActorKey
-from ledger.note import Verifier, Verifiers
+from ledger.merkle import verify_inclusion
+from ledger.note import Verifier, Verifiers, open_note
 from ledger.receipt import Receipt, ReceiptError, open_receipt
 from ledger.timeutil import Clock, SystemClock
 from ledger.trust import TrustPolicy
@@ -200,6 +202,29 @@ class LedgerClient:
                 return self._conclude(verdict, event_id, envelope)
         finally:
             self._waiting.pop(event_id, None)
+
+    async def inclusion_proof(self, receipt: Receipt) -> TlogProof:
+        """The entry's C2SP tlog-proof, once a signed checkpoint covers it, verified:
+        the checkpoint is signed by a log key of the trust policy and the
+        receipt's leaf is in its tree at the receipt's index."""
+        verdict = await self._lookup(receipt.event_id)
+        if verdict is None or verdict.proof is None:
+            raise SubmissionError(
+                f"entry {receipt.index} is not covered by a checkpoint yet", receipt.event_id
+            )
+        try:
+            proof = parse_tlog_proof(verdict.proof.encode())
+            checkpoint = parse_checkpoint(open_note(proof.checkpoint, self._verifiers).text)
+            if proof.index != receipt.index:
+                raise ValueError(f"proof is for entry {proof.index}")
+            verify_inclusion(
+                receipt.leaf_hash, receipt.index, checkpoint.size, proof.proof, checkpoint.root_hash
+            )
+        except ValueError as e:  # NoteError, ProofError, malformed parts
+            raise SubmissionError(
+                f"inclusion proof does not verify: {e}", receipt.event_id
+            ) from None
+        return proof
 
     def _conclude(self, verdict: Verdict, event_id: str, envelope: bytes) -> Receipt:
         if verdict.status == "rejected":

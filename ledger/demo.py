@@ -23,14 +23,18 @@ from ledger.bootstrap import Home, init_home
 from ledger.bus import connect
 from ledger.client import LedgerClient, SubmissionRejected
 from ledger.logview import LogRow, RejectionRow, read_log, read_rejections
+from ledger.proofs import export_bundle
 from ledger.receipt import Receipt
 from ledger.scenario import START, Scenario, Step, Submission
 from ledger.timeutil import SimulatedClock, format_time
-from services.notary import serve
+from ledger.tree import TreeStore
+from ledger.verify import VerificationError, verify_bundle
+from services.notary import Notary, serve
 
 __all__ = ["DEMO_ORIGIN", "Outcome", "play", "run_demo"]
 
 DEMO_ORIGIN = "demo.ailedger.kz/ai-registry"
+BUNDLE_SYSTEM = "credit-scorer"
 
 
 @dataclass(frozen=True)
@@ -126,12 +130,12 @@ async def _run(workdir: Path, console: Console) -> int:
     clock = SimulatedClock(START)
     scenario = Scenario(home.regulator_key())
     stop = asyncio.Event()
-    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    ready: asyncio.Future[tuple[str, Notary]] = asyncio.get_running_loop().create_future()
     notary_task = asyncio.create_task(
-        serve(home, stop, clock=clock, on_ready=lambda url, _n: ready.set_result(url))
+        serve(home, stop, clock=clock, on_ready=lambda url, n: ready.set_result((url, n)))
     )
     try:
-        url = await asyncio.wait_for(asyncio.shield(ready), 30)
+        url, notary = await asyncio.wait_for(asyncio.shield(ready), 30)
         console.print(f"  nats-server   {url} (embedded, store {home.nats_dir})\n")
         with Progress(
             TextColumn("{task.description}"),
@@ -141,10 +145,13 @@ async def _run(workdir: Path, console: Console) -> int:
             transient=True,
         ) as progress:
             outcomes = await play(url, home, scenario, clock, progress)
+        await notary.checkpoint()  # cover everything, whatever the cadence
         nc = await connect(url, name="ailedger-demo")
         try:
             log_rows = await read_log(nc)
             rejected = await read_rejections(nc)
+            with TreeStore(home.tree_path) as tree:
+                bundle = await export_bundle(nc, tree, subjects=[f"system/{BUNDLE_SYSTEM}"])
         finally:
             await nc.drain()
     finally:
@@ -172,6 +179,22 @@ async def _run(workdir: Path, console: Console) -> int:
             f"[bold red]unexpected:[/] {o.step.actor} {o.step.what}: got {o.result}, "
             f"expected {o.step.expect} {o.detail}"
         )
+    path = workdir / f"{BUNDLE_SYSTEM}.bundle.json"
+    path.write_bytes(bundle)
+    console.print(f"\n[bold]Evidence bundle[/] for {BUNDLE_SYSTEM}: {path}")
+    console.print(
+        f"$ ailedger verify {path.relative_to(workdir)} --trust "
+        f"{home.trust_path.relative_to(workdir)}   (offline, in {workdir})",
+        highlight=False,
+    )
+    try:
+        report = verify_bundle(bundle, home.trust())
+    except VerificationError as e:
+        console.print(f"[bold red]FAILED[/] {e}")
+        return 1
+    console.print("VERIFIED")
+    for line in report.lines:
+        console.print(f"  {line}", highlight=False)
     return 1 if wrong else 0
 
 

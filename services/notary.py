@@ -28,6 +28,7 @@ import contextlib
 import fcntl
 import logging
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,8 @@ from ledger import events as ev
 from ledger.asyncbridge import StateThread
 from ledger.bootstrap import Home
 from ledger.bus import (
+    CHECKPOINT_SUBJECT,
+    CHECKPOINTS,
     HDR_DETAIL,
     HDR_EVENT,
     HDR_INTAKE_SEQ,
@@ -60,20 +63,24 @@ from ledger.bus import (
     connect,
     ensure_streams,
     get_message,
+    last_message,
     last_sequence,
     publish_atomic,
     read_stream,
     rejected_subject,
 )
+from ledger.checkpoint import Checkpoint, format_tlog_proof, parse_checkpoint
 from ledger.domain import EventRecord
 from ledger.dsse import EnvelopeError, ParsedEnvelope, parse_envelope
 from ledger.entry import Entry, ledger_subject
 from ledger.keys import SLUG, fingerprint
+from ledger.merkle import leaf_hash, stored_hash_index
 from ledger.natsserver import EmbeddedNats
-from ledger.note import Signer
+from ledger.note import NoteError, Signer, Verifier, Verifiers, open_note, sign_note
 from ledger.receipt import Receipt, sign_receipt
 from ledger.state import Admitted, AlreadyIntegrated, Batch, LedgerCorrupt, LedgerState
 from ledger.timeutil import Clock, SystemClock, format_time
+from ledger.tree import TreeStore
 
 __all__ = ["MAX_ENVELOPE", "Notary", "NotaryError"]
 
@@ -131,14 +138,23 @@ class Notary:
         nc: NATS,
         state: LedgerState,
         signer: Signer,
+        tree: TreeStore,
         *,
         clock: Clock | None = None,
         genesis: bytes | None = None,
         batch_size: int = 500,
         verify_threads: int = 2,
         ack_wait: float = 10.0,
+        checkpoint_every: int = 256,
+        checkpoint_interval: float = 5.0,
     ) -> None:
         self.nc = nc
+        self.tree = tree
+        self.checkpoint_every = max(1, checkpoint_every)
+        self.checkpoint_interval = checkpoint_interval
+        #: The last checkpoint in CHECKPOINTS: (checkpoint, signed note, stream sequence).
+        self.latest_checkpoint: tuple[Checkpoint, bytes, int] | None = None
+        self._last_checkpoint_at = time.monotonic()
         self.js = nc.jetstream(timeout=10)
         self.state = state
         self.signer = signer
@@ -178,6 +194,8 @@ class Notary:
             )
         if info.origin != self.origin:
             raise NotaryError(f"notary key is named {self.origin!r}, the ledger is {info.origin!r}")
+        self._log_verifiers = Verifiers(*(Verifier.from_vkey(k) for k in info.notary_keys))
+        await self._load_checkpoint()
         self._consumer = await self.js.pull_subscribe(
             "intake.>",
             durable=CONSUMER,
@@ -200,6 +218,7 @@ class Notary:
         assert self._consumer is not None, "start() first"
         consumer = self._consumer
         while not stop.is_set():
+            await self._maybe_checkpoint()
             try:
                 msgs = await consumer.fetch(self.batch_size, timeout=0.5)  # type: ignore[attr-defined]
             except TimeoutError:
@@ -228,33 +247,64 @@ class Notary:
     # --- catching up with LEDGER --------------------------------------------
 
     async def sync(self) -> None:
-        """Bring the state up to LEDGER's last entry (at start, and after being fenced)."""
+        """Bring the state and the tree up to LEDGER's last entry (at start, after a fence)."""
         last = await last_sequence(self.nc, LEDGER)
         position = await self.state_thread.call(self.state.position)
-        if position > last:
-            raise NotaryError(
-                f"state has applied {position} entries but LEDGER holds {last}: "
-                "the state store belongs to another ledger; delete it to rebuild"
-            )
-        if last > position:
+        await self._check_tree_tail(last)
+        tree_size = await self.state_thread.call(lambda: self.tree.size)
+        for what, have in (("state", position), ("Merkle tree", tree_size)):
+            if have > last:
+                raise NotaryError(
+                    f"the {what} holds {have} entries but LEDGER holds {last}: it belongs to "
+                    "another ledger; delete it to rebuild"
+                )
+        start = min(position, tree_size) + 1
+        if last >= start:
             chunk: list[tuple[int, bytes]] = []
-            async for m in read_stream(self.nc, LEDGER, position + 1, last):
+            async for m in read_stream(self.nc, LEDGER, start, last):
                 chunk.append((m.sequence, m.data))
                 if len(chunk) >= 1000:
-                    await self.state_thread.call(self.state.replay, chunk)
+                    await self.state_thread.call(self._apply_stored, chunk)
                     chunk = []
             if chunk:
-                await self.state_thread.call(self.state.replay, chunk)
-            reached = await self.state_thread.call(self.state.position)
-            if reached != last:
-                raise NotaryError(f"state stopped at LEDGER #{reached}, expected #{last}")
-            log.info("state caught up: %d -> %d", position, last)
+                await self.state_thread.call(self._apply_stored, chunk)
+            reached = await self.state_thread.call(lambda: (self.state.position(), self.tree.size))
+            if reached != (last, last):
+                raise NotaryError(f"state and tree stopped at {reached}, expected LEDGER #{last}")
+            log.info("caught up with LEDGER: %d -> %d", min(position, tree_size), last)
         self.last_sequence = last
         if last:
             stored = await get_message(self.nc, LEDGER, last)
             if stored is None:
                 raise LedgerCorrupt(f"LEDGER #{last} is missing")
             self.last_integrated = Entry.parse(stored.data).integrated
+
+    async def _check_tree_tail(self, last: int) -> None:
+        """The tree file is derived data: if its last leaf is not LEDGER's entry (a
+        crash can leave blocks that look like whole records), rebuild it."""
+        size = await self.state_thread.call(lambda: self.tree.size)
+        if size == 0 or size > last:
+            return
+        stored = await get_message(self.nc, LEDGER, size)
+        (leaf,) = await self.state_thread.call(
+            self.tree.read_hashes, [stored_hash_index(0, size - 1)]
+        )
+        if stored is None or leaf != leaf_hash(stored.data):
+            log.warning("tree file's last leaf is not LEDGER #%d: rebuilding the tree", size)
+            await self.state_thread.call(self.tree.reset)
+
+    def _apply_stored(self, messages: list[tuple[int, bytes]]) -> None:
+        """On the state thread: entries read from LEDGER into the state and the tree."""
+        self.state.replay(messages)
+        size = self.tree.size
+        leaves = [leaf_hash(data) for seq, data in messages if seq > size]
+        if leaves:
+            self.tree.append(size, leaves)
+
+    def _record(self, batch: Batch) -> None:
+        """On the state thread: the batch LEDGER acknowledged, into the state and the tree."""
+        self.state.commit(batch)
+        self.tree.append(batch.first_sequence - 1, [a.entry.leaf_hash for a in batch.admitted])
 
     def _integration_time(self) -> datetime:
         now = self.clock.now()
@@ -279,7 +329,7 @@ class Notary:
             log.info("genesis raced with another notary (%s); catching up", e)
             await self.sync()
             return
-        await self.state_thread.call(self.state.commit, batch)
+        await self.state_thread.call(self._record, batch)
         self.last_sequence = batch.last_sequence
         self.last_integrated = now
 
@@ -315,9 +365,9 @@ class Notary:
                 now = self._integration_time()
                 continue
             try:
-                await self.state_thread.call(self.state.commit, batch)
+                await self.state_thread.call(self._record, batch)
             except Exception:
-                log.exception("recording state failed; rebuilding from LEDGER")
+                log.exception("recording state or tree failed; rebuilding from LEDGER")
                 await self.sync()
             self.last_sequence = batch.last_sequence
             self.last_integrated = batch.admitted[-1].entry.integrated
@@ -511,6 +561,85 @@ class Notary:
         )
         return True
 
+    # --- checkpoints ---------------------------------------------------------
+
+    async def _load_checkpoint(self) -> None:
+        """Read the last signed checkpoint and make sure the tree still agrees with it.
+
+        A notary never signs a checkpoint inconsistent with one signed before,
+        also across restarts: if LEDGER no longer produces the root it signed
+        (a replaced or rewritten stream), it refuses to go on.
+        """
+        stored = await last_message(self.nc, CHECKPOINTS)
+        if stored is None:
+            self.latest_checkpoint = None
+            return
+        try:
+            checkpoint = parse_checkpoint(open_note(stored.data, self._log_verifiers).text)
+        except (NoteError, ValueError) as e:
+            raise NotaryError(f"CHECKPOINTS #{stored.sequence} does not verify: {e}") from None
+        if checkpoint.size > self.tree.size:
+            raise NotaryError(
+                f"checkpoint of size {checkpoint.size} is beyond LEDGER ({self.tree.size} "
+                "entries): LEDGER lost entries it had; refusing to sign"
+            )
+        root = await self.state_thread.call(self.tree.root, checkpoint.size)
+        if root != checkpoint.root_hash:
+            raise NotaryError(
+                f"LEDGER's first {checkpoint.size} entries no longer hash to the root signed in "
+                "the last checkpoint: the ledger was rewritten; refusing to sign"
+            )
+        self.latest_checkpoint = (checkpoint, stored.data, stored.sequence)
+
+    async def _maybe_checkpoint(self) -> None:
+        covered = self.latest_checkpoint[0].size if self.latest_checkpoint else 0
+        pending = self.last_sequence - covered
+        due = time.monotonic() - self._last_checkpoint_at >= self.checkpoint_interval
+        if pending >= self.checkpoint_every or (pending > 0 and due):
+            try:
+                await self.checkpoint()
+            except BusError as e:
+                log.warning("checkpoint not published: %s", e)
+
+    async def checkpoint(self) -> bytes | None:
+        """Sign and publish a checkpoint of the whole tree; None if nothing new to cover."""
+        size = self.last_sequence
+        latest = self.latest_checkpoint
+        if latest is not None and latest[0].size >= size:
+            return None
+        root, old_root = await self.state_thread.call(
+            lambda: (self.tree.root(size), self.tree.root(latest[0].size) if latest else None)
+        )
+        if latest is not None and old_root != latest[0].root_hash:
+            raise NotaryError(
+                "the tree no longer agrees with the last checkpoint; refusing to sign"
+            )
+        note = sign_note(Checkpoint(self.origin, size, root).body(), self.signer)
+        try:
+            ack = await self.js.publish(
+                CHECKPOINT_SUBJECT,
+                note,
+                stream=CHECKPOINTS,
+                headers={"Nats-Expected-Last-Sequence": str(latest[2] if latest else 0)},
+                timeout=5,
+            )
+        except Exception as e:
+            # Another notary published first: take its checkpoint (after checking it).
+            log.info("checkpoint race (%s); reloading", e)
+            await self._load_checkpoint()
+            return None
+        self.latest_checkpoint = (Checkpoint(self.origin, size, root), note, ack.seq)
+        self._last_checkpoint_at = time.monotonic()
+        log.info("checkpoint %d signed", size)
+        return note
+
+    def tlog_proof(self, index: int) -> bytes | None:
+        """C2SP tlog-proof of entry ``index`` under the latest checkpoint (state thread)."""
+        if self.latest_checkpoint is None or index >= self.latest_checkpoint[0].size:
+            return None
+        checkpoint, note, _ = self.latest_checkpoint
+        return format_tlog_proof(index, self.tree.inclusion_proof(index, checkpoint.size), note)
+
     # --- lookups ----------------------------------------------------------
 
     async def _on_lookup(self, msg: Msg) -> None:
@@ -522,6 +651,9 @@ class Notary:
             record = None
         if record is not None:
             verdict = self._accepted(record, self.receipt_for(record))
+            proof = await self.state_thread.call(self.tlog_proof, record.index)
+            if proof is not None:
+                verdict.proof = proof.decode()
         else:
             verdict = self._recent_rejections.get(event_id) or Verdict(
                 status="unknown", event_id=event_id
@@ -579,6 +711,8 @@ async def serve(
     on_ready: Callable[[str, Notary], None] | None = None,
     batch_size: int = 500,
     ack_wait: float = 10.0,
+    checkpoint_every: int = 256,
+    checkpoint_interval: float = 5.0,
 ) -> Notary:
     """Run a notary for ``home`` until ``stop`` is set.
 
@@ -600,10 +734,13 @@ async def serve(
                 nc,
                 state,
                 home.notary_signer(),
+                TreeStore(home.tree_path),
                 clock=clock,
                 genesis=home.genesis(),
                 batch_size=batch_size,
                 ack_wait=ack_wait,
+                checkpoint_every=checkpoint_every,
+                checkpoint_interval=checkpoint_interval,
             )
             try:
                 await notary.start()
@@ -612,6 +749,7 @@ async def serve(
                 await notary.run(stop)
             finally:
                 await notary.close()
+                notary.tree.close()
                 with contextlib.suppress(Exception):
                     await nc.drain()
         finally:

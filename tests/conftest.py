@@ -28,6 +28,7 @@ from ledger.keys import ActorKey, generate
 from ledger.natsserver import EmbeddedNats
 from ledger.state import LedgerState
 from ledger.timeutil import Clock, SystemClock
+from ledger.tree import TreeStore
 from services.notary import Notary
 
 ORIGIN = "test.ailedger.kz/registry"
@@ -118,10 +119,12 @@ class running_notary:
     async def __aenter__(self) -> Harness:
         self.nc = await connect(self.url)
         state = LedgerState(trust=self.home.trust())
+        self.tree = TreeStore(self.home.tree_path)
         self.notary = Notary(
             self.nc,
             state,
             self.home.notary_signer(),
+            self.tree,
             clock=self.clock,
             genesis=self.home.genesis(),
             **self.kwargs,  # type: ignore[arg-type]
@@ -138,6 +141,7 @@ class running_notary:
         self.stop.set()
         await self.task
         await self.notary.close()
+        self.tree.close()
         await self.nc.close()
 
 

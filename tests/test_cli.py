@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -46,7 +47,16 @@ def test_keygen_init_up_submit_log(tmp_path: Path) -> None:
     assert (home / "trust.json").exists() and (home / "genesis.json").exists()
 
     up = subprocess.Popen(
-        [sys.executable, "-m", "ledger", "up", "--home", str(home)],
+        [
+            sys.executable,
+            "-m",
+            "ledger",
+            "up",
+            "--home",
+            str(home),
+            "--checkpoint-interval",
+            "0.2",
+        ],  # fmt: skip
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -119,6 +129,37 @@ def test_keygen_init_up_submit_log(tmp_path: Path) -> None:
         assert "system/scorer" in table.stdout
         rejected = ailedger("log", "--home", str(home), "--rejected", "--json", cwd=tmp_path)
         assert json.loads(rejected.stdout)["code"] == "system_already_registered"
+
+        # proofs: wait for the checkpoint covering all three entries
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            cp = ailedger("checkpoint", "--home", str(home), cwd=tmp_path)
+            if cp.returncode == 0 and cp.stdout.startswith("cli.ailedger.kz/test\n3\n"):
+                break
+            time.sleep(0.3)
+        assert cp.stdout.startswith("cli.ailedger.kz/test\n3\n"), cp.stdout + cp.stderr
+        proof = ailedger("prove", "2", "--home", str(home), cwd=tmp_path)
+        assert proof.stdout.startswith("c2sp.org/tlog-proof@v1\nindex 2\n"), proof.stderr
+        consistent = ailedger("prove", "--consistency", "1", "3", "--home", str(home), cwd=tmp_path)
+        assert consistent.stdout.startswith("old 1\nnew 3\n"), consistent.stderr
+
+        bundle = tmp_path / "scorer.bundle.json"
+        exported = ailedger(
+            "export", "--system", "scorer", "-o", str(bundle), "--home", str(home), cwd=tmp_path
+        )
+        assert exported.returncode == 0, exported.stderr
+        assert "3 entries, 3 chains, checkpoint size 3" in exported.stdout
+        trust = str(home / "trust.json")
+        ok = ailedger("verify", str(bundle), "--trust", trust, cwd=tmp_path)
+        assert ok.returncode == 0 and "VERIFIED" in ok.stdout, ok.stderr
+        doc = json.loads(bundle.read_text())
+        entry = bytearray(base64.b64decode(doc["entries"][2]["entry"]))
+        entry[-20] ^= 1
+        doc["entries"][2]["entry"] = base64.b64encode(bytes(entry)).decode()
+        bundle.write_text(json.dumps(doc))
+        bad = ailedger("verify", str(bundle), "--trust", trust, cwd=tmp_path)
+        assert bad.returncode == 1
+        assert f"{bundle}: FAILED inclusion (entry 2): not in the tree" in bad.stderr
     finally:
         up.send_signal(signal.SIGINT)
         out, _ = up.communicate(timeout=30)

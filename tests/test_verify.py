@@ -1,0 +1,302 @@
+"""Evidence bundles exported from a real running ledger, verified offline, and tampered with."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import dataclasses
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger import events as ev
+from ledger.bus import connect
+from ledger.checkpoint import (
+    CosignatureSigner,
+    cosignature_verifier_key,
+    parse_checkpoint,
+    parse_tlog_proof,
+)
+from ledger.keys import generate
+from ledger.natsserver import EmbeddedNats
+from ledger.note import Verifier, Verifiers, open_note, sign_note
+from ledger.proofs import SignedCheckpoint, export_bundle, tlog_proof
+from ledger.timeutil import SimulatedClock
+from ledger.tree import TreeStore
+from ledger.trust import TrustedKey
+from ledger.verify import VerificationError, verify_bundle
+from tests.conftest import Harness, running_notary
+
+
+async def export(h: Harness, system: str = "scorer", since: int | None = None) -> bytes:
+    await h.notary.checkpoint()
+    nc = await connect(h.url)
+    try:
+        with TreeStore(h.home.tree_path) as tree:
+            return await export_bundle(nc, tree, subjects=[f"system/{system}"], since=since)
+    finally:
+        await nc.close()
+
+
+async def small_ledger(h: Harness) -> None:
+    _, bank = await h.enrol("bank", ["owner"])
+    _, insurer = await h.enrol("insurer", ["insurer"])
+    await h.register(bank, "scorer")
+    await bank.submit(
+        bank.event(
+            ev.VersionDeployed, subject="system/scorer", version="1.0", artifact_sha256="a" * 64
+        )
+    )
+    await insurer.submit(
+        insurer.event(
+            ev.InsurancePolicyChanged,
+            subject="system/scorer",
+            policy_number="P-1",
+            coverage_tenge=1_000_000,
+            start=datetime(2026, 1, 1, tzinfo=UTC),
+            end=datetime(2027, 1, 1, tzinfo=UTC),
+            status="bound",
+        )
+    )
+
+
+def failure(bundle: dict[str, Any], trust: Any, **kw: Any) -> VerificationError:
+    with pytest.raises(VerificationError) as e:
+        verify_bundle(json.dumps(bundle).encode(), trust, **kw)
+    return e.value
+
+
+async def test_a_bundle_from_a_running_ledger_verifies_offline(ledger: Harness) -> None:
+    await small_ledger(ledger)
+    bundle = await export(ledger)
+    report = verify_bundle(bundle, ledger.home.trust())
+    assert report.size == 6 and report.entries == 6 and report.signatures == 6
+    assert report.chains == {
+        "actor/bank": 1,
+        "actor/insurer": 2,
+        "ledger/genesis": 0,
+        "system/scorer": 5,
+    }
+    assert "6 entries, each proven in the tree" in "\n".join(report.lines)
+
+
+async def test_every_flipped_byte_is_caught_and_named(ledger: Harness) -> None:
+    await small_ledger(ledger)
+    doc = json.loads(await export(ledger))
+    trust = ledger.home.trust()
+    flips = 0
+
+    def attempt(mutated: dict[str, Any], checks: set[str], index: int | None) -> None:
+        nonlocal flips
+        flips += 1
+        err = failure(mutated, trust)
+        assert err.check in checks, (err, checks)
+        if index is not None:
+            assert err.index == index, err
+
+    # every byte of the checkpoint note (its ASCII characters; the em dash is
+    # the separator of the signature line)
+    note = doc["checkpoint"]
+    for i, c in enumerate(note):
+        if ord(c) < 128:
+            mutated = copy.deepcopy(doc)
+            mutated["checkpoint"] = note[:i] + chr(ord(c) ^ 1) + note[i + 1 :]
+            attempt(mutated, {"checkpoint", "bundle"}, None)
+    # every byte of two whole entries: the genesis and a system event (header,
+    # payload, DSSE signature, key id ...)
+    for position in (0, len(doc["entries"]) - 1):
+        raw = base64.b64decode(doc["entries"][position]["entry"])
+        index = doc["entries"][position]["index"]
+        for i in range(len(raw)):
+            flipped = bytearray(raw)
+            flipped[i] ^= 0x01
+            mutated = copy.deepcopy(doc)
+            mutated["entries"][position]["entry"] = base64.b64encode(bytes(flipped)).decode()
+            attempt(mutated, {"inclusion"}, index)
+    # every byte of every proof hash of one entry
+    position = len(doc["entries"]) // 2
+    index = doc["entries"][position]["index"]
+    for h, b64 in enumerate(doc["entries"][position]["proof"]):
+        raw = base64.b64decode(b64)
+        for i in range(len(raw)):
+            flipped = bytearray(raw)
+            flipped[i] ^= 0x80
+            mutated = copy.deepcopy(doc)
+            mutated["entries"][position]["proof"][h] = base64.b64encode(bytes(flipped)).decode()
+            attempt(mutated, {"inclusion"}, index)
+    # a proof hash dropped, or one added
+    mutated = copy.deepcopy(doc)
+    mutated["entries"][position]["proof"].pop()
+    attempt(mutated, {"inclusion"}, index)
+    mutated = copy.deepcopy(doc)
+    mutated["entries"][position]["proof"].append(base64.b64encode(b"\0" * 32).decode())
+    attempt(mutated, {"inclusion"}, index)
+    assert flips > 2000
+
+
+async def test_a_hole_in_a_prev_chain_is_found(ledger: Harness) -> None:
+    await small_ledger(ledger)
+    doc = json.loads(await export(ledger))
+    trust = ledger.home.trust()
+    # drop the VersionDeployed entry (index 4) from the system's chain
+    without = copy.deepcopy(doc)
+    without["entries"] = [e for e in doc["entries"] if e["index"] != 4]
+    err = failure(without, trust)
+    assert err.check == "chain" and err.index == 4 and "missing" in err.message
+    # drop the bank's enrolment: its signatures cannot be judged any more
+    without = copy.deepcopy(doc)
+    without["entries"] = [e for e in doc["entries"] if e["index"] != 1]
+    assert failure(without, trust).check == "chain"
+    without["chains"].pop("actor/bank")
+    err = failure(without, trust)
+    assert err.check == "signer" and "actor/bank" in err.message
+    # an extra entry of the subject that is not on the chain from its head
+    shortened = copy.deepcopy(doc)
+    shortened["chains"]["system/scorer"] = 4
+    err = failure(shortened, trust)
+    assert err.check == "chain" and err.index == 5
+
+
+async def test_entries_signed_after_a_later_revealed_compromise_fail(
+    nats_server: EmbeddedNats, home: Any
+) -> None:
+    t0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
+    clock = SimulatedClock(t0)
+    async with running_notary(nats_server.url, home, clock) as h:
+        bank_key, bank = await h.enrol("bank", ["owner"])
+        await h.register(bank, "scorer")
+        clock.set(t0 + timedelta(days=2))
+        await bank.submit(
+            bank.event(
+                ev.VersionDeployed, subject="system/scorer", version="2", artifact_sha256="b" * 64
+            )
+        )
+        # verifies before anyone knows the key leaked
+        verify_bundle(await export(h), home.trust())
+        clock.set(t0 + timedelta(days=3))
+        reg = await h.regulator()
+        await reg.submit(
+            reg.event(
+                ev.KeyRevoked,
+                subject="actor/bank",
+                key=bank_key.public_key_b64,
+                compromised_at=t0 + timedelta(days=1),
+                reason="the key leaked on day 1",
+            )
+        )
+        bundle = await export(h)
+    err = failure(json.loads(bundle), home.trust())
+    assert err.check == "key" and err.index == 3
+    assert "revoked: compromised at 2026-05-05T09:00:00Z" in err.message
+
+
+async def test_a_forked_ledger_fails_against_a_pinned_checkpoint(tmp_path: Path, home: Any) -> None:
+    a_server, b_server = EmbeddedNats(tmp_path / "a"), EmbeddedNats(tmp_path / "b")
+    with a_server, b_server:
+        async with running_notary(a_server.url, home) as a:
+            _, bank = await a.enrol("bank", ["owner"])
+            await a.register(bank, "scorer")
+            await a.notary.checkpoint()
+            pinned = a.notary.latest_checkpoint
+            assert pinned is not None and pinned[0].size == 3
+            pinned_note = pinned[1]
+            await a.enrol("media", ["owner"])
+            # the honest ledger grew: it proves it extends the pinned checkpoint
+            honest = await export(a, since=3)
+            report = verify_bundle(honest, home.trust(), since=pinned_note)
+            assert report.consistent_with == 3
+        # another ledger from the same keys and genesis envelope, other history
+        home.tree_path.unlink()
+        async with running_notary(b_server.url, home) as b:
+            _, bank_b = await b.enrol("bank", ["owner"])
+            await b.register(bank_b, "scorer")
+            await b.enrol("media", ["owner"])
+            forked = await export(b, since=3)
+    # on its own the fork is a well-signed bundle ...
+    verify_bundle(forked, home.trust())
+    # ... but not an extension of what the reader saw before
+    err = failure(json.loads(forked), home.trust(), since=pinned_note)
+    assert err.check == "consistency" and "forked or rewritten" in err.message
+    err = failure(
+        {k: v for k, v in json.loads(forked).items() if k != "consistency"},
+        home.trust(),
+        since=pinned_note,
+    )
+    assert err.check == "consistency" and "no consistency proof" in err.message
+
+
+async def test_witness_quorum_is_enforced(ledger: Harness) -> None:
+    await small_ledger(ledger)
+    doc = json.loads(await export(ledger))
+    witness = generate("witness")
+    name = "witness.example/w1"
+    trust = dataclasses.replace(
+        ledger.home.trust(),
+        witness_keys=[TrustedKey(key=cosignature_verifier_key(name, witness.public_key))],
+        witness_quorum=1,
+    )
+    err = failure(doc, trust)
+    assert err.check == "checkpoint" and "requires 1" in err.message
+    # the witness cosigns the checkpoint it saw: now the quorum is met
+    log = Verifiers(*(Verifier.from_vkey(k) for k in trust.log_vkeys()))
+    opened = open_note(doc["checkpoint"].encode(), log)
+    cosigned = sign_note(opened, CosignatureSigner(name, witness.private_key))
+    doc["checkpoint"] = cosigned.decode()
+    report = verify_bundle(json.dumps(doc).encode(), trust)
+    assert report.witnesses == [name]
+
+
+async def test_receipt_gains_a_verified_tlog_proof_once_checkpointed(ledger: Harness) -> None:
+    _, bank = await ledger.enrol("bank", ["owner"])
+    receipt = await bank.submit(
+        bank.event(
+            ev.SystemRegistered,
+            subject="system/scorer",
+            name="Scorer",
+            purpose="p",
+            sector="s",
+            owner="bank",
+            holder="bank",
+            generates_synthetic_content=False,
+        )
+    )
+    with pytest.raises(Exception, match="not covered by a checkpoint yet"):
+        await bank.inclusion_proof(receipt)
+    await ledger.notary.checkpoint()
+    proof = await bank.inclusion_proof(receipt)
+    assert proof.index == receipt.index == 2
+    assert parse_checkpoint(open_note(proof.checkpoint, bank._verifiers).text).size == 3
+
+
+def test_proofs_read_at_most_2_log2_n_stored_hashes(tmp_path: Path) -> None:
+    """The proof path of `ailedger prove` on a tree of 10^5 entries."""
+    import hashlib
+    import random
+
+    n = 100_000
+    tree = TreeStore(tmp_path / "tree.hashes")
+    for start in range(0, n, 5000):
+        tree.append(
+            start,
+            [hashlib.sha256(i.to_bytes(8, "big")).digest() for i in range(start, start + 5000)],
+        )
+    signer_key = generate("notary")
+    from ledger.checkpoint import Checkpoint
+    from ledger.note import Signer
+
+    signer = Signer.from_private_key("tree.example/log", signer_key.private_key)
+    note = sign_note(Checkpoint("tree.example/log", n, tree.root(n)).body(), signer)
+    signed = SignedCheckpoint.parse(note)
+    rng = random.Random(9)
+    bound = 2 * math.ceil(math.log2(n))
+    worst = 0
+    for index in rng.sample(range(n), 300):
+        tree.reads = 0
+        proof = parse_tlog_proof(tlog_proof(tree, index, signed))
+        worst = max(worst, tree.reads)
+        assert proof.index == index
+    assert worst <= bound, (worst, bound)
