@@ -46,17 +46,9 @@ def test_keygen_init_up_submit_log(tmp_path: Path) -> None:
     assert "LEDGER index 0" in made.stdout
     assert (home / "trust.json").exists() and (home / "genesis.json").exists()
 
+    up_command = [sys.executable, "-m", "ledger", "up", "--home", str(home)]
     up = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ledger",
-            "up",
-            "--home",
-            str(home),
-            "--checkpoint-interval",
-            "0.2",
-        ],  # fmt: skip
+        [*up_command, "--checkpoint-interval", "0.2"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
