@@ -46,7 +46,7 @@ app = typer.Typer(
 )
 # Piped output (CI logs, files) gets room for the ledger tables instead of 80 columns.
 console = Console() if sys.stdout.isatty() else Console(width=132)
-err = Console(stderr=True)
+err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)
 
 HomeOpt = Annotated[
     Path,

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from ledger import events as ev
+from ledger.bus import Verdict
 from ledger.keys import SLUG
 from ledger.timeutil import RFC3339_UTC
 
@@ -57,6 +58,38 @@ class TrustPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     log_keys: list[TrustedKey]
     witness_keys: list[TrustedKey] = msgspec.field(default_factory=list)
     witness_quorum: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+Base64 = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/]*={0,2}$")]
+Hash = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/]{43}=$", description="base64 SHA-256")]
+
+
+class BundleEntry(msgspec.Struct, forbid_unknown_fields=True):
+    index: Annotated[int, msgspec.Meta(ge=0)]
+    entry: Annotated[Base64, msgspec.Meta(description="the ledger entry bytes")]
+    proof: Annotated[list[Hash], msgspec.Meta(description="RFC 9162 inclusion path, leaf to root")]
+
+
+class BundleConsistency(msgspec.Struct, forbid_unknown_fields=True):
+    old_size: Annotated[
+        int, msgspec.Meta(ge=0, description="size of the reader's pinned checkpoint")
+    ]
+    proof: list[Hash]
+
+
+class Bundle(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """An evidence bundle (ledger.verify): entries with proofs under a signed checkpoint."""
+
+    format: Literal["ailedger/bundle/v1"]
+    origin: str
+    checkpoint: Annotated[str, msgspec.Meta(description="C2SP signed note of a tlog-checkpoint")]
+    chains: Annotated[
+        dict[str, Annotated[int, msgspec.Meta(ge=0)]],
+        msgspec.Meta(description="subject -> index of its last entry at the checkpoint"),
+    ]
+    entries: list[BundleEntry]
+    consistency: BundleConsistency | None = None
+    claim: dict[str, Any] | None = None
 
 
 class LedgerEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -102,6 +135,12 @@ def generate() -> dict[str, bytes]:
         "envelope.schema.json": _schema(Envelope, "envelope", "DSSE v1 envelope"),
         "entry.schema.json": _schema(LedgerEntry, "entry", "ailedger ledger entry (fields)"),
         "trust.schema.json": _schema(TrustPolicy, "trust", "ailedger trust policy"),
+        "bundle.schema.json": _schema(Bundle, "bundle", "ailedger evidence bundle"),
+        "verdict.schema.json": _schema(
+            Verdict,
+            "verdict",
+            "the notary's answer to a submission or lookup (carries the receipt)",
+        ),
     }
     for name, cls in ev.EVENT_TYPES.items():
         out[f"events/{name}.schema.json"] = _schema(cls, f"events/{name}", f"{name} payload")

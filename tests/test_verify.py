@@ -300,3 +300,14 @@ def test_proofs_read_at_most_2_log2_n_stored_hashes(tmp_path: Path) -> None:
         worst = max(worst, tree.reads)
         assert proof.index == index
     assert worst <= bound, (worst, bound)
+
+
+async def test_exported_bundles_match_the_published_schema(ledger: Harness) -> None:
+    import msgspec
+
+    from ledger.schemas import Bundle
+
+    await small_ledger(ledger)
+    bundle = await export(ledger)
+    decoded = msgspec.json.decode(bundle, type=Bundle)
+    assert decoded.format == "ailedger/bundle/v1" and len(decoded.entries) == 6
