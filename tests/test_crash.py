@@ -16,13 +16,14 @@ from pathlib import Path
 
 from ledger import events as ev
 from ledger.bootstrap import Home, init_home
-from ledger.bus import LEDGER, connect, last_sequence, read_stream
+from ledger.bus import CHECKPOINTS, LEDGER, connect, last_sequence, read_stream
 from ledger.client import LedgerClient, SubmissionError
 from ledger.dsse import parse_envelope
 from ledger.entry import Entry
 from ledger.keys import ActorKey, generate
-from ledger.merkle import leaf_hash
+from ledger.merkle import MemoryHashStore, leaf_hash
 from ledger.natsserver import EmbeddedNats
+from ledger.proofs import SignedCheckpoint
 from ledger.receipt import Receipt
 from tests.conftest import ORIGIN, NotaryProcess
 
@@ -48,6 +49,28 @@ async def check_ledger(url: str) -> list[Entry]:
         seen.add(event_id)
     assert all(a.integrated <= b.integrated for a, b in itertools.pairwise(entries))
     return entries
+
+
+async def check_checkpoints(url: str, entries: list[Entry]) -> int:
+    """Every signed checkpoint is a prefix of the one ledger: no two are inconsistent."""
+    nc = await connect(url)
+    try:
+        last = await last_sequence(nc, CHECKPOINTS)
+        notes = [m.data async for m in read_stream(nc, CHECKPOINTS, 1, last)]
+    finally:
+        await nc.close()
+    tree = MemoryHashStore()
+    roots = {0: tree.root()}
+    for entry in entries:
+        tree.append(entry.encoded)
+        roots[tree.size] = tree.root()
+    sizes = []
+    for note in notes:
+        checkpoint = SignedCheckpoint.parse(note).checkpoint
+        assert checkpoint.root_hash == roots[checkpoint.size], "a checkpoint off the ledger"
+        sizes.append(checkpoint.size)
+    assert sizes == sorted(set(sizes)), "checkpoints only grow"
+    return len(notes)
 
 
 def assert_receipts_in_ledger(receipts: list[Receipt], entries: list[Entry]) -> None:
@@ -116,7 +139,7 @@ def test_notary_killed_during_a_burst_loses_no_acknowledged_event(tmp_path: Path
         server.url,
         tmp_path / "notary.sqlite",
         tmp_path / "notary.log",
-        ["--batch-size", "40", "--ack-wait", "2"],
+        ["--batch-size", "40", "--ack-wait", "2", "--checkpoint-every", "50"],
     )
     rng = random.Random(230)
 
@@ -151,6 +174,7 @@ def test_notary_killed_during_a_burst_loses_no_acknowledged_event(tmp_path: Path
         assert len(entries) == 1 + 3 + 3 + 600
         assert_receipts_in_ledger(receipts, entries)
         assert notary.log.read_text().count("--- start ---") == 3
+        assert asyncio.run(check_checkpoints(server.url, entries)) >= 5
     finally:
         if notary.proc and notary.proc.poll() is None:
             notary.terminate()
@@ -167,7 +191,7 @@ def test_two_notaries_at_once_produce_one_gap_free_ledger(tmp_path: Path) -> Non
             server.url,
             tmp_path / f"n{i}.sqlite",
             tmp_path / f"n{i}.log",
-            ["--batch-size", "20"],
+            ["--batch-size", "20", "--checkpoint-every", "50"],
         )
         for i in (1, 2)
     ]
@@ -198,6 +222,7 @@ def test_two_notaries_at_once_produce_one_gap_free_ledger(tmp_path: Path) -> Non
         entries = asyncio.run(check_ledger(server.url))
         assert len(entries) == 1 + 4 + 4 + 600
         assert_receipts_in_ledger([r for r in results if isinstance(r, Receipt)], entries)
+        assert asyncio.run(check_checkpoints(server.url, entries)) >= 5
         accepted = []
         for n in notaries:
             out = n.terminate()

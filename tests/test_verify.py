@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import dataclasses
+import itertools
 import json
 import math
 from datetime import UTC, datetime, timedelta
@@ -311,3 +313,87 @@ async def test_exported_bundles_match_the_published_schema(ledger: Harness) -> N
     bundle = await export(ledger)
     decoded = msgspec.json.decode(bundle, type=Bundle)
     assert decoded.format == "ailedger/bundle/v1" and len(decoded.entries) == 6
+
+
+async def test_a_notary_refuses_to_sign_over_a_rewritten_history(tmp_path: Path, home: Any) -> None:
+    """CHECKPOINTS restored next to another LEDGER (a wrong backup, a rewrite): the
+    notary must not sign a checkpoint inconsistent with the one it signed before."""
+    from ledger.bus import CHECKPOINTS
+    from services.notary import NotaryError
+
+    a_server, b_server = EmbeddedNats(tmp_path / "a"), EmbeddedNats(tmp_path / "b")
+    with a_server, b_server:
+        async with running_notary(a_server.url, home) as a:
+            _, bank = await a.enrol("bank", ["owner"])
+            await a.register(bank, "scorer")
+            signed = await a.notary.checkpoint()
+        assert signed is not None
+        home.tree_path.unlink()
+        async with running_notary(b_server.url, home) as b:
+            _, bank_b = await b.enrol("bank", ["owner"])
+            await b.register(bank_b, "other")
+        nc = await connect(b_server.url)
+        try:
+            await nc.jetstream().publish("checkpoint", signed, stream=CHECKPOINTS)
+        finally:
+            await nc.close()
+        with pytest.raises(NotaryError, match="rewritten; refusing to sign"):
+            async with running_notary(b_server.url, home):
+                pass
+
+
+async def test_checkpoints_follow_the_cadence_and_extend_each_other(
+    nats_server: EmbeddedNats, home: Any
+) -> None:
+    from ledger.bus import CHECKPOINTS, last_sequence, read_stream
+    from ledger.merkle import verify_consistency
+
+    async with running_notary(
+        nats_server.url, home, checkpoint_every=4, checkpoint_interval=3600
+    ) as h:
+        _, bank = await h.enrol("bank", ["owner"])
+        await h.register(bank, "scorer")
+        for i in range(9):
+            await bank.submit(
+                bank.event(
+                    ev.VersionDeployed,
+                    subject="system/scorer",
+                    version=str(i),
+                    artifact_sha256="c" * 64,
+                )
+            )
+        await asyncio.sleep(1.2)  # the run loop checks the cadence twice a second
+        nc = await connect(h.url)
+        try:
+            last = await last_sequence(nc, CHECKPOINTS)
+            notes = [m.data async for m in read_stream(nc, CHECKPOINTS, 1, last)]
+        finally:
+            await nc.close()
+        sizes = [SignedCheckpoint.parse(n).checkpoint.size for n in notes]
+        assert sizes and all(b - a >= 4 for a, b in itertools.pairwise(sizes))
+        assert sizes[-1] >= 9
+        with TreeStore(h.home.tree_path) as tree:
+            for old, new in itertools.pairwise(notes):
+                o, n = (
+                    SignedCheckpoint.parse(old).checkpoint,
+                    SignedCheckpoint.parse(new).checkpoint,
+                )
+                proof = tree.consistency_proof(o.size, n.size)
+                verify_consistency(o.size, n.size, o.root_hash, n.root_hash, proof)
+
+
+async def test_actor_and_range_bundles_verify(ledger: Harness) -> None:
+    await small_ledger(ledger)
+    await ledger.notary.checkpoint()
+    nc = await connect(ledger.url)
+    try:
+        with TreeStore(ledger.home.tree_path) as tree:
+            by_actor = await export_bundle(nc, tree, actor="insurer")
+            by_range = await export_bundle(nc, tree, index_range=(3, 4))
+    finally:
+        await nc.close()
+    report = verify_bundle(by_actor, ledger.home.trust())
+    # the insurer's own chain, the system it signed about, and every signer there
+    assert set(report.chains) == {"actor/insurer", "system/scorer", "actor/bank", "ledger/genesis"}
+    report = verify_bundle(by_range, ledger.home.trust())
+    assert "system/scorer" in report.chains
