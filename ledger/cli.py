@@ -15,27 +15,35 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import msgspec
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from ledger import events as ev
 from ledger import proofs
 from ledger.bootstrap import Home, init_home
 from ledger.bus import BusError, connect
 from ledger.client import LedgerClient, SubmissionError, SubmissionRejected
-from ledger.demo import ledger_table, rejections_table
+from ledger.demo import VERDICT_STYLE, ledger_table, rejections_table
 from ledger.dsse import EnvelopeError, parse_envelope
 from ledger.keys import KeyFileError, generate, load_key, save_key
 from ledger.logview import LogRow, RejectionRow, read_log, read_rejections
 from ledger.receipt import Receipt
+from ledger.rules import SystemVerdict
+from ledger.state import LedgerState
 from ledger.timeutil import SystemClock, format_time
 from ledger.tree import TreeStore
 from ledger.trust import TrustError, TrustPolicy
 from ledger.verify import VerificationError, verify_bundle
+from ledger.views import TimelineRow, open_view
+from services.projector import Projector, RebuildReport, store_envs
+from services.projector import rebuild as projector_rebuild
 
 app = typer.Typer(
     name="ailedger",
@@ -432,6 +440,9 @@ def export(
     since: Annotated[
         int | None, typer.Option(help="Add a consistency proof from the checkpoint of this size.")
     ] = None,
+    claim: Annotated[
+        bool, typer.Option(help="Add the verdict on each system as of the checkpoint.")
+    ] = False,
     home: HomeOpt = DEFAULT_HOME,
     nats: NatsOpt = None,
 ) -> None:
@@ -454,6 +465,7 @@ def export(
             index_range=rng,
             checkpoint_size=at,
             since=since,
+            claim=claim,
         )
 
     bundle = asyncio.run(_with_tree(home, nats, job))
@@ -478,19 +490,249 @@ def verify(
     since: Annotated[
         Path | None, typer.Option(help="A checkpoint you pinned earlier (signed note file).")
     ] = None,
+    recompute: Annotated[
+        bool, typer.Option(help="Recompute the bundle's claimed verdicts with the rule engine.")
+    ] = False,
 ) -> None:
     """Verify a bundle offline: no network, only the trust policy."""
     policy = TrustPolicy.load(trust)
     data = _read(bundle)
     pinned = _read(since) if since is not None else None
     try:
-        report = verify_bundle(data, policy, since=pinned)
+        report = verify_bundle(data, policy, since=pinned, recompute=recompute)
     except VerificationError as e:
         err.print(f"{bundle}: FAILED {e}", highlight=False)
         raise typer.Exit(1) from None
     console.print(f"{bundle}: VERIFIED", highlight=False)
     for line in report.lines:
         console.print(f"  {line}", highlight=False)
+
+
+def _parse_at(text: str | None) -> datetime | None:
+    """RFC 3339, or any ISO 8601 date/time (taken as UTC when it names no zone)."""
+    if text is None:
+        return None
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(
+            f"--at wants a date or time like 2026-03-06 or 2026-03-06T12:00Z: {text!r}"
+        ) from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    if len(text) == 10:  # a date: the end of that day
+        t = t.replace(hour=23, minute=59, second=59)
+    return t.astimezone(UTC)
+
+
+async def _projection(home: Path, nats: str | None, job: Callable[[Projector], Any]) -> Any:
+    """Bring the projector's stores up to date with LEDGER, then run ``job``."""
+    h = _home(home)
+    url = _nats_url(home, nats)
+    state_env, view_env = store_envs(h)
+    nc = await connect(url, name="ailedger-projection", max_reconnect_attempts=2)
+    projector = Projector(nc, LedgerState(state_env, trust=h.trust()), open_view(view_env))
+    try:
+        await projector.catch_up()
+        return await job(projector)
+    finally:
+        projector.close()
+        await nc.drain()
+
+
+@app.command()
+@one_line_errors
+def project(
+    home: HomeOpt = DEFAULT_HOME,
+    nats: NatsOpt = None,
+    once: Annotated[bool, typer.Option(help="Catch up, print the state digest, exit.")] = False,
+) -> None:
+    """Follow LEDGER into the compliance state and views (foreground)."""
+
+    async def job(projector: Projector) -> None:
+        if once:
+            digest = await projector.digest()
+            position = (await projector.state_thread.call(projector.positions))[0]
+            console.print(f"projected {position} entries; state digest {digest}", highlight=False)
+            return
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        position = (await projector.state_thread.call(projector.positions))[0]
+        console.print(f"projector up: {position} entries (pid {os.getpid()})", highlight=False)
+        sys.stdout.flush()
+        await projector.follow(stop)
+        console.print("projector stopped cleanly", highlight=False)
+
+    asyncio.run(_projection(home, nats, job))
+
+
+@app.command()
+@one_line_errors
+def rebuild(home: HomeOpt = DEFAULT_HOME, nats: NatsOpt = None) -> None:
+    """Drop the compliance state and views and rebuild them from LEDGER."""
+    h = _home(home)
+    url = _nats_url(home, nats)
+    state_env, view_env = store_envs(h)
+
+    async def run() -> RebuildReport:
+        nc = await connect(url, name="ailedger-rebuild", max_reconnect_attempts=2)
+        try:
+            with Progress(
+                TextColumn("rebuilding from LEDGER"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            ) as progress:
+                task = progress.add_task("rebuild", total=None)
+                return await projector_rebuild(
+                    nc,
+                    h,
+                    state_env,
+                    view_env,
+                    lambda done, total: progress.update(task, completed=done, total=total),
+                )
+        finally:
+            await nc.drain()
+
+    report = asyncio.run(run())
+    checked = (
+        f"the Merkle root of entries 0..{report.checkpoint_size - 1} matches the signed "
+        f"checkpoint of size {report.checkpoint_size}"
+        if report.checkpoint_size
+        else "no checkpoint signed yet to compare with"
+    )
+    console.print(f"rebuilt {report.entries} entries; {checked}", highlight=False)
+    console.print(f"state digest {report.digest}", highlight=False)
+
+
+@app.command()
+@one_line_errors
+def status(
+    system: Annotated[
+        str | None, typer.Argument(help="A system id (default: all systems).")
+    ] = None,
+    at: Annotated[str | None, typer.Option(help="As of this time (default: now).")] = None,
+    at_index: Annotated[
+        int | None, typer.Option("--at-index", help="As of this ledger index (reproducible).")
+    ] = None,
+    home: HomeOpt = DEFAULT_HOME,
+    nats: NatsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The verdicts as JSON.")] = False,
+) -> None:
+    """Compliance verdicts with their findings, legal basis and evidence, as of a moment."""
+    when = _parse_at(at)
+    if when is None and at_index is None:
+        when = SystemClock().now()
+
+    async def job(projector: Projector) -> list[SystemVerdict]:
+        def verdicts() -> list[SystemVerdict]:
+            systems = [system] if system else projector.view.systems()
+            out = []
+            for s in systems:
+                try:
+                    out.append(projector.view.status(s, at=when, at_index=at_index))
+                except ValueError:
+                    if system:  # asked for by name: say why there is nothing
+                        raise
+            return out
+
+        return await projector.state_thread.call(verdicts)
+
+    try:
+        results = asyncio.run(_projection(home, nats, job))
+    except (ValueError, LookupError) as e:
+        raise CliError(str(e)) from None
+    if as_json:
+        sys.stdout.write(json.dumps([v.to_json() for v in results], indent=1) + "\n")
+        return
+    moment = f"index {at_index}" if at_index is not None else format_time(when) if when else ""
+    if system is None:
+        table = Table(title=f"Compliance as of {moment}", title_justify="left", header_style="bold")
+        for column in ("system", "verdict", "findings", "as of entry"):
+            table.add_column(column)
+        for v in results:
+            findings = ", ".join(f"{f.rule} {f.status}" for f in v.findings) or "-"
+            table.add_row(
+                v.system,
+                f"[{VERDICT_STYLE[v.verdict]}]{v.verdict}[/]",
+                findings,
+                str(v.as_of_index),
+            )
+        console.print(table)
+        return
+    (v,) = results
+    console.print(
+        f"{v.system}: [{VERDICT_STYLE[v.verdict]}]{v.verdict}[/] as of {moment} "
+        f"(entries up to {v.as_of_index}; rulebook adopted in entry {v.policy_index})"
+    )
+    if v.findings:
+        table = Table(header_style="bold")
+        for column in ("rule", "status", "severity", "since", "deadline", "evidence", "finding"):
+            table.add_column(column)
+        for f in v.findings:
+            table.add_row(
+                f.rule,
+                f.status,
+                f.severity,
+                format_time(f.since),
+                format_time(f.deadline) if f.deadline else "-",
+                ", ".join(map(str, f.evidence)),
+                f"{f.summary}\n[dim]{f.legal_basis}[/]",
+            )
+        console.print(table)
+
+
+@app.command()
+@one_line_errors
+def timeline(
+    system: Annotated[str, typer.Argument(help="A system id.")],
+    at: Annotated[str | None, typer.Option(help="Up to this time (default: everything).")] = None,
+    home: HomeOpt = DEFAULT_HOME,
+    nats: NatsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Who did what to a system, in ledger order, with the signer's key and its status."""
+    until = _parse_at(at)
+
+    async def job(projector: Projector) -> list[TimelineRow]:
+        return await projector.state_thread.call(projector.view.timeline, system, until=until)
+
+    try:
+        rows = asyncio.run(_projection(home, nats, job))
+    except LookupError as e:
+        raise CliError(str(e)) from None
+    if as_json:
+        for r in rows:
+            doc = {**r.__dict__, "integrated": format_time(r.integrated)}
+            sys.stdout.write(json.dumps(doc) + "\n")
+        return
+    table = Table(title=f"Timeline of {system}", title_justify="left", header_style="bold")
+    for column in (
+        "index",
+        "integrated",
+        "signed at",
+        "signer",
+        "role",
+        "key",
+        "event",
+        "verification",
+    ):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            str(r.index),
+            format_time(r.integrated),
+            r.signed_at,
+            f"{r.legal_name} ({r.actor})",
+            r.role,
+            r.key_fingerprint,
+            r.summary,
+            r.verification,
+        )
+    console.print(table)
 
 
 @app.command()

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -29,11 +31,29 @@ from ledger.scenario import START, Scenario, Step, Submission
 from ledger.timeutil import SimulatedClock, format_time
 from ledger.tree import TreeStore
 from ledger.verify import VerificationError, verify_bundle
+from ledger.views import ComplianceView, open_view
 from services.notary import Notary, serve
+from services.projector import rebuild, store_envs
 
 __all__ = ["DEMO_ORIGIN", "Outcome", "play", "run_demo"]
 
 DEMO_ORIGIN = "demo.ailedger.kz/ai-registry"
+#: Moments of the story at which the demo shows every system's verdict.
+STATUS_DATES = (
+    ("Feb 1", datetime(2026, 2, 1, 12, tzinfo=UTC)),
+    ("Mar 6", datetime(2026, 3, 6, 12, tzinfo=UTC)),
+    ("Mar 10", datetime(2026, 3, 10, 12, tzinfo=UTC)),
+    ("Apr 16", datetime(2026, 4, 16, 12, tzinfo=UTC)),
+    ("Jul 1", datetime(2026, 7, 1, 12, tzinfo=UTC)),
+    ("Jul 16", datetime(2026, 7, 16, 12, tzinfo=UTC)),
+    ("Aug 10", datetime(2026, 8, 10, 12, tzinfo=UTC)),
+)
+VERDICT_STYLE = {
+    "compliant": "green",
+    "at_risk": "yellow",
+    "non_compliant": "red",
+    "critical": "bold red",
+}
 BUNDLE_SYSTEM = "credit-scorer"
 
 
@@ -89,6 +109,31 @@ async def play(
             with contextlib.suppress(Exception):
                 await c.close()
     return outcomes
+
+
+def compliance_over_time(view: ComplianceView, dates: Sequence[tuple[str, datetime]]) -> Table:
+    """Every system's verdict (and the rules it breaks) at each of ``dates``."""
+    table = Table(
+        title="Compliance over time (rules R1-R8 under the rulebook in force)",
+        title_justify="left",
+        header_style="bold",
+    )
+    table.add_column("system")
+    for label, _ in dates:
+        table.add_column(label)
+    for system in view.systems():
+        cells = []
+        for _, at in dates:
+            try:
+                v = view.status(system, at=at)
+            except ValueError:
+                cells.append("-")
+                continue
+            rules = " ".join(f.rule for f in v.findings if f.status != "late")
+            style = VERDICT_STYLE[v.verdict]
+            cells.append(f"[{style}]{v.verdict}[/]" + (f"\n{rules}" if rules else ""))
+        table.add_row(system, *cells)
+    return table
 
 
 def ledger_table(rows: list[LogRow], title: str = "LEDGER") -> Table:
@@ -151,7 +196,12 @@ async def _run(workdir: Path, console: Console) -> int:
             log_rows = await read_log(nc)
             rejected = await read_rejections(nc)
             with TreeStore(home.tree_path) as tree:
-                bundle = await export_bundle(nc, tree, subjects=[f"system/{BUNDLE_SYSTEM}"])
+                bundle = await export_bundle(
+                    nc, tree, subjects=[f"system/{BUNDLE_SYSTEM}"], claim=True
+                )
+            state_env, view_env = store_envs(home)
+            rebuilt = await rebuild(nc, home, state_env, view_env)
+            over_time = compliance_over_time(open_view(view_env), STATUS_DATES)
         finally:
             await nc.drain()
     finally:
@@ -179,16 +229,23 @@ async def _run(workdir: Path, console: Console) -> int:
             f"[bold red]unexpected:[/] {o.step.actor} {o.step.what}: got {o.result}, "
             f"expected {o.step.expect} {o.detail}"
         )
+    console.print()
+    console.print(over_time)
+    console.print(
+        f"(state rebuilt from LEDGER by the projector: {rebuilt.entries} entries, "
+        f"state digest {rebuilt.digest[:16]}…; `ailedger status SYSTEM --at DATE` for findings)",
+        highlight=False,
+    )
     path = workdir / f"{BUNDLE_SYSTEM}.bundle.json"
     path.write_bytes(bundle)
     console.print(f"\n[bold]Evidence bundle[/] for {BUNDLE_SYSTEM}: {path}")
     console.print(
         f"$ ailedger verify {path.relative_to(workdir)} --trust "
-        f"{home.trust_path.relative_to(workdir)}   (offline, in {workdir})",
+        f"{home.trust_path.relative_to(workdir)} --recompute   (offline, in {workdir})",
         highlight=False,
     )
     try:
-        report = verify_bundle(bundle, home.trust())
+        report = verify_bundle(bundle, home.trust(), recompute=True)
     except VerificationError as e:
         console.print(f"[bold red]FAILED[/] {e}")
         return 1

@@ -17,13 +17,22 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from ledger import strictjson
-from ledger.bus import CHECKPOINTS, LEDGER, BusError, last_sequence, read_stream, read_subject
+from ledger.bus import (
+    CHECKPOINTS,
+    LEDGER,
+    BusError,
+    get_message,
+    last_sequence,
+    read_stream,
+    read_subject,
+)
 from ledger.checkpoint import Checkpoint, format_tlog_proof, parse_checkpoint
 from ledger.dsse import parse_envelope
 from ledger.entry import Entry, ledger_subject
 from ledger.merkle import leaf_hash
+from ledger.rules import evaluate, fact_from_entry
 from ledger.tree import TreeStore
-from ledger.verify import BUNDLE_FORMAT
+from ledger.verify import BUNDLE_FORMAT, CLAIM_FORMAT
 
 __all__ = [
     "ProofError",
@@ -120,7 +129,7 @@ async def export_bundle(
     index_range: tuple[int, int] | None = None,
     checkpoint_size: int | None = None,
     since: int | None = None,
-    claim: dict[str, Any] | None = None,
+    claim: bool = False,
 ) -> bytes:
     """An ``ailedger/bundle/v1`` for the chosen subjects, actor or index range.
 
@@ -167,6 +176,11 @@ async def export_bundle(
             signer_chain = f"actor/{_signer(entry.encoded)}"
             if signer_chain not in chains:
                 todo.append(signer_chain)
+        if subject == "ledger/genesis":
+            # The rulebook's history travels with every bundle, so verdicts
+            # can be recomputed from the bundle alone.
+            genesis = fact_from_entry(chains[subject][0])
+            todo.append(f"policy/{genesis.payload['policy']['policy_id']}")
 
     entries = sorted(
         {e.index: e for chain in chains.values() for e in chain}.values(), key=lambda e: e.index
@@ -190,6 +204,21 @@ async def export_bundle(
             "old_size": since,
             "proof": [_b64(h) for h in consistency(tree, since, size)],
         }
-    if claim is not None:
-        doc["claim"] = claim
+    if claim:
+        doc["claim"] = await _claim(nc, entries, wanted, size)
     return json.dumps(doc, indent=1).encode() + b"\n"
+
+
+async def _claim(nc: NATS, entries: list[Entry], wanted: set[str], size: int) -> dict[str, Any]:
+    """The exporter's verdict on each system in the bundle, as of the checkpoint:
+    the entries up to its last index, judged at that entry's integration time."""
+    last = await get_message(nc, LEDGER, size)
+    if last is None:
+        raise ProofError(f"LEDGER #{size} is missing")
+    at = Entry.parse(last.data).integrated
+    facts = [fact_from_entry(e) for e in entries]
+    systems = sorted(s.partition("/")[2] for s in wanted if s.startswith("system/"))
+    return {
+        "format": CLAIM_FORMAT,
+        "verdicts": [evaluate(s, facts, at, as_of_index=size - 1).to_json() for s in systems],
+    }

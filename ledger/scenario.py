@@ -252,6 +252,21 @@ class Scenario:
         step(
             2,
             "bank",
+            "assigns the credit committee as human oversight",
+            lambda sc, at: sc.event(
+                ev.HumanOversightAssigned,
+                "bank",
+                at,
+                subject="system/credit-scorer",
+                overseer="Retail credit committee",
+                can_override=True,
+                can_stop=True,
+            ),
+            hours=1,
+        )
+        step(
+            2,
+            "bank",
             "puts credit-scorer in operation",
             lambda sc, at: sc.event(
                 ev.OperationStatusChanged,
@@ -629,6 +644,24 @@ class Scenario:
                 artifact_sha256=_sha("traffic-optimiser 3.2.1"),
             ),
             hours=1,
+        )
+
+        step(
+            48,
+            "auditor",
+            "audits traffic-optimiser v3.2.1: pass",
+            lambda sc, at: sc.event(
+                ev.AuditCompleted,
+                "auditor",
+                at,
+                subject="system/traffic-optimiser",
+                scope="Regression audit of the timing fix",
+                audited_version_sha256=_sha("traffic-optimiser 3.2.1"),
+                result="pass",
+                findings=[],
+                report_sha256=_sha("audit report traffic-optimiser 3.2.1"),
+                valid_until=sc.at(184),
+            ),
         )
 
         # --- April: incident at the scorer, no measure in time ---

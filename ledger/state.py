@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -209,6 +210,32 @@ class LedgerState(EventSourcedProjection[UUID]):
                 batch = self.begin()
         self._commit_replayed(batch)
         return applied
+
+    def digest(self) -> str:
+        """SHA-256 over every recorded domain event (sorted by aggregate and version),
+        without eventsourcing's wall-clock ``timestamp``: equal for equal histories,
+        however and whenever they were rebuilt."""
+        rows: list[tuple[str, int, str, str]] = []
+        start = 1
+        while notifications := self.recorder.select_notifications(start, 2000):
+            for n in notifications:
+                state = json.loads(n.state)
+                state.pop("timestamp", None)
+                rows.append(
+                    (
+                        str(n.originator_id),
+                        n.originator_version,
+                        n.topic,
+                        json.dumps(state, sort_keys=True),
+                    )
+                )
+            start = notifications[-1].id + 1
+        rows.sort()
+        h = hashlib.sha256()
+        for row in rows:
+            h.update(repr(row).encode())
+        h.update(f"position {self.position()}".encode())
+        return h.hexdigest()
 
     def _commit_replayed(self, batch: Batch) -> None:
         try:

@@ -63,6 +63,7 @@ from ledger.trust import TrustPolicy
 __all__ = ["BUNDLE_FORMAT", "Report", "VerificationError", "verify_bundle"]
 
 BUNDLE_FORMAT = "ailedger/bundle/v1"
+CLAIM_FORMAT = "ailedger/verdict/v1"
 
 
 class VerificationError(Exception):
@@ -89,6 +90,7 @@ class Report:
     chains: dict[str, int]
     signatures: int
     consistent_with: int | None = None
+    recomputed: list[str] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
 
 
@@ -111,7 +113,12 @@ class _Item:
 
 
 def verify_bundle(
-    data: bytes, trust: TrustPolicy, *, since: bytes | None = None, threads: int | None = None
+    data: bytes,
+    trust: TrustPolicy,
+    *,
+    since: bytes | None = None,
+    recompute: bool = False,
+    threads: int | None = None,
 ) -> Report:
     """Verify ``data`` (a bundle) offline against ``trust``; raise :class:`VerificationError`.
 
@@ -139,6 +146,8 @@ def verify_bundle(
     )
     if since is not None:
         report.consistent_with = _consistency(doc, checkpoint, since, trust)
+    if recompute:
+        report.recomputed = _recompute(doc, items, checkpoint)
     report.lines = _report_lines(report)
     return report
 
@@ -507,6 +516,59 @@ def _consistency(
     return pinned.size
 
 
+def _recompute(doc: dict[str, Any], items: list[_Item], checkpoint: Checkpoint) -> list[str]:
+    """Recompute the claimed verdicts from the bundle's entries with the rule engine."""
+    from ledger.rules import evaluate, fact_from_entry
+
+    claim = doc.get("claim")
+    if not isinstance(claim, dict) or claim.get("format") != CLAIM_FORMAT:
+        raise VerificationError("claim", f"the bundle carries no {CLAIM_FORMAT} claim to recompute")
+    verdicts = claim.get("verdicts")
+    if not isinstance(verdicts, list) or not verdicts:
+        raise VerificationError("claim", "the claim holds no verdicts")
+    facts = [fact_from_entry(item.entry) for item in items]
+    out = []
+    for claimed in verdicts:
+        try:
+            system = str(claimed["system"])
+            at = parse_time(str(claimed["at"]))
+            as_of = int(claimed["as_of_index"])
+        except (KeyError, TypeError, ValueError, ClockError) as e:
+            raise VerificationError("claim", f"malformed verdict: {e}") from None
+        if not 0 <= as_of < checkpoint.size:
+            raise VerificationError("claim", f"as_of_index {as_of} is not under the checkpoint")
+        if f"system/{system}" not in doc["chains"]:
+            raise VerificationError("claim", f"the bundle lacks the chain of system/{system}")
+        try:
+            recomputed = evaluate(system, facts, at, as_of_index=as_of).to_json()
+        except (KeyError, ValueError) as e:
+            raise VerificationError("claim", f"cannot recompute {system}: {e}") from None
+        if recomputed != claimed:
+            raise VerificationError("claim", _difference(system, claimed, recomputed))
+        out.append(
+            f"{system}: {recomputed['verdict']} as of entry {as_of} at {claimed['at']} "
+            f"({len(recomputed['findings'])} findings), recomputed offline: matches the claim"
+        )
+    return out
+
+
+def _difference(system: str, claimed: dict[str, Any], recomputed: dict[str, Any]) -> str:
+    if claimed.get("verdict") != recomputed["verdict"]:
+        return (
+            f"{system}: the bundle claims {claimed.get('verdict')!r}, its entries give "
+            f"{recomputed['verdict']!r}"
+        )
+    theirs, ours = claimed.get("findings", []), recomputed["findings"]
+    for a, b in zip(theirs, ours, strict=False):
+        if a != b:
+            return f"{system}: claimed finding {a} differs from the recomputed {b}"
+    return (
+        f"{system}: the claim lists {len(theirs)} findings, the entries give {len(ours)}"
+        if len(theirs) != len(ours)
+        else f"{system}: the claim differs from the recomputed verdict"
+    )
+
+
 def _report_lines(report: Report) -> list[str]:
     witnesses = ", ".join(report.witnesses) if report.witnesses else "none required"
     lines = [
@@ -523,4 +585,5 @@ def _report_lines(report: Report) -> list[str]:
         lines.append(
             f"consistency  extends your pinned checkpoint of size {report.consistent_with}"
         )
+    lines += [f"verdict      {line}" for line in report.recomputed]
     return lines

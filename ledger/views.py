@@ -1,0 +1,364 @@
+"""Read models of the ledger for point-in-time questions: an eventsourcing ``Projection``.
+
+:class:`ComplianceView` keeps one row per LEDGER entry (index, subject, type,
+signer, integration time, key, payload) in a table of its own, recorded
+together with its own ``Tracking("LEDGER", sequence)`` in one transaction, so
+each entry is applied exactly once. ``status(system, at=T)`` reads the rows
+of the system's chain and of the rulebook up to T and runs the rule engine
+(:mod:`ledger.rules`) on them; ``timeline`` lists who did what.
+
+The recorder is chosen by ``PERSISTENCE_MODULE`` as eventsourcing does:
+SQLite (one database file, tables not prefixed) or PostgreSQL (tables named
+after the view, in ``POSTGRES_SCHEMA``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from eventsourcing.persistence import InfrastructureFactory, Tracking, TrackingRecorder
+from eventsourcing.projection import Projection
+from eventsourcing.sqlite import SQLiteTrackingRecorder
+from eventsourcing.utils import Environment
+
+from ledger import strictjson
+from ledger.dsse import parse_envelope
+from ledger.entry import Entry
+from ledger.keys import KeyRing
+from ledger.rules import Fact, SystemVerdict, evaluate, fact_from_entry, summarize
+from ledger.timeutil import format_time, parse_time
+
+__all__ = [
+    "COLUMNS",
+    "ComplianceView",
+    "ComplianceViewRecorder",
+    "EntryRow",
+    "TimelineRow",
+    "epoch_micros",
+    "open_view",
+    "select_rows",
+]
+
+TRACKING_NAME = "LEDGER"
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    index: int
+    subject: str
+    type: str
+    actor: str
+    integrated_us: int  # microseconds since the epoch: sortable, unlike RFC 3339 text
+    integrated: str
+    key_fingerprint: str
+    payload: str
+
+    @staticmethod
+    def of(entry: Entry) -> EntryRow:
+        fact = fact_from_entry(entry)
+        return EntryRow(
+            entry.index,
+            entry.subject,
+            fact.type,
+            fact.actor,
+            epoch_micros(entry.integrated),
+            format_time(entry.integrated),
+            fact.key_fingerprint,
+            _payload_text(entry),
+        )
+
+    def fact(self) -> Fact:
+        return Fact(
+            self.index,
+            parse_time(self.integrated),
+            self.subject,
+            self.type,
+            self.actor,
+            self.key_fingerprint,
+            strictjson.loads(self.payload.encode()),
+        )
+
+
+def epoch_micros(t: datetime) -> int:
+    delta = t - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _payload_text(entry: Entry) -> str:
+    return parse_envelope(entry.envelope).payload.decode()
+
+
+COLUMNS = ("idx", "subject", "type", "actor", "integrated_us", "integrated", "key_fp", "payload")
+
+
+class ComplianceViewRecorder(TrackingRecorder, ABC):
+    """The rows, with the view's tracking, in one store."""
+
+    @abstractmethod
+    def record(self, rows: Sequence[EntryRow], tracking: Tracking) -> None: ...
+
+    @abstractmethod
+    def rows(
+        self,
+        subjects: Sequence[str],
+        *,
+        up_to_index: int | None = None,
+        up_to_time: datetime | None = None,
+    ) -> list[EntryRow]: ...
+
+    @abstractmethod
+    def subjects(self, kind: str) -> list[str]: ...
+
+    @abstractmethod
+    def row(self, index: int) -> EntryRow | None: ...
+
+    @abstractmethod
+    def all_rows(self, after: int, limit: int) -> list[EntryRow]: ...
+
+
+def select_rows(
+    table: str,
+    placeholder: str,
+    subjects: Sequence[str],
+    up_to_index: int | None,
+    up_to_time: int | None,
+) -> tuple[str, list[Any]]:
+    where = [f"subject IN ({', '.join([placeholder] * len(subjects))})"]
+    params: list[Any] = list(subjects)
+    if up_to_index is not None:
+        where.append(f"idx <= {placeholder}")
+        params.append(up_to_index)
+    if up_to_time is not None:
+        where.append(f"integrated_us <= {placeholder}")
+        params.append(up_to_time)
+    sql = f"SELECT {', '.join(COLUMNS)} FROM {table} WHERE {' AND '.join(where)} ORDER BY idx"
+    return sql, params
+
+
+def row_of(values: Sequence[Any]) -> EntryRow:
+    return EntryRow(*values)
+
+
+class SQLiteComplianceView(SQLiteTrackingRecorder, ComplianceViewRecorder):
+    def construct_create_table_statements(self) -> list[str]:
+        return [
+            *super().construct_create_table_statements(),
+            "CREATE TABLE IF NOT EXISTS entries ("
+            "idx INTEGER PRIMARY KEY, subject TEXT NOT NULL, type TEXT NOT NULL, "
+            "actor TEXT NOT NULL, integrated_us INTEGER NOT NULL, integrated TEXT NOT NULL, "
+            "key_fp TEXT NOT NULL, payload TEXT NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS entries_subject ON entries (subject, idx)",
+        ]
+
+    def record(self, rows: Sequence[EntryRow], tracking: Tracking) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            c.executemany(
+                f"INSERT INTO entries ({', '.join(COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(COLUMNS))})",
+                [tuple(r.__dict__.values()) for r in rows],
+            )
+            self._insert_tracking(c, tracking)
+
+    def rows(
+        self,
+        subjects: Sequence[str],
+        *,
+        up_to_index: int | None = None,
+        up_to_time: datetime | None = None,
+    ) -> list[EntryRow]:
+        sql, params = select_rows(
+            "entries",
+            "?",
+            subjects,
+            up_to_index,
+            None if up_to_time is None else epoch_micros(up_to_time),
+        )
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(sql, params)
+            return [row_of(tuple(r)) for r in c.fetchall()]
+
+    def subjects(self, kind: str) -> list[str]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                "SELECT DISTINCT subject FROM entries WHERE subject LIKE ? ORDER BY subject",
+                (f"{kind}/%",),
+            )
+            return [r[0] for r in c.fetchall()]
+
+    def row(self, index: int) -> EntryRow | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT {', '.join(COLUMNS)} FROM entries WHERE idx = ?", (index,))
+            found = c.fetchone()
+            return None if found is None else row_of(tuple(found))
+
+    def all_rows(self, after: int, limit: int) -> list[EntryRow]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM entries WHERE idx > ? ORDER BY idx LIMIT ?",
+                (after, limit),
+            )
+            return [row_of(tuple(r)) for r in c.fetchall()]
+
+
+@dataclass(frozen=True)
+class TimelineRow:
+    index: int
+    integrated: datetime
+    signed_at: str
+    actor: str
+    legal_name: str
+    role: str
+    key_fingerprint: str
+    type: str
+    summary: str
+    verification: str
+
+
+class ComplianceView(Projection[ComplianceViewRecorder]):
+    """LEDGER entries as rows, and the questions regulators ask of them."""
+
+    name = "compliance"
+
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        """``domain_event`` is a run of stored LEDGER entries ``(sequence, bytes)``."""
+        position = self.position()
+        rows = [EntryRow.of(Entry.parse(data)) for seq, data in domain_event if seq > position]
+        if rows:
+            self.view.record(rows, tracking)
+
+    def position(self) -> int:
+        return self.view.max_tracking_id(TRACKING_NAME) or 0
+
+    # --- questions -------------------------------------------------------------
+
+    def systems(self) -> list[str]:
+        return [s.partition("/")[2] for s in self.view.subjects("system")]
+
+    def _rulebook_subjects(self) -> list[str]:
+        genesis = self.view.row(0)
+        if genesis is None:
+            raise LookupError("the ledger is empty")
+        policy_id = strictjson.loads(genesis.payload.encode())["policy"]["policy_id"]
+        return ["ledger/genesis", f"policy/{policy_id}"]
+
+    def status(
+        self, system: str, *, at: datetime | None = None, at_index: int | None = None
+    ) -> SystemVerdict:
+        """The system's verdict as of time ``at`` or as of ledger index ``at_index``."""
+        if at is None:
+            if at_index is None:
+                raise ValueError("give a time or an index")
+            row = self.view.row(at_index)
+            if row is None:
+                raise LookupError(f"no entry {at_index}")
+            at = row.fact().integrated
+        rows = self.view.rows(
+            [f"system/{system}", *self._rulebook_subjects()], up_to_index=at_index, up_to_time=at
+        )
+        return evaluate(system, [r.fact() for r in rows], at, as_of_index=at_index)
+
+    def timeline(self, system: str, *, until: datetime | None = None) -> list[TimelineRow]:
+        chain = self.view.rows([f"system/{system}"], up_to_time=until)
+        if not chain:
+            raise LookupError(f"no system {system}")
+        signers = sorted({r.actor for r in chain})
+        actor_rows = self.view.rows([f"actor/{a}" for a in signers] + ["ledger/genesis"])
+        actors = _actors(actor_rows)
+        owner, holder = "", ""
+        out = []
+        for r in chain:
+            f = r.fact()
+            if f.type == "SystemRegistered":
+                owner, holder = str(f.payload["owner"]), str(f.payload["holder"])
+            info = actors.get(f.actor, _ActorInfo(f.actor, (), KeyRing()))
+            role = (
+                "owner"
+                if f.actor == owner
+                else "holder"
+                if f.actor == holder
+                else "/".join(info.roles) or "?"
+            )
+            status = info.keys.status_at(f.key_fingerprint, f.integrated)
+            verification = (
+                "signature verified at integration"
+                if status == "valid"
+                else f"key {status} at integration (learnt later)"
+            )
+            out.append(
+                TimelineRow(
+                    f.index,
+                    f.integrated,
+                    str(f.payload["signed_at"]),
+                    f.actor,
+                    info.legal_name,
+                    role,
+                    f.key_fingerprint,
+                    f.type,
+                    summarize(f),
+                    verification,
+                )
+            )
+        return out
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        after, count = -1, 0
+        while batch := self.view.all_rows(after, 5000):
+            for r in batch:
+                h.update(repr(tuple(r.__dict__.values())).encode())
+                count += 1
+            after = batch[-1].index
+        h.update(f"tracking {self.position()}".encode())
+        return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class _ActorInfo:
+    legal_name: str
+    roles: tuple[str, ...]
+    keys: KeyRing
+
+
+def _actors(rows: Sequence[EntryRow]) -> dict[str, _ActorInfo]:
+    """Legal names, roles and key histories from the actor chains (and the genesis)."""
+    out: dict[str, _ActorInfo] = {}
+    for r in rows:
+        f = r.fact()
+        target = f.subject.partition("/")[2]
+        if f.type == "LedgerGenesis":
+            ring = KeyRing()
+            ring.enrol([str(k) for k in f.payload["regulator_keys"]], f.integrated)
+            out[f.actor] = _ActorInfo(str(f.payload["regulator_name"]), ("regulator",), ring)
+        elif f.type == "ActorEnrolled":
+            ring = KeyRing()
+            ring.enrol([str(k) for k in f.payload["public_keys"]], f.integrated)
+            out[target] = _ActorInfo(str(f.payload["legal_name"]), tuple(f.payload["roles"]), ring)
+        elif f.type == "KeyRotated" and target in out:
+            out[target].keys.rotate(
+                str(f.payload["new_key"]),
+                str(f.payload["old_key"]),
+                f.time("old_key_valid_until"),
+                f.integrated,
+            )
+        elif f.type == "KeyRevoked" and target in out:
+            out[target].keys.revoke(str(f.payload["key"]), f.time("compromised_at"), f.integrated)
+    return out
+
+
+def open_view(env: Mapping[str, str]) -> ComplianceView:
+    """The view on the store ``env`` names (eventsourcing settings, e.g. SQLite file)."""
+    factory = InfrastructureFactory[ComplianceViewRecorder].construct(
+        Environment(ComplianceView.name, dict(env))
+    )
+    cls: type[ComplianceViewRecorder] = SQLiteComplianceView
+    if str(env.get("PERSISTENCE_MODULE", "")).endswith("postgres"):
+        # psycopg is an optional dependency (the "postgres" extra)
+        from ledger.views_pg import PostgresComplianceView
+
+        cls = PostgresComplianceView
+    return ComplianceView(view=factory.tracking_recorder(cls))

@@ -1,0 +1,215 @@
+"""The projector: follows LEDGER into the domain state and the compliance view.
+
+Each LEDGER entry is applied exactly once to each of them: the domain state
+(:class:`ledger.state.LedgerState`, the same eventsourcing model the notary
+checks against) and the read model (:class:`ledger.views.ComplianceView`)
+record every batch together with their own ``Tracking("LEDGER", sequence)`` in
+one transaction. Killed at any moment, it resumes from what was committed; a
+redelivered entry is skipped. Both can be dropped and rebuilt from LEDGER.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from eventsourcing.persistence import Tracking
+from nats.aio.client import Client as NATS
+
+from ledger.asyncbridge import StateThread
+from ledger.bootstrap import Home
+from ledger.bus import LEDGER, last_sequence, read_stream
+from ledger.checkpoint import parse_checkpoint
+from ledger.merkle import MemoryHashStore
+from ledger.note import Verifier, Verifiers, open_note
+from ledger.proofs import ProofError, find_checkpoint
+from ledger.state import LedgerState
+from ledger.views import ComplianceView, open_view
+
+__all__ = [
+    "Projector",
+    "RebuildError",
+    "RebuildReport",
+    "drop_stores",
+    "rebuild",
+    "store_envs",
+]
+
+log = logging.getLogger("ailedger.projector")
+
+
+def store_envs(home: Home, suffix: str = "") -> tuple[dict[str, str], dict[str, str]]:
+    """eventsourcing settings of the projector's state and view.
+
+    SQLite files in the home by default; PostgreSQL when the environment says
+    ``PERSISTENCE_MODULE=eventsourcing.postgres`` (with the ``POSTGRES_*``
+    variables eventsourcing reads).
+    """
+    if os.environ.get("PERSISTENCE_MODULE") == "eventsourcing.postgres":
+        env = {k: v for k, v in os.environ.items() if k.startswith(("POSTGRES_", "PERSISTENCE"))}
+        return env, env
+    state = {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": str(home.state_dir / f"projector{suffix}.sqlite"),
+    }
+    view = {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": str(home.state_dir / f"views{suffix}.sqlite"),
+    }
+    return state, view
+
+
+def drop_stores(state_env: Mapping[str, str], view_env: Mapping[str, str]) -> None:
+    """Delete the derived stores (they are rebuilt from LEDGER)."""
+    if state_env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres":
+        import psycopg
+        from psycopg.sql import SQL, Identifier
+
+        schema = state_env.get("POSTGRES_SCHEMA", "public")
+        tables = [
+            "ledgerstate_events",
+            "ledgerstate_tracking",
+            "compliance_entries",
+            "compliance_tracking",
+        ]
+        with psycopg.connect(
+            dbname=state_env["POSTGRES_DBNAME"],
+            host=state_env["POSTGRES_HOST"],
+            port=state_env.get("POSTGRES_PORT", "5432"),
+            user=state_env["POSTGRES_USER"],
+            password=state_env.get("POSTGRES_PASSWORD", ""),
+        ) as conn:
+            for table in tables:
+                conn.execute(
+                    SQL("DROP TABLE IF EXISTS {0}.{1} CASCADE").format(
+                        Identifier(schema), Identifier(table)
+                    )
+                )
+        return
+    for env in (state_env, view_env):
+        for suffix in ("", "-wal", "-shm"):
+            Path(env["SQLITE_DBNAME"] + suffix).unlink(missing_ok=True)
+
+
+class Projector:
+    def __init__(self, nc: NATS, state: LedgerState, view: ComplianceView) -> None:
+        self.nc = nc
+        self.state = state
+        self.view = view
+        self.state_thread = StateThread("projector")
+
+    def positions(self) -> tuple[int, int]:
+        return self.state.position(), self.view.position()
+
+    def _apply(self, chunk: list[tuple[int, bytes]]) -> None:
+        """On the state thread: one run of entries into the state and the view."""
+        self.state.replay(chunk)
+        self.view.process_event(chunk, Tracking("LEDGER", chunk[-1][0]))
+
+    async def catch_up(
+        self,
+        on_progress: Callable[[int, int], None] | None = None,
+        on_entry: Callable[[int, bytes], None] | None = None,
+        chunk_size: int = 500,
+    ) -> int:
+        """Apply every entry not yet applied; return the LEDGER sequence reached."""
+        last = await last_sequence(self.nc, LEDGER)
+        state_pos, view_pos = await self.state_thread.call(self.positions)
+        start = min(state_pos, view_pos) + 1
+        if last < start:
+            return last
+        chunk: list[tuple[int, bytes]] = []
+        async for m in read_stream(self.nc, LEDGER, start, last):
+            chunk.append((m.sequence, m.data))
+            if on_entry is not None:
+                on_entry(m.sequence, m.data)
+            if len(chunk) >= chunk_size:
+                await self.state_thread.call(self._apply, chunk)
+                if on_progress is not None:
+                    on_progress(m.sequence, last)
+                chunk = []
+        if chunk:
+            await self.state_thread.call(self._apply, chunk)
+        if on_progress is not None:
+            on_progress(last, last)
+        return last
+
+    async def follow(self, stop: asyncio.Event, poll: float = 0.2) -> None:
+        """Keep applying new entries until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                await self.catch_up()
+            except Exception:
+                log.exception("projecting LEDGER failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), poll)
+
+    async def digest(self) -> str:
+        state = await self.state_thread.call(self.state.digest)
+        view = await self.state_thread.call(self.view.digest)
+        return f"{state[:32]}{view[:32]}"
+
+    def close(self) -> None:
+        self.state_thread.close()
+
+
+class RebuildError(RuntimeError):
+    """The replayed LEDGER does not match its signed checkpoint."""
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    entries: int
+    checkpoint_size: int | None
+    digest: str
+
+
+async def rebuild(
+    nc: NATS,
+    home: Home,
+    state_env: Mapping[str, str],
+    view_env: Mapping[str, str],
+    on_progress: Callable[[int, int], None] | None = None,
+) -> RebuildReport:
+    """Drop the projector's stores and replay LEDGER into them from the first entry.
+
+    The entries replayed must hash to the root of the latest signed checkpoint
+    (checked against the trust policy's log keys), so the rebuilt state is the
+    state of the ledger everyone else can verify.
+    """
+    trust = home.trust()
+    try:
+        signed = await find_checkpoint(nc)
+        note = open_note(
+            signed.note, Verifiers(*(Verifier.from_vkey(k) for k in trust.log_vkeys()))
+        )
+        checkpoint = parse_checkpoint(note.text)
+    except ProofError:
+        checkpoint = None
+    drop_stores(state_env, view_env)
+    projector = Projector(nc, LedgerState(state_env, trust=trust), open_view(view_env))
+    tree = MemoryHashStore()
+
+    def leaf(seq: int, data: bytes) -> None:
+        if checkpoint is not None and seq <= checkpoint.size:
+            tree.append(data)
+
+    try:
+        last = await projector.catch_up(on_progress, on_entry=leaf)
+        if checkpoint is not None and (
+            tree.size != checkpoint.size or tree.root() != checkpoint.root_hash
+        ):
+            raise RebuildError(
+                f"the first {checkpoint.size} LEDGER entries do not hash to the root of the "
+                "latest signed checkpoint"
+            )
+        return RebuildReport(
+            last, checkpoint.size if checkpoint else None, await projector.digest()
+        )
+    finally:
+        projector.close()
