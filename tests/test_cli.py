@@ -152,6 +152,28 @@ def test_keygen_init_up_submit_log(tmp_path: Path) -> None:
         bad = ailedger("verify", str(bundle), "--trust", trust, cwd=tmp_path)
         assert bad.returncode == 1
         assert f"{bundle}: FAILED inclusion (entry 2): not in the tree" in bad.stderr
+
+        # compliance: the bank's system is registered but not in operation
+        status = ailedger("status", "--home", str(home), "--json", cwd=tmp_path)
+        (verdict,) = json.loads(status.stdout)
+        assert (verdict["system"], verdict["verdict"]) == ("scorer", "compliant")
+        table = ailedger("status", "scorer", "--home", str(home), "--at-index", "2", cwd=tmp_path)
+        assert "scorer: compliant as of index 2" in table.stdout
+        lines = ailedger("timeline", "scorer", "--home", str(home), "--json", cwd=tmp_path)
+        (row,) = [json.loads(x) for x in lines.stdout.splitlines()]
+        assert (row["legal_name"], row["role"], row["type"]) == (
+            "Bank JSC",
+            "owner",
+            "SystemRegistered",
+        )
+        rebuilt = ailedger("rebuild", "--home", str(home), cwd=tmp_path)
+        assert "rebuilt 3 entries" in rebuilt.stdout and "state digest" in rebuilt.stdout
+        claimed = tmp_path / "claimed.bundle.json"
+        args = ("export", "--system", "scorer", "--claim", "-o", str(claimed), "--home", str(home))
+        assert ailedger(*args, cwd=tmp_path).returncode == 0
+        ok = ailedger("verify", str(claimed), "--trust", trust, "--recompute", cwd=tmp_path)
+        assert "scorer: compliant as of entry 2" in ok.stdout and "matches the claim" in ok.stdout
+        assert ailedger("status", "ghost", "--home", str(home), cwd=tmp_path).returncode == 2
     finally:
         up.send_signal(signal.SIGINT)
         out, _ = up.communicate(timeout=30)

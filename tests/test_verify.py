@@ -397,3 +397,38 @@ async def test_actor_and_range_bundles_verify(ledger: Harness) -> None:
     assert set(report.chains) == {"actor/insurer", "system/scorer", "actor/bank", "ledger/genesis"}
     report = verify_bundle(by_range, ledger.home.trust())
     assert "system/scorer" in report.chains
+
+
+async def test_a_claimed_verdict_is_recomputed_offline(ledger: Harness) -> None:
+    await small_ledger(ledger)
+    await ledger.notary.checkpoint()
+    nc = await connect(ledger.url)
+    try:
+        with TreeStore(ledger.home.tree_path) as tree:
+            bundle = await export_bundle(nc, tree, subjects=["system/scorer"], claim=True)
+            plain = await export_bundle(nc, tree, subjects=["system/scorer"])
+    finally:
+        await nc.close()
+    trust = ledger.home.trust()
+    doc = json.loads(bundle)
+    (claimed,) = doc["claim"]["verdicts"]
+    # registered, deployed, insured, never classified or put in operation
+    assert claimed["verdict"] == "compliant" and claimed["as_of_index"] == 5
+    assert "policy/rulebook" not in doc["chains"]  # no adoption yet: the genesis holds the rules
+    report = verify_bundle(bundle, trust, recompute=True)
+    assert report.recomputed and "matches the claim" in report.recomputed[0]
+    # a claim the entries do not support is caught and named
+    lying = copy.deepcopy(doc)
+    lying["claim"]["verdicts"][0]["verdict"] = "non_compliant"
+    err = failure(lying, trust, recompute=True)
+    assert err.check == "claim" and "its entries give 'compliant'" in err.message
+    lying = copy.deepcopy(doc)
+    lying["claim"]["verdicts"][0]["findings"] = [
+        {"rule": "R1", "status": "violation", "severity": "high", "since": "2026-01-01T00:00:00Z",
+         "deadline": None, "legal_basis": "x", "evidence": [], "summary": "x"}
+    ]  # fmt: skip
+    assert failure(lying, trust, recompute=True).check == "claim"
+    err = failure(json.loads(plain), trust, recompute=True)
+    assert err.check == "claim" and "no ailedger/verdict/v1 claim" in err.message
+    # without --recompute the claim is carried, not judged
+    verify_bundle(json.dumps(lying).encode(), trust)

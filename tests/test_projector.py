@@ -1,0 +1,210 @@
+"""The projector, SIGKILLed while following a live ledger, ends where a clean rebuild does.
+
+Runs on SQLite (the embedded default) and on the local PostgreSQL server
+(which must be reachable when ``CI`` is set: those tests fail, never skip).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from ledger.bootstrap import Home, init_home
+from ledger.natsserver import EmbeddedNats
+from ledger.receipt import Receipt
+from tests.conftest import ORIGIN, NotaryProcess
+from tests.test_crash import deployments, prepare
+
+
+def postgres_settings() -> dict[str, str]:
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": os.environ.get("PGDATABASE", "test"),
+        "POSTGRES_HOST": os.environ.get("PGHOST", "127.0.0.1"),
+        "POSTGRES_PORT": os.environ.get("PGPORT", "5432"),
+        "POSTGRES_USER": os.environ.get("PGUSER", getpass.getuser()),
+        "POSTGRES_PASSWORD": os.environ.get("PGPASSWORD", ""),
+    }
+
+
+@pytest.fixture
+def postgres_schema() -> Iterator[dict[str, str]]:
+    """A private schema in the local PostgreSQL database, dropped afterwards."""
+    import psycopg
+    from psycopg.sql import SQL, Identifier
+
+    settings = postgres_settings()
+    connect = {
+        "dbname": settings["POSTGRES_DBNAME"],
+        "host": settings["POSTGRES_HOST"],
+        "port": settings["POSTGRES_PORT"],
+        "user": settings["POSTGRES_USER"],
+        "password": settings["POSTGRES_PASSWORD"],
+        "connect_timeout": 5,
+    }
+    try:
+        conn = psycopg.connect(**connect, autocommit=True)
+    except psycopg.OperationalError as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL must be reachable in CI: {e}")
+        pytest.skip(f"no PostgreSQL here: {e}")
+    schema = f"ailedger_{uuid.uuid4().hex[:10]}"
+    with conn:
+        conn.execute(SQL("CREATE SCHEMA {0}").format(Identifier(schema)))
+        try:
+            yield {**settings, "POSTGRES_SCHEMA": schema}
+        finally:
+            conn.execute(SQL("DROP SCHEMA {0} CASCADE").format(Identifier(schema)))
+
+
+@dataclass
+class ProjectorProcess:
+    home: Home
+    url: str
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def run(self, *args: str, timeout: float = 120) -> str:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ledger",
+                *args,
+                "--home",
+                str(self.home.path),
+                "--nats",
+                self.url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **self.env},
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            out.write(b"\n--- start ---\n")
+            command = [sys.executable, "-m", "ledger", "project"]
+            self.proc = subprocess.Popen(
+                [*command, "--home", str(self.home.path), "--nats", self.url],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
+            )
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(self.log.read_text())
+            if b"projector up" in self.log.read_bytes().split(b"--- start ---")[-1]:
+                return
+            time.sleep(0.05)
+        raise AssertionError(self.log.read_text())
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def digest_of(output: str) -> tuple[int, str]:
+    m = re.search(r"(\d+) entries.*state digest ([0-9a-f]{64})", output, re.S)
+    assert m, output
+    return int(m.group(1)), m.group(2)
+
+
+def killed_projector_matches_a_rebuild(tmp_path: Path, env: dict[str, str]) -> None:
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    home = init_home(tmp_path / "home", origin=ORIGIN)
+    notary = NotaryProcess(home, server.url, tmp_path / "notary.sqlite", tmp_path / "notary.log")
+    projector = ProjectorProcess(home, server.url, tmp_path / "projector.log", env)
+    rng = random.Random(17)
+
+    async def burst() -> list[Receipt | Exception]:
+        clients = await prepare(server.url, home, owners=3)
+        results: list[Receipt | Exception] = []
+        try:
+            for wave in range(6):  # entries keep arriving while the projector is killed
+                tasks = [
+                    c.submit_many(deployments(c, f"sys{i}", 40), concurrency=20, timeout=60)
+                    for i, c in enumerate(clients)
+                ]
+                if wave in (1, 3, 4):
+                    await asyncio.sleep(rng.uniform(0.05, 0.3))
+                    await asyncio.to_thread(projector.kill)
+                    await asyncio.to_thread(projector.start)
+                    await asyncio.to_thread(projector.wait_ready)
+                for r in await asyncio.gather(*tasks):
+                    results.extend(r)
+        finally:
+            for c in clients:
+                await c.close()
+        return results
+
+    try:
+        notary.start()
+        notary.wait_ready()
+        projector.start()
+        projector.wait_ready()
+        results = asyncio.run(burst())
+        assert all(isinstance(r, Receipt) for r in results)
+        time.sleep(1)
+        projector.kill()  # one last time, wherever it is
+        assert projector.log.read_text().count("--- start ---") == 4
+        resumed = digest_of(projector.run("project", "--once"))
+        rebuilt = projector.run("rebuild")
+        assert "matches the signed checkpoint" in rebuilt or "no checkpoint" in rebuilt
+        assert digest_of(rebuilt) == resumed
+        assert resumed[0] == 1 + 3 + 3 + 6 * 3 * 40
+    finally:
+        for p in (projector, notary):
+            if p.proc is not None and p.proc.poll() is None:
+                p.proc.kill()
+        server.stop()
+
+
+def test_projector_killed_at_random_resumes_to_a_clean_rebuild_sqlite(tmp_path: Path) -> None:
+    killed_projector_matches_a_rebuild(tmp_path, {})
+
+
+def test_projector_killed_at_random_resumes_to_a_clean_rebuild_postgres(
+    tmp_path: Path, postgres_schema: dict[str, str]
+) -> None:
+    killed_projector_matches_a_rebuild(tmp_path, postgres_schema)
+    # the stores really were in PostgreSQL
+    import psycopg
+
+    with psycopg.connect(
+        dbname=postgres_schema["POSTGRES_DBNAME"],
+        host=postgres_schema["POSTGRES_HOST"],
+        user=postgres_schema["POSTGRES_USER"],
+        password=postgres_schema["POSTGRES_PASSWORD"],
+    ) as conn:
+        rows = conn.execute(
+            f"SELECT count(*) FROM {postgres_schema['POSTGRES_SCHEMA']}.compliance_entries"
+        ).fetchone()
+    assert rows is not None and rows[0] == 1 + 3 + 3 + 6 * 3 * 40
