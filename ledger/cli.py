@@ -505,7 +505,7 @@ def verify(
         raise typer.Exit(1) from None
     console.print(f"{bundle}: VERIFIED", highlight=False)
     for line in report.lines:
-        console.print(f"  {line}", highlight=False)
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
 
 
 def _parse_at(text: str | None) -> datetime | None:

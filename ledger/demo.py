@@ -251,7 +251,7 @@ async def _run(workdir: Path, console: Console) -> int:
         return 1
     console.print("VERIFIED")
     for line in report.lines:
-        console.print(f"  {line}", highlight=False)
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
     return 1 if wrong else 0
 
 

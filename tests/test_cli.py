@@ -31,12 +31,16 @@ def test_demo_plays_the_scenario_and_exits_zero(tmp_path: Path) -> None:
     result = ailedger("demo", "--keep", str(tmp_path / "demo"), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "LEDGER: 34 entries, index 0 is the genesis" in out
+    assert "LEDGER: 36 entries, index 0 is the genesis" in out
     assert "REJECTED: 10 submissions" in out
     for code in ("not_system_party", "bad_signature", "unknown_actor", "clock_skew"):
         assert code in out
     assert "unexpected" not in out
-    assert "33 accepted with verified receipts, 10 refused with reason codes" in out
+    assert "45 submissions from 7 actors" in out
+    assert "35 accepted with verified receipts, 10 refused with reason codes" in out
+    assert "Compliance over time" in out and "non_compliant" in out
+    assert "VERIFIED" in out and "recomputed offline: matches the claim" in out
+    assert (tmp_path / "demo" / "credit-scorer.bundle.json").exists()
 
 
 def test_keygen_init_up_submit_log(tmp_path: Path) -> None:
