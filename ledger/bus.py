@@ -24,7 +24,6 @@ import msgspec
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 __all__ = [
     "CHECKPOINTS",
@@ -111,6 +110,7 @@ def stream_configs(replicas: int = 1) -> dict[str, dict[str, Any]]:
             "storage": "file",
             "num_replicas": replicas,
             "duplicate_window": DUPLICATE_WINDOW_NS,
+            "allow_direct": True,
         },
         CHECKPOINTS: {
             "name": CHECKPOINTS,
@@ -270,89 +270,74 @@ async def get_message(nc: NATS, stream: str, sequence: int) -> StoredMessage | N
 
 
 async def read_stream(
-    nc: NATS, stream: str, start: int, end: int | None = None, *, idle_timeout: float = 10.0
+    nc: NATS,
+    stream: str,
+    start: int,
+    end: int,
+    *,
+    subject: str | None = None,
+    batch: int = 500,
+    timeout: float = 10.0,
 ) -> AsyncIterator[StoredMessage]:
-    """Yield messages ``start..end`` (inclusive) in order through an ordered consumer.
+    """Yield the messages with sequences ``start..end`` in order.
 
-    With ``end=None`` it follows the stream for ever. A stall longer than
-    ``idle_timeout`` while messages are known to exist raises :class:`BusError`.
+    Reads in request/response batches (batched direct get), so a slow reader
+    never makes the server outrun it: nothing is dropped. Without ``subject``
+    the sequences must be contiguous (LEDGER never deletes), and a gap raises
+    :class:`BusError` instead of passing unnoticed; with ``subject`` only that
+    subject's messages come back.
     """
-    if end is not None and end < start:
+    if end < start:
         return
-    js = nc.jetstream()
-    sub = await js.subscribe(
-        ">",
-        stream=stream,
-        ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start),
-        pending_msgs_limit=50_000,
-        pending_bytes_limit=256 * 1024 * 1024,
-    )
+    inbox = nc.new_inbox()
+    queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def deliver(msg: Msg) -> None:
+        queue.put_nowait(msg)
+
+    sub = await nc.subscribe(inbox, cb=deliver)
     try:
-        while True:
-            try:
-                msg: Msg = await sub.next_msg(timeout=idle_timeout if end is not None else None)
-            except TimeoutError:
-                raise BusError(f"reading {stream} stalled before sequence {end}") from None
-            meta = msg.metadata
-            seq = meta.sequence.stream
-            yield StoredMessage(seq, msg.subject, msg.data, dict(msg.headers or {}))
-            if end is not None and seq >= end:
+        seq = start
+        while seq <= end:
+            body: dict[str, Any] = {"seq": seq, "batch": min(batch, end - seq + 1)}
+            if subject is not None:
+                body["next_by_subj"] = subject
+            await nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(body).encode(), reply=inbox)
+            got = 0
+            while True:
+                try:
+                    msg = await asyncio.wait_for(queue.get(), timeout)
+                except TimeoutError:
+                    raise BusError(
+                        f"reading {stream} from #{seq}: no answer in {timeout}s"
+                    ) from None
+                headers = dict(msg.headers or {})
+                status = headers.get("Status")
+                if status in ("204", "404"):  # end of this batch / nothing (more) there
+                    break
+                if status is not None:
+                    raise BusError(f"reading {stream}: {headers.get('Description', status)}")
+                stored = StoredMessage(
+                    int(headers["Nats-Sequence"]), headers["Nats-Subject"], msg.data, headers
+                )
+                if stored.sequence > end:
+                    continue
+                if subject is None and stored.sequence != seq:
+                    raise BusError(f"{stream} skips from #{seq} to #{stored.sequence}")
+                got += 1
+                seq = stored.sequence + 1
+                yield stored
+            if got == 0:
+                if subject is None:
+                    raise BusError(f"{stream} has no message #{seq} (expected up to #{end})")
                 return
     finally:
         await sub.unsubscribe()
 
 
-async def read_subject(
-    nc: NATS, stream: str, subject: str, up_to: int, *, idle_timeout: float = 10.0
-) -> list[StoredMessage]:
-    """Every message of ``subject`` with sequence <= ``up_to``, in order (a filtered read)."""
-    last = await _last_for_subject(nc, stream, subject)
-    if last is None:
-        return []
-    stop_at = min(last, up_to)
-    js = nc.jetstream()
-    sub = await js.subscribe(
-        subject,
-        stream=stream,
-        ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
-    )
-    out: list[StoredMessage] = []
-    try:
-        while True:
-            try:
-                msg: Msg = await sub.next_msg(timeout=idle_timeout)
-            except TimeoutError:
-                raise BusError(f"reading {subject} from {stream} stalled") from None
-            meta = msg.metadata
-            if meta.sequence.stream <= up_to:
-                out.append(
-                    StoredMessage(
-                        meta.sequence.stream, msg.subject, msg.data, dict(msg.headers or {})
-                    )
-                )
-            if meta.sequence.stream >= stop_at:
-                return out
-    finally:
-        await sub.unsubscribe()
-
-
-async def _last_for_subject(nc: NATS, stream: str, subject: str) -> int | None:
-    try:
-        msg = await nc.request(
-            f"$JS.API.DIRECT.GET.{stream}",
-            json.dumps({"last_by_subj": subject}).encode(),
-            timeout=5,
-        )
-    except Exception as e:
-        raise BusError(f"direct get {stream} {subject}: {e or type(e).__name__}") from None
-    headers = dict(msg.headers or {})
-    if headers.get("Status") == "404":
-        return None
-    if "Status" in headers:
-        raise BusError(f"direct get {stream} {subject}: {headers.get('Description', headers)}")
-    return int(headers["Nats-Sequence"])
+async def read_subject(nc: NATS, stream: str, subject: str, up_to: int) -> list[StoredMessage]:
+    """Every message of ``subject`` with sequence <= ``up_to``, in order."""
+    return [m async for m in read_stream(nc, stream, 1, up_to, subject=subject)]
 
 
 async def last_message(nc: NATS, stream: str) -> StoredMessage | None:

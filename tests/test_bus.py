@@ -122,3 +122,34 @@ def test_server_killed_with_sigkill_keeps_acknowledged_messages(tmp_path: Path) 
         assert asyncio.run(count()) == 100
     finally:
         server.stop()
+
+
+async def test_reads_are_complete_for_a_slow_reader_and_gaps_are_refused(
+    nats_server: EmbeddedNats,
+) -> None:
+    from ledger.bus import BusError, read_stream, read_subject
+
+    nc = await connect(nats_server.url)
+    try:
+        await ensure_streams(nc)
+        for b in range(4):
+            batch = [(f"ledger.system.s{i % 3}", b"x" * 500, {}) for i in range(1000)]
+            await publish_atomic(nc, batch, b * 1000)
+        seen = []
+        async for m in read_stream(nc, LEDGER, 1, 4000, batch=300):
+            seen.append(m.sequence)
+            if m.sequence % 1000 == 0:
+                await asyncio.sleep(0.2)  # a reader far slower than the server
+        assert seen == list(range(1, 4001))
+        s1 = await read_subject(nc, LEDGER, "ledger.system.s1", 2000)
+        assert [m.sequence for m in s1] == list(range(2, 2001, 3))
+        # a stream with a hole: the reader says so instead of skipping it
+        await api(nc, "STREAM.CREATE.HOLES", {"name": "HOLES", "subjects": ["holes"],
+                                               "allow_direct": True})  # fmt: skip
+        for _ in range(5):
+            await nc.jetstream().publish("holes", b"x")
+        await api(nc, "STREAM.MSG.DELETE.HOLES", {"seq": 3})
+        with pytest.raises(BusError, match="skips from #3 to #4"):
+            [m async for m in read_stream(nc, "HOLES", 1, 5)]
+    finally:
+        await nc.close()
