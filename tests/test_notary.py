@@ -40,19 +40,8 @@ def receipt_matches_entry(receipt: Receipt, entry_bytes: bytes) -> bool:
 async def test_genesis_is_entry_zero_and_a_valid_event_gets_a_verifiable_receipt(
     ledger: Harness,
 ) -> None:
-    _, client = await ledger.enrol("bank", ["owner"])
-    receipt = await client.submit(
-        client.event(
-            ev.SystemRegistered,
-            subject="system/scorer",
-            name="Scorer",
-            purpose="credit scoring",
-            sector="finance",
-            owner="bank",
-            holder="bank",
-            generates_synthetic_content=False,
-        )
-    )
+    bank, client = await ledger.enrol("bank", ["owner"])
+    receipt = await client.submit(registration(bank))
     entries = await stored(ledger, LEDGER)
     assert [Entry.parse(m.data).index for m in entries] == [0, 1, 2]
     assert Entry.parse(entries[0].data).subject == "ledger/genesis"
@@ -68,17 +57,8 @@ async def test_genesis_is_entry_zero_and_a_valid_event_gets_a_verifiable_receipt
 
 
 async def test_resubmitted_event_gets_the_same_receipt_and_one_entry(ledger: Harness) -> None:
-    _, client = await ledger.enrol("bank", ["owner"])
-    event = client.event(
-        ev.SystemRegistered,
-        subject="system/scorer",
-        name="Scorer",
-        purpose="credit scoring",
-        sector="finance",
-        owner="bank",
-        holder="bank",
-        generates_synthetic_content=False,
-    )
+    bank, client = await ledger.enrol("bank", ["owner"])
+    event = registration(bank)
     first = await client.submit(event)
     again = await client.submit(event)
     # a different client process resubmitting the same signed bytes
@@ -331,18 +311,7 @@ async def test_sync_client_for_scripts(ledger: Harness) -> None:
 
     def script() -> int:
         with SyncLedgerClient(ledger.url, bank, trust=ledger.home.trust()) as client:
-            receipt = client.submit(
-                client.event(
-                    ev.SystemRegistered,
-                    subject="system/scorer",
-                    name="Scorer",
-                    purpose="credit scoring",
-                    sector="finance",
-                    owner="bank",
-                    holder="bank",
-                    generates_synthetic_content=False,
-                )
-            )
+            receipt = client.submit(registration(bank))
             with pytest.raises(SubmissionRejected):
                 client.submit(client.event(ev.ActorSuspended, subject="actor/bank", reason="r"))
             return receipt.index

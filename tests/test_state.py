@@ -15,7 +15,7 @@ import pytest
 
 from ledger import errors
 from ledger import events as ev
-from ledger.bootstrap import Home, init_home
+from ledger.bootstrap import DEFAULT_PARAMETERS, Home, init_home
 from ledger.client import sign_event
 from ledger.domain import NAMESPACE, Rulebook
 from ledger.dsse import parse_envelope
@@ -304,18 +304,7 @@ def test_an_event_id_cannot_collide_with_another_aggregate(world: World) -> None
 def test_a_refused_new_policy_leaves_no_trace_in_the_batch(world: World) -> None:
     world.enrol("bank", ["owner"])
     t1 = T0 + timedelta(days=10)
-    params = ev.RulebookParameters(
-        insurance_required_levels=["high"],
-        audit_required_levels=["high"],
-        audit_validity_days=365,
-        oversight_required_levels=["high"],
-        oversight_required_autonomy=["high"],
-        preventive_measure_hours=24,
-        preventive_measure_hours_serious=4,
-        report_hours=48,
-        report_hours_death=240,
-        legal_basis={"R1": "Art. 17(1)"},
-    )
+    params = DEFAULT_PARAMETERS
 
     def policy(effective: datetime) -> bytes:
         return world.event(
