@@ -710,22 +710,15 @@ def timeline(
             sys.stdout.write(json.dumps(doc) + "\n")
         return
     table = Table(title=f"Timeline of {system}", title_justify="left", header_style="bold")
-    for column in (
-        "index",
-        "integrated",
-        "signed at",
-        "signer",
-        "role",
-        "key",
-        "event",
-        "verification",
-    ):
-        table.add_column(column)
+    for column in ("index", "integrated", "signed", "signer", "role", "key", "event", "check"):
+        no_wrap = column in ("integrated", "key")
+        table.add_column(column, no_wrap=no_wrap)
     for r in rows:
+        integrated = format_time(r.integrated)
         table.add_row(
             str(r.index),
-            format_time(r.integrated),
-            r.signed_at,
+            integrated,
+            "same" if r.signed_at == integrated else r.signed_at,
             f"{r.legal_name} ({r.actor})",
             r.role,
             r.key_fingerprint,

@@ -285,9 +285,7 @@ class ComplianceView(Projection[ComplianceViewRecorder]):
             )
             status = info.keys.status_at(f.key_fingerprint, f.integrated)
             verification = (
-                "signature verified at integration"
-                if status == "valid"
-                else f"key {status} at integration (learnt later)"
+                "verified" if status == "valid" else f"key {status} at integration (learnt later)"
             )
             out.append(
                 TimelineRow(

@@ -523,5 +523,5 @@ def test_the_timeline_tells_who_did_what(scenario_view: ComplianceView) -> None:
     ]
     assert rows[-1].type == "PreventiveMeasureTaken"
     assert rows[0].legal_name == "Akimat of Almaty"
-    assert all(r.verification == "signature verified at integration" for r in rows)
+    assert all(r.verification == "verified" for r in rows)
     assert all(r.index < 30 for r in rows)
