@@ -6,7 +6,7 @@ anywhere, duplicate keys, naive or non-``Z`` times and ids that are not slugs
 are all rejected with :class:`SchemaError`. JSON Schemas in ``schemas/`` are
 generated from these classes (:mod:`ledger.schemas`).
 
-Which roles may sign each type is data on the class (``signers``); the notary
+Which roles may sign each type is :data:`ledger.authority.SIGNERS`; the notary
 enforces it together with the invariants in :mod:`ledger.domain`.
 """
 
@@ -16,7 +16,7 @@ import functools
 import re
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -78,9 +78,6 @@ SYSTEM_SUBJECT = r"^system/[a-z0-9][a-z0-9_-]{0,62}$"
 ACTOR_SUBJECT = r"^actor/[a-z0-9][a-z0-9_-]{0,62}$"
 POLICY_SUBJECT = r"^policy/[a-z0-9][a-z0-9_-]{0,62}$"
 LEDGER_SUBJECT = r"^ledger/genesis$"
-
-#: Who may sign: a role, or "self" for the actor an actor-subject event is about.
-Signer = Literal["regulator", "owner", "holder", "auditor", "insurer", "sectoral_body", "self"]
 
 
 class SchemaError(ValueError):
@@ -144,8 +141,6 @@ class Event(msgspec.Struct, tag_field="type", tag=True, forbid_unknown_fields=Tr
     actor: Slug
     subject: str
     signed_at: Time
-
-    signers: ClassVar[frozenset[Signer]] = frozenset()
 
     def __post_init__(self) -> None:
         check_patterns(self)
@@ -221,7 +216,6 @@ class LedgerGenesis(Event, kw_only=True):
     witness_keys: list[VerifierKey]
     witness_quorum: Count
     policy: Policy
-    signers = frozenset({"regulator"})
 
 
 class ActorEnrolled(ActorEvent, kw_only=True):
@@ -229,7 +223,6 @@ class ActorEnrolled(ActorEvent, kw_only=True):
     bin: Bin
     roles: Annotated[list[Role], msgspec.Meta(min_length=1)]
     public_keys: Annotated[list[PublicKeyB64], msgspec.Meta(min_length=1, max_length=8)]
-    signers = frozenset({"regulator"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -243,24 +236,20 @@ class KeyRotated(ActorEvent, kw_only=True):
     new_key: PublicKeyB64
     old_key: PublicKeyB64
     old_key_valid_until: Time
-    signers = frozenset({"self", "regulator"})
 
 
 class KeyRevoked(ActorEvent, kw_only=True):
     key: PublicKeyB64
     compromised_at: Time
     reason: Text
-    signers = frozenset({"self", "regulator"})
 
 
 class ActorSuspended(ActorEvent, kw_only=True):
     reason: Text
-    signers = frozenset({"regulator"})
 
 
 class ActorReinstated(ActorEvent, kw_only=True):
     reason: Text
-    signers = frozenset({"regulator"})
 
 
 class PolicyAdopted(Event, kw_only=True):
@@ -269,7 +258,6 @@ class PolicyAdopted(Event, kw_only=True):
     effective_from: Time
     parameters: RulebookParameters
     legal_references: list[Text]
-    signers = frozenset({"regulator"})
 
 
 # --- AI-system lifecycle ---------------------------------------------------
@@ -282,7 +270,6 @@ class SystemRegistered(SystemEvent, kw_only=True):
     owner: Slug
     holder: Slug
     generates_synthetic_content: bool
-    signers = frozenset({"owner"})
 
 
 class RiskClassified(SystemEvent, kw_only=True):
@@ -290,32 +277,27 @@ class RiskClassified(SystemEvent, kw_only=True):
     autonomy: Autonomy
     critical_ict: bool
     rationale: Text
-    signers = frozenset({"owner", "regulator"})
 
 
 class VersionDeployed(SystemEvent, kw_only=True):
     version: ShortText
     artifact_sha256: Sha256Hex
-    signers = frozenset({"owner", "holder"})
 
 
 class OperationStatusChanged(SystemEvent, kw_only=True):
     status: Literal["in_operation", "suspended", "retired"]
     reason: Text
-    signers = frozenset({"owner", "holder"})
 
 
 class HumanOversightAssigned(SystemEvent, kw_only=True):
     overseer: ShortText
     can_override: bool
     can_stop: bool
-    signers = frozenset({"holder", "owner"})
 
 
 class HumanOversightWithdrawn(SystemEvent, kw_only=True):
     overseer: ShortText
     reason: Text
-    signers = frozenset({"holder", "owner"})
 
 
 class LabelingAttested(SystemEvent, kw_only=True):
@@ -324,7 +306,6 @@ class LabelingAttested(SystemEvent, kw_only=True):
     ]
     marking_method: ShortText
     visible_warning: bool
-    signers = frozenset({"owner"})
 
 
 # --- audits and insurance --------------------------------------------------
@@ -345,14 +326,12 @@ class AuditCompleted(SystemEvent, kw_only=True):
     findings: list[AuditFinding]
     report_sha256: Sha256Hex
     valid_until: Time
-    signers = frozenset({"auditor"})
 
 
 class ProhibitedCapabilityFound(SystemEvent, kw_only=True):
     category: Slug
     evidence_sha256: Sha256Hex
     description: Text
-    signers = frozenset({"auditor", "regulator"})
 
 
 class InsurancePolicyChanged(SystemEvent, kw_only=True):
@@ -361,7 +340,6 @@ class InsurancePolicyChanged(SystemEvent, kw_only=True):
     start: Time
     end: Time
     status: Literal["bound", "renewed", "lapsed", "cancelled"]
-    signers = frozenset({"insurer"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -387,7 +365,6 @@ class IncidentReported(SystemEvent, kw_only=True):
     severity: Literal["minor", "serious", "critical"]
     affected_count: Count
     description: Text
-    signers = frozenset({"owner", "holder", "regulator"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -401,7 +378,6 @@ class PreventiveMeasureTaken(SystemEvent, kw_only=True):
     measure: Literal["suspend", "rollback", "restrict", "patch", "notify_users", "other"]
     effective_at: Time
     description: Text
-    signers = frozenset({"owner", "holder"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -412,7 +388,6 @@ class PreventiveMeasureTaken(SystemEvent, kw_only=True):
 class IncidentClosed(SystemEvent, kw_only=True):
     incident_id: Slug
     resolution: Text
-    signers = frozenset({"owner", "regulator"})
 
 
 AnyEvent = (

@@ -33,6 +33,7 @@ __all__ = [
     "SLUG",
     "ActorKey",
     "KeyFileError",
+    "KeyHistory",
     "KeyRing",
     "KeyState",
     "decode_public_key",
@@ -208,3 +209,49 @@ class KeyRing(dict[str, KeyState]):
         """Like :meth:`KeyState.status_at`, or ``unknown`` for a key not in the ring."""
         state = self.get(key_fingerprint)
         return "unknown" if state is None else state.status_at(t)
+
+
+class KeyHistory:
+    """Every actor's keys, replayed in ledger order: as the notary judged each entry.
+
+    The notary judged a signature against the signer's keys as they stood
+    just before that entry. A revocation recorded later may reveal a
+    compromise time before an entry the notary accepted: that entry's
+    signature no longer counts (except the revocation of that very key).
+    Standard library only: the offline verifier and the timeline use it.
+    """
+
+    def __init__(self) -> None:
+        self.rings: dict[str, KeyRing] = {}
+        # (actor, fingerprint) -> (index of the revocation, effective compromise time)
+        self._revoked: dict[tuple[str, str], list[tuple[int, datetime]]] = {}
+
+    def enrol(self, actor: str, public_keys: list[str], at: datetime) -> None:
+        self.rings[actor] = KeyRing()
+        self.rings[actor].enrol(public_keys, at)
+
+    def rotate(
+        self, actor: str, new: str, old: str, old_valid_until: datetime, at: datetime
+    ) -> None:
+        self.rings[actor].rotate(new, old, old_valid_until, at)
+
+    def revoke(
+        self, actor: str, key: str, compromised_at: datetime, at: datetime, index: int
+    ) -> None:
+        self.rings[actor].revoke(key, compromised_at, at)
+        fp = fingerprint(decode_public_key(key))
+        self._revoked.setdefault((actor, fp), []).append((index, min(compromised_at, at)))
+
+    def status(self, actor: str, key_fingerprint: str, at: datetime) -> str:
+        """``valid`` (or why not) for a signature integrated at ``at``, as of now in the replay."""
+        ring = self.rings.get(actor)
+        return "unknown" if ring is None else ring.status_at(key_fingerprint, at)
+
+    def compromise_revealed_later(
+        self, actor: str, key_fingerprint: str, index: int, integrated: datetime
+    ) -> tuple[int, datetime] | None:
+        """A revocation after entry ``index`` whose compromise time precedes it, if any."""
+        for revoked_at, compromised in self._revoked.get((actor, key_fingerprint), []):
+            if revoked_at > index and compromised <= integrated:
+                return revoked_at, compromised
+        return None

@@ -514,7 +514,9 @@ def _incident_obligations(s: _System, rulebook: Rulebook, at: datetime) -> list[
     out: list[Finding] = []
     for incident_id, inc in s.incidents.items():
         report = inc.report
-        aware = report.time("aware_at")
+        # A claimed awareness later than the report itself cannot postpone the
+        # clock: the reporter was aware when it reported at the latest.
+        aware = min(report.time("aware_at"), report.integrated)
         policy = rulebook.in_force(aware)  # the rules in force when the clock started
         params = policy.parameters
         closed = inc.closed is not None
@@ -526,11 +528,16 @@ def _incident_obligations(s: _System, rulebook: Rulebook, at: datetime) -> list[
         )
         deadline = aware + timedelta(hours=hours)
         first = inc.measures[0] if inc.measures else None
-        if first is None or first.integrated > deadline:
+        closed_in_time = inc.closed is not None and inc.closed.integrated <= deadline
+        if (first is None and not closed_in_time) or (
+            first is not None and first.integrated > deadline
+        ):
             if first is None and at < deadline:
                 status = "open"
+            elif first is not None and closed:
+                status = "late"  # measured after the deadline; the matter is closed
             else:
-                status = "late" if closed else "violation"
+                status = "violation"
             measure = (
                 f"measure {first.payload['measure']} integrated {format_time(first.integrated)}"
                 f" (claimed effective {first.payload['effective_at']})"

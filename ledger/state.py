@@ -33,6 +33,7 @@ from eventsourcing.projection import EventSourcedProjection
 
 from ledger import errors
 from ledger import events as ev
+from ledger.authority import authorize
 from ledger.domain import (
     Actor,
     AISystem,
@@ -520,26 +521,27 @@ class Batch:
     @staticmethod
     def _authorize(event: ev.Event, signer: Actor, system: AISystem | None) -> str:
         """The role the signer acts in, or the rejection that says why it may not."""
-        allowed = type(event).signers
-        if "self" in allowed and event.subject == signer.subject:
-            return "self"
-        held = set(signer.roles) & allowed
-        if not held:
-            raise errors.RoleNotAllowed(
-                f"{signer.actor_id} (roles: {', '.join(signer.roles)}) may not sign "
-                f"{event.type_name}; allowed: {', '.join(sorted(allowed))}"
-            )
-        if "regulator" in held:
-            return "regulator"
-        party_roles = held & {"owner", "holder"}
-        if party_roles and system is not None:
-            try:
-                return system.check_party(signer.actor_id, party_roles)
-            except errors.NotSystemParty:
-                if held - party_roles:
-                    return sorted(held - party_roles)[0]
-                raise
-        return sorted(held)[0]
+        owner: str | None
+        holder: str | None
+        if system is not None:
+            owner, holder = system.owner, system.holder
+        elif isinstance(event, ev.SystemRegistered):
+            owner, holder = event.owner, event.holder
+        else:
+            owner = holder = None
+        decision = authorize(
+            event.type_name,
+            signer.actor_id,
+            signer.roles,
+            event.subject,
+            owner=owner,
+            holder=holder,
+        )
+        if decision.role is None:
+            if decision.kind == "party":
+                raise errors.NotSystemParty(decision.reason)
+            raise errors.RoleNotAllowed(decision.reason)
+        return decision.role
 
     def _system_for(self, event: ev.AnyEvent, signer: Actor) -> tuple[AISystem, str]:
         system = self.system(event.subject_id)

@@ -30,8 +30,11 @@ and witness quorum under the trust policy), ``inclusion`` (each entry's RFC
 9162 proof against the checkpoint), ``entry`` (format, index, payload),
 ``chain`` (complete ``prev`` chains), ``time`` (integration times never go
 back), ``signer`` (each signer's key history is present), ``signature``
-(DSSE, over the exact bytes), ``key`` (valid at the integration time),
-``consistency`` (with a checkpoint the reader pinned earlier).
+(DSSE, over the exact bytes), ``key`` (valid when integrated, as the
+notary judged it, and not revealed compromised by a later revocation),
+``authority`` (the signer could sign that event: role, own system, not
+suspended, not retired), ``consistency`` (with a checkpoint the reader pinned
+earlier), ``claim`` (the claimed verdict, recomputed).
 """
 
 from __future__ import annotations
@@ -42,19 +45,21 @@ import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from ledger import strictjson
+from ledger.authority import authorize
 from ledger.checkpoint import (
     Checkpoint,
     CosignatureVerifier,
     MalformedCheckpointError,
+    cosignature_timestamp,
     parse_checkpoint,
 )
 from ledger.dsse import EnvelopeError, ParsedEnvelope, parse_envelope
 from ledger.entry import Entry, MalformedEntryError
-from ledger.keys import KeyRing, decode_public_key, fingerprint
+from ledger.keys import KeyHistory, KeyRing, decode_public_key, fingerprint
 from ledger.merkle import HASH_SIZE, ProofError, leaf_hash, verify_consistency, verify_inclusion
 from ledger.note import Note, NoteError, Verifier, Verifiers, open_note
 from ledger.timeutil import ClockError, format_time, parse_time
@@ -132,8 +137,8 @@ def verify_bundle(
     chains = _chains(doc, items, checkpoint.size)
     _times(items)
     log_key = _log_key_in_window(note, trust, items)
-    rings = _key_histories(items, chains, trust)
-    signatures = _signatures(items, rings, trust, threads)
+    signing_keys = _signing_keys(items, threads)
+    _replay(items, signing_keys, trust)
     report = Report(
         origin=checkpoint.origin,
         size=checkpoint.size,
@@ -142,7 +147,7 @@ def verify_bundle(
         witnesses=_witnesses(note, trust),
         entries=len(items),
         chains={s: h for s, h in sorted(chains.items())},
-        signatures=signatures,
+        signatures=len(signing_keys),
     )
     if since is not None:
         report.consistent_with = _consistency(doc, checkpoint, since, trust)
@@ -228,34 +233,49 @@ def _open_checkpoint(text: bytes, trust: TrustPolicy, what: str) -> tuple[Checkp
 
 
 def _checkpoint(doc: dict[str, Any], trust: TrustPolicy) -> tuple[Checkpoint, Note]:
-    checkpoint, note = _open_checkpoint(doc["checkpoint"].encode(), trust, "checkpoint")
+    try:
+        text = doc["checkpoint"].encode()
+    except UnicodeEncodeError:
+        raise VerificationError("checkpoint", "not valid text") from None
+    checkpoint, note = _open_checkpoint(text, trust, "checkpoint")
     if doc["origin"] != checkpoint.origin:
         raise VerificationError("bundle", "origin differs from the checkpoint's")
     witnesses = _witnesses(note, trust)
     if len(witnesses) < trust.witness_quorum:
         raise VerificationError(
             "checkpoint",
-            f"{len(witnesses)} witness cosignatures, the trust policy requires "
+            f"{len(witnesses)} valid witness cosignatures, the trust policy requires "
             f"{trust.witness_quorum}",
         )
     return checkpoint, note
 
 
 def _witnesses(note: Note, trust: TrustPolicy) -> list[str]:
-    keys = {(w.name, w.key_hash) for w in map(CosignatureVerifier.from_vkey, trust.witness_vkeys())}
-    return sorted({s.name for s in note.sigs if (s.name, s.key_hash) in keys})
+    """Witness keys of the trust policy that cosigned, each within its validity window
+    at the time it cosigned, each counted once."""
+    counted: dict[str, str] = {}
+    for key in trust.witness_keys:
+        v = CosignatureVerifier.from_vkey(key.key)
+        for sig in note.sigs:
+            if (sig.name, sig.key_hash) != (v.name, v.key_hash):
+                continue
+            when = datetime.fromtimestamp(cosignature_timestamp(sig), UTC)
+            if key.valid_at(when):
+                counted[key.key] = v.name
+    return sorted(counted.values())
 
 
 def _log_key_in_window(note: Note, trust: TrustPolicy, items: list[_Item]) -> str:
-    """The log key that signed must be valid when the newest entry in the bundle was integrated."""
+    """The log key that signed must not have been retired before the newest entry in
+    the bundle was integrated (the checkpoint was signed after that)."""
     latest = max(item.entry.integrated for item in items)
     for key in trust.log_keys:
         v = Verifier.from_vkey(key.key)
         signed = any((s.name, s.key_hash) == (v.name, v.key_hash) for s in note.sigs)
-        if signed and key.valid_at(latest):
+        if signed and (key.valid_until is None or key.valid_until > latest):
             return key.key
     raise VerificationError(
-        "checkpoint", f"no log key valid at {format_time(latest)} signed the checkpoint"
+        "checkpoint", f"signed only by log keys retired before {format_time(latest)}"
     )
 
 
@@ -377,63 +397,43 @@ def _time_field(item: _Item, name: str) -> datetime:
         raise VerificationError("entry", f"{name}: {e}", item.index) from None
 
 
-def _key_histories(
-    items: list[_Item], chains: dict[str, int], trust: TrustPolicy
-) -> dict[str, KeyRing]:
-    """Each actor's keys from its complete chain (and the regulator's from the genesis)."""
-    rings: dict[str, KeyRing] = {}
-    genesis = items[0]
-    if genesis.index != 0 or genesis.type != "LedgerGenesis":
-        raise VerificationError("entry", "index 0 is not the genesis", genesis.index)
-    regulator_keys = genesis.payload.get("regulator_keys")
-    if not isinstance(regulator_keys, list) or not regulator_keys:
-        raise VerificationError("entry", "genesis names no regulator keys", 0)
-    try:
-        rings[genesis.actor] = KeyRing()
-        rings[genesis.actor].enrol([str(k) for k in regulator_keys], genesis.entry.integrated)
-        for item in items:
-            target = item.entry.subject.partition("/")[2]
-            if item.type == "ActorEnrolled":
-                rings[target] = KeyRing()
-                rings[target].enrol(
-                    [str(k) for k in item.payload["public_keys"]], item.entry.integrated
-                )
-            elif item.type == "KeyRotated":
-                rings[target].rotate(
-                    str(item.payload["new_key"]),
-                    str(item.payload["old_key"]),
-                    _time_field(item, "old_key_valid_until"),
-                    item.entry.integrated,
-                )
-            elif item.type == "KeyRevoked":
-                rings[target].revoke(
-                    str(item.payload["key"]),
-                    _time_field(item, "compromised_at"),
-                    item.entry.integrated,
-                )
-    except (KeyError, ValueError, TypeError) as e:
-        raise VerificationError("entry", f"key event does not apply: {e}", item.index) from None
-    return rings
+def _enrolled_keys(items: list[_Item]) -> dict[str, list[str]]:
+    """Every public key each actor ever had in the bundle's histories."""
+    keys: dict[str, list[str]] = {}
+    for item in items:
+        target = item.entry.subject.partition("/")[2]
+        p = item.payload
+        found: list[object] = []
+        if item.type == "LedgerGenesis":
+            target, found = item.actor, list(p.get("regulator_keys") or [])
+        elif item.type == "ActorEnrolled":
+            found = list(p.get("public_keys") or [])
+        elif item.type == "KeyRotated":
+            found = [p.get("new_key")]
+        keys.setdefault(target, []).extend(str(k) for k in found)
+    return keys
 
 
-def _signatures(
-    items: list[_Item], rings: dict[str, KeyRing], trust: TrustPolicy, threads: int | None
-) -> int:
-    """Find each signer's key, verify every signature once (in parallel), check validity."""
+def _signing_keys(items: list[_Item], threads: int | None) -> dict[int, bytes]:
+    """Which key verifies each entry's DSSE signature: each signature checked once,
+    in parallel threads (``cryptography`` releases the GIL)."""
+    enrolled = _enrolled_keys(items)
     jobs: list[tuple[_Item, list[bytes]]] = []
     for item in items:
-        if item.actor not in rings:
+        if item.actor not in enrolled:
             raise VerificationError(
                 "signer",
                 f"signed by {item.actor}, whose key history (actor/{item.actor}) is not in "
                 "the bundle",
                 item.index,
             )
-        ring = rings[item.actor]
-        hinted = ring.get(item.envelope.keyid_fingerprint)
-        keys = [hinted] if hinted is not None else []
-        keys += [k for fp, k in ring.items() if fp != item.envelope.keyid_fingerprint]
-        jobs.append((item, [decode_public_key(k.public_key) for k in keys]))
+        try:
+            candidates = [decode_public_key(k) for k in enrolled[item.actor]]
+        except ValueError as e:
+            raise VerificationError("entry", f"a key of {item.actor}: {e}", item.index) from None
+        hint = item.envelope.keyid_fingerprint
+        candidates.sort(key=lambda k: fingerprint(k) != hint)
+        jobs.append((item, candidates))
 
     def check(job: tuple[_Item, list[bytes]]) -> tuple[_Item, bytes | None]:
         item, candidates = job
@@ -443,33 +443,162 @@ def _signatures(
         return item, None
 
     workers = threads or min(32, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max(1, workers)) as pool:  # cryptography releases the GIL
+    with ThreadPoolExecutor(max(1, workers)) as pool:
         results = list(pool.map(check, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
+    found: dict[int, bytes] = {}
     for item, public in results:
         if public is None:
             raise VerificationError(
                 "signature", f"no key of {item.actor} verifies its DSSE signature", item.index
             )
+        found[item.index] = public
+    return found
+
+
+def _replay(items: list[_Item], signing_keys: dict[int, bytes], trust: TrustPolicy) -> None:
+    """Judge every entry in ledger order as the notary had to: who may sign it, with
+    which key, under the histories as they stood; then what later revocations reveal."""
+    keys = KeyHistory()
+    roles: dict[str, tuple[str, ...]] = {}
+    suspended: set[str] = set()
+    systems: dict[str, dict[str, str]] = {}
+    insurers: dict[tuple[str, str], str] = {}
+    for item in items:
+        p, at, kind = item.payload, item.entry.integrated, item.type
+        public = signing_keys[item.index]
         fp = fingerprint(public)
-        at = item.entry.integrated
-        status = rings[item.actor].status_at(fp, at)
-        if status != "valid":
-            state = rings[item.actor][fp]
-            why = {
-                "revoked": f"revoked: compromised at {format_time(state.compromised_at or at)}",
-                "rotated": f"rotated out at {format_time(state.valid_until or at)}",
-                "not_yet": f"not yet enrolled at {format_time(at)}",
-            }.get(status, status)
+        subject = item.entry.subject
+        target = subject.partition("/")[2]
+        try:
+            if kind == "LedgerGenesis":
+                if item.index != 0:
+                    raise VerificationError("entry", "a second genesis", item.index)
+                if not trust.regulator_key_valid(public, at) or item.actor != trust.regulator:
+                    raise VerificationError(
+                        "key", "the genesis is not signed by a regulator root key of the "
+                        "trust policy", 0
+                    )  # fmt: skip
+                keys.enrol(item.actor, [str(k) for k in p["regulator_keys"]], at)
+                roles[item.actor] = ("regulator",)
+                continue
+            _judge_key(item, keys, fp, trust, public)
+            _judge_authority(item, roles, suspended, systems, insurers)
+            # the entry's own effects, after it was judged
+            if kind == "ActorEnrolled":
+                keys.enrol(target, [str(k) for k in p["public_keys"]], at)
+                roles[target] = tuple(str(r) for r in p["roles"])
+            elif kind == "KeyRotated":
+                keys.rotate(
+                    target, str(p["new_key"]), str(p["old_key"]),
+                    _time_field(item, "old_key_valid_until"), at,
+                )  # fmt: skip
+            elif kind == "KeyRevoked":
+                keys.revoke(
+                    target, str(p["key"]), _time_field(item, "compromised_at"), at, item.index
+                )
+            elif kind == "ActorSuspended":
+                suspended.add(target)
+            elif kind == "ActorReinstated":
+                suspended.discard(target)
+            elif kind == "SystemRegistered":
+                systems[subject] = {
+                    "owner": str(p["owner"]), "holder": str(p["holder"]), "status": "registered"
+                }  # fmt: skip
+            elif kind == "OperationStatusChanged":
+                systems[subject]["status"] = str(p["status"])
+            elif kind == "InsurancePolicyChanged":
+                insurers.setdefault((subject, str(p["policy_number"])), item.actor)
+        except (KeyError, ValueError, TypeError) as e:
+            raise VerificationError("entry", f"cannot be applied: {e}", item.index) from None
+    for item in items:
+        fp = fingerprint(signing_keys[item.index])
+        revealed = keys.compromise_revealed_later(item.actor, fp, item.index, item.entry.integrated)
+        revokes_own_key = item.type == "KeyRevoked" and _fp_of(item.payload.get("key")) == fp
+        if revealed is not None and not revokes_own_key:
+            revoked_in, compromised = revealed
             raise VerificationError(
                 "key",
-                f"signed with {item.actor}/{fp}, which was {why}; integrated {format_time(at)}",
+                f"signed with {item.actor}/{fp}, which was revoked: compromised at "
+                f"{format_time(compromised)} (revoked in entry {revoked_in}); integrated "
+                f"{format_time(item.entry.integrated)}",
                 item.index,
             )
-        if item.index == 0 and not trust.regulator_key_valid(public, at):
+
+
+def _fp_of(key: object) -> str | None:
+    try:
+        return fingerprint(decode_public_key(str(key)))
+    except ValueError:
+        return None
+
+
+def _judge_key(item: _Item, keys: KeyHistory, fp: str, trust: TrustPolicy, public: bytes) -> None:
+    at = item.entry.integrated
+    status = keys.status(item.actor, fp, at)
+    if status != "valid":
+        state = keys.rings.get(item.actor, KeyRing()).get(fp)
+        why = {
+            "revoked": f"revoked (compromised at "
+            f"{format_time(state.compromised_at) if state and state.compromised_at else '?'})",
+            "rotated": f"rotated out at "
+            f"{format_time(state.valid_until) if state and state.valid_until else '?'}",
+            "not_yet": "not yet enrolled",
+            "unknown": "not enrolled",
+        }.get(status, status)
+        raise VerificationError(
+            "key",
+            f"signed with {item.actor}/{fp}, which was {why} when integrated {format_time(at)}",
+            item.index,
+        )
+    root = any(decode_public_key(k.key) == public for k in trust.regulator_keys)
+    if item.actor == trust.regulator and root and not trust.regulator_key_valid(public, at):
+        raise VerificationError(
+            "key", f"regulator root key {fp} is outside its trust-policy window", item.index
+        )
+
+
+def _judge_authority(
+    item: _Item,
+    roles: dict[str, tuple[str, ...]],
+    suspended: set[str],
+    systems: dict[str, dict[str, str]],
+    insurers: dict[tuple[str, str], str],
+) -> None:
+    """The notary's rules of who may sign what (ledger.authority), at this entry."""
+    p, subject, actor = item.payload, item.entry.subject, item.actor
+    if actor in suspended:
+        raise VerificationError("authority", f"{actor} was suspended", item.index)
+    owner = holder = None
+    if subject.startswith("system/"):
+        system = systems.get(subject)
+        if item.type == "SystemRegistered":
+            if system is not None:
+                raise VerificationError("authority", f"{subject} registered twice", item.index)
+            owner, holder = str(p["owner"]), str(p["holder"])
+        elif system is None:
+            raise VerificationError("authority", f"{subject} is not registered", item.index)
+        else:
+            owner, holder = system["owner"], system["holder"]
+    decision = authorize(
+        item.type, actor, roles.get(actor, ()), subject, owner=owner, holder=holder
+    )
+    if decision.role is None:
+        raise VerificationError("authority", decision.reason, item.index)
+    if item.type == "SystemRegistered" and owner != actor:
+        raise VerificationError("authority", f"{actor} registered {owner}'s system", item.index)
+    system = systems.get(subject)
+    if system and system["status"] == "retired" and decision.role != "regulator":
+        raise VerificationError("authority", f"{subject} was retired", item.index)
+    if item.type == "InsurancePolicyChanged":
+        issuer = insurers.get((subject, str(p["policy_number"])))
+        if issuer is not None and issuer != actor:
             raise VerificationError(
-                "key", "the genesis is not signed by a regulator root key of the trust policy", 0
+                "authority", f"policy {p['policy_number']} was issued by {issuer}", item.index
             )
-    return len(results)
+    if item.type == "PolicyAdopted" and _time_field(item, "effective_from") < item.entry.integrated:
+        raise VerificationError(
+            "authority", "a rulebook back-dated before its integration", item.index
+        )
 
 
 # --- consistency ---------------------------------------------------------------------
@@ -530,9 +659,13 @@ def _recompute(doc: dict[str, Any], items: list[_Item], checkpoint: Checkpoint) 
     out = []
     for claimed in verdicts:
         try:
+            if not isinstance(claimed, dict) or not isinstance(claimed.get("findings"), list):
+                raise TypeError("a verdict is an object with a list of findings")
             system = str(claimed["system"])
             at = parse_time(str(claimed["at"]))
-            as_of = int(claimed["as_of_index"])
+            as_of = claimed["as_of_index"]
+            if not isinstance(as_of, int) or isinstance(as_of, bool):
+                raise TypeError("as_of_index is not an index")
         except (KeyError, TypeError, ValueError, ClockError) as e:
             raise VerificationError("claim", f"malformed verdict: {e}") from None
         if not 0 <= as_of < checkpoint.size:

@@ -29,7 +29,7 @@ from eventsourcing.utils import Environment
 from ledger import strictjson
 from ledger.dsse import parse_envelope
 from ledger.entry import Entry
-from ledger.keys import KeyRing
+from ledger.keys import KeyHistory
 from ledger.rules import Fact, SystemVerdict, evaluate, fact_from_entry, summarize
 from ledger.timeutil import format_time, parse_time
 
@@ -263,37 +263,51 @@ class ComplianceView(Projection[ComplianceViewRecorder]):
         return evaluate(system, [r.fact() for r in rows], at, as_of_index=at_index)
 
     def timeline(self, system: str, *, until: datetime | None = None) -> list[TimelineRow]:
+        """Who did what to ``system``, in ledger order, each signature judged as the
+        notary judged it, then against what later revocations revealed."""
         chain = self.view.rows([f"system/{system}"], up_to_time=until)
         if not chain:
             raise LookupError(f"no system {system}")
         signers = sorted({r.actor for r in chain})
         actor_rows = self.view.rows([f"actor/{a}" for a in signers] + ["ledger/genesis"])
-        actors = _actors(actor_rows)
+        names: dict[str, tuple[str, tuple[str, ...]]] = {}
+        keys = KeyHistory()
+        judged: dict[int, str] = {}
+        on_chain = {r.index for r in chain}
+        for r in sorted([*chain, *actor_rows], key=lambda r: r.index):
+            f = r.fact()
+            if f.index in on_chain:
+                judged[f.index] = keys.status(f.actor, f.key_fingerprint, f.integrated)
+            else:
+                _apply_key_event(f, keys, names)
         owner, holder = "", ""
         out = []
         for r in chain:
             f = r.fact()
             if f.type == "SystemRegistered":
                 owner, holder = str(f.payload["owner"]), str(f.payload["holder"])
-            info = actors.get(f.actor, _ActorInfo(f.actor, (), KeyRing()))
-            role = (
-                "owner"
-                if f.actor == owner
-                else "holder"
-                if f.actor == holder
-                else "/".join(info.roles) or "?"
+            legal_name, roles = names.get(f.actor, (f.actor, ()))
+            role = {owner: "owner", holder: "holder"}.get(f.actor) or "/".join(roles) or "?"
+            status = judged[f.index]
+            revealed = keys.compromise_revealed_later(
+                f.actor, f.key_fingerprint, f.index, f.integrated
             )
-            status = info.keys.status_at(f.key_fingerprint, f.integrated)
-            verification = (
-                "verified" if status == "valid" else f"key {status} at integration (learnt later)"
-            )
+            if status != "valid":
+                verification = f"key {status} when integrated"
+            elif revealed is not None:
+                verification = (
+                    f"key compromised at {format_time(revealed[1])} (revoked in entry "
+                    f"{revealed[0]}, learnt later)"
+                )
+            else:
+                verification = "verified"
             out.append(
                 TimelineRow(
                     f.index,
                     f.integrated,
                     str(f.payload["signed_at"]),
                     f.actor,
-                    info.legal_name,
+                    legal_name,
                     role,
                     f.key_fingerprint,
                     f.type,
@@ -315,37 +329,28 @@ class ComplianceView(Projection[ComplianceViewRecorder]):
         return h.hexdigest()
 
 
-@dataclass(frozen=True)
-class _ActorInfo:
-    legal_name: str
-    roles: tuple[str, ...]
-    keys: KeyRing
-
-
-def _actors(rows: Sequence[EntryRow]) -> dict[str, _ActorInfo]:
-    """Legal names, roles and key histories from the actor chains (and the genesis)."""
-    out: dict[str, _ActorInfo] = {}
-    for r in rows:
-        f = r.fact()
-        target = f.subject.partition("/")[2]
-        if f.type == "LedgerGenesis":
-            ring = KeyRing()
-            ring.enrol([str(k) for k in f.payload["regulator_keys"]], f.integrated)
-            out[f.actor] = _ActorInfo(str(f.payload["regulator_name"]), ("regulator",), ring)
-        elif f.type == "ActorEnrolled":
-            ring = KeyRing()
-            ring.enrol([str(k) for k in f.payload["public_keys"]], f.integrated)
-            out[target] = _ActorInfo(str(f.payload["legal_name"]), tuple(f.payload["roles"]), ring)
-        elif f.type == "KeyRotated" and target in out:
-            out[target].keys.rotate(
-                str(f.payload["new_key"]),
-                str(f.payload["old_key"]),
-                f.time("old_key_valid_until"),
-                f.integrated,
-            )
-        elif f.type == "KeyRevoked" and target in out:
-            out[target].keys.revoke(str(f.payload["key"]), f.time("compromised_at"), f.integrated)
-    return out
+def _apply_key_event(
+    f: Fact, keys: KeyHistory, names: dict[str, tuple[str, tuple[str, ...]]]
+) -> None:
+    """Names, roles and key histories from the actor chains (and the genesis)."""
+    target = f.subject.partition("/")[2]
+    p = f.payload
+    if f.type == "LedgerGenesis":
+        keys.enrol(f.actor, [str(k) for k in p["regulator_keys"]], f.integrated)
+        names[f.actor] = (str(p["regulator_name"]), ("regulator",))
+    elif f.type == "ActorEnrolled":
+        keys.enrol(target, [str(k) for k in p["public_keys"]], f.integrated)
+        names[target] = (str(p["legal_name"]), tuple(str(r) for r in p["roles"]))
+    elif f.type == "KeyRotated" and target in keys.rings:
+        keys.rotate(
+            target,
+            str(p["new_key"]),
+            str(p["old_key"]),
+            f.time("old_key_valid_until"),
+            f.integrated,
+        )
+    elif f.type == "KeyRevoked" and target in keys.rings:
+        keys.revoke(target, str(p["key"]), f.time("compromised_at"), f.integrated, f.index)
 
 
 def open_view(env: Mapping[str, str]) -> ComplianceView:

@@ -400,11 +400,16 @@ class Notary:
                 raise errors.IntakeSubjectMismatch(
                     f"published on {s.msg.subject}, the payload says {expected}"
                 )
-            if s.event.signed_at > now + MAX_CLOCK_SKEW:
-                raise errors.ClockSkew(
-                    f"signed_at {format_time(s.event.signed_at)} is more than 5 minutes ahead "
-                    f"of the notary clock {format_time(now)}"
-                )
+            claimed = [("signed_at", s.event.signed_at)]
+            if isinstance(s.event, ev.IncidentReported):
+                # facts about the past cannot be dated in the future
+                claimed += [("occurred_at", s.event.occurred_at), ("aware_at", s.event.aware_at)]
+            for name, value in claimed:
+                if value > now + MAX_CLOCK_SKEW:
+                    raise errors.ClockSkew(
+                        f"{name} {format_time(value)} is more than 5 minutes ahead of the "
+                        f"notary clock {format_time(now)}"
+                    )
         except errors.Rejection as r:
             s.early = s.outcome = r
         except Exception as e:  # a bug: still an answer for this message, not a stalled batch
@@ -624,8 +629,10 @@ class Notary:
                 timeout=5,
             )
         except Exception as e:
-            # Another notary published first: take its checkpoint (after checking it).
+            # Another notary published first: catch up with LEDGER, then take its
+            # checkpoint (after checking it against our tree).
             log.info("checkpoint race (%s); reloading", e)
+            await self.sync()
             await self._load_checkpoint()
             return None
         self.latest_checkpoint = (Checkpoint(self.origin, size, root), note, ack.seq)

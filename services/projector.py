@@ -70,7 +70,7 @@ def drop_stores(state_env: Mapping[str, str], view_env: Mapping[str, str]) -> No
         import psycopg
         from psycopg.sql import SQL, Identifier
 
-        schema = state_env.get("POSTGRES_SCHEMA", "public")
+        schema = state_env.get("POSTGRES_SCHEMA") or "public"
         tables = [
             "ledgerstate_events",
             "ledgerstate_tracking",

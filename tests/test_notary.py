@@ -175,6 +175,21 @@ async def test_every_rejection_path_has_its_code_and_keeps_the_bytes(ledger: Har
     await expect("duplicate registration", sign_event(registration(bank), bank), "SystemRegistered")
     future = registration(bank, "later", signed_at=now() + timedelta(minutes=6))
     await expect("clock skew", sign_event(future, bank), "SystemRegistered")
+    not_yet = ev.IncidentReported(
+        v=1,
+        event_id=ev.new_event_id(),
+        actor="bank",
+        subject="system/scorer",
+        signed_at=now(),
+        incident_id="inc-1",
+        occurred_at=now(),
+        aware_at=now() + timedelta(days=80),
+        harm_category="other",
+        severity="minor",
+        affected_count=0,
+        description="becomes known later",
+    )
+    await expect("aware in the future", sign_event(not_yet, bank), "IncidentReported")
     slightly_ahead = registration(bank, "soon", signed_at=now() + timedelta(minutes=4))
     await client.submit(slightly_ahead)  # within the 5 minutes allowed
 
@@ -191,6 +206,7 @@ async def test_every_rejection_path_has_its_code_and_keeps_the_bytes(ledger: Har
         "unregistered system": "system_not_registered",
         "duplicate registration": "system_already_registered",
         "clock skew": "clock_skew",
+        "aware in the future": "clock_skew",
     }
     # nothing refused reached the ledger; the one valid submission did
     assert await ledger.ledger_size() == size_before + 1

@@ -171,6 +171,28 @@ def test_r5_a_measure_claimed_in_time_but_integrated_late_is_late() -> None:
     assert story.verdict(T0 + 41 * H) == ("compliant", [("R5", "late")])
 
 
+def test_a_claimed_awareness_after_the_report_does_not_postpone_the_clock() -> None:
+    story = Story()
+    story.system()
+    incident(story, T0 + H, T0 + 2000 * H)  # "we will only become aware in 83 days"
+    v = evaluate("s", story.facts, T0 + 10 * H)
+    (f,) = v.findings
+    assert (f.rule, f.status, f.deadline) == ("R5", "violation", T0 + 5 * H)
+
+
+def test_closing_an_incident_without_a_measure() -> None:
+    story = Story()
+    story.system()
+    incident(story, T0 + H, T0 + H)
+    story.add("IncidentClosed", "system/s", T0 + 2 * H, incident_id="i1", resolution="false alarm")
+    assert story.verdict(T0 + 10 * H) == ("compliant", [])  # closed before it was due
+    story = Story()
+    story.system()
+    incident(story, T0 + H, T0 + H)
+    story.add("IncidentClosed", "system/s", T0 + 9 * H, incident_id="i1", resolution="gave up")
+    assert story.verdict(T0 + 10 * H) == ("non_compliant", [("R5", "violation")])
+
+
 def test_r5_minor_incidents_have_24_hours() -> None:
     story = Story()
     story.system()

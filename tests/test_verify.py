@@ -13,16 +13,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from ledger import events as ev
 from ledger.bus import connect
 from ledger.checkpoint import (
+    Checkpoint,
     CosignatureSigner,
     cosignature_verifier_key,
     parse_checkpoint,
     parse_tlog_proof,
 )
+from ledger.entry import Entry
 from ledger.keys import generate
 from ledger.natsserver import EmbeddedNats
 from ledger.note import Verifier, Verifiers, open_note, sign_note
@@ -31,7 +34,7 @@ from ledger.timeutil import SimulatedClock
 from ledger.tree import TreeStore
 from ledger.trust import TrustedKey
 from ledger.verify import VerificationError, verify_bundle
-from tests.conftest import Harness, running_notary
+from tests.conftest import ORIGIN, Harness, running_notary
 
 
 async def export(h: Harness, system: str = "scorer", since: int | None = None) -> bytes:
@@ -191,9 +194,24 @@ async def test_entries_signed_after_a_later_revealed_compromise_fail(
             )
         )
         bundle = await export(h)
+        entries = await ledger_entries(h)
     err = failure(json.loads(bundle), home.trust())
     assert err.check == "key" and err.index == 3
-    assert "revoked: compromised at 2026-05-05T09:00:00Z" in err.message
+    assert "compromised at 2026-05-05T09:00:00Z (revoked in entry 4)" in err.message
+    # the timeline says the same of that entry, and nothing of the earlier ones
+    from eventsourcing.persistence import Tracking
+
+    from ledger.views import open_view
+
+    view = open_view(
+        {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(home.path / "v.db")}
+    )
+    view.process_event([(e.index + 1, e.encoded) for e in entries], Tracking("LEDGER", 5))
+    rows = view.timeline("scorer")
+    assert [r.verification for r in rows] == [
+        "verified",
+        "key compromised at 2026-05-05T09:00:00Z (revoked in entry 4, learnt later)",
+    ]
 
 
 async def test_a_forked_ledger_fails_against_a_pinned_checkpoint(tmp_path: Path, home: Any) -> None:
@@ -432,3 +450,190 @@ async def test_a_claimed_verdict_is_recomputed_offline(ledger: Harness) -> None:
     assert err.check == "claim" and "no ailedger/verdict/v1 claim" in err.message
     # without --recompute the claim is carried, not judged
     verify_bundle(json.dumps(lying).encode(), trust)
+
+
+# --- what a log operator could forge, and honest histories that must verify ---------------
+
+
+async def ledger_entries(h: Harness) -> list[Any]:
+    from ledger.bus import LEDGER, last_sequence, read_stream
+    from ledger.entry import Entry
+
+    nc = await connect(h.url)
+    try:
+        last = await last_sequence(nc, LEDGER)
+        return [Entry.parse(m.data) async for m in read_stream(nc, LEDGER, 1, last)]
+    finally:
+        await nc.close()
+
+
+def forged_bundle(h: Harness, entries: list[Any], chains: dict[str, int]) -> dict[str, Any]:
+    """A bundle over ``entries`` (the real ones plus forged ones), with a checkpoint the
+    operator signs with the notary key: what the log key alone allows."""
+    from ledger.merkle import MemoryHashStore, prove_record
+
+    tree = MemoryHashStore()
+    for e in entries:
+        tree.append(e.encoded)
+    note = sign_note(Checkpoint(ORIGIN, tree.size, tree.root()).body(), h.home.notary_signer())
+    wanted = set()
+    for head in chains.values():
+        index: int | None = head
+        while index is not None:
+            wanted.add(index)
+            index = entries[index].prev
+    return {
+        "format": "ailedger/bundle/v1",
+        "origin": ORIGIN,
+        "checkpoint": note.decode(),
+        "chains": chains,
+        "entries": [
+            {
+                "index": i,
+                "entry": base64.b64encode(entries[i].encoded).decode(),
+                "proof": [
+                    base64.b64encode(x).decode()
+                    for x in prove_record(tree.size, i, tree.read_hashes)
+                ],
+            }
+            for i in sorted(wanted)
+        ],
+    }
+
+
+async def test_an_operator_forged_entry_by_an_unauthorized_signer_fails(ledger: Harness) -> None:
+    from ledger.bootstrap import DEFAULT_PARAMETERS
+    from ledger.client import sign_event
+    from ledger.entry import Entry
+
+    bank_key, bank = await ledger.enrol("bank", ["owner"])
+    await ledger.register(bank, "scorer")
+    entries = await ledger_entries(ledger)
+    # the bank "adopts" a rulebook without insurance or audits: the notary would
+    # refuse it (role_not_allowed), so only someone holding the log key could append it
+    loose = msgspec.structs.replace(
+        DEFAULT_PARAMETERS, insurance_required_levels=[], audit_required_levels=[]
+    )
+    forged = sign_event(
+        ev.PolicyAdopted(
+            v=1,
+            event_id=ev.new_event_id(),
+            actor="bank",
+            subject="policy/rulebook",
+            signed_at=entries[-1].integrated,
+            title="loose",
+            effective_from=entries[-1].integrated + timedelta(days=1),
+            parameters=loose,
+            legal_references=["none"],
+        ),
+        bank_key,
+    )
+    entries.append(Entry(len(entries), entries[-1].integrated, "policy/rulebook", None, forged))
+    chains = {"ledger/genesis": 0, "actor/bank": 1, "system/scorer": 2, "policy/rulebook": 3}
+    bundle = forged_bundle(ledger, entries, chains)
+    err = failure(bundle, ledger.home.trust())
+    assert err.check == "authority" and err.index == 3
+    assert "bank (roles: owner) may not sign PolicyAdopted" in err.message
+    # the same bundle without the forged entry is fine: the check is about the entry
+    honest = forged_bundle(
+        ledger, entries[:3], {"ledger/genesis": 0, "actor/bank": 1, "system/scorer": 2}
+    )
+    verify_bundle(json.dumps(honest).encode(), ledger.home.trust())
+
+
+async def test_rotations_and_self_revocations_signed_with_the_old_key_verify(
+    nats_server: EmbeddedNats, home: Any
+) -> None:
+    """Judged as the notary judged them: against the keys as they stood at each entry."""
+    t0 = datetime(2026, 6, 1, 9, tzinfo=UTC)
+    clock = SimulatedClock(t0)
+    async with running_notary(nats_server.url, home, clock) as h:
+        old, bank = await h.enrol("bank", ["owner"])
+        await h.register(bank, "scorer")
+        new = generate("bank")
+        clock.set(t0 + timedelta(hours=1))
+        # rotate out the old key at once, signed with the old key itself
+        await bank.submit(
+            bank.event(
+                ev.KeyRotated,
+                subject="actor/bank",
+                new_key=new.public_key_b64,
+                old_key=old.public_key_b64,
+                old_key_valid_until=t0 + timedelta(hours=1),
+            )
+        )
+        renewed = await h.client(new)
+        await renewed.submit(
+            renewed.event(
+                ev.VersionDeployed, subject="system/scorer", version="2", artifact_sha256="d" * 64
+            )
+        )
+        clock.set(t0 + timedelta(hours=2))
+        # the bank revokes its new key, compromised now, with that very key
+        await renewed.submit(
+            renewed.event(
+                ev.KeyRevoked,
+                subject="actor/bank",
+                key=new.public_key_b64,
+                compromised_at=t0 + timedelta(hours=2),
+                reason="laptop lost",
+            )
+        )
+        report = verify_bundle(await export(h), home.trust())
+        assert report.chains["actor/bank"] == 5 and report.signatures == 6
+
+
+async def test_trust_windows_of_witnesses_and_log_keys(ledger: Harness) -> None:
+    await small_ledger(ledger)
+    doc = json.loads(await export(ledger))
+    trust = ledger.home.trust()
+    latest = max(Entry.parse(base64.b64decode(e["entry"])).integrated for e in doc["entries"])
+    witness = generate("witness")
+    name = "witness.example/w1"
+    vkey = cosignature_verifier_key(name, witness.public_key)
+    log = Verifiers(*(Verifier.from_vkey(k) for k in trust.log_vkeys()))
+    opened = open_note(doc["checkpoint"].encode(), log)
+    doc["checkpoint"] = sign_note(opened, CosignatureSigner(name, witness.private_key)).decode()
+    expired = dataclasses.replace(
+        trust,
+        witness_keys=[TrustedKey(key=vkey, valid_until=datetime(2020, 1, 1, tzinfo=UTC))],
+        witness_quorum=1,
+    )
+    err = failure(doc, expired)
+    assert err.check == "checkpoint" and "0 valid witness cosignatures" in err.message
+    # a log key retired before the newest entry cannot have signed the checkpoint
+    (log_key,) = trust.log_keys
+    retired = dataclasses.replace(
+        trust, log_keys=[dataclasses.replace(log_key, valid_until=latest - timedelta(seconds=1))]
+    )
+    assert failure(doc, retired).check == "checkpoint"
+    # a log key that took over after these entries (a rotation) may sign a later checkpoint
+    rotated = dataclasses.replace(
+        trust, log_keys=[dataclasses.replace(log_key, valid_from=latest + timedelta(days=30))]
+    )
+    verify_bundle(json.dumps(doc).encode(), rotated)
+
+
+async def test_hostile_bundles_are_refused_without_a_traceback(ledger: Harness) -> None:
+    await small_ledger(ledger)
+    await ledger.notary.checkpoint()
+    nc = await connect(ledger.url)
+    try:
+        with TreeStore(ledger.home.tree_path) as tree:
+            doc = json.loads(await export_bundle(nc, tree, subjects=["system/scorer"], claim=True))
+    finally:
+        await nc.close()
+    trust = ledger.home.trust()
+    bad = copy.deepcopy(doc)
+    bad["claim"]["verdicts"][0]["findings"] = 5
+    assert failure(bad, trust, recompute=True).check == "claim"
+    bad = copy.deepcopy(doc)
+    bad["claim"]["verdicts"][0]["as_of_index"] = True
+    assert failure(bad, trust, recompute=True).check == "claim"
+    bad = copy.deepcopy(doc)
+    bad["checkpoint"] = "\ud800"
+    assert failure(bad, trust).check == "checkpoint"
+    for mutation in ({"chains": []}, {"entries": {}}, {"entries": [1]}, {"format": 1}):
+        assert failure({**doc, **mutation}, trust).check == "bundle"
+    with pytest.raises(VerificationError):
+        verify_bundle(b"\xff\xfe", trust)
