@@ -711,6 +711,7 @@ def _report_lines(report: Report) -> list[str]:
         f"witnesses: {witnesses}",
         f"inclusion    {report.entries} entries, each proven in the tree (RFC 9162)",
         f"chains       {len(report.chains)} complete subject histories, no missing link",
+        "             heads: " + ", ".join(f"{s} {h}" for s, h in report.chains.items()),
         f"signatures   {report.signatures} DSSE signatures over the exact bytes, each key "
         "valid at its integration time",
     ]

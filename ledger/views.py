@@ -287,7 +287,12 @@ class ComplianceView(Projection[ComplianceViewRecorder]):
             if f.type == "SystemRegistered":
                 owner, holder = str(f.payload["owner"]), str(f.payload["holder"])
             legal_name, roles = names.get(f.actor, (f.actor, ()))
-            role = {owner: "owner", holder: "holder"}.get(f.actor) or "/".join(roles) or "?"
+            if f.actor == owner:
+                role = "owner"
+            elif f.actor == holder:
+                role = "holder"
+            else:
+                role = "/".join(roles) or "?"
             status = judged[f.index]
             revealed = keys.compromise_revealed_later(
                 f.actor, f.key_fingerprint, f.index, f.integrated
