@@ -416,17 +416,6 @@ class AISystem(SubjectAggregate):
 
     # guards
 
-    def check_party(self, actor_id: str, roles: set[str]) -> str:
-        """The role ``actor_id`` acts in for this system: its owner or its holder."""
-        if "owner" in roles and actor_id == self.owner:
-            return "owner"
-        if "holder" in roles and actor_id == self.holder:
-            return "holder"
-        raise errors.NotSystemParty(
-            f"{actor_id} is neither owner ({self.owner}) nor holder ({self.holder}) "
-            f"of system {self.system_id}"
-        )
-
     def check_not_retired(self) -> None:
         if self.status == "retired":
             raise errors.SystemRetired(f"system {self.system_id} is retired")

@@ -66,10 +66,6 @@ class ParsedEnvelope:
     signature: bytes
 
     @property
-    def keyid_actor(self) -> str:
-        return self.keyid.partition("/")[0]
-
-    @property
     def keyid_fingerprint(self) -> str:
         return self.keyid.partition("/")[2]
 

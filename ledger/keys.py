@@ -26,7 +26,6 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
-    Ed25519PublicKey,
 )
 
 __all__ = [
@@ -148,10 +147,6 @@ def load_key(path: Path, actor: str | None = None) -> ActorKey:
             raise KeyFileError(f"{path} names no actor; pass the actor id explicitly")
         actor = m.group(1).decode()
     return ActorKey(actor, private)
-
-
-def public_key_object(public_key: bytes) -> Ed25519PublicKey:
-    return Ed25519PublicKey.from_public_bytes(public_key)
 
 
 # --- key lifecycle: shared by the notary's state and the offline verifier ----
