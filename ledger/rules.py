@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ledger import strictjson
-from ledger.dsse import parse_envelope
+from ledger.dsse import ParsedEnvelope, parse_envelope
 from ledger.entry import Entry
 from ledger.timeutil import format_time, parse_time
 
@@ -64,8 +64,10 @@ class Fact:
         return parse_time(str(self.payload[name]))
 
 
-def fact_from_entry(entry: Entry) -> Fact:
-    envelope = parse_envelope(entry.envelope)
+def fact_from_entry(entry: Entry, envelope: ParsedEnvelope | None = None) -> Fact:
+    """The fact an entry records; pass its ``envelope`` if it is already parsed."""
+    if envelope is None:
+        envelope = parse_envelope(entry.envelope)
     payload = strictjson.loads(envelope.payload)
     return Fact(
         entry.index,

@@ -60,7 +60,8 @@ class EntryRow:
 
     @staticmethod
     def of(entry: Entry) -> EntryRow:
-        fact = fact_from_entry(entry)
+        envelope = parse_envelope(entry.envelope)
+        fact = fact_from_entry(entry, envelope)
         return EntryRow(
             entry.index,
             entry.subject,
@@ -69,7 +70,7 @@ class EntryRow:
             epoch_micros(entry.integrated),
             format_time(entry.integrated),
             fact.key_fingerprint,
-            _payload_text(entry),
+            envelope.payload.decode(),
         )
 
     def fact(self) -> Fact:
@@ -87,10 +88,6 @@ class EntryRow:
 def epoch_micros(t: datetime) -> int:
     delta = t - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _payload_text(entry: Entry) -> str:
-    return parse_envelope(entry.envelope).payload.decode()
 
 
 COLUMNS = ("idx", "subject", "type", "actor", "integrated_us", "integrated", "key_fp", "payload")

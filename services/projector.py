@@ -30,6 +30,7 @@ from ledger.note import Verifier, Verifiers, open_note
 from ledger.proofs import ProofError, find_checkpoint
 from ledger.state import LedgerState
 from ledger.views import ComplianceView, open_view
+from services.notary import sqlite_env
 
 __all__ = [
     "Projector",
@@ -53,15 +54,10 @@ def store_envs(home: Home, suffix: str = "") -> tuple[dict[str, str], dict[str, 
     if os.environ.get("PERSISTENCE_MODULE") == "eventsourcing.postgres":
         env = {k: v for k, v in os.environ.items() if k.startswith(("POSTGRES_", "PERSISTENCE"))}
         return env, env
-    state = {
-        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-        "SQLITE_DBNAME": str(home.state_dir / f"projector{suffix}.sqlite"),
-    }
-    view = {
-        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-        "SQLITE_DBNAME": str(home.state_dir / f"views{suffix}.sqlite"),
-    }
-    return state, view
+    return (
+        sqlite_env(home.state_dir / f"projector{suffix}.sqlite"),
+        sqlite_env(home.state_dir / f"views{suffix}.sqlite"),
+    )
 
 
 def drop_stores(state_env: Mapping[str, str], view_env: Mapping[str, str]) -> None:

@@ -37,12 +37,15 @@ from ledger.verify import VerificationError, verify_bundle
 from tests.conftest import ORIGIN, Harness, running_notary
 
 
-async def export(h: Harness, system: str = "scorer", since: int | None = None) -> bytes:
+async def export(h: Harness, **selection: Any) -> bytes:
+    """Checkpoint what is there, then export a bundle (of system/scorer by default)."""
     await h.notary.checkpoint()
+    if not {"subjects", "actor", "index_range"} & selection.keys():
+        selection["subjects"] = ["system/scorer"]
     nc = await connect(h.url)
     try:
         with TreeStore(h.home.tree_path) as tree:
-            return await export_bundle(nc, tree, subjects=[f"system/{system}"], since=since)
+            return await export_bundle(nc, tree, **selection)
     finally:
         await nc.close()
 
@@ -402,14 +405,8 @@ async def test_checkpoints_follow_the_cadence_and_extend_each_other(
 
 async def test_actor_and_range_bundles_verify(ledger: Harness) -> None:
     await small_ledger(ledger)
-    await ledger.notary.checkpoint()
-    nc = await connect(ledger.url)
-    try:
-        with TreeStore(ledger.home.tree_path) as tree:
-            by_actor = await export_bundle(nc, tree, actor="insurer")
-            by_range = await export_bundle(nc, tree, index_range=(3, 4))
-    finally:
-        await nc.close()
+    by_actor = await export(ledger, actor="insurer")
+    by_range = await export(ledger, index_range=(3, 4))
     report = verify_bundle(by_actor, ledger.home.trust())
     # the insurer's own chain, the system it signed about, and every signer there
     assert set(report.chains) == {"actor/insurer", "system/scorer", "actor/bank", "ledger/genesis"}
@@ -419,14 +416,8 @@ async def test_actor_and_range_bundles_verify(ledger: Harness) -> None:
 
 async def test_a_claimed_verdict_is_recomputed_offline(ledger: Harness) -> None:
     await small_ledger(ledger)
-    await ledger.notary.checkpoint()
-    nc = await connect(ledger.url)
-    try:
-        with TreeStore(ledger.home.tree_path) as tree:
-            bundle = await export_bundle(nc, tree, subjects=["system/scorer"], claim=True)
-            plain = await export_bundle(nc, tree, subjects=["system/scorer"])
-    finally:
-        await nc.close()
+    bundle = await export(ledger, claim=True)
+    plain = await export(ledger)
     trust = ledger.home.trust()
     doc = json.loads(bundle)
     (claimed,) = doc["claim"]["verdicts"]
@@ -616,13 +607,7 @@ async def test_trust_windows_of_witnesses_and_log_keys(ledger: Harness) -> None:
 
 async def test_hostile_bundles_are_refused_without_a_traceback(ledger: Harness) -> None:
     await small_ledger(ledger)
-    await ledger.notary.checkpoint()
-    nc = await connect(ledger.url)
-    try:
-        with TreeStore(ledger.home.tree_path) as tree:
-            doc = json.loads(await export_bundle(nc, tree, subjects=["system/scorer"], claim=True))
-    finally:
-        await nc.close()
+    doc = json.loads(await export(ledger, claim=True))
     trust = ledger.home.trust()
     bad = copy.deepcopy(doc)
     bad["claim"]["verdicts"][0]["findings"] = 5
