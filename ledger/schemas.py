@@ -105,16 +105,23 @@ class LedgerEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     envelope: Envelope
 
 
-def _tighten(node: Any) -> None:
-    """Times in signed data are RFC 3339 UTC with Z: say so in the schema."""
+def _normalise(node: Any) -> None:
+    """Make the schema independent of incidental generator output, keeping its meaning.
+
+    Times in signed data are RFC 3339 UTC with Z: say so. Descriptions come from
+    docstrings, whose indentation msgspec releases treat differently: each becomes
+    one line with single spaces.
+    """
     if isinstance(node, dict):
         if node.get("format") == "date-time":
             node["pattern"] = RFC3339_UTC
+        if isinstance(node.get("description"), str):
+            node["description"] = " ".join(node["description"].split())
         for v in node.values():
-            _tighten(v)
+            _normalise(v)
     elif isinstance(node, list):
         for v in node:
-            _tighten(v)
+            _normalise(v)
 
 
 def _schema(tp: Any, name: str, title: str) -> bytes:
@@ -124,7 +131,7 @@ def _schema(tp: Any, name: str, title: str) -> bytes:
         "title": title,
     }
     schema.update(msgspec.json.schema(tp))
-    _tighten(schema)
+    _normalise(schema)
     return msgspec.json.format(msgspec.json.encode(schema), indent=2) + b"\n"
 
 
