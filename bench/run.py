@@ -29,18 +29,19 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import events as ev
-from ledger.bootstrap import init_home
-from ledger.bus import HDR_MSG_ID, LEDGER, api, connect, last_sequence, publish_atomic
-from ledger.checkpoint import Checkpoint
-from ledger.client import LedgerClient, sign_event
-from ledger.keys import generate
-from ledger.natsserver import EmbeddedNats
-from ledger.note import Signer, sign_note
-from ledger.proofs import SignedCheckpoint, export_bundle, tlog_proof
-from ledger.tree import TreeStore
-from ledger.verify import verify_bundle
-from services.projector import rebuild, store_envs
+from ledger.bus.client import LedgerClient, sign_event
+from ledger.bus.home import init_home
+from ledger.bus.natsserver import EmbeddedNats
+from ledger.bus.proofs import SignedCheckpoint, export_bundle, tlog_proof
+from ledger.bus.streams import HDR_MSG_ID, LEDGER, api, connect, last_sequence, publish_atomic
+from ledger.formats.checkpoint import Checkpoint
+from ledger.formats.keys import generate
+from ledger.formats.note import Signer, sign_note
+from ledger.formats.tree import TreeStore
+from ledger.law import events as ev
+from ledger.state.persistence import store_envs
+from ledger.verify.bundle import verify_bundle
+from services.projector import rebuild
 
 HERE = Path(__file__).resolve().parent
 PAYLOAD = 800
@@ -245,7 +246,7 @@ async def main(args: argparse.Namespace) -> None:
 
         home = init_home(tmp / "home", origin="bench.ailedger.kz/log")
         notary = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the notary runs apart
-            [sys.executable, "-m", "ledger", "up", "--home", str(home.path), "--nats", server.url,
+            [sys.executable, "-m", "ailedger", "up", "--home", str(home.path), "--nats", server.url,
              "--checkpoint-every", "100000", "--checkpoint-interval", "1"],
             stdout=(tmp / "notary.log").open("w"), stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -286,7 +287,7 @@ async def main(args: argparse.Namespace) -> None:
 
         raw_read = await raw_read_rate(server.url, total)
         nc = await connect(server.url)
-        state_env, view_env = store_envs(home)
+        state_env, view_env = store_envs(home.state_dir)
         start = time.perf_counter()
         await rebuild(nc, home, state_env, view_env)
         rebuild_rate = total / (time.perf_counter() - start)
@@ -297,7 +298,7 @@ async def main(args: argparse.Namespace) -> None:
             f"{rebuild_rate / raw_read:.2f}x (target >= 20,000/s)",
         )
 
-        from ledger.views import open_view
+        from ledger.views.store import open_view
 
         view = open_view(view_env)
         first = view.status("sys0", at_index=100).at  # every system registered by then

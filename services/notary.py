@@ -6,7 +6,7 @@ For each batch pulled from INTAKE it
    subject, clock skew;
 2. verifies signatures in parallel threads (each signature once) against the
    keys it already knows;
-3. admits each submission against the domain state (:class:`ledger.state.Batch`:
+3. admits each submission against the domain state (:class:`ledger.state.application.Batch`:
    key validity, roles, invariants), assigning index, ``integrated`` and ``prev``;
 4. appends the admitted entries to LEDGER as one atomic batch fenced with
    ``Nats-Expected-Last-Sequence`` (a second notary cannot fork the ledger: its
@@ -40,11 +40,9 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from ledger import errors
-from ledger import events as ev
-from ledger.asyncbridge import StateThread
-from ledger.bootstrap import Home
-from ledger.bus import (
+from ledger.bus.home import Home
+from ledger.bus.natsserver import EmbeddedNats
+from ledger.bus.streams import (
     CHECKPOINT_SUBJECT,
     CHECKPOINTS,
     HDR_DETAIL,
@@ -69,18 +67,21 @@ from ledger.bus import (
     read_stream,
     rejected_subject,
 )
-from ledger.checkpoint import Checkpoint, format_tlog_proof, parse_checkpoint
-from ledger.domain import EventRecord
-from ledger.dsse import EnvelopeError, ParsedEnvelope, parse_envelope
-from ledger.entry import Entry, ledger_subject
-from ledger.keys import SLUG, fingerprint
-from ledger.merkle import leaf_hash, stored_hash_index
-from ledger.natsserver import EmbeddedNats
-from ledger.note import NoteError, Signer, Verifier, Verifiers, open_note, sign_note
-from ledger.receipt import Receipt, sign_receipt
-from ledger.state import Admitted, AlreadyIntegrated, Batch, LedgerCorrupt, LedgerState
-from ledger.timeutil import Clock, SystemClock, format_time
-from ledger.tree import TreeStore
+from ledger.formats.checkpoint import Checkpoint, format_tlog_proof, parse_checkpoint
+from ledger.formats.dsse import EnvelopeError, ParsedEnvelope, parse_envelope
+from ledger.formats.entry import Entry, ledger_subject
+from ledger.formats.keys import SLUG, fingerprint
+from ledger.formats.merkle import leaf_hash, stored_hash_index
+from ledger.formats.note import NoteError, Signer, Verifier, Verifiers, open_note, sign_note
+from ledger.formats.receipt import Receipt, sign_receipt
+from ledger.formats.timeutil import Clock, SystemClock, format_time
+from ledger.formats.tree import TreeStore
+from ledger.law import events as ev
+from ledger.law import rejections as errors
+from ledger.state.application import Admitted, AlreadyIntegrated, Batch, LedgerCorrupt, LedgerState
+from ledger.state.asyncbridge import StateThread
+from ledger.state.domain import EventRecord
+from ledger.state.persistence import sqlite_env
 
 __all__ = ["MAX_ENVELOPE", "Notary", "NotaryError"]
 
@@ -686,11 +687,6 @@ def _is_inbox(subject: str) -> bool:
     published; the notary's connection may write LEDGER, so an unchecked reply
     subject would let anyone make it write there."""
     return _INBOX.fullmatch(subject) is not None
-
-
-def sqlite_env(path: Path) -> dict[str, str]:
-    """eventsourcing settings for a state store in one SQLite file."""
-    return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)}
 
 
 @contextlib.contextmanager

@@ -1,8 +1,8 @@
 """The projector: follows LEDGER into the domain state and the compliance view.
 
 Each LEDGER entry is applied exactly once to each of them: the domain state
-(:class:`ledger.state.LedgerState`, the same eventsourcing model the notary
-checks against) and the read model (:class:`ledger.views.ComplianceView`)
+(:class:`ledger.state.application.LedgerState`, the same eventsourcing model the notary
+checks against) and the read model (:class:`ledger.views.compliance.ComplianceView`)
 record every batch together with their own ``Tracking("LEDGER", sequence)`` in
 one transaction. Killed at any moment, it resumes from what was committed; a
 redelivered entry is skipped. Both can be dropped and rebuilt from LEDGER.
@@ -13,83 +13,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from eventsourcing.persistence import Tracking
 from nats.aio.client import Client as NATS
 
-from ledger.asyncbridge import StateThread
-from ledger.bootstrap import Home
-from ledger.bus import LEDGER, last_sequence, read_stream
-from ledger.checkpoint import parse_checkpoint
-from ledger.merkle import MemoryHashStore
-from ledger.note import Verifier, Verifiers, open_note
-from ledger.proofs import ProofError, find_checkpoint
-from ledger.state import LedgerState
-from ledger.views import ComplianceView, open_view
-from services.notary import sqlite_env
+from ledger.bus.home import Home
+from ledger.bus.proofs import ProofError, find_checkpoint
+from ledger.bus.streams import LEDGER, last_sequence, read_stream
+from ledger.formats.checkpoint import parse_checkpoint
+from ledger.formats.merkle import MemoryHashStore
+from ledger.formats.note import Verifier, Verifiers, open_note
+from ledger.state.application import LedgerState
+from ledger.state.asyncbridge import StateThread
+from ledger.state.persistence import drop_stores
+from ledger.views.compliance import ComplianceView
+from ledger.views.store import open_view
 
 __all__ = [
     "Projector",
     "RebuildError",
     "RebuildReport",
-    "drop_stores",
     "rebuild",
-    "store_envs",
 ]
 
 log = logging.getLogger("ailedger.projector")
-
-
-def store_envs(home: Home, suffix: str = "") -> tuple[dict[str, str], dict[str, str]]:
-    """eventsourcing settings of the projector's state and view.
-
-    SQLite files in the home by default; PostgreSQL when the environment says
-    ``PERSISTENCE_MODULE=eventsourcing.postgres`` (with the ``POSTGRES_*``
-    variables eventsourcing reads).
-    """
-    if os.environ.get("PERSISTENCE_MODULE") == "eventsourcing.postgres":
-        env = {k: v for k, v in os.environ.items() if k.startswith(("POSTGRES_", "PERSISTENCE"))}
-        return env, env
-    return (
-        sqlite_env(home.state_dir / f"projector{suffix}.sqlite"),
-        sqlite_env(home.state_dir / f"views{suffix}.sqlite"),
-    )
-
-
-def drop_stores(state_env: Mapping[str, str], view_env: Mapping[str, str]) -> None:
-    """Delete the derived stores (they are rebuilt from LEDGER)."""
-    if state_env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres":
-        import psycopg
-        from psycopg.sql import SQL, Identifier
-
-        schema = state_env.get("POSTGRES_SCHEMA") or "public"
-        tables = [
-            "ledgerstate_events",
-            "ledgerstate_tracking",
-            "compliance_entries",
-            "compliance_tracking",
-        ]
-        with psycopg.connect(
-            dbname=state_env["POSTGRES_DBNAME"],
-            host=state_env["POSTGRES_HOST"],
-            port=state_env.get("POSTGRES_PORT", "5432"),
-            user=state_env["POSTGRES_USER"],
-            password=state_env.get("POSTGRES_PASSWORD", ""),
-        ) as conn:
-            for table in tables:
-                conn.execute(
-                    SQL("DROP TABLE IF EXISTS {0}.{1} CASCADE").format(
-                        Identifier(schema), Identifier(table)
-                    )
-                )
-        return
-    for env in (state_env, view_env):
-        for suffix in ("", "-wal", "-shm"):
-            Path(env["SQLITE_DBNAME"] + suffix).unlink(missing_ok=True)
 
 
 class Projector:

@@ -20,15 +20,15 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from ledger import events as ev
-from ledger.bootstrap import Home, init_home
-from ledger.bus import LEDGER, connect, last_sequence
-from ledger.client import LedgerClient
-from ledger.keys import ActorKey, generate
-from ledger.natsserver import EmbeddedNats
-from ledger.state import LedgerState
-from ledger.timeutil import Clock, SystemClock
-from ledger.tree import TreeStore
+from ledger.bus.client import LedgerClient
+from ledger.bus.home import Home, init_home
+from ledger.bus.natsserver import EmbeddedNats
+from ledger.bus.streams import LEDGER, connect, last_sequence
+from ledger.formats.keys import ActorKey, generate
+from ledger.formats.timeutil import Clock, SystemClock
+from ledger.formats.tree import TreeStore
+from ledger.law import events as ev
+from ledger.state.application import LedgerState
 from services.notary import Notary
 
 ORIGIN = "test.ailedger.kz/registry"
@@ -168,7 +168,7 @@ class NotaryProcess:
             [
                 sys.executable,
                 "-m",
-                "ledger",
+                "ailedger",
                 "up",
                 "--home",
                 str(self.home.path),

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger.bus import (
+from ledger.bus.natsserver import EmbeddedNats
+from ledger.bus.streams import (
     INTAKE,
     LEDGER,
     REJECTED,
@@ -21,7 +22,6 @@ from ledger.bus import (
     last_sequence,
     publish_atomic,
 )
-from ledger.natsserver import EmbeddedNats
 
 
 def test_embedded_server_runs_on_a_free_loopback_port_and_stops_by_pid(tmp_path: Path) -> None:
@@ -127,7 +127,7 @@ def test_server_killed_with_sigkill_keeps_acknowledged_messages(tmp_path: Path) 
 async def test_reads_are_complete_for_a_slow_reader_and_gaps_are_refused(
     nats_server: EmbeddedNats,
 ) -> None:
-    from ledger.bus import BusError, read_stream, read_subject
+    from ledger.bus.streams import BusError, read_stream, read_subject
 
     nc = await connect(nats_server.url)
     try:

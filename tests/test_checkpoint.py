@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ledger.checkpoint import (
+from ledger.formats.checkpoint import (
     ALG_COSIGNATURE_V1,
     MAX_TIMESTAMP,
     Checkpoint,
@@ -25,8 +25,14 @@ from ledger.checkpoint import (
     parse_checkpoint,
     parse_tlog_proof,
 )
-from ledger.merkle import MemoryHashStore, empty_root, leaf_hash, prove_record, verify_inclusion
-from ledger.note import (
+from ledger.formats.merkle import (
+    MemoryHashStore,
+    empty_root,
+    leaf_hash,
+    prove_record,
+    verify_inclusion,
+)
+from ledger.formats.note import (
     MalformedKeyError,
     MalformedNoteError,
     Note,

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from ledger.bootstrap import Home
+from ledger.bus.home import Home
 
 
 def ailedger(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ledger", *args],
+        [sys.executable, "-m", "ailedger", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -50,7 +50,7 @@ def test_keygen_init_up_submit_log(tmp_path: Path) -> None:
     assert "LEDGER index 0" in made.stdout
     assert (home / "trust.json").exists() and (home / "genesis.json").exists()
 
-    up_command = [sys.executable, "-m", "ledger", "up", "--home", str(home)]
+    up_command = [sys.executable, "-m", "ailedger", "up", "--home", str(home)]
     up = subprocess.Popen(
         [*up_command, "--checkpoint-interval", "0.2"],
         cwd=tmp_path,

@@ -1,6 +1,6 @@
 """Notary processes killed mid-burst, and two notaries at once: one gap-free ledger.
 
-The notaries run as real processes (``python -m ledger up``) against a
+The notaries run as real processes (``python -m ailedger up``) against a
 nats-server started here; clients keep submitting while they are killed
 with SIGKILL and restarted.
 """
@@ -14,17 +14,17 @@ import random
 import re
 from pathlib import Path
 
-from ledger import events as ev
-from ledger.bootstrap import Home, init_home
-from ledger.bus import CHECKPOINTS, LEDGER, connect, last_sequence, read_stream
-from ledger.client import LedgerClient, SubmissionError
-from ledger.dsse import parse_envelope
-from ledger.entry import Entry
-from ledger.keys import ActorKey, generate
-from ledger.merkle import MemoryHashStore, leaf_hash
-from ledger.natsserver import EmbeddedNats
-from ledger.proofs import SignedCheckpoint
-from ledger.receipt import Receipt
+from ledger.bus.client import LedgerClient, SubmissionError
+from ledger.bus.home import Home, init_home
+from ledger.bus.natsserver import EmbeddedNats
+from ledger.bus.proofs import SignedCheckpoint
+from ledger.bus.streams import CHECKPOINTS, LEDGER, connect, last_sequence, read_stream
+from ledger.formats.dsse import parse_envelope
+from ledger.formats.entry import Entry
+from ledger.formats.keys import ActorKey, generate
+from ledger.formats.merkle import MemoryHashStore, leaf_hash
+from ledger.formats.receipt import Receipt
+from ledger.law import events as ev
 from tests.conftest import ORIGIN, NotaryProcess
 
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.merkle import (
+from ledger.formats.merkle import (
     HASH_SIZE,
     ConsistencyProofError,
     HashReader,

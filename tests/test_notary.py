@@ -10,16 +10,16 @@ from datetime import timedelta
 import msgspec
 import pytest
 
-from ledger import events as ev
-from ledger.bus import LEDGER, REJECTED, StoredMessage, connect, last_sequence, read_stream
-from ledger.client import LedgerClient, SubmissionRejected, SyncLedgerClient, sign_event
-from ledger.dsse import sign_envelope
-from ledger.entry import Entry
-from ledger.keys import ActorKey, generate
-from ledger.merkle import leaf_hash
-from ledger.note import Verifier, Verifiers
-from ledger.receipt import Receipt, open_receipt
-from ledger.state import LedgerState
+from ledger.bus.client import LedgerClient, SubmissionRejected, SyncLedgerClient, sign_event
+from ledger.bus.streams import LEDGER, REJECTED, StoredMessage, connect, last_sequence, read_stream
+from ledger.formats.dsse import sign_envelope
+from ledger.formats.entry import Entry
+from ledger.formats.keys import ActorKey, generate
+from ledger.formats.merkle import leaf_hash
+from ledger.formats.note import Verifier, Verifiers
+from ledger.formats.receipt import Receipt, open_receipt
+from ledger.law import events as ev
+from ledger.state.application import LedgerState
 from tests.conftest import Harness, now, running_notary
 
 
@@ -62,7 +62,7 @@ async def test_resubmitted_event_gets_the_same_receipt_and_one_entry(ledger: Har
     first = await client.submit(event)
     again = await client.submit(event)
     # a different client process resubmitting the same signed bytes
-    other = await ledger.client(client.key)
+    other = await ledger.bus.client(client.key)
     third = await other.submit(event)
     assert first.note == again.note == third.note
     assert await ledger.ledger_size() == 3  # genesis, enrolment, registration
@@ -248,7 +248,7 @@ async def test_replaying_ledger_detects_a_broken_prev_chain(ledger: Harness) -> 
     fresh.replay([(m.sequence, m.data) for m in entries])
     assert fresh.position() == len(entries)
 
-    from ledger.state import LedgerCorrupt
+    from ledger.state.application import LedgerCorrupt
 
     broken = Entry.parse(entries[2].data)
     lying = Entry(broken.index, broken.integrated, broken.subject, 0, broken.envelope).encoded

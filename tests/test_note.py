@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ledger.note import (
+from ledger.formats.note import (
     ALG_ED25519,
     MAX_SIGNATURES,
     AmbiguousVerifierError,

@@ -14,9 +14,9 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from ledger import events as ev
-from ledger import resources
-from ledger.schemas import generate
+from ailedger import resources
+from ailedger.schemas import generate
+from ledger.law import events as ev
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,6 +90,6 @@ def test_the_install_ships_schemas_and_examples() -> None:
         pytest.skip("an editable install has no copies to check")
     names = {str(f) for f in dist.files or []}
     for name in generate():
-        assert f"ledger/published/{name}" in names
+        assert f"ailedger/published/{name}" in names
     for name in ev.EVENT_TYPES:
-        assert f"ledger/examples/{name}.json" in names
+        assert f"ailedger/examples/{name}.json" in names

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from ledger.bootstrap import Home, init_home
-from ledger.natsserver import EmbeddedNats
-from ledger.receipt import Receipt
+from ledger.bus.home import Home, init_home
+from ledger.bus.natsserver import EmbeddedNats
+from ledger.formats.receipt import Receipt
 from tests.conftest import ORIGIN, NotaryProcess
 from tests.test_crash import deployments, prepare
 
@@ -82,7 +82,7 @@ class ProjectorProcess:
             [
                 sys.executable,
                 "-m",
-                "ledger",
+                "ailedger",
                 *args,
                 "--home",
                 str(self.home.path),
@@ -100,7 +100,7 @@ class ProjectorProcess:
     def start(self) -> None:
         with self.log.open("ab") as out:
             out.write(b"\n--- start ---\n")
-            command = [sys.executable, "-m", "ledger", "project"]
+            command = [sys.executable, "-m", "ailedger", "project"]
             self.proc = subprocess.Popen(
                 [*command, "--home", str(self.home.path), "--nats", self.url],
                 stdout=out,

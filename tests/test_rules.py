@@ -10,15 +10,17 @@ from typing import Any
 import msgspec
 import pytest
 
-from ledger.bootstrap import DEFAULT_PARAMETERS, init_home
-from ledger.bus import connect
-from ledger.demo import play
-from ledger.rules import Fact, evaluate
-from ledger.scenario import START, Scenario
-from ledger.timeutil import SimulatedClock, format_time
-from ledger.views import ComplianceView, open_view
+from ailedger.demo import play
+from ailedger.scenario import START, Scenario
+from ledger.bus.home import DEFAULT_PARAMETERS, init_home
+from ledger.bus.streams import connect
+from ledger.formats.timeutil import SimulatedClock, format_time
+from ledger.law.rules import Fact, evaluate
+from ledger.state.persistence import store_envs
+from ledger.views.compliance import ComplianceView
+from ledger.views.store import open_view
 from services.notary import serve
-from services.projector import rebuild, store_envs
+from services.projector import rebuild
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -473,7 +475,7 @@ def scenario_view(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Complian
         assert all(o.as_expected for o in outcomes)
         nc = await connect(url)
         try:
-            state_env, view_env = store_envs(home)
+            state_env, view_env = store_envs(home.state_dir)
             await rebuild(nc, home, state_env, view_env)
         finally:
             await nc.close()
@@ -481,7 +483,7 @@ def scenario_view(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Complian
             await task
 
     asyncio.run(run())
-    yield open_view(store_envs(home)[1])
+    yield open_view(store_envs(home.state_dir)[1])
 
 
 def at(day: str) -> datetime:

@@ -1,6 +1,6 @@
 """The domain state (eventsourcing) on its own: key lifecycle, roles, invariants, rollback.
 
-These drive :class:`ledger.state.LedgerState` directly, with explicit
+These drive :class:`ledger.state.application.LedgerState` directly, with explicit
 integration times, on eventsourcing's in-memory and SQLite persistence.
 """
 
@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from ledger import errors
-from ledger import events as ev
-from ledger.bootstrap import DEFAULT_PARAMETERS, Home, init_home
-from ledger.client import sign_event
-from ledger.domain import NAMESPACE, Rulebook
-from ledger.dsse import parse_envelope
-from ledger.keys import ActorKey, generate
-from ledger.state import Admitted, Batch, LedgerState
+from ledger.bus.client import sign_event
+from ledger.bus.home import DEFAULT_PARAMETERS, Home, init_home
+from ledger.formats.dsse import parse_envelope
+from ledger.formats.keys import ActorKey, generate
+from ledger.law import events as ev
+from ledger.law import rejections as errors
+from ledger.state.application import Admitted, Batch, LedgerState
+from ledger.state.domain import NAMESPACE, Rulebook
 
 T0 = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
 

@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import merkle
-from ledger.tree import TreeError, TreeStore
+from ledger.formats import merkle
+from ledger.formats.tree import TreeError, TreeStore
 
 VECTORS: dict[str, Any] = json.loads(
     (Path(__file__).parent / "vectors" / "rfc9162-tlog.json").read_text()
@@ -209,7 +209,7 @@ def test_two_stores_share_the_file(tmp_path: Path) -> None:
 _WORKER = """
 import hashlib, os, sys, time
 from pathlib import Path
-from ledger.tree import TreeError, TreeStore
+from ledger.formats.tree import TreeError, TreeStore
 path, go, wid, target = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 while not go.exists():
     time.sleep(0.001)

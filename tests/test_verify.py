@@ -16,24 +16,24 @@ from typing import Any
 import msgspec
 import pytest
 
-from ledger import events as ev
-from ledger.bus import connect
-from ledger.checkpoint import (
+from ledger.bus.natsserver import EmbeddedNats
+from ledger.bus.proofs import SignedCheckpoint, export_bundle, tlog_proof
+from ledger.bus.streams import connect
+from ledger.formats.checkpoint import (
     Checkpoint,
     CosignatureSigner,
     cosignature_verifier_key,
     parse_checkpoint,
     parse_tlog_proof,
 )
-from ledger.entry import Entry
-from ledger.keys import generate
-from ledger.natsserver import EmbeddedNats
-from ledger.note import Verifier, Verifiers, open_note, sign_note
-from ledger.proofs import SignedCheckpoint, export_bundle, tlog_proof
-from ledger.timeutil import SimulatedClock
-from ledger.tree import TreeStore
-from ledger.trust import TrustedKey
-from ledger.verify import VerificationError, verify_bundle
+from ledger.formats.entry import Entry
+from ledger.formats.keys import generate
+from ledger.formats.note import Verifier, Verifiers, open_note, sign_note
+from ledger.formats.timeutil import SimulatedClock
+from ledger.formats.tree import TreeStore
+from ledger.formats.trust import TrustedKey
+from ledger.law import events as ev
+from ledger.verify.bundle import VerificationError, verify_bundle
 from tests.conftest import ORIGIN, Harness, running_notary
 
 
@@ -204,7 +204,7 @@ async def test_entries_signed_after_a_later_revealed_compromise_fail(
     # the timeline says the same of that entry, and nothing of the earlier ones
     from eventsourcing.persistence import Tracking
 
-    from ledger.views import open_view
+    from ledger.views.store import open_view
 
     view = open_view(
         {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(home.path / "v.db")}
@@ -308,8 +308,8 @@ def test_proofs_read_at_most_2_log2_n_stored_hashes(tmp_path: Path) -> None:
             [hashlib.sha256(i.to_bytes(8, "big")).digest() for i in range(start, start + 5000)],
         )
     signer_key = generate("notary")
-    from ledger.checkpoint import Checkpoint
-    from ledger.note import Signer
+    from ledger.formats.checkpoint import Checkpoint
+    from ledger.formats.note import Signer
 
     signer = Signer.from_private_key("tree.example/log", signer_key.private_key)
     note = sign_note(Checkpoint("tree.example/log", n, tree.root(n)).body(), signer)
@@ -328,7 +328,7 @@ def test_proofs_read_at_most_2_log2_n_stored_hashes(tmp_path: Path) -> None:
 async def test_exported_bundles_match_the_published_schema(ledger: Harness) -> None:
     import msgspec
 
-    from ledger.schemas import Bundle
+    from ailedger.schemas import Bundle
 
     await small_ledger(ledger)
     bundle = await export(ledger)
@@ -339,7 +339,7 @@ async def test_exported_bundles_match_the_published_schema(ledger: Harness) -> N
 async def test_a_notary_refuses_to_sign_over_a_rewritten_history(tmp_path: Path, home: Any) -> None:
     """CHECKPOINTS restored next to another LEDGER (a wrong backup, a rewrite): the
     notary must not sign a checkpoint inconsistent with the one it signed before."""
-    from ledger.bus import CHECKPOINTS
+    from ledger.bus.streams import CHECKPOINTS
     from services.notary import NotaryError
 
     a_server, b_server = EmbeddedNats(tmp_path / "a"), EmbeddedNats(tmp_path / "b")
@@ -366,8 +366,8 @@ async def test_a_notary_refuses_to_sign_over_a_rewritten_history(tmp_path: Path,
 async def test_checkpoints_follow_the_cadence_and_extend_each_other(
     nats_server: EmbeddedNats, home: Any
 ) -> None:
-    from ledger.bus import CHECKPOINTS, last_sequence, read_stream
-    from ledger.merkle import verify_consistency
+    from ledger.bus.streams import CHECKPOINTS, last_sequence, read_stream
+    from ledger.formats.merkle import verify_consistency
 
     async with running_notary(
         nats_server.url, home, checkpoint_every=4, checkpoint_interval=3600
@@ -447,8 +447,8 @@ async def test_a_claimed_verdict_is_recomputed_offline(ledger: Harness) -> None:
 
 
 async def ledger_entries(h: Harness) -> list[Any]:
-    from ledger.bus import LEDGER, last_sequence, read_stream
-    from ledger.entry import Entry
+    from ledger.bus.streams import LEDGER, last_sequence, read_stream
+    from ledger.formats.entry import Entry
 
     nc = await connect(h.url)
     try:
@@ -461,7 +461,7 @@ async def ledger_entries(h: Harness) -> list[Any]:
 def forged_bundle(h: Harness, entries: list[Any], chains: dict[str, int]) -> dict[str, Any]:
     """A bundle over ``entries`` (the real ones plus forged ones), with a checkpoint the
     operator signs with the notary key: what the log key alone allows."""
-    from ledger.merkle import MemoryHashStore, prove_record
+    from ledger.formats.merkle import MemoryHashStore, prove_record
 
     tree = MemoryHashStore()
     for e in entries:
@@ -493,9 +493,9 @@ def forged_bundle(h: Harness, entries: list[Any], chains: dict[str, int]) -> dic
 
 
 async def test_an_operator_forged_entry_by_an_unauthorized_signer_fails(ledger: Harness) -> None:
-    from ledger.bootstrap import DEFAULT_PARAMETERS
-    from ledger.client import sign_event
-    from ledger.entry import Entry
+    from ledger.bus.client import sign_event
+    from ledger.bus.home import DEFAULT_PARAMETERS
+    from ledger.formats.entry import Entry
 
     bank_key, bank = await ledger.enrol("bank", ["owner"])
     await ledger.register(bank, "scorer")

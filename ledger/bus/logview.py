@@ -8,7 +8,7 @@ from datetime import datetime
 import msgspec
 from nats.aio.client import Client as NATS
 
-from ledger.bus import (
+from ledger.bus.streams import (
     HDR_DETAIL,
     HDR_EVENT,
     HDR_INTAKE_SUBJECT,
@@ -18,8 +18,8 @@ from ledger.bus import (
     last_sequence,
     read_stream,
 )
-from ledger.dsse import EnvelopeError, parse_envelope
-from ledger.entry import Entry
+from ledger.formats.dsse import EnvelopeError, parse_envelope
+from ledger.formats.entry import Entry
 
 __all__ = ["LogRow", "RejectionRow", "read_log", "read_rejections"]
 

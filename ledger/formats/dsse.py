@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ledger import strictjson
-from ledger.keys import ActorKey
+from ledger.formats import strictjson
+from ledger.formats.keys import ActorKey
 
 __all__ = [
     "PAYLOAD_TYPE",

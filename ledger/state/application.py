@@ -31,10 +31,14 @@ from eventsourcing.domain import Aggregate, DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Tracking
 from eventsourcing.projection import EventSourcedProjection
 
-from ledger import errors
-from ledger import events as ev
-from ledger.authority import authorize
-from ledger.domain import (
+from ledger.formats.dsse import EnvelopeError, ParsedEnvelope, parse_envelope
+from ledger.formats.entry import Entry, MalformedEntryError
+from ledger.formats.keys import decode_public_key, fingerprint
+from ledger.formats.trust import TrustPolicy
+from ledger.law import events as ev
+from ledger.law import rejections as errors
+from ledger.law.authority import authorize
+from ledger.state.domain import (
     Actor,
     AISystem,
     Audit,
@@ -48,10 +52,6 @@ from ledger.domain import (
     Rulebook,
     SubjectAggregate,
 )
-from ledger.dsse import EnvelopeError, ParsedEnvelope, parse_envelope
-from ledger.entry import Entry, MalformedEntryError
-from ledger.keys import decode_public_key, fingerprint
-from ledger.trust import TrustPolicy
 
 __all__ = [
     "AlreadyIntegrated",
@@ -362,7 +362,7 @@ class Batch:
     ) -> Admitted:
         """Check a new submission against everything and stage its entry.
 
-        Raises a :class:`~ledger.errors.Rejection`, or
+        Raises a :class:`~ledger.law.rejections.Rejection`, or
         :class:`AlreadyIntegrated` for an exact resubmission.
         """
         return self._integrate(env, event, self.next_index, integrated, signatures, None)

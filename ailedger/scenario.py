@@ -22,10 +22,10 @@ from typing import Any
 
 import msgspec
 
-from ledger import events as ev
-from ledger.bootstrap import DEFAULT_PARAMETERS
-from ledger.client import sign_event
-from ledger.keys import ActorKey, generate
+from ledger.bus.client import sign_event
+from ledger.bus.home import DEFAULT_PARAMETERS
+from ledger.formats.keys import ActorKey, generate
+from ledger.law import events as ev
 
 __all__ = ["START", "Scenario", "Step"]
 

@@ -24,8 +24,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from ledger.note import NoteError, Signer, Verifiers, open_note, sign_note
-from ledger.timeutil import ClockError, format_time, parse_time
+from ledger.formats.note import NoteError, Signer, Verifiers, open_note, sign_note
+from ledger.formats.timeutil import ClockError, format_time, parse_time
 
 __all__ = ["RECEIPT_HEADER", "Receipt", "ReceiptError", "open_receipt", "sign_receipt"]
 

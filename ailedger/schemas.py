@@ -1,11 +1,11 @@
 """JSON Schemas of the formats, generated from msgspec Structs.
 
 Event payloads are the catalogue's own Structs. The envelope and the trust
-policy are parsed by hand in :mod:`ledger.dsse` and :mod:`ledger.trust` (the
+policy are parsed by hand in :mod:`ledger.formats.dsse` and :mod:`ledger.formats.trust` (the
 offline verifier needs them with ``cryptography`` only), so their shapes are
 declared here for the schema; tests decode real documents with both.
 
-``python -m ledger.schemas`` writes them into ``schemas/``; a test fails when
+``python -m ailedger.schemas`` writes them into ``schemas/``; a test fails when
 the files there drift from the code.
 """
 
@@ -17,10 +17,10 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from ledger import events as ev
-from ledger.bus import Verdict
-from ledger.keys import SLUG
-from ledger.timeutil import RFC3339_UTC
+from ledger.bus.streams import Verdict
+from ledger.formats.keys import SLUG
+from ledger.formats.timeutil import RFC3339_UTC
+from ledger.law import events as ev
 
 __all__ = ["SCHEMA_DIR", "generate", "write"]
 
@@ -49,7 +49,7 @@ class TrustedKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class TrustPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """The regulator's published trust policy (ledger.trust)."""
+    """The regulator's published trust policy (ledger.formats.trust)."""
 
     format: Literal["ailedger/trust/v1"]
     origin: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -78,7 +78,7 @@ class BundleConsistency(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Bundle(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """An evidence bundle (ledger.verify): entries with proofs under a signed checkpoint."""
+    """An evidence bundle (ledger.verify.bundle): entries with proofs under a signed checkpoint."""
 
     format: Literal["ailedger/bundle/v1"]
     origin: str
@@ -93,7 +93,7 @@ class Bundle(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class LedgerEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """A ledger entry's fields. Stored and hashed in the text form of ``ledger.entry``:
+    """A ledger entry's fields. Stored and hashed in the text form of ``ledger.formats.entry``:
     a header of lines ``ailedger/entry/v1``, ``index``, ``integrated``, ``subject``,
     ``prev``, an empty line, then the DSSE envelope bytes exactly as submitted.
     """

@@ -5,7 +5,7 @@ signer, integration time, key, payload) in a table of its own, recorded
 together with its own ``Tracking("LEDGER", sequence)`` in one transaction, so
 each entry is applied exactly once. ``status(system, at=T)`` reads the rows
 of the system's chain and of the rulebook up to T and runs the rule engine
-(:mod:`ledger.rules`) on them; ``timeline`` lists who did what.
+(:mod:`ledger.law.rules`) on them; ``timeline`` lists who did what.
 
 The recorder is chosen by ``PERSISTENCE_MODULE`` as eventsourcing does:
 SQLite (one database file, tables not prefixed) or PostgreSQL (tables named
@@ -16,22 +16,21 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from eventsourcing.persistence import InfrastructureFactory, Tracking, TrackingRecorder
+from eventsourcing.persistence import Tracking, TrackingRecorder
 from eventsourcing.projection import Projection
 from eventsourcing.sqlite import SQLiteTrackingRecorder
-from eventsourcing.utils import Environment
 
-from ledger import strictjson
-from ledger.dsse import parse_envelope
-from ledger.entry import Entry
-from ledger.keys import KeyHistory
-from ledger.rules import Fact, SystemVerdict, evaluate, fact_from_entry, summarize
-from ledger.timeutil import format_time, parse_time
+from ledger.formats import strictjson
+from ledger.formats.dsse import parse_envelope
+from ledger.formats.entry import Entry
+from ledger.formats.keys import KeyHistory
+from ledger.formats.timeutil import format_time, parse_time
+from ledger.law.rules import Fact, SystemVerdict, evaluate, fact_from_entry, summarize
 
 __all__ = [
     "COLUMNS",
@@ -40,7 +39,6 @@ __all__ = [
     "EntryRow",
     "TimelineRow",
     "epoch_micros",
-    "open_view",
     "select_rows",
 ]
 
@@ -353,17 +351,3 @@ def _apply_key_event(
         )
     elif f.type == "KeyRevoked" and target in keys.rings:
         keys.revoke(target, str(p["key"]), f.time("compromised_at"), f.integrated, f.index)
-
-
-def open_view(env: Mapping[str, str]) -> ComplianceView:
-    """The view on the store ``env`` names (eventsourcing settings, e.g. SQLite file)."""
-    factory = InfrastructureFactory[ComplianceViewRecorder].construct(
-        Environment(ComplianceView.name, dict(env))
-    )
-    cls: type[ComplianceViewRecorder] = SQLiteComplianceView
-    if str(env.get("PERSISTENCE_MODULE", "")).endswith("postgres"):
-        # psycopg is an optional dependency (the "postgres" extra)
-        from ledger.views_pg import PostgresComplianceView
-
-        cls = PostgresComplianceView
-    return ComplianceView(view=factory.tracking_recorder(cls))

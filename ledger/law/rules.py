@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ledger import strictjson
-from ledger.dsse import ParsedEnvelope, parse_envelope
-from ledger.entry import Entry
-from ledger.timeutil import format_time, parse_time
+from ledger.formats import strictjson
+from ledger.formats.dsse import ParsedEnvelope, parse_envelope
+from ledger.formats.entry import Entry
+from ledger.formats.timeutil import format_time, parse_time
 
 __all__ = [
     "Fact",

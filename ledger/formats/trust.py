@@ -17,11 +17,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from ledger import strictjson
-from ledger.checkpoint import CosignatureVerifier
-from ledger.keys import SLUG, decode_public_key
-from ledger.note import NoteError, Verifier
-from ledger.timeutil import ClockError, format_time, parse_time
+from ledger.formats import strictjson
+from ledger.formats.checkpoint import CosignatureVerifier
+from ledger.formats.keys import SLUG, decode_public_key
+from ledger.formats.note import NoteError, Verifier
+from ledger.formats.timeutil import ClockError, format_time, parse_time
 
 __all__ = ["TRUST_FORMAT", "TrustError", "TrustPolicy", "TrustedKey"]
 

@@ -5,7 +5,7 @@ event carries the :class:`Provenance` of that entry (ledger index, event id,
 signer, key fingerprint, ``signed_at``, ``integrated``, subject), so state can
 always be traced back to signed evidence.
 
-Guards are named ``check_*`` methods that raise the :mod:`ledger.errors`
+Guards are named ``check_*`` methods that raise the :mod:`ledger.law.rejections`
 rejection of the rule they enforce. Handlers check first and change state
 after, so a rejected submission leaves nothing behind.
 
@@ -26,9 +26,9 @@ from uuid import UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import Transcoding
 
-from ledger import errors
-from ledger.keys import KeyRing, decode_public_key, fingerprint
-from ledger.timeutil import format_time, parse_time
+from ledger.formats.keys import KeyRing, decode_public_key, fingerprint
+from ledger.formats.timeutil import format_time, parse_time
+from ledger.law import rejections as errors
 
 __all__ = [
     "AISystem",

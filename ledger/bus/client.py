@@ -27,16 +27,23 @@ from typing import Any, TypeVar
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from ledger import events as ev
-from ledger.bus import HDR_MSG_ID, HDR_REPLY, LOOKUP_SUBJECT, Verdict, connect, intake_subject
-from ledger.checkpoint import TlogProof, parse_checkpoint, parse_tlog_proof
-from ledger.dsse import sign_envelope
-from ledger.keys import ActorKey
-from ledger.merkle import verify_inclusion
-from ledger.note import Verifier, Verifiers, open_note
-from ledger.receipt import Receipt, ReceiptError, open_receipt
-from ledger.timeutil import Clock, SystemClock
-from ledger.trust import TrustPolicy
+from ledger.bus.streams import (
+    HDR_MSG_ID,
+    HDR_REPLY,
+    LOOKUP_SUBJECT,
+    Verdict,
+    connect,
+    intake_subject,
+)
+from ledger.formats.checkpoint import TlogProof, parse_checkpoint, parse_tlog_proof
+from ledger.formats.dsse import sign_envelope
+from ledger.formats.keys import ActorKey
+from ledger.formats.merkle import verify_inclusion
+from ledger.formats.note import Verifier, Verifiers, open_note
+from ledger.formats.receipt import Receipt, ReceiptError, open_receipt
+from ledger.formats.timeutil import Clock, SystemClock
+from ledger.formats.trust import TrustPolicy
+from ledger.law import events as ev
 
 __all__ = [
     "LedgerClient",

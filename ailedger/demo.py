@@ -21,19 +21,21 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from ledger.bootstrap import Home, init_home
-from ledger.bus import connect
-from ledger.client import LedgerClient, SubmissionRejected
-from ledger.logview import LogRow, RejectionRow, read_log, read_rejections
-from ledger.proofs import export_bundle
-from ledger.receipt import Receipt
-from ledger.scenario import START, Scenario, Step, Submission
-from ledger.timeutil import SimulatedClock, format_time
-from ledger.tree import TreeStore
-from ledger.verify import VerificationError, verify_bundle
-from ledger.views import ComplianceView, open_view
+from ailedger.scenario import START, Scenario, Step, Submission
+from ledger.bus.client import LedgerClient, SubmissionRejected
+from ledger.bus.home import Home, init_home
+from ledger.bus.logview import LogRow, RejectionRow, read_log, read_rejections
+from ledger.bus.proofs import export_bundle
+from ledger.bus.streams import connect
+from ledger.formats.receipt import Receipt
+from ledger.formats.timeutil import SimulatedClock, format_time
+from ledger.formats.tree import TreeStore
+from ledger.state.persistence import store_envs
+from ledger.verify.bundle import VerificationError, verify_bundle
+from ledger.views.compliance import ComplianceView
+from ledger.views.store import open_view
 from services.notary import Notary, serve
-from services.projector import rebuild, store_envs
+from services.projector import rebuild
 
 __all__ = ["DEMO_ORIGIN", "Outcome", "play", "run_demo"]
 
@@ -199,7 +201,7 @@ async def _run(workdir: Path, console: Console) -> int:
                 bundle = await export_bundle(
                     nc, tree, subjects=[f"system/{BUNDLE_SYSTEM}"], claim=True
                 )
-            state_env, view_env = store_envs(home)
+            state_env, view_env = store_envs(home.state_dir)
             rebuilt = await rebuild(nc, home, state_env, view_env)
             over_time = compliance_over_time(open_view(view_env), STATUS_DATES)
         finally:

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 
-from ledger.merkle import leaf_hash
-from ledger.timeutil import ClockError, format_time, parse_time
+from ledger.formats.merkle import leaf_hash
+from ledger.formats.timeutil import ClockError, format_time, parse_time
 
 __all__ = ["ENTRY_HEADER", "Entry", "MalformedEntryError", "ledger_subject"]
 

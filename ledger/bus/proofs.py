@@ -1,7 +1,7 @@
 """Serving proofs: checkpoints, tlog-proofs, consistency proofs and evidence bundles.
 
 Everything here is derived from LEDGER and CHECKPOINTS: the Merkle tree file
-(:class:`ledger.tree.TreeStore`) is brought up to date from LEDGER before use,
+(:class:`ledger.formats.tree.TreeStore`) is brought up to date from LEDGER before use,
 so any process can serve proofs, and a proof costs O(log n) reads of stored
 hashes, never a recomputation of the tree.
 """
@@ -16,8 +16,7 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 
-from ledger import strictjson
-from ledger.bus import (
+from ledger.bus.streams import (
     CHECKPOINTS,
     LEDGER,
     BusError,
@@ -26,13 +25,14 @@ from ledger.bus import (
     read_stream,
     read_subject,
 )
-from ledger.checkpoint import Checkpoint, format_tlog_proof, parse_checkpoint
-from ledger.dsse import parse_envelope
-from ledger.entry import Entry, ledger_subject
-from ledger.merkle import leaf_hash
-from ledger.rules import evaluate, fact_from_entry
-from ledger.tree import TreeStore
-from ledger.verify import BUNDLE_FORMAT, CLAIM_FORMAT
+from ledger.formats import strictjson
+from ledger.formats.checkpoint import Checkpoint, format_tlog_proof, parse_checkpoint
+from ledger.formats.dsse import parse_envelope
+from ledger.formats.entry import Entry, ledger_subject
+from ledger.formats.merkle import leaf_hash
+from ledger.formats.tree import TreeStore
+from ledger.law.rules import evaluate, fact_from_entry
+from ledger.verify.bundle import BUNDLE_FORMAT, CLAIM_FORMAT
 
 __all__ = [
     "ProofError",

@@ -4,10 +4,10 @@ Every payload is a member of the tagged union :data:`AnyEvent` (tag field
 ``type``). Decoding is strict: unknown types or fields, wrong types, floats
 anywhere, duplicate keys, naive or non-``Z`` times and ids that are not slugs
 are all rejected with :class:`SchemaError`. JSON Schemas in ``schemas/`` are
-generated from these classes (:mod:`ledger.schemas`).
+generated from these classes (:mod:`ailedger.schemas`).
 
-Which roles may sign each type is :data:`ledger.authority.SIGNERS`; the notary
-enforces it together with the invariants in :mod:`ledger.domain`.
+Which roles may sign each type is :data:`ledger.law.authority.SIGNERS`; the notary
+enforces it together with the invariants in :mod:`ledger.state.domain`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from ledger import strictjson
-from ledger.keys import SLUG
-from ledger.timeutil import RFC3339_UTC, ClockError, utc
+from ledger.formats import strictjson
+from ledger.formats.keys import SLUG
+from ledger.formats.timeutil import RFC3339_UTC, ClockError, utc
 
 __all__ = [
     "EVENT_TYPES",
@@ -471,7 +471,7 @@ _encoder = msgspec.json.Encoder()
 def decode_event(payload: bytes) -> AnyEvent:
     """Decode a payload strictly, or raise :class:`SchemaError` naming the problem.
 
-    A first pass (:mod:`ledger.strictjson`) rejects what msgspec would let
+    A first pass (:mod:`ledger.formats.strictjson`) rejects what msgspec would let
     through (duplicate keys, floats, non-``Z`` times); msgspec then checks
     types, patterns and the tagged union.
     """

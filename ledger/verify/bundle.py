@@ -48,22 +48,28 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ledger import strictjson
-from ledger.authority import authorize
-from ledger.checkpoint import (
+from ledger.formats import strictjson
+from ledger.formats.checkpoint import (
     Checkpoint,
     CosignatureVerifier,
     MalformedCheckpointError,
     cosignature_timestamp,
     parse_checkpoint,
 )
-from ledger.dsse import EnvelopeError, ParsedEnvelope, parse_envelope
-from ledger.entry import Entry, MalformedEntryError
-from ledger.keys import KeyHistory, KeyRing, decode_public_key, fingerprint
-from ledger.merkle import HASH_SIZE, ProofError, leaf_hash, verify_consistency, verify_inclusion
-from ledger.note import Note, NoteError, Verifier, Verifiers, open_note
-from ledger.timeutil import ClockError, format_time, parse_time
-from ledger.trust import TrustPolicy
+from ledger.formats.dsse import EnvelopeError, ParsedEnvelope, parse_envelope
+from ledger.formats.entry import Entry, MalformedEntryError
+from ledger.formats.keys import KeyHistory, KeyRing, decode_public_key, fingerprint
+from ledger.formats.merkle import (
+    HASH_SIZE,
+    ProofError,
+    leaf_hash,
+    verify_consistency,
+    verify_inclusion,
+)
+from ledger.formats.note import Note, NoteError, Verifier, Verifiers, open_note
+from ledger.formats.timeutil import ClockError, format_time, parse_time
+from ledger.formats.trust import TrustPolicy
+from ledger.law.authority import authorize
 
 __all__ = ["BUNDLE_FORMAT", "Report", "VerificationError", "verify_bundle"]
 
@@ -564,7 +570,7 @@ def _judge_authority(
     systems: dict[str, dict[str, str]],
     insurers: dict[tuple[str, str], str],
 ) -> None:
-    """The notary's rules of who may sign what (ledger.authority), at this entry."""
+    """The notary's rules of who may sign what (ledger.law.authority), at this entry."""
     p, subject, actor = item.payload, item.entry.subject, item.actor
     if actor in suspended:
         raise VerificationError("authority", f"{actor} was suspended", item.index)
@@ -647,7 +653,7 @@ def _consistency(
 
 def _recompute(doc: dict[str, Any], items: list[_Item], checkpoint: Checkpoint) -> list[str]:
     """Recompute the claimed verdicts from the bundle's entries with the rule engine."""
-    from ledger.rules import evaluate, fact_from_entry
+    from ledger.law.rules import evaluate, fact_from_entry
 
     claim = doc.get("claim")
     if not isinstance(claim, dict) or claim.get("format") != CLAIM_FORMAT:

@@ -28,8 +28,8 @@ from typing import ClassVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger.merkle import HASH_SIZE
-from ledger.note import (
+from ledger.formats.merkle import HASH_SIZE
+from ledger.formats.note import (
     MalformedNoteError,
     Signature,
     Signer,

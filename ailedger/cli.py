@@ -25,24 +25,26 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ledger import events as ev
-from ledger import proofs
-from ledger.bootstrap import Home, init_home
-from ledger.bus import BusError, connect
-from ledger.client import LedgerClient, SubmissionError, SubmissionRejected
-from ledger.demo import VERDICT_STYLE, ledger_table, rejections_table
-from ledger.dsse import EnvelopeError, parse_envelope
-from ledger.keys import KeyFileError, generate, load_key, save_key
-from ledger.logview import LogRow, RejectionRow, read_log, read_rejections
-from ledger.receipt import Receipt
-from ledger.rules import SystemVerdict
-from ledger.state import LedgerState
-from ledger.timeutil import SystemClock, format_time
-from ledger.tree import TreeStore
-from ledger.trust import TrustError, TrustPolicy
-from ledger.verify import VerificationError, verify_bundle
-from ledger.views import TimelineRow, open_view
-from services.projector import Projector, RebuildReport, store_envs
+from ailedger.demo import VERDICT_STYLE, ledger_table, rejections_table
+from ledger.bus import proofs
+from ledger.bus.client import LedgerClient, SubmissionError, SubmissionRejected
+from ledger.bus.home import Home, init_home
+from ledger.bus.logview import LogRow, RejectionRow, read_log, read_rejections
+from ledger.bus.streams import BusError, connect
+from ledger.formats.dsse import EnvelopeError, parse_envelope
+from ledger.formats.keys import KeyFileError, generate, load_key, save_key
+from ledger.formats.receipt import Receipt
+from ledger.formats.timeutil import SystemClock, format_time
+from ledger.formats.tree import TreeStore
+from ledger.formats.trust import TrustError, TrustPolicy
+from ledger.law import events as ev
+from ledger.law.rules import SystemVerdict
+from ledger.state.application import LedgerState
+from ledger.state.persistence import store_envs
+from ledger.verify.bundle import VerificationError, verify_bundle
+from ledger.views.compliance import TimelineRow
+from ledger.views.store import open_view
+from services.projector import Projector, RebuildReport
 from services.projector import rebuild as projector_rebuild
 
 app = typer.Typer(
@@ -529,7 +531,7 @@ async def _projection(home: Path, nats: str | None, job: Callable[[Projector], A
     """Bring the projector's stores up to date with LEDGER, then run ``job``."""
     h = _home(home)
     url = _nats_url(home, nats)
-    state_env, view_env = store_envs(h)
+    state_env, view_env = store_envs(h.state_dir)
     nc = await connect(url, name="ailedger-projection", max_reconnect_attempts=2)
     projector = Projector(nc, LedgerState(state_env, trust=h.trust()), open_view(view_env))
     try:
@@ -574,7 +576,7 @@ def rebuild(home: HomeOpt = DEFAULT_HOME, nats: NatsOpt = None) -> None:
     """Drop the compliance state and views and rebuild them from LEDGER."""
     h = _home(home)
     url = _nats_url(home, nats)
-    state_env, view_env = store_envs(h)
+    state_env, view_env = store_envs(h.state_dir)
 
     async def run() -> RebuildReport:
         nc = await connect(url, name="ailedger-rebuild", max_reconnect_attempts=2)
@@ -736,7 +738,7 @@ def demo(
     ] = None,
 ) -> None:
     """Play the DOMAIN.md scenario on a fresh embedded ledger and show the result."""
-    from ledger.demo import run_demo
+    from ailedger.demo import run_demo
 
     raise typer.Exit(run_demo(console, keep))
 

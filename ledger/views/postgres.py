@@ -10,7 +10,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from psycopg.sql import SQL, Identifier
 
-from ledger.views import (
+from ledger.views.compliance import (
     COLUMNS,
     ComplianceViewRecorder,
     EntryRow,

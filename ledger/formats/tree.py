@@ -1,7 +1,7 @@
 """A durable RFC 9162 Merkle tree: Go tlog stored hashes, appended to one file.
 
 The file holds the ledger's tree in the dense layout of Go's
-golang.org/x/mod/sumdb/tlog (see ``ledger.merkle``): stored hash i, the leaf
+golang.org/x/mod/sumdb/tlog (see ``ledger.formats.merkle``): stored hash i, the leaf
 hash or a complete-subtree hash, is the 32 bytes at offset ``32 * i``; a tree of
 n leaves is exactly ``stored_hash_count(n) * 32`` bytes. Nothing else is stored:
 the tree size is the file length, so any process opening the file sees the
@@ -18,7 +18,7 @@ blocks of zeros after a crash) is taken as leaves. The file is derived data,
 rebuildable from the leaf hashes of LEDGER, so the writer should check its size
 and last leaf hash against LEDGER when it starts; it is fsynced only when asked.
 
-Only the standard library and ``ledger.merkle``: offline verification uses it.
+Only the standard library and ``ledger.formats.merkle``: offline verification uses it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from ledger import merkle
+from ledger.formats import merkle
 
 __all__ = ["TreeError", "TreeStore"]
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from ledger import events as ev
-from ledger.client import sign_event
-from ledger.keys import ActorKey, generate, load_key, save_key
-from ledger.note import Signer, verifier_key
-from ledger.timeutil import SystemClock
-from ledger.trust import TrustedKey, TrustPolicy
+from ledger.bus.client import sign_event
+from ledger.formats.keys import ActorKey, generate, load_key, save_key
+from ledger.formats.note import Signer, verifier_key
+from ledger.formats.timeutil import SystemClock
+from ledger.formats.trust import TrustedKey, TrustPolicy
+from ledger.law import events as ev
 
 __all__ = ["DEFAULT_PARAMETERS", "Home", "default_policy", "init_home"]
 

@@ -1,9 +1,9 @@
 """Published files shipped inside the package: JSON Schemas and example payloads.
 
 The schemas are generated into the repository's ``schemas/`` (``python -m
-ledger.schemas``) and installed as the package ``ledger.published`` (see
+ailedger.schemas``) and installed as the package ``ailedger.published`` (see
 ``pyproject.toml``); example payloads, one per event type, live in
-``ledger/examples/``. From a source checkout the schemas are read from
+``ailedger/examples/``. From a source checkout the schemas are read from
 ``schemas/`` beside the package.
 """
 
@@ -18,13 +18,13 @@ __all__ = ["example", "example_types", "schema", "schema_names"]
 
 def _schemas() -> Traversable:
     try:
-        return importlib.resources.files("ledger.published")
+        return importlib.resources.files("ailedger.published")
     except ModuleNotFoundError:  # a source checkout: the generated directory itself
         return Path(__file__).resolve().parent.parent / "schemas"
 
 
 def _examples() -> Traversable:
-    return importlib.resources.files("ledger") / "examples"
+    return importlib.resources.files("ailedger") / "examples"
 
 
 def schema_names() -> list[str]:
