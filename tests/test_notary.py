@@ -62,7 +62,7 @@ async def test_resubmitted_event_gets_the_same_receipt_and_one_entry(ledger: Har
     first = await client.submit(event)
     again = await client.submit(event)
     # a different client process resubmitting the same signed bytes
-    other = await ledger.bus.client(client.key)
+    other = await ledger.client(client.key)
     third = await other.submit(event)
     assert first.note == again.note == third.note
     assert await ledger.ledger_size() == 3  # genesis, enrolment, registration
