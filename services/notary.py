@@ -70,6 +70,7 @@ from ledger.bus.streams import (
 from ledger.formats.checkpoint import Checkpoint, format_tlog_proof, parse_checkpoint
 from ledger.formats.dsse import EnvelopeError, ParsedEnvelope, parse_envelope
 from ledger.formats.entry import Entry, ledger_subject
+from ledger.formats.errors import USAGE, LedgerError
 from ledger.formats.keys import SLUG, fingerprint
 from ledger.formats.merkle import leaf_hash, stored_hash_index
 from ledger.formats.note import NoteError, Signer, Verifier, Verifiers, open_note, sign_note
@@ -93,8 +94,11 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 CONSUMER = "notary"
 
 
-class NotaryError(RuntimeError):
+class NotaryError(LedgerError, RuntimeError):
     """The notary cannot run (no genesis, foreign key, state from another ledger)."""
+
+    code = "notary_cannot_run"
+    exit_status = USAGE
 
 
 @dataclass

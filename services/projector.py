@@ -20,9 +20,10 @@ from eventsourcing.persistence import Tracking
 from nats.aio.client import Client as NATS
 
 from ledger.bus.home import Home
-from ledger.bus.proofs import ProofError, find_checkpoint
+from ledger.bus.proofs import ProofUnavailable, find_checkpoint
 from ledger.bus.streams import LEDGER, last_sequence, read_stream
 from ledger.formats.checkpoint import parse_checkpoint
+from ledger.formats.errors import CHECK_FAILED, LedgerError
 from ledger.formats.merkle import MemoryHashStore
 from ledger.formats.note import Verifier, Verifiers, open_note
 from ledger.state.application import LedgerState
@@ -103,8 +104,11 @@ class Projector:
         self.state_thread.close()
 
 
-class RebuildError(RuntimeError):
+class RebuildError(LedgerError, RuntimeError):
     """The replayed LEDGER does not match its signed checkpoint."""
+
+    code = "rebuild_mismatch"
+    exit_status = CHECK_FAILED
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,7 @@ async def rebuild(
             signed.note, Verifiers(*(Verifier.from_vkey(k) for k in trust.log_vkeys()))
         )
         checkpoint = parse_checkpoint(note.text)
-    except ProofError:
+    except ProofUnavailable:
         checkpoint = None
     drop_stores(state_env, view_env)
     projector = Projector(nc, LedgerState(state_env, trust=trust), open_view(view_env))

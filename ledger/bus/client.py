@@ -37,6 +37,7 @@ from ledger.bus.streams import (
 )
 from ledger.formats.checkpoint import TlogProof, parse_checkpoint, parse_tlog_proof
 from ledger.formats.dsse import sign_envelope
+from ledger.formats.errors import CHECK_FAILED, UNAVAILABLE, LedgerError
 from ledger.formats.keys import ActorKey
 from ledger.formats.merkle import verify_inclusion
 from ledger.formats.note import Verifier, Verifiers, open_note
@@ -67,8 +68,11 @@ def sign_event(event: ev.Event, key: ActorKey) -> bytes:
     return sign_envelope(payload, key)
 
 
-class SubmissionError(Exception):
+class SubmissionError(LedgerError):
     """A submission did not get a receipt."""
+
+    code = "submission_failed"
+    exit_status = CHECK_FAILED
 
     def __init__(self, message: str, event_id: str) -> None:
         super().__init__(message)
@@ -78,14 +82,21 @@ class SubmissionError(Exception):
 class SubmissionRejected(SubmissionError):
     """The notary refused the event; ``code`` is its stable reason code."""
 
+    code = "submission_rejected"
+    exit_status = CHECK_FAILED
+
     def __init__(self, code: str, detail: str, event_id: str) -> None:
         super().__init__(f"{code}: {detail}", event_id)
-        self.code = code
+        # Each instance carries the notary's reason code (a Rejection's code).
+        self.code = code  # type: ignore[misc]
         self.detail = detail
 
 
 class SubmissionTimeout(SubmissionError):
     """No verdict in time. The event may still be integrated: resubmit the same envelope."""
+
+    code = "submission_timeout"
+    exit_status = UNAVAILABLE
 
 
 class LedgerClient:

@@ -19,11 +19,16 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from ledger.formats.errors import UNAVAILABLE, LedgerError
+
 __all__ = ["EmbeddedNats", "NatsServerError", "nats_server_binary"]
 
 
-class NatsServerError(RuntimeError):
+class NatsServerError(LedgerError, RuntimeError):
     """The nats-server binary is missing or did not come up."""
+
+    code = "nats_server"
+    exit_status = UNAVAILABLE
 
 
 def nats_server_binary() -> Path:

@@ -29,13 +29,14 @@ from ledger.formats import strictjson
 from ledger.formats.checkpoint import Checkpoint, format_tlog_proof, parse_checkpoint
 from ledger.formats.dsse import parse_envelope
 from ledger.formats.entry import Entry, ledger_subject
+from ledger.formats.errors import USAGE, LedgerError
 from ledger.formats.merkle import leaf_hash
 from ledger.formats.tree import TreeStore
 from ledger.law.rules import evaluate, fact_from_entry
 from ledger.verify.bundle import BUNDLE_FORMAT, CLAIM_FORMAT
 
 __all__ = [
-    "ProofError",
+    "ProofUnavailable",
     "SignedCheckpoint",
     "consistency",
     "export_bundle",
@@ -45,8 +46,11 @@ __all__ = [
 ]
 
 
-class ProofError(Exception):
+class ProofUnavailable(LedgerError):
     """What was asked cannot be proven (no checkpoint yet, index beyond it ...)."""
+
+    code = "proof_unavailable"
+    exit_status = USAGE
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ class SignedCheckpoint:
         # itself is checked by whoever relies on it (the verifier, the client).
         body, sep, _ = note.partition(b"\n\n")
         if not sep:
-            raise ProofError("not a signed note")
+            raise ProofUnavailable("not a signed note")
         return SignedCheckpoint(parse_checkpoint(body.decode() + "\n"), note)
 
 
@@ -68,14 +72,14 @@ async def find_checkpoint(nc: NATS, size: int | None = None) -> SignedCheckpoint
     """The latest checkpoint, or the one of tree size ``size``."""
     last = await last_sequence(nc, CHECKPOINTS)
     if last == 0:
-        raise ProofError("no checkpoint has been signed yet")
+        raise ProofUnavailable("no checkpoint has been signed yet")
     found = None
     async for m in read_stream(nc, CHECKPOINTS, 1, last):
         signed = SignedCheckpoint.parse(m.data)
         if size is None or signed.checkpoint.size == size:
             found = signed
     if found is None:
-        raise ProofError(f"no checkpoint of size {size}")
+        raise ProofUnavailable(f"no checkpoint of size {size}")
     return found
 
 
@@ -97,7 +101,7 @@ async def sync_tree(nc: NATS, tree: TreeStore, up_to: int) -> None:
 def tlog_proof(tree: TreeStore, index: int, signed: SignedCheckpoint) -> bytes:
     """C2SP tlog-proof: the entry's inclusion under a signed checkpoint."""
     if not 0 <= index < signed.checkpoint.size:
-        raise ProofError(
+        raise ProofUnavailable(
             f"entry {index} is not covered by the checkpoint of size {signed.checkpoint.size}"
         )
     return format_tlog_proof(
@@ -107,7 +111,7 @@ def tlog_proof(tree: TreeStore, index: int, signed: SignedCheckpoint) -> bytes:
 
 def consistency(tree: TreeStore, old_size: int, new_size: int) -> list[bytes]:
     if not 0 <= old_size <= new_size <= tree.size:
-        raise ProofError(f"cannot prove {old_size} -> {new_size} with {tree.size} entries")
+        raise ProofUnavailable(f"cannot prove {old_size} -> {new_size} with {tree.size} entries")
     return tree.consistency_proof(old_size, new_size)
 
 
@@ -142,20 +146,22 @@ async def export_bundle(
     size = signed.checkpoint.size
     await sync_tree(nc, tree, size)
     if tree.root(size) != signed.checkpoint.root_hash:
-        raise ProofError(f"LEDGER's first {size} entries do not give the checkpoint's root")
+        raise ProofUnavailable(f"LEDGER's first {size} entries do not give the checkpoint's root")
 
     wanted = set(subjects)
     if actor is not None or index_range is not None:
         first, last = index_range if index_range is not None else (0, size - 1)
         if not 0 <= first <= last < size:
-            raise ProofError(f"range {first}..{last} is not within the checkpoint (size {size})")
+            raise ProofUnavailable(
+                f"range {first}..{last} is not within the checkpoint (size {size})"
+            )
         if actor is not None:
             wanted.add(f"actor/{actor}")
         async for m in read_stream(nc, LEDGER, first + 1, last + 1):
             if actor is None or _signer(m.data) == actor:
                 wanted.add(Entry.parse(m.data).subject)
     if not wanted:
-        raise ProofError("choose a system, an actor or an index range")
+        raise ProofUnavailable("choose a system, an actor or an index range")
 
     chains: dict[str, list[Entry]] = {}
     todo = sorted(wanted | {"ledger/genesis"})
@@ -166,10 +172,12 @@ async def export_bundle(
         try:
             messages = await read_subject(nc, LEDGER, ledger_subject(subject), size)
         except BusError as e:
-            raise ProofError(f"reading {subject}: {e}") from None
+            raise ProofUnavailable(f"reading {subject}: {e}") from None
         if not messages:
             if subject in wanted:
-                raise ProofError(f"no entries about {subject} up to the checkpoint (size {size})")
+                raise ProofUnavailable(
+                    f"no entries about {subject} up to the checkpoint (size {size})"
+                )
             continue  # e.g. a regulator with no actor chain: its keys are in the genesis
         chains[subject] = [Entry.parse(m.data) for m in messages]
         for entry in chains[subject]:
@@ -214,7 +222,7 @@ async def _claim(nc: NATS, entries: list[Entry], wanted: set[str], size: int) ->
     the entries up to its last index, judged at that entry's integration time."""
     last = await get_message(nc, LEDGER, size)
     if last is None:
-        raise ProofError(f"LEDGER #{size} is missing")
+        raise ProofUnavailable(f"LEDGER #{size} is missing")
     at = Entry.parse(last.data).integrated
     facts = [fact_from_entry(e) for e in entries]
     systems = sorted(s.partition("/")[2] for s in wanted if s.startswith("system/"))

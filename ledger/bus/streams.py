@@ -25,6 +25,8 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from ledger.formats.errors import CHECK_FAILED, UNAVAILABLE, LedgerError
+
 __all__ = [
     "CHECKPOINTS",
     "INTAKE",
@@ -33,6 +35,7 @@ __all__ = [
     "BatchRejected",
     "BusError",
     "Fenced",
+    "NatsUnreachable",
     "UnsafeLedgerStream",
     "Verdict",
     "connect",
@@ -128,20 +131,39 @@ def stream_configs(replicas: int = 1) -> dict[str, dict[str, Any]]:
     }
 
 
-class BusError(RuntimeError):
+class BusError(LedgerError, RuntimeError):
     """NATS is unreachable or answered with an error."""
+
+    code = "nats_error"
+    exit_status = UNAVAILABLE
+
+
+class NatsUnreachable(BusError):
+    """No NATS server answers at the URL (after a few quick attempts)."""
+
+    code = "nats_unreachable"
+    exit_status = UNAVAILABLE
 
 
 class UnsafeLedgerStream(BusError):
     """The LEDGER stream exists with settings that would let history be deleted."""
 
+    code = "unsafe_ledger_stream"
+    exit_status = CHECK_FAILED
+
 
 class Fenced(BusError):
     """The LEDGER stream moved on: another notary appended first (wrong last sequence)."""
 
+    code = "fenced"
+    exit_status = UNAVAILABLE
+
 
 class BatchRejected(BusError):
     """The server refused an atomic batch for another reason."""
+
+    code = "batch_rejected"
+    exit_status = UNAVAILABLE
 
 
 def intake_subject(actor: str, event_type: str) -> str:
@@ -152,24 +174,45 @@ def rejected_subject(actor: str) -> str:
     return f"rejected.{actor}"
 
 
+#: Attempts at the first connection before giving up: an unreachable server
+#: fails in about a second (refused) or ``CONNECT_ATTEMPTS`` x 3 s (no answer).
+CONNECT_ATTEMPTS = 3
+
+
 async def connect(url: str, *, name: str = "ailedger", **options: Any) -> NATS:
-    """Connect with bounded timeouts, logging async errors instead of losing them."""
+    """Connect with bounded timeouts, logging async errors instead of losing them.
+
+    The first connection is tried :data:`CONNECT_ATTEMPTS` times, then
+    :class:`NatsUnreachable` names the URL; once connected, the client
+    reconnects up to ``max_reconnect_attempts`` times (default 30).
+    """
+    connected = False
+    failures: list[Exception] = []
 
     async def error_cb(e: Exception) -> None:
-        log.error("NATS error (%s): %s", name, e)
+        if connected:
+            log.error("NATS error (%s): %s", name, e)
+        else:  # reported once, in NatsUnreachable, not once per attempt
+            failures.append(e)
 
+    reconnect_attempts = options.pop("max_reconnect_attempts", 30)
     try:
         nc: NATS = await nats.connect(
             url,
             name=name,
             connect_timeout=3,
-            max_reconnect_attempts=options.pop("max_reconnect_attempts", 30),
+            max_reconnect_attempts=CONNECT_ATTEMPTS - 1,
             reconnect_time_wait=0.5,
             error_cb=error_cb,
             **options,
         )
     except Exception as e:  # nats-py raises several unrelated types here
-        raise BusError(f"cannot connect to NATS at {url}: {e or type(e).__name__}") from None
+        cause = failures[-1] if failures else e
+        raise NatsUnreachable(
+            f"cannot connect to NATS at {url}: {str(cause) or type(cause).__name__}"
+        ) from None
+    connected = True
+    nc.options["max_reconnect_attempts"] = reconnect_attempts
     return nc
 
 

@@ -28,6 +28,7 @@ from typing import ClassVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ledger.formats.errors import USAGE, LedgerError
 from ledger.formats.merkle import HASH_SIZE
 from ledger.formats.note import (
     MalformedNoteError,
@@ -70,12 +71,18 @@ _DECIMAL = re.compile("0|[1-9][0-9]*")
 _CONTROL = re.compile("[\x00-\x1f]")
 
 
-class MalformedCheckpointError(ValueError):
+class MalformedCheckpointError(LedgerError, ValueError):
     """A checkpoint body does not follow c2sp.org/tlog-checkpoint."""
 
+    code = "malformed_checkpoint"
+    exit_status = USAGE
 
-class MalformedTlogProofError(ValueError):
+
+class MalformedTlogProofError(LedgerError, ValueError):
     """A proof file does not follow c2sp.org/tlog-proof@v1."""
+
+    code = "malformed_tlog_proof"
+    exit_status = USAGE
 
 
 def _parse_uint64(s: str) -> int | None:

@@ -17,6 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ledger.formats import strictjson
+from ledger.formats.errors import USAGE, LedgerError
 from ledger.formats.keys import ActorKey
 
 __all__ = [
@@ -31,8 +32,11 @@ __all__ = [
 PAYLOAD_TYPE = "application/vnd.ailedger.event+json; v=1"
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(LedgerError, ValueError):
     """Bytes that are not a well-formed ailedger DSSE envelope."""
+
+    code = "envelope_invalid"
+    exit_status = USAGE
 
     def __init__(self, message: str, *, json_error: bool = False) -> None:
         super().__init__(message)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 
+from ledger.formats.errors import USAGE, LedgerError
 from ledger.formats.merkle import leaf_hash
 from ledger.formats.timeutil import ClockError, format_time, parse_time
 
@@ -34,8 +35,11 @@ _SUBJECT = re.compile(SUBJECT)
 _NUMBER = re.compile(rb"^(0|[1-9][0-9]{0,18})$")
 
 
-class MalformedEntryError(ValueError):
+class MalformedEntryError(LedgerError, ValueError):
     """Bytes that are not a well-formed ledger entry."""
+
+    code = "malformed_entry"
+    exit_status = USAGE
 
 
 def ledger_subject(subject: str) -> str:

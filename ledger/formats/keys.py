@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
 )
 
+from ledger.formats.errors import USAGE, LedgerError
+
 __all__ = [
     "SLUG",
     "ActorKey",
@@ -49,8 +51,11 @@ _SLUG = re.compile(SLUG)
 _ACTOR_LINE = re.compile(rb"^ailedger actor: (\S+)\s*$", re.MULTILINE)
 
 
-class KeyFileError(ValueError):
+class KeyFileError(LedgerError, ValueError):
     """A key file is missing, unreadable, not Ed25519, or names no valid actor."""
+
+    code = "key_file"
+    exit_status = USAGE
 
 
 def fingerprint(public_key: bytes) -> str:

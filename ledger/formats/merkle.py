@@ -23,6 +23,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 
+from ledger.formats.errors import CHECK_FAILED, LedgerError
+
 __all__ = [
     "HASH_SIZE",
     "ConsistencyProofError",
@@ -52,16 +54,25 @@ HASH_SIZE = 32
 HashReader = Callable[[Sequence[int]], Sequence[bytes]]
 
 
-class ProofError(ValueError):
+class ProofError(LedgerError, ValueError):
     """A Merkle proof does not prove what it claims."""
+
+    code = "proof_invalid"
+    exit_status = CHECK_FAILED
 
 
 class InclusionProofError(ProofError):
     """An inclusion proof (RFC 9162 §2.1.3.2) failed to verify."""
 
+    code = "inclusion_proof_invalid"
+    exit_status = CHECK_FAILED
+
 
 class ConsistencyProofError(ProofError):
     """A consistency proof (RFC 9162 §2.1.4.2) failed to verify."""
+
+    code = "consistency_proof_invalid"
+    exit_status = CHECK_FAILED
 
 
 def leaf_hash(data: bytes) -> bytes:

@@ -42,6 +42,8 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
+from ledger.formats.errors import CHECK_FAILED, USAGE, LedgerError
+
 __all__ = [
     "ALG_ED25519",
     "MAX_SIGNATURES",
@@ -82,20 +84,32 @@ _WHITE_SPACE = frozenset(
 )
 
 
-class NoteError(ValueError):
+class NoteError(LedgerError, ValueError):
     """A signed note or key could not be parsed, signed or verified."""
+
+    code = "note"
+    exit_status = USAGE
 
 
 class MalformedNoteError(NoteError):
     """The note does not follow the signed-note format."""
 
+    code = "malformed_note"
+    exit_status = USAGE
+
 
 class MalformedKeyError(NoteError):
     """A signer or verifier key string is malformed, of another type, or has a wrong key ID."""
 
+    code = "malformed_key"
+    exit_status = USAGE
+
 
 class UnknownVerifierError(NoteError):
     """No known verifier has this name and key ID."""
+
+    code = "unknown_verifier"
+    exit_status = USAGE
 
     def __init__(self, name: str, key_hash: int) -> None:
         super().__init__(f"unknown key {name}+{key_hash:08x}")
@@ -106,6 +120,9 @@ class UnknownVerifierError(NoteError):
 class AmbiguousVerifierError(NoteError):
     """Several known verifiers have this name and key ID: the trust list is broken."""
 
+    code = "ambiguous_verifier"
+    exit_status = USAGE
+
     def __init__(self, name: str, key_hash: int) -> None:
         super().__init__(f"ambiguous key {name}+{key_hash:08x}")
         self.name = name
@@ -115,6 +132,9 @@ class AmbiguousVerifierError(NoteError):
 class InvalidSignatureError(NoteError):
     """A known key's signature does not verify."""
 
+    code = "invalid_signature"
+    exit_status = CHECK_FAILED
+
     def __init__(self, name: str, key_hash: int) -> None:
         super().__init__(f"invalid signature for key {name}+{key_hash:08x}")
         self.name = name
@@ -123,6 +143,9 @@ class InvalidSignatureError(NoteError):
 
 class UnverifiedNoteError(NoteError):
     """The note is well formed but no known key signed it; ``note`` holds what was read."""
+
+    code = "unverified_note"
+    exit_status = CHECK_FAILED
 
     def __init__(self, note: Note) -> None:
         super().__init__("note has no verifiable signatures")

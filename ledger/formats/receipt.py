@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from ledger.formats.errors import CHECK_FAILED, LedgerError
 from ledger.formats.note import NoteError, Signer, Verifiers, open_note, sign_note
 from ledger.formats.timeutil import ClockError, format_time, parse_time
 
@@ -33,8 +34,11 @@ RECEIPT_HEADER = "ailedger/receipt/v1"
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-class ReceiptError(ValueError):
+class ReceiptError(LedgerError, ValueError):
     """A receipt that is malformed or whose signature does not verify."""
+
+    code = "receipt_invalid"
+    exit_status = CHECK_FAILED
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,16 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from ledger.formats.errors import USAGE, LedgerError
+
 __all__ = ["StrictJsonError", "loads"]
 
 
-class StrictJsonError(ValueError):
+class StrictJsonError(LedgerError, ValueError):
     """Bytes that are not strict JSON. ``syntax`` is set when they are not JSON at all."""
+
+    code = "json_invalid"
+    exit_status = USAGE
 
     def __init__(self, message: str, *, syntax: bool = False) -> None:
         super().__init__(message)

@@ -13,6 +13,8 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from ledger.formats.errors import USAGE, LedgerError
+
 __all__ = [
     "RFC3339_UTC",
     "Clock",
@@ -28,8 +30,11 @@ RFC3339_UTC = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1
 _RFC3339_UTC = re.compile(RFC3339_UTC)
 
 
-class ClockError(ValueError):
+class ClockError(LedgerError, ValueError):
     """A clock was asked to move backwards, or a time is not RFC 3339 UTC."""
+
+    code = "time_invalid"
+    exit_status = USAGE
 
 
 def parse_time(text: str) -> datetime:

@@ -31,14 +31,18 @@ from pathlib import Path
 from types import TracebackType
 
 from ledger.formats import merkle
+from ledger.formats.errors import USAGE, LedgerError
 
 __all__ = ["TreeError", "TreeStore"]
 
 _H = merkle.HASH_SIZE
 
 
-class TreeError(ValueError):
+class TreeError(LedgerError, ValueError):
     """A tree store operation was refused: wrong size or index, or an unreadable file."""
+
+    code = "tree_store"
+    exit_status = USAGE
 
 
 def _leaves_in(nbytes: int) -> int:

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from ledger.formats import strictjson
 from ledger.formats.checkpoint import CosignatureVerifier
+from ledger.formats.errors import USAGE, LedgerError
 from ledger.formats.keys import SLUG, decode_public_key
 from ledger.formats.note import NoteError, Verifier
 from ledger.formats.timeutil import ClockError, format_time, parse_time
@@ -29,8 +30,11 @@ TRUST_FORMAT: Final = "ailedger/trust/v1"
 _SLUG = re.compile(SLUG)
 
 
-class TrustError(ValueError):
+class TrustError(LedgerError, ValueError):
     """A trust policy file that cannot be read or does not make sense."""
+
+    code = "trust_policy"
+    exit_status = USAGE
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from ledger.formats import strictjson
+from ledger.formats.errors import USAGE, LedgerError
 from ledger.formats.keys import SLUG
 from ledger.formats.timeutil import RFC3339_UTC, ClockError, utc
 
@@ -80,8 +81,11 @@ POLICY_SUBJECT = r"^policy/[a-z0-9][a-z0-9_-]{0,62}$"
 LEDGER_SUBJECT = r"^ledger/genesis$"
 
 
-class SchemaError(ValueError):
+class SchemaError(LedgerError, ValueError):
     """A payload that does not fit the event catalogue. ``syntax``: not even JSON."""
+
+    code = "event_invalid"
+    exit_status = USAGE
 
     def __init__(self, message: str, *, syntax: bool = False) -> None:
         super().__init__(message)

@@ -7,15 +7,16 @@ rename or reuse them.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from ledger.formats.errors import CHECK_FAILED, LedgerError
 
 __all__ = ["REASON_CODES", "Rejection"]
 
 
-class Rejection(Exception):
+class Rejection(LedgerError):
     """A submission the notary refuses. ``code`` is stable, ``detail`` is for people."""
 
-    code: ClassVar[str] = "rejected"
+    code = "rejected"
+    exit_status = CHECK_FAILED
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)

@@ -33,6 +33,7 @@ from eventsourcing.projection import EventSourcedProjection
 
 from ledger.formats.dsse import EnvelopeError, ParsedEnvelope, parse_envelope
 from ledger.formats.entry import Entry, MalformedEntryError
+from ledger.formats.errors import CHECK_FAILED, LedgerError
 from ledger.formats.keys import decode_public_key, fingerprint
 from ledger.formats.trust import TrustPolicy
 from ledger.law import events as ev
@@ -91,8 +92,11 @@ class AlreadyIntegrated(Exception):
         self.record = record
 
 
-class LedgerCorrupt(RuntimeError):
+class LedgerCorrupt(LedgerError, RuntimeError):
     """A LEDGER entry that breaks the ledger's own rules (gap, bad prev, bad bytes)."""
+
+    code = "ledger_corrupt"
+    exit_status = CHECK_FAILED
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ from ledger.formats.checkpoint import (
 )
 from ledger.formats.dsse import EnvelopeError, ParsedEnvelope, parse_envelope
 from ledger.formats.entry import Entry, MalformedEntryError
+from ledger.formats.errors import CHECK_FAILED, LedgerError
 from ledger.formats.keys import KeyHistory, KeyRing, decode_public_key, fingerprint
 from ledger.formats.merkle import (
     HASH_SIZE,
@@ -77,8 +78,11 @@ BUNDLE_FORMAT = "ailedger/bundle/v1"
 CLAIM_FORMAT = "ailedger/verdict/v1"
 
 
-class VerificationError(Exception):
+class VerificationError(LedgerError):
     """A bundle that does not verify: which check failed, for which entry, and why."""
+
+    code = "verify_failed"
+    exit_status = CHECK_FAILED
 
     def __init__(self, check: str, message: str, index: int | None = None) -> None:
         self.check = check
