@@ -20,12 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import msgspec
-
 from ledger.bus.client import sign_event
-from ledger.bus.home import DEFAULT_PARAMETERS
 from ledger.formats.keys import ActorKey, generate
 from ledger.law import events as ev
+from ledger.law.rulebook import default_parameters
 
 __all__ = ["START", "Scenario", "Step"]
 
@@ -783,4 +781,4 @@ class Scenario:
 
 
 def _v2_parameters() -> ev.RulebookParameters:
-    return msgspec.structs.replace(DEFAULT_PARAMETERS, insurance_required_levels=["medium", "high"])
+    return default_parameters(insurance_required_levels=["medium", "high"])

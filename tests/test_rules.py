@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import msgspec
 import pytest
 
 from ailedger.demo import play
 from ailedger.scenario import START, Scenario
-from ledger.bus.home import DEFAULT_PARAMETERS, init_home
+from ledger.bus.home import init_home
 from ledger.bus.streams import connect
 from ledger.formats.timeutil import SimulatedClock, format_time
+from ledger.law.rulebook import DEFAULT_PARAMETERS
 from ledger.law.rules import Fact, evaluate
 from ledger.state.persistence import store_envs
 from ledger.views.compliance import ComplianceView
@@ -31,7 +32,7 @@ class Story:
     """Ledger facts made by hand, in index order, for the pure rule engine."""
 
     def __init__(self, parameters: dict[str, Any] | None = None) -> None:
-        params = parameters or msgspec.to_builtins(DEFAULT_PARAMETERS)
+        params = parameters or copy.deepcopy(dict(DEFAULT_PARAMETERS))
         self.facts: list[Fact] = []
         self.add(
             "LedgerGenesis",
@@ -228,7 +229,7 @@ def test_a_rulebook_change_applies_from_its_effective_date_only() -> None:
     story = Story()
     story.system(risk="medium")
     effective = T0 + 10 * H
-    tighter = msgspec.to_builtins(DEFAULT_PARAMETERS)
+    tighter = copy.deepcopy(dict(DEFAULT_PARAMETERS))
     tighter["insurance_required_levels"] = ["medium", "high"]
     tighter["preventive_measure_hours_serious"] = 2
     story.facts[5] = Fact(

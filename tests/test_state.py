@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 
 from ledger.bus.client import sign_event
-from ledger.bus.home import DEFAULT_PARAMETERS, Home, init_home
+from ledger.bus.home import Home, init_home
 from ledger.formats.dsse import parse_envelope
 from ledger.formats.keys import ActorKey, generate
 from ledger.law import events as ev
 from ledger.law import rejections as errors
+from ledger.law.rulebook import default_parameters
 from ledger.state.application import Admitted, Batch, LedgerState
 from ledger.state.domain import NAMESPACE, Rulebook
 
@@ -304,7 +305,7 @@ def test_an_event_id_cannot_collide_with_another_aggregate(world: World) -> None
 def test_a_refused_new_policy_leaves_no_trace_in_the_batch(world: World) -> None:
     world.enrol("bank", ["owner"])
     t1 = T0 + timedelta(days=10)
-    params = DEFAULT_PARAMETERS
+    params = default_parameters()
 
     def policy(effective: datetime) -> bytes:
         return world.event(

@@ -33,6 +33,7 @@ from ledger.formats.timeutil import SimulatedClock
 from ledger.formats.tree import TreeStore
 from ledger.formats.trust import TrustedKey
 from ledger.law import events as ev
+from ledger.law.rulebook import default_parameters
 from ledger.verify.bundle import VerificationError, verify_bundle
 from tests.conftest import ORIGIN, Harness, running_notary
 
@@ -326,8 +327,6 @@ def test_proofs_read_at_most_2_log2_n_stored_hashes(tmp_path: Path) -> None:
 
 
 async def test_exported_bundles_match_the_published_schema(ledger: Harness) -> None:
-    import msgspec
-
     from ailedger.schemas import Bundle
 
     await small_ledger(ledger)
@@ -494,7 +493,6 @@ def forged_bundle(h: Harness, entries: list[Any], chains: dict[str, int]) -> dic
 
 async def test_an_operator_forged_entry_by_an_unauthorized_signer_fails(ledger: Harness) -> None:
     from ledger.bus.client import sign_event
-    from ledger.bus.home import DEFAULT_PARAMETERS
     from ledger.formats.entry import Entry
 
     bank_key, bank = await ledger.enrol("bank", ["owner"])
@@ -502,9 +500,7 @@ async def test_an_operator_forged_entry_by_an_unauthorized_signer_fails(ledger: 
     entries = await ledger_entries(ledger)
     # the bank "adopts" a rulebook without insurance or audits: the notary would
     # refuse it (role_not_allowed), so only someone holding the log key could append it
-    loose = msgspec.structs.replace(
-        DEFAULT_PARAMETERS, insurance_required_levels=[], audit_required_levels=[]
-    )
+    loose = default_parameters(insurance_required_levels=[], audit_required_levels=[])
     forged = sign_event(
         ev.PolicyAdopted(
             v=1,

@@ -23,43 +23,9 @@ from ledger.formats.note import Signer, verifier_key
 from ledger.formats.timeutil import SystemClock
 from ledger.formats.trust import TrustedKey, TrustPolicy
 from ledger.law import events as ev
+from ledger.law.rulebook import default_policy
 
-__all__ = ["DEFAULT_PARAMETERS", "Home", "default_policy", "init_home"]
-
-DEFAULT_PARAMETERS = ev.RulebookParameters(
-    insurance_required_levels=["high"],
-    audit_required_levels=["high"],
-    audit_validity_days=365,
-    oversight_required_levels=["high"],
-    oversight_required_autonomy=["high"],
-    preventive_measure_hours=24,
-    preventive_measure_hours_serious=4,
-    report_hours=48,
-    report_hours_death=240,
-    legal_basis={
-        "R1": "Law No. 230-VIII, Art. 17(1): AI systems are classified by risk level",
-        "R2": "Law No. 230-VIII as amended by the Senate: mandatory liability insurance",
-        "R3": "Law No. 230-VIII, Arts. 19-20; Ministry order on AI audits of 26 Feb 2026",
-        "R4": "Law No. 230-VIII, Art. 17(2): no fully autonomous system without human oversight",
-        "R5": "Law No. 230-VIII as amended by the Senate: immediate preventive measures",
-        "R6": "EU AI Act Art. 73(2)-(4), the reference for incident reporting deadlines",
-        "R7": "Law No. 230-VIII, Art. 17(3): prohibited AI capabilities",
-        "R8": "Law No. 230-VIII, Art. 21: labelling of synthetic content",
-    },
-)
-
-
-def default_policy(effective_from: datetime) -> ev.Policy:
-    return ev.Policy(
-        policy_id="rulebook",
-        title="Rulebook v1: defaults of Law No. 230-VIII",
-        effective_from=effective_from,
-        parameters=DEFAULT_PARAMETERS,
-        legal_references=[
-            "Law of the Republic of Kazakhstan No. 230-VIII 'On Artificial Intelligence' "
-            "of 17 Nov 2025"
-        ],
-    )
+__all__ = ["Home", "init_home"]
 
 
 @dataclass(frozen=True)

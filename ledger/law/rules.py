@@ -23,7 +23,7 @@ code (``ailedger verify --recompute``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,11 +32,11 @@ from ledger.formats import strictjson
 from ledger.formats.dsse import ParsedEnvelope, parse_envelope
 from ledger.formats.entry import Entry
 from ledger.formats.timeutil import format_time, parse_time
+from ledger.law.rulebook import PolicyVersion, Rulebook
 
 __all__ = [
     "Fact",
     "Finding",
-    "Rulebook",
     "SystemVerdict",
     "evaluate",
     "fact_from_entry",
@@ -78,68 +78,6 @@ def fact_from_entry(entry: Entry, envelope: ParsedEnvelope | None = None) -> Fac
         envelope.keyid_fingerprint,
         payload,
     )
-
-
-@dataclass(frozen=True)
-class PolicyVersion:
-    policy_id: str
-    effective_from: datetime
-    parameters: Mapping[str, Any]
-    index: int  # the entry that adopted it
-
-    def basis(self, rule: str) -> str:
-        return str(self.parameters.get("legal_basis", {}).get(rule, "not stated in the rulebook"))
-
-
-class Rulebook:
-    """Every version of the rulebook adopted up to some point, each from its date on."""
-
-    def __init__(self, facts: Iterable[Fact]) -> None:
-        self.versions: list[PolicyVersion] = []
-        self.policy_id: str | None = None
-        for f in sorted(facts, key=lambda f: f.index):
-            if f.type == "LedgerGenesis":
-                policy = f.payload["policy"]
-                self.policy_id = str(policy["policy_id"])
-                self.versions.append(
-                    PolicyVersion(
-                        self.policy_id,
-                        parse_time(str(policy["effective_from"])),
-                        policy["parameters"],
-                        f.index,
-                    )
-                )
-            elif f.type == "PolicyAdopted" and f.subject == f"policy/{self.policy_id}":
-                self.versions.append(
-                    PolicyVersion(
-                        f.subject.partition("/")[2],
-                        f.time("effective_from"),
-                        f.payload["parameters"],
-                        f.index,
-                    )
-                )
-        self.versions.sort(key=lambda v: (v.effective_from, v.index))
-        if not self.versions:
-            raise ValueError("no rulebook: the genesis entry is missing")
-
-    def in_force(self, at: datetime) -> PolicyVersion:
-        current = self.versions[0]
-        for v in self.versions:
-            if v.effective_from <= at:
-                current = v
-        return current
-
-    def required_since(self, at: datetime, requires: Callable[[PolicyVersion], bool]) -> datetime:
-        """Since when the versions in force have required it, without a break, up to ``at``."""
-        since: datetime | None = None
-        for v in self.versions:
-            if v.effective_from > at:
-                break
-            if not requires(v):
-                since = None
-            elif since is None:
-                since = v.effective_from
-        return since if since is not None else at
 
 
 @dataclass(frozen=True)
@@ -280,7 +218,7 @@ def evaluate(
         ),
         key=lambda f: f.index,
     )
-    rulebook = Rulebook(known)
+    rulebook = Rulebook.from_facts(known)
     chain = [f for f in known if f.subject == f"system/{system}"]
     if not chain or chain[0].type != "SystemRegistered":
         raise ValueError(f"system {system} is not registered as of {format_time(at)}")
@@ -381,7 +319,7 @@ def _standing_obligations(
                     since,
                     since,
                     policy.basis("R2"),
-                    _idx(s.classification, op, last, _policy_index(rulebook, required)),
+                    _idx(s.classification, op, last, rulebook.adoption_starting(required)),
                     f"risk level {risk} in operation, {why}",
                 )
             )
@@ -432,7 +370,7 @@ def _standing_obligations(
                         op,
                         s.deployment,
                         last_audit,
-                        _policy_index(rulebook, required),
+                        rulebook.adoption_starting(required),
                     ),
                     f"risk level {risk} in operation: {why}",
                 )
@@ -502,14 +440,6 @@ def _standing_obligations(
             )
         )
     return out
-
-
-def _policy_index(rulebook: Rulebook, since: datetime) -> int | None:
-    """Cite a rulebook adoption when it is what made the obligation start."""
-    for v in rulebook.versions[1:]:
-        if v.effective_from == since:
-            return v.index
-    return None
 
 
 def _incident_obligations(s: _System, rulebook: Rulebook, at: datetime) -> list[Finding]:

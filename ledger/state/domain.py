@@ -29,6 +29,7 @@ from eventsourcing.persistence import Transcoding
 from ledger.formats.keys import KeyRing, decode_public_key, fingerprint
 from ledger.formats.timeutil import format_time, parse_time
 from ledger.law import rejections as errors
+from ledger.law import rulebook
 
 __all__ = [
     "AISystem",
@@ -241,17 +242,9 @@ class KeyBinding(Aggregate):
 # --- the rulebook ----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PolicyVersion:
-    effective_from: datetime
-    title: str
-    parameters: dict[str, Any]
-    legal_references: list[str]
-    prov: Provenance
-
-
-class Rulebook(SubjectAggregate):
-    """The rule parameters the regulator adopted, each from its effective date on."""
+class Rulebook(SubjectAggregate, rulebook.Rulebook):
+    """The ``policy/<id>`` subject: the one :class:`ledger.law.rulebook.Rulebook`,
+    kept as the regulator's adoptions are admitted."""
 
     @staticmethod
     def create_id(policy_id: str) -> UUID:
@@ -261,7 +254,7 @@ class Rulebook(SubjectAggregate):
     def __init__(self, policy_id: str, prov: Provenance) -> None:
         self._start(f"policy/{policy_id}", prov)
         self.policy_id = policy_id
-        self.versions: list[PolicyVersion] = []
+        self.versions = []
 
     @event("Adopted")
     def adopt(
@@ -272,10 +265,16 @@ class Rulebook(SubjectAggregate):
         legal_references: list[str],
         prov: Provenance,
     ) -> None:
-        self.versions.append(
-            PolicyVersion(effective_from, title, parameters, list(legal_references), prov)
+        self.add(
+            rulebook.PolicyVersion(
+                self.policy_id,
+                effective_from,
+                parameters,
+                prov.index,
+                title,
+                tuple(legal_references),
+            )
         )
-        self.versions.sort(key=lambda v: (v.effective_from, v.prov.index))
         self._track(prov)
 
     @staticmethod
@@ -285,13 +284,6 @@ class Rulebook(SubjectAggregate):
                 f"effective_from {format_time(effective_from)} is before its integration "
                 f"{format_time(at)}: a policy cannot change the past"
             )
-
-    def in_force(self, at: datetime) -> PolicyVersion | None:
-        current = None
-        for v in self.versions:
-            if v.effective_from <= at:
-                current = v
-        return current
 
 
 # --- AI systems ------------------------------------------------------------
@@ -584,4 +576,4 @@ class EventRecord(Aggregate):
         self.envelope_sha256 = envelope_sha256
 
 
-__all__ += ["MeasureRecord", "Oversight", "PolicyVersion"]
+__all__ += ["MeasureRecord", "Oversight"]
