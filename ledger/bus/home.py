@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ledger.bus.client import sign_event
+from ledger.formats.errors import USAGE, LedgerError
 from ledger.formats.keys import ActorKey, generate, load_key, save_key
 from ledger.formats.note import Signer, verifier_key
 from ledger.formats.timeutil import SystemClock
@@ -25,7 +26,14 @@ from ledger.formats.trust import TrustedKey, TrustPolicy
 from ledger.law import events as ev
 from ledger.law.rulebook import default_policy
 
-__all__ = ["Home", "init_home"]
+__all__ = ["Home", "HomeExists", "init_home"]
+
+
+class HomeExists(LedgerError, FileExistsError):
+    """``ailedger init`` into a directory that already holds a ledger."""
+
+    code = "home_exists"
+    exit_status = USAGE
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,7 @@ def init_home(
     """Create keys, the trust policy and the signed genesis envelope in ``path``."""
     home = Home(path)
     if home.trust_path.exists() or home.genesis_path.exists():
-        raise FileExistsError(f"{path} already holds a ledger (trust.json / genesis.json)")
+        raise HomeExists(f"{path} already holds a ledger (trust.json / genesis.json)")
     signed_at = at or SystemClock().now()
     regulator_key = generate(regulator)
     notary_key = generate("notary")
