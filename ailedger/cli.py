@@ -1,7 +1,12 @@
 """The ``ailedger`` command line.
 
-Errors are one clear line and a non-zero exit code, never a traceback
-(set ``AILEDGER_DEBUG=1`` to see one).
+Errors are one line on stderr, ``error: <message> [<code>]``, and the exit
+status of the error's class (docs/errors.md lists them all): 1 a check
+failed, 2 a usage or input error, 3 a service is unavailable. Anything that
+is not a :class:`~ledger.formats.errors.LedgerError` is a bug in ailedger:
+one line that says so, exit status 70. Never a traceback (set
+``AILEDGER_DEBUG=1`` to see one). Typer's own usage errors exit 2; a closed
+stdout (``ailedger log | head``) exits 0 quietly.
 """
 
 from __future__ import annotations
@@ -27,16 +32,17 @@ from rich.table import Table
 
 from ailedger.demo import VERDICT_STYLE, ledger_table, rejections_table
 from ledger.bus import proofs
-from ledger.bus.client import LedgerClient, SubmissionError, SubmissionRejected
+from ledger.bus.client import LedgerClient, SubmissionRejected
 from ledger.bus.home import Home, init_home
 from ledger.bus.logview import LogRow, RejectionRow, read_log, read_rejections
-from ledger.bus.streams import BusError, connect
+from ledger.bus.streams import connect
 from ledger.formats.dsse import EnvelopeError, parse_envelope
-from ledger.formats.keys import KeyFileError, generate, load_key, save_key
+from ledger.formats.errors import BUG, USAGE, LedgerError
+from ledger.formats.keys import generate, load_key, save_key
 from ledger.formats.receipt import Receipt
 from ledger.formats.timeutil import SystemClock, format_time
 from ledger.formats.tree import TreeStore
-from ledger.formats.trust import TrustError, TrustPolicy
+from ledger.formats.trust import TrustPolicy
 from ledger.law import events as ev
 from ledger.law.rules import SystemVerdict
 from ledger.state.application import LedgerState
@@ -73,46 +79,71 @@ NatsOpt = Annotated[
 DEFAULT_HOME = Path(".ailedger")
 
 
-class CliError(Exception):
-    """A user-facing error: printed as one line."""
+class CliError(LedgerError):
+    """A bad argument or option, or a command used where it cannot work."""
+
+    code = "usage"
+    exit_status = USAGE
+
+
+class UnreadableFile(CliError):
+    """A file named on the command line is missing or cannot be read."""
+
+    code = "file_unreadable"
+    exit_status = USAGE
 
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
+#: click's ClickException (vendored by newer Typers): Typer reports these itself,
+#: a usage error with exit status 2.
+_CLICK_EXCEPTION: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def error_line(e: LedgerError) -> str:
+    """``error: <message> [<code>]``: what ``ailedger`` prints for a LedgerError."""
+    message = str(e)
+    if message.startswith(f"{e.code}: "):  # rejections spell their code out already
+        message = message[len(e.code) + 2 :]
+    return f"error: {_one_line(message) or e.code} [{e.code}]"
+
 
 def one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Failures become one line on stderr and exit code 2 (1 for a bug), never a traceback."""
+    """A LedgerError becomes one line on stderr and its class's exit status; anything
+    else is a bug (exit 70); a closed stdout exits 0. Never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        if os.environ.get("AILEDGER_DEBUG"):
-            return fn(*args, **kwargs)
-        from services.notary import NotaryError
-
-        known = (
-            CliError,
-            BusError,
-            KeyFileError,
-            TrustError,
-            NotaryError,
-            SubmissionError,
-            FileExistsError,
-            ev.SchemaError,
-        )
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
-        except known as e:
-            err.print(f"error: {e}", highlight=False)
-            raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort, _CLICK_EXCEPTION, KeyboardInterrupt):
+            raise  # Typer's own: usage errors exit 2
+        except BrokenPipeError:
+            # The reader went away (`ailedger log | head`): not an error. Point stdout
+            # at /dev/null so the interpreter's final flush does not fail again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(0) from None
+        except LedgerError as e:
+            if os.environ.get("AILEDGER_DEBUG"):
+                raise
+            sys.stderr.write(error_line(e) + "\n")
+            raise typer.Exit(e.exit_status) from None
         except Exception as e:
-            err.print(
-                f"error: {type(e).__name__}: {e} (AILEDGER_DEBUG=1 shows the traceback)",
-                highlight=False,
+            if os.environ.get("AILEDGER_DEBUG"):
+                raise
+            sys.stderr.write(
+                f"error: a bug in ailedger: {type(e).__name__}: {_one_line(str(e))} "
+                "(please report it; AILEDGER_DEBUG=1 shows the traceback)\n"
             )
-            raise typer.Exit(1) from None
+            raise typer.Exit(BUG) from None
 
     return wrapper
 
@@ -261,7 +292,7 @@ def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as e:
-        raise CliError(f"cannot read {path}: {e.strerror}") from None
+        raise UnreadableFile(f"cannot read {path}: {e.strerror}") from None
 
 
 @app.command()
@@ -503,8 +534,8 @@ def verify(
     try:
         report = verify_bundle(data, policy, since=pinned, recompute=recompute)
     except VerificationError as e:
-        err.print(f"{bundle}: FAILED {e}", highlight=False)
-        raise typer.Exit(1) from None
+        sys.stderr.write(f"{bundle}: FAILED {e} [{e.code}]\n")
+        raise typer.Exit(e.exit_status) from None
     console.print(f"{bundle}: VERIFIED", highlight=False)
     for line in report.lines:
         console.print(f"  {line}", highlight=False, soft_wrap=True)

@@ -132,7 +132,7 @@ def stream_configs(replicas: int = 1) -> dict[str, dict[str, Any]]:
 
 
 class BusError(LedgerError, RuntimeError):
-    """NATS is unreachable or answered with an error."""
+    """A NATS or JetStream request failed: an error answer, or none in time."""
 
     code = "nats_error"
     exit_status = UNAVAILABLE
