@@ -60,8 +60,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # Rich would exit 1; the reader going away is not an error (one_line_errors).
+        self.quiet = True
+        raise BrokenPipeError
+
+
 # Piped output (CI logs, files) gets room for the ledger tables instead of 80 columns.
-console = Console() if sys.stdout.isatty() else Console(width=132)
+console = _Console() if sys.stdout.isatty() else _Console(width=132)
 err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)
 
 HomeOpt = Annotated[
