@@ -33,6 +33,11 @@ from services.notary import Notary
 
 ORIGIN = "test.ailedger.kz/registry"
 
+# Subprocesses (`python -m ailedger`, notaries, projectors) run this source
+# tree, as the tests do, never a stale installed copy.
+_ROOT = Path(__file__).resolve().parent.parent
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))
+
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
