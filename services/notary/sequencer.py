@@ -1,0 +1,428 @@
+"""The sequencer: the single writer that turns INTAKE submissions into LEDGER entries.
+
+For each batch pulled from INTAKE it
+
+1. checks what needs no state: size, JSON, DSSE structure, schema, the intake
+   subject, clock skew (:func:`services.notary.submission.precheck`);
+2. verifies signatures in parallel threads (each signature once) against the
+   keys it already knows;
+3. admits each submission against the domain state (:class:`ledger.state.application.Batch`:
+   key validity, roles, invariants), assigning index, ``integrated`` and ``prev``;
+4. appends the admitted entries to LEDGER as one atomic batch fenced with
+   ``Nats-Expected-Last-Sequence`` (a second notary cannot fork the ledger: its
+   batch is refused, it catches up from LEDGER and tries again);
+5. records the state change with its LEDGER tracking position;
+6. answers: a signed receipt once LEDGER has acknowledged, or a reason code
+   with the original bytes kept in REJECTED; only then acks INTAKE.
+
+A notary killed at any moment loses nothing acknowledged: INTAKE messages are
+acked only after their outcome is durable, and a redelivered submission that is
+already in LEDGER gets the same receipt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from ledger.bus.streams import (
+    HDR_DETAIL,
+    HDR_EVENT,
+    HDR_INTAKE_SEQ,
+    HDR_INTAKE_SUBJECT,
+    HDR_MSG_ID,
+    HDR_REASON,
+    INTAKE,
+    LEDGER,
+    REJECTED,
+    BusError,
+    Verdict,
+    get_message,
+    last_sequence,
+    publish_atomic,
+    read_stream,
+    rejected_subject,
+)
+from ledger.formats.dsse import parse_envelope
+from ledger.formats.entry import Entry, ledger_subject
+from ledger.formats.keys import SLUG
+from ledger.formats.merkle import leaf_hash, stored_hash_index
+from ledger.formats.note import Signer
+from ledger.formats.timeutil import Clock, SystemClock
+from ledger.formats.tree import TreeStore
+from ledger.law import events as ev
+from ledger.law import rejections as errors
+from ledger.state.application import Admitted, AlreadyIntegrated, Batch, LedgerCorrupt, LedgerState
+from ledger.state.asyncbridge import StateThread
+from services.notary import NotaryError
+from services.notary.answers import RecentRejections, accepted, is_inbox, receipt_for
+from services.notary.submission import SignatureCache, Submission, precheck, verify_chunk
+
+__all__ = ["CONSUMER", "Sequencer"]
+
+log = logging.getLogger("ailedger.notary")
+
+_SLUG = re.compile(SLUG)
+CONSUMER = "notary"
+
+
+class Sequencer:
+    """INTAKE in, LEDGER out: admission, fenced atomic appends, answers."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        state: LedgerState,
+        state_thread: StateThread,
+        signer: Signer,
+        tree: TreeStore,
+        rejections: RecentRejections,
+        *,
+        clock: Clock | None = None,
+        genesis: bytes | None = None,
+        batch_size: int = 500,
+        verify_threads: int = 2,
+        ack_wait: float = 10.0,
+    ) -> None:
+        self.nc = nc
+        self.js = nc.jetstream(timeout=10)
+        self.state = state
+        self.state_thread = state_thread
+        self.signer = signer
+        self.tree = tree
+        self.rejections = rejections
+        self.clock = clock or SystemClock()
+        self.genesis = genesis
+        self.batch_size = min(batch_size, 1000)
+        self.ack_wait = ack_wait
+        self.verify_pool = ThreadPoolExecutor(max(1, verify_threads), thread_name_prefix="verify")
+        self.verify_threads = max(1, verify_threads)
+        self.signatures = SignatureCache()
+        self.last_sequence = 0
+        self.last_integrated: datetime | None = None
+        self._consumer: object | None = None
+        self.stats = {"accepted": 0, "rejected": 0, "duplicates": 0, "fenced": 0}
+
+    # --- lifecycle ---------------------------------------------------------
+
+    async def begin(self) -> None:
+        """Rebuild state from LEDGER; integrate the genesis entry if the ledger is new."""
+        await self.sync()
+        if self.last_sequence == 0:
+            if self.genesis is None:
+                raise NotaryError("LEDGER is empty and no genesis entry was given (ailedger init)")
+            await self._integrate_genesis(self.genesis)
+
+    async def subscribe(self) -> None:
+        """Start taking submissions from INTAKE."""
+        self._consumer = await self.js.pull_subscribe(
+            "intake.>",
+            durable=CONSUMER,
+            stream=INTAKE,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=self.ack_wait,
+                max_ack_pending=20_000,
+                max_deliver=-1,
+            ),
+        )
+
+    async def step(self) -> None:
+        """Fetch one batch from INTAKE (waiting up to half a second) and integrate it."""
+        assert self._consumer is not None, "start() first"
+        try:
+            msgs = await self._consumer.fetch(self.batch_size, timeout=0.5)  # type: ignore[attr-defined]
+        except TimeoutError:
+            return
+        except Exception as e:
+            log.warning("fetch from INTAKE failed: %s", e)
+            await asyncio.sleep(0.5)
+            return
+        try:
+            await self.process(msgs)
+        except Exception:
+            # Unacked messages come back after ack_wait; nothing is lost.
+            log.exception("batch of %d failed; it will be redelivered", len(msgs))
+            await asyncio.sleep(0.5)
+
+    async def unsubscribe(self) -> None:
+        if self._consumer is not None:
+            try:
+                await self._consumer.unsubscribe()  # type: ignore[attr-defined]
+            except Exception as e:
+                log.debug("unsubscribe: %s", e)
+
+    def close(self) -> None:
+        self.verify_pool.shutdown(wait=True)
+
+    # --- catching up with LEDGER --------------------------------------------
+
+    async def sync(self) -> None:
+        """Bring the state and the tree up to LEDGER's last entry (at start, after a fence)."""
+        last = await last_sequence(self.nc, LEDGER)
+        position = await self.state_thread.call(self.state.position)
+        await self._check_tree_tail(last)
+        tree_size = await self.state_thread.call(lambda: self.tree.size)
+        for what, have in (("state", position), ("Merkle tree", tree_size)):
+            if have > last:
+                raise NotaryError(
+                    f"the {what} holds {have} entries but LEDGER holds {last}: it belongs to "
+                    "another ledger; delete it to rebuild"
+                )
+        start = min(position, tree_size) + 1
+        if last >= start:
+            chunk: list[tuple[int, bytes]] = []
+            async for m in read_stream(self.nc, LEDGER, start, last):
+                chunk.append((m.sequence, m.data))
+                if len(chunk) >= 1000:
+                    await self.state_thread.call(self._apply_stored, chunk)
+                    chunk = []
+            if chunk:
+                await self.state_thread.call(self._apply_stored, chunk)
+            reached = await self.state_thread.call(lambda: (self.state.position(), self.tree.size))
+            if reached != (last, last):
+                raise NotaryError(f"state and tree stopped at {reached}, expected LEDGER #{last}")
+            log.info("caught up with LEDGER: %d -> %d", min(position, tree_size), last)
+        self.last_sequence = last
+        if last:
+            stored = await get_message(self.nc, LEDGER, last)
+            if stored is None:
+                raise LedgerCorrupt(f"LEDGER #{last} is missing")
+            self.last_integrated = Entry.parse(stored.data).integrated
+
+    async def _check_tree_tail(self, last: int) -> None:
+        """The tree file is derived data: if its last leaf is not LEDGER's entry (a
+        crash can leave blocks that look like whole records), rebuild it."""
+        size = await self.state_thread.call(lambda: self.tree.size)
+        if size == 0 or size > last:
+            return
+        stored = await get_message(self.nc, LEDGER, size)
+        (leaf,) = await self.state_thread.call(
+            self.tree.read_hashes, [stored_hash_index(0, size - 1)]
+        )
+        if stored is None or leaf != leaf_hash(stored.data):
+            log.warning("tree file's last leaf is not LEDGER #%d: rebuilding the tree", size)
+            await self.state_thread.call(self.tree.reset)
+
+    def _apply_stored(self, messages: list[tuple[int, bytes]]) -> None:
+        """On the state thread: entries read from LEDGER into the state and the tree."""
+        self.state.replay(messages)
+        size = self.tree.size
+        leaves = [leaf_hash(data) for seq, data in messages if seq > size]
+        if leaves:
+            self.tree.append(size, leaves)
+
+    def _record(self, batch: Batch) -> None:
+        """On the state thread: the batch LEDGER acknowledged, into the state and the tree."""
+        self.state.commit(batch)
+        self.tree.append(batch.first_sequence - 1, [a.entry.leaf_hash for a in batch.admitted])
+
+    def _integration_time(self) -> datetime:
+        now = self.clock.now()
+        if self.last_integrated is not None and now < self.last_integrated:
+            return self.last_integrated  # integrated never decreases along the index
+        return now
+
+    async def _integrate_genesis(self, genesis: bytes) -> None:
+        env = parse_envelope(genesis)
+        event = ev.decode_event(env.payload)
+        now = self._integration_time()
+
+        def admit() -> Batch:
+            batch = self.state.begin()
+            batch.admit(env, event, now)
+            return batch
+
+        batch = await self.state_thread.call(admit)
+        try:
+            await self._append(batch)
+        except BusError as e:
+            log.info("genesis raced with another notary (%s); catching up", e)
+            await self.sync()
+            return
+        await self.state_thread.call(self._record, batch)
+        self.last_sequence = batch.last_sequence
+        self.last_integrated = now
+
+    # --- one batch ------------------------------------------------------------
+
+    async def process(self, msgs: Sequence[Msg]) -> None:
+        subs = [Submission(m) for m in msgs]
+        self.signatures.results.clear()  # keyed by envelope object: valid for one batch
+        now = self._integration_time()
+        for s in subs:
+            precheck(s, now)
+        await self._preverify([s for s in subs if s.early is None])
+        for attempt in range(1, 11):
+            batch = await self.state_thread.call(self._admit_all, subs, now)
+            if not batch.admitted:
+                # Nothing to append, so no fence proves the state was current.
+                # Refusals judged on a stale state (another notary appended
+                # since) must be judged again.
+                if any(isinstance(s.outcome, errors.Rejection) and s.early is None for s in subs):
+                    current = await last_sequence(self.nc, LEDGER)
+                    if current != batch.first_sequence - 1:
+                        self.stats["fenced"] += 1
+                        await self.sync()
+                        now = self._integration_time()
+                        continue
+                break
+            try:
+                await self._append(batch)
+            except BusError as e:
+                self.stats["fenced"] += 1
+                log.info("append refused (%s), attempt %d: catching up with LEDGER", e, attempt)
+                await self.sync()
+                now = self._integration_time()
+                continue
+            try:
+                await self.state_thread.call(self._record, batch)
+            except Exception:
+                log.exception("recording state or tree failed; rebuilding from LEDGER")
+                await self.sync()
+            self.last_sequence = batch.last_sequence
+            self.last_integrated = batch.admitted[-1].entry.integrated
+            break
+        else:
+            log.error("could not append a batch after 10 attempts; leaving it to redelivery")
+            return
+        await self._sign_receipts(subs)
+        await self._answer(subs)
+
+    async def _preverify(self, subs: list[Submission]) -> None:
+        """Verify each signature once, in parallel, against the hinted key if known."""
+        jobs = self.signatures.jobs(subs)
+        if not jobs:
+            return
+        loop = asyncio.get_running_loop()
+        n = self.verify_threads if len(jobs) >= 32 else 1
+        chunks = [jobs[i::n] for i in range(n)]
+        results = await asyncio.gather(
+            *(loop.run_in_executor(self.verify_pool, verify_chunk, c) for c in chunks)
+        )
+        for part in results:
+            self.signatures.results.update(part)
+
+    def _admit_all(self, subs: list[Submission], now: datetime) -> Batch:
+        """The sequential pass, on the state thread: decide every submission."""
+        batch = self.state.begin()
+        for s in subs:
+            if s.early is not None or s.env is None or s.event is None:
+                continue  # rejected before admission
+            s.outcome = None
+            try:
+                s.outcome = batch.admit(s.env, s.event, now, signatures=self.signatures.check)
+            except (errors.Rejection, AlreadyIntegrated) as outcome:
+                s.outcome = outcome
+            except LedgerCorrupt:
+                raise
+            except Exception as e:
+                log.exception("admitting event %s failed", s.event.event_id)
+                s.outcome = errors.InternalError(f"{type(e).__name__}: {e}")
+        return batch
+
+    async def _append(self, batch: Batch) -> None:
+        messages = [
+            (
+                ledger_subject(a.entry.subject),
+                a.entry.encoded,
+                {HDR_MSG_ID: a.event.event_id},
+            )
+            for a in batch.admitted
+        ]
+        for start in range(0, len(messages), 1000):
+            await publish_atomic(
+                self.nc, messages[start : start + 1000], batch.first_sequence - 1 + start
+            )
+
+    # --- answers ----------------------------------------------------------------
+
+    async def _sign_receipts(self, subs: list[Submission]) -> None:
+        todo = [s for s in subs if isinstance(s.outcome, (Admitted, AlreadyIntegrated))]
+        if not todo:
+            return
+        loop = asyncio.get_running_loop()
+        n = self.verify_threads if len(todo) >= 32 else 1
+        chunks = [todo[i::n] for i in range(n)]
+        await asyncio.gather(
+            *(loop.run_in_executor(self.verify_pool, self._sign_chunk, c) for c in chunks)
+        )
+
+    def _sign_chunk(self, subs: list[Submission]) -> None:
+        for s in subs:
+            assert isinstance(s.outcome, (Admitted, AlreadyIntegrated))
+            s.receipt = receipt_for(self.signer, s.outcome.record)
+
+    async def _answer(self, subs: list[Submission]) -> None:
+        """Keep rejections in REJECTED, answer every submitter, then ack INTAKE."""
+        rejected = [s for s in subs if isinstance(s.outcome, errors.Rejection)]
+        stored = await asyncio.gather(
+            *(self._keep_rejection(s) for s in rejected), return_exceptions=True
+        )
+        not_kept = {id(s) for s, ok in zip(rejected, stored, strict=True) if ok is not True}
+        for s in subs:
+            if id(s) in not_kept:
+                continue  # not durable yet: no answer, no ack; it will come back
+            verdict = self._verdict(s)
+            if s.reply_to and is_inbox(s.reply_to):
+                try:
+                    await self.nc.publish(s.reply_to, verdict.encode())
+                except Exception as e:
+                    log.warning("answering %s: %s", s.reply_to, e)
+            try:
+                await s.msg.ack()
+            except Exception as e:
+                log.warning("ack INTAKE #%d: %s", s.intake_sequence, e)
+        if not_kept:
+            log.warning("%d rejections could not be stored in REJECTED; will retry", len(not_kept))
+
+    def _verdict(self, s: Submission) -> Verdict:
+        outcome = s.outcome
+        event_id = s.event.event_id if s.event is not None else None
+        if isinstance(outcome, errors.Rejection):
+            self.stats["rejected"] += 1
+            verdict = Verdict(
+                status="rejected", event_id=event_id, code=outcome.code, detail=outcome.detail
+            )
+            if event_id is not None:
+                self.rejections.remember(event_id, verdict)
+            return verdict
+        assert s.receipt is not None and isinstance(outcome, (Admitted, AlreadyIntegrated))
+        if isinstance(outcome, AlreadyIntegrated):
+            self.stats["duplicates"] += 1
+        else:
+            self.stats["accepted"] += 1
+        self.rejections.forget(s.receipt.event_id)
+        return accepted(outcome.record, s.receipt)
+
+    async def _keep_rejection(self, s: Submission) -> bool:
+        assert isinstance(s.outcome, errors.Rejection)
+        token = s.msg.subject.split(".")[1] if s.msg.subject.count(".") >= 2 else ""
+        actor = token if _is_slug(token) else "_invalid"
+        headers = {
+            # Redelivery of the same INTAKE message must not be kept twice.
+            HDR_MSG_ID: f"intake-{s.intake_sequence}",
+            HDR_REASON: s.outcome.code,
+            HDR_DETAIL: " ".join(s.outcome.detail.split())[:900],
+            HDR_INTAKE_SUBJECT: s.msg.subject,
+            HDR_INTAKE_SEQ: str(s.intake_sequence),
+        }
+        if s.event is not None:
+            headers[HDR_EVENT] = s.event.event_id
+        await self.js.publish(
+            rejected_subject(actor), s.msg.data, headers=headers, stream=REJECTED, timeout=5
+        )
+        return True
+
+
+def _is_slug(token: str) -> bool:
+    return _SLUG.fullmatch(token) is not None

@@ -1,0 +1,214 @@
+"""The notary process: one :class:`Notary` wires a sequencer, a checkpointer and a
+lookup server over one state, one Merkle tree and one state thread;
+:func:`serve` runs it (with the embedded nats-server unless given a URL)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from nats.aio.client import Client as NATS
+
+from ledger.bus.home import Home
+from ledger.bus.natsserver import EmbeddedNats
+from ledger.bus.streams import connect, ensure_streams
+from ledger.formats.checkpoint import Checkpoint
+from ledger.formats.note import Signer, Verifier, Verifiers
+from ledger.formats.timeutil import Clock
+from ledger.formats.tree import TreeStore
+from ledger.state.application import LedgerState
+from ledger.state.asyncbridge import StateThread
+from ledger.state.persistence import sqlite_env
+from services.notary import NotaryError
+from services.notary.answers import RecentRejections
+from services.notary.checkpointer import Checkpointer
+from services.notary.lookup import Lookup
+from services.notary.sequencer import Sequencer
+
+__all__ = ["Notary", "exclusive", "serve"]
+
+log = logging.getLogger("ailedger.notary")
+
+
+class Notary:
+    """Sequencer, checkpointer and lookup server of one ledger, over one state."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        state: LedgerState,
+        signer: Signer,
+        tree: TreeStore,
+        *,
+        clock: Clock | None = None,
+        genesis: bytes | None = None,
+        batch_size: int = 500,
+        verify_threads: int = 2,
+        ack_wait: float = 10.0,
+        checkpoint_every: int = 256,
+        checkpoint_interval: float = 5.0,
+    ) -> None:
+        self.nc = nc
+        self.state = state
+        self.signer = signer
+        self.origin = signer.name
+        self.tree = tree
+        #: The state and the tree are used from this one thread only.
+        self.state_thread = StateThread("notary-state")
+        rejections = RecentRejections()
+        self.sequencer = Sequencer(
+            nc,
+            state,
+            self.state_thread,
+            signer,
+            tree,
+            rejections,
+            clock=clock,
+            genesis=genesis,
+            batch_size=batch_size,
+            verify_threads=verify_threads,
+            ack_wait=ack_wait,
+        )
+        self.checkpointer = Checkpointer(
+            nc,
+            self.state_thread,
+            signer,
+            tree,
+            size=lambda: self.sequencer.last_sequence,
+            catch_up=self.sequencer.sync,
+            every=checkpoint_every,
+            interval=checkpoint_interval,
+        )
+        self.lookup = Lookup(
+            nc, state, self.state_thread, signer, rejections, self.checkpointer.tlog_proof
+        )
+
+    @property
+    def last_sequence(self) -> int:
+        """LEDGER's last entry, as far as this notary knows."""
+        return self.sequencer.last_sequence
+
+    @property
+    def latest_checkpoint(self) -> tuple[Checkpoint, bytes, int] | None:
+        """The last checkpoint in CHECKPOINTS: (checkpoint, signed note, stream sequence)."""
+        return self.checkpointer.latest
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return self.sequencer.stats
+
+    async def start(self) -> None:
+        """Set up streams, rebuild state from LEDGER, integrate genesis if the ledger is new."""
+        await ensure_streams(self.nc)
+        await self.sequencer.begin()
+        await self.checkpointer.start(await self._log_verifiers())
+        await self.sequencer.subscribe()
+        await self.lookup.subscribe()
+        log.info("notary ready: %s, %d entries", self.origin, self.last_sequence)
+
+    async def _log_verifiers(self) -> Verifiers:
+        """The ledger's notary keys, once this notary's key is proven to be one of them."""
+        info = await self.state_thread.call(self.state.ledger_info)
+        if info is None:
+            raise NotaryError("LEDGER has no genesis entry")
+        if self.signer.verifier().vkey not in info.notary_keys:
+            raise NotaryError(
+                f"this notary's key {self.signer.verifier().vkey} is not a notary key of "
+                f"ledger {info.origin!r}"
+            )
+        if info.origin != self.origin:
+            raise NotaryError(f"notary key is named {self.origin!r}, the ledger is {info.origin!r}")
+        return Verifiers(*(Verifier.from_vkey(k) for k in info.notary_keys))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Integrate submissions until ``stop`` is set."""
+        while not stop.is_set():
+            await self.checkpointer.maybe_checkpoint()
+            await self.sequencer.step()
+
+    async def checkpoint(self) -> bytes | None:
+        """Sign and publish a checkpoint of the whole tree; None if nothing new to cover."""
+        return await self.checkpointer.checkpoint()
+
+    async def close(self) -> None:
+        await self.lookup.unsubscribe()
+        await self.sequencer.unsubscribe()
+        self.state_thread.close()
+        self.sequencer.close()
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` + ``.lock``: one notary per state store."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise NotaryError(
+                f"another notary is using the state store {path}; give this one its own (--state)"
+            ) from None
+        yield
+
+
+async def serve(
+    home: Home,
+    stop: asyncio.Event,
+    *,
+    nats_url: str | None = None,
+    port: int | None = None,
+    state_path: Path | None = None,
+    clock: Clock | None = None,
+    on_ready: Callable[[str, Notary], None] | None = None,
+    batch_size: int = 500,
+    ack_wait: float = 10.0,
+    checkpoint_every: int = 256,
+    checkpoint_interval: float = 5.0,
+) -> Notary:
+    """Run a notary for ``home`` until ``stop`` is set.
+
+    Without ``nats_url`` it starts the embedded nats-server on the home's store
+    and writes its URL to ``home/run/nats.url`` for the other commands.
+    """
+    state_path = state_path or home.state_dir / "notary.sqlite"
+    server: EmbeddedNats | None = None
+    with exclusive(state_path):
+        if nats_url is None:
+            server = EmbeddedNats(home.nats_dir, port=port)
+            nats_url = await asyncio.to_thread(server.start)
+            home.url_file.parent.mkdir(parents=True, exist_ok=True)
+            home.url_file.write_text(nats_url + "\n")
+        try:
+            nc = await connect(nats_url, name="ailedger-notary")
+            state = LedgerState(sqlite_env(state_path), trust=home.trust())
+            notary = Notary(
+                nc,
+                state,
+                home.notary_signer(),
+                TreeStore(home.tree_path),
+                clock=clock,
+                genesis=home.genesis(),
+                batch_size=batch_size,
+                ack_wait=ack_wait,
+                checkpoint_every=checkpoint_every,
+                checkpoint_interval=checkpoint_interval,
+            )
+            try:
+                await notary.start()
+                if on_ready is not None:
+                    on_ready(nats_url, notary)
+                await notary.run(stop)
+            finally:
+                await notary.close()
+                notary.tree.close()
+                with contextlib.suppress(Exception):
+                    await nc.drain()
+        finally:
+            if server is not None:
+                home.url_file.unlink(missing_ok=True)
+                await asyncio.to_thread(server.stop)
+    return notary
