@@ -114,6 +114,7 @@ def test_the_layer_check_catches_violations(tmp_path: Path) -> None:
     [
         "ledger.verify, ledger.formats.receipt, ledger.formats.trust, ledger.formats.entry",
         "ledger.formats.dsse, ledger.formats.checkpoint, ledger.law.rules, ledger.law.authority",
+        "ledger.law.admission",
     ],
 )
 def test_the_verification_core_needs_only_cryptography(modules: str) -> None:

@@ -337,8 +337,8 @@ def test_any_failure_inside_a_handler_is_rolled_back(
     world.register("bank", "scorer")
     original: Callable[..., None] = Batch._deploy  # type: ignore[attr-defined]
 
-    def deploy_then_fail(self: Batch, event: ev.VersionDeployed, signer: Any, prov: Any) -> None:
-        original(self, event, signer, prov)
+    def deploy_then_fail(self: Batch, event: ev.VersionDeployed, prov: Any) -> None:
+        original(self, event, prov)
         if event.version == "boom":
             raise errors.SchemaViolation("failed after changing state")
 

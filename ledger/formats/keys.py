@@ -20,7 +20,6 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -34,9 +33,6 @@ __all__ = [
     "SLUG",
     "ActorKey",
     "KeyFileError",
-    "KeyHistory",
-    "KeyRing",
-    "KeyState",
     "decode_public_key",
     "encode_public_key",
     "fingerprint",
@@ -152,106 +148,3 @@ def load_key(path: Path, actor: str | None = None) -> ActorKey:
             raise KeyFileError(f"{path} names no actor; pass the actor id explicitly")
         actor = m.group(1).decode()
     return ActorKey(actor, private)
-
-
-# --- key lifecycle: shared by the notary's state and the offline verifier ----
-
-
-@dataclass
-class KeyState:
-    """One key of an actor: when it became valid, was rotated out, was compromised."""
-
-    public_key: str
-    valid_from: datetime
-    valid_until: datetime | None = None
-    compromised_at: datetime | None = None
-
-    def status_at(self, t: datetime) -> str:
-        """``valid``, ``not_yet``, ``rotated`` or ``revoked`` at integration time ``t``."""
-        if self.compromised_at is not None and t >= self.compromised_at:
-            return "revoked"
-        if t < self.valid_from:
-            return "not_yet"
-        if self.valid_until is not None and t >= self.valid_until:
-            return "rotated"
-        return "valid"
-
-
-class KeyRing(dict[str, KeyState]):
-    """An actor's keys by fingerprint, changed only by enrolment, rotation, revocation.
-
-    ``at`` is always the integration time of the entry making the change.
-    """
-
-    def enrol(self, public_keys: list[str], at: datetime) -> None:
-        for key in public_keys:
-            self[fingerprint(decode_public_key(key))] = KeyState(key, at)
-
-    def rotate(self, new_key: str, old_key: str, old_valid_until: datetime, at: datetime) -> None:
-        old = self[fingerprint(decode_public_key(old_key))]
-        # Not before now (what was signed stays signed), never later than an
-        # earlier rotation allowed (a deadline is not extended by rotating again).
-        until = max(old_valid_until, at)
-        old.valid_until = until if old.valid_until is None else min(old.valid_until, until)
-        self[fingerprint(decode_public_key(new_key))] = KeyState(new_key, at)
-
-    def revoke(self, key: str, compromised_at: datetime, at: datetime) -> None:
-        state = self[fingerprint(decode_public_key(key))]
-        # Nothing integrated after the revocation itself may use the key,
-        # whatever compromise time was claimed; a later revocation cannot move
-        # an earlier compromise time.
-        times = [compromised_at, at]
-        if state.compromised_at is not None:
-            times.append(state.compromised_at)
-        state.compromised_at = min(times)
-
-    def status_at(self, key_fingerprint: str, t: datetime) -> str:
-        """Like :meth:`KeyState.status_at`, or ``unknown`` for a key not in the ring."""
-        state = self.get(key_fingerprint)
-        return "unknown" if state is None else state.status_at(t)
-
-
-class KeyHistory:
-    """Every actor's keys, replayed in ledger order: as the notary judged each entry.
-
-    The notary judged a signature against the signer's keys as they stood
-    just before that entry. A revocation recorded later may reveal a
-    compromise time before an entry the notary accepted: that entry's
-    signature no longer counts (except the revocation of that very key).
-    Standard library only: the offline verifier and the timeline use it.
-    """
-
-    def __init__(self) -> None:
-        self.rings: dict[str, KeyRing] = {}
-        # (actor, fingerprint) -> (index of the revocation, effective compromise time)
-        self._revoked: dict[tuple[str, str], list[tuple[int, datetime]]] = {}
-
-    def enrol(self, actor: str, public_keys: list[str], at: datetime) -> None:
-        self.rings[actor] = KeyRing()
-        self.rings[actor].enrol(public_keys, at)
-
-    def rotate(
-        self, actor: str, new: str, old: str, old_valid_until: datetime, at: datetime
-    ) -> None:
-        self.rings[actor].rotate(new, old, old_valid_until, at)
-
-    def revoke(
-        self, actor: str, key: str, compromised_at: datetime, at: datetime, index: int
-    ) -> None:
-        self.rings[actor].revoke(key, compromised_at, at)
-        fp = fingerprint(decode_public_key(key))
-        self._revoked.setdefault((actor, fp), []).append((index, min(compromised_at, at)))
-
-    def status(self, actor: str, key_fingerprint: str, at: datetime) -> str:
-        """``valid`` (or why not) for a signature integrated at ``at``, as of now in the replay."""
-        ring = self.rings.get(actor)
-        return "unknown" if ring is None else ring.status_at(key_fingerprint, at)
-
-    def compromise_revealed_later(
-        self, actor: str, key_fingerprint: str, index: int, integrated: datetime
-    ) -> tuple[int, datetime] | None:
-        """A revocation after entry ``index`` whose compromise time precedes it, if any."""
-        for revoked_at, compromised in self._revoked.get((actor, key_fingerprint), []):
-            if revoked_at > index and compromised <= integrated:
-                return revoked_at, compromised
-        return None

@@ -38,7 +38,7 @@ from ledger.formats.keys import decode_public_key, fingerprint
 from ledger.formats.trust import TrustPolicy
 from ledger.law import events as ev
 from ledger.law import rejections as errors
-from ledger.law.authority import authorize
+from ledger.law.admission import Request, judge
 from ledger.state.domain import (
     Actor,
     AISystem,
@@ -418,7 +418,22 @@ class Batch:
 
         self._touched.clear()
         try:
-            signer, key_fp = self._authenticate(env, event, integrated, signatures)
+            key_fp = self._signing_key(env, event, integrated, signatures)
+            judgement = judge(
+                self,
+                Request(
+                    event.type_name,
+                    event.actor,
+                    event.subject,
+                    key_fp,
+                    integrated,
+                    event,
+                    index,
+                    env.keyid,
+                ),
+            )
+            if not judgement.admitted:
+                raise judgement.rejection()
             head = self._subject_aggregate(event.subject)
             prev = head.chain_head if head is not None else None
             if stored is not None and stored.prev != prev:
@@ -435,7 +450,7 @@ class Batch:
                 event.subject,
             )
             handler = getattr(self, _HANDLERS[type(event)])
-            handler(event, signer, prov)
+            handler(event, prov)
         except BaseException:
             self._roll_back()
             raise
@@ -457,42 +472,49 @@ class Batch:
 
     # --- who signed --------------------------------------------------------
 
-    def _authenticate(
+    def _signing_key(
         self,
         env: ParsedEnvelope,
         event: ev.AnyEvent,
         at: datetime,
         signatures: SignatureCheck,
-    ) -> tuple[Actor | None, str]:
-        """Find the key that signed, prove it is ``payload.actor``'s and valid at ``at``."""
+    ) -> str:
+        """The fingerprint of the key that made the signature, for :func:`judge` to
+        weigh: one of ``payload.actor``'s keys that verifies; else the envelope's
+        key id, when it names no enrolled key or another actor's key that verifies.
+        A signature no candidate key verifies is a bad signature."""
         if isinstance(event, ev.LedgerGenesis):
-            return None, self._authenticate_genesis(env, event, at, signatures)
+            return self._authenticate_genesis(env, event, at, signatures)
+        hint = env.keyid_fingerprint
         actor = self.actor(event.actor)
         if actor is None:
-            raise errors.UnknownActor(f"{event.actor} is not an enrolled actor")
-        hinted = actor.keys.get(env.keyid_fingerprint)
+            return hint  # unknown_actor
+        hinted = actor.keys.get(hint)
         candidates = [hinted] if hinted is not None else []
-        candidates += [k for fp, k in actor.keys.items() if fp != env.keyid_fingerprint]
+        candidates += [k for fp, k in actor.keys.items() if fp != hint]
         for key in candidates:
             public = decode_public_key(key.public_key)
             if signatures(env, public):
-                fp = fingerprint(public)
-                actor.check_key_valid(fp, at)
-                actor.check_not_suspended()
-                return actor, fp
+                return fingerprint(public)
         if hinted is not None:
-            raise errors.BadSignature(
-                f"signature does not verify with {event.actor}/{env.keyid_fingerprint}"
-            )
-        binding = self.key_binding(env.keyid_fingerprint)
-        if binding is not None and signatures(env, decode_public_key(binding.public_key)):
-            raise errors.SignerNotActor(
-                f"signed with {binding.actor_id}'s key {binding.key_fingerprint}, "
-                f"but the payload's actor is {event.actor}"
-            )
-        if binding is None:
-            raise errors.UnknownKey(f"key {env.keyid!r} is not enrolled")
+            raise errors.BadSignature(f"signature does not verify with {event.actor}/{hint}")
+        binding = self.key_binding(hint)
+        if binding is None or signatures(env, decode_public_key(binding.public_key)):
+            return hint  # unknown_key, or signer_not_actor
         raise errors.BadSignature(f"no key of {event.actor} verifies the signature")
+
+    # --- the facts of ledger.law.admission.judge ----------------------------
+
+    def key_owner(self, key_fingerprint: str) -> str | None:
+        binding = self.key_binding(key_fingerprint)
+        return None if binding is None else binding.actor_id
+
+    def policy_insurer(self, system_id: str, policy_number: str) -> str | None:
+        policy = self.insurance_policy(system_id, policy_number)
+        return None if policy is None else policy.insurer
+
+    def insurance_policy(self, system_id: str, policy_number: str) -> InsurancePolicy | None:
+        return self._get(InsurancePolicy, InsurancePolicy.create_id(system_id, policy_number))
 
     def _authenticate_genesis(
         self,
@@ -522,47 +544,15 @@ class Batch:
                 return fingerprint(public)
         raise errors.BadSignature("genesis signature does not verify with its regulator keys")
 
-    @staticmethod
-    def _authorize(event: ev.Event, signer: Actor, system: AISystem | None) -> str:
-        """The role the signer acts in, or the rejection that says why it may not."""
-        owner: str | None
-        holder: str | None
-        if system is not None:
-            owner, holder = system.owner, system.holder
-        elif isinstance(event, ev.SystemRegistered):
-            owner, holder = event.owner, event.holder
-        else:
-            owner = holder = None
-        decision = authorize(
-            event.type_name,
-            signer.actor_id,
-            signer.roles,
-            event.subject,
-            owner=owner,
-            holder=holder,
-        )
-        if decision.role is None:
-            if decision.kind == "party":
-                raise errors.NotSystemParty(decision.reason)
-            raise errors.RoleNotAllowed(decision.reason)
-        return decision.role
-
-    def _system_for(self, event: ev.AnyEvent, signer: Actor) -> tuple[AISystem, str]:
+    def _system_for(self, event: ev.AnyEvent) -> AISystem:
         system = self.system(event.subject_id)
-        if system is None:
-            raise errors.SystemNotRegistered(f"system {event.subject_id} is not registered")
-        role = self._authorize(event, signer, system)
-        if role != "regulator":
-            system.check_not_retired()
-        return system, role
+        assert system is not None, "judged: the system is registered"
+        return system
 
     # --- handlers: check everything, then change state ---------------------
 
     @_handles(ev.LedgerGenesis)
-    def _genesis(self, event: ev.LedgerGenesis, signer: None, prov: Provenance) -> None:
-        for key in event.regulator_keys:
-            if self.key_binding(fingerprint(decode_public_key(key))) is not None:
-                raise errors.KeyInUse(f"regulator key {key} is already bound")
+    def _genesis(self, event: ev.LedgerGenesis, prov: Provenance) -> None:
         info = LedgerInfo(
             origin=event.origin,
             regulator=event.actor,
@@ -600,19 +590,8 @@ class Batch:
             )
         return bindings
 
-    def _check_keys_unbound(self, keys: Iterable[str]) -> None:
-        for key in keys:
-            fp = fingerprint(decode_public_key(key))
-            binding = self.key_binding(fp)
-            if binding is not None:
-                raise errors.KeyInUse(f"key {fp} already belongs to {binding.actor_id}")
-
     @_handles(ev.ActorEnrolled)
-    def _enrol(self, event: ev.ActorEnrolled, signer: Actor, prov: Provenance) -> None:
-        self._authorize(event, signer, None)
-        if self.actor(event.subject_id) is not None:
-            raise errors.ActorAlreadyEnrolled(f"{event.subject_id} is already enrolled")
-        self._check_keys_unbound(event.public_keys)
+    def _enrol(self, event: ev.ActorEnrolled, prov: Provenance) -> None:
         actor = Actor(
             actor_id=event.subject_id,
             legal_name=event.legal_name,
@@ -623,19 +602,14 @@ class Batch:
         )
         self._add(actor, *self._bind_keys(event.subject_id, event.public_keys, prov))
 
-    def _target_actor(self, event: ev.ActorEvent, signer: Actor) -> Actor:
-        self._authorize(event, signer, None)
+    def _target_actor(self, event: ev.ActorEvent) -> Actor:
         target = self.actor(event.subject_id)
-        if target is None:
-            raise errors.UnknownActor(f"{event.subject_id} is not an enrolled actor")
+        assert target is not None, "judged: the actor is enrolled"
         return target
 
     @_handles(ev.KeyRotated)
-    def _rotate(self, event: ev.KeyRotated, signer: Actor, prov: Provenance) -> None:
-        target = self._target_actor(event, signer)
-        old_fp = target.check_has_key(event.old_key)
-        target.check_key_valid(old_fp, prov.integrated)
-        self._check_keys_unbound([event.new_key])
+    def _rotate(self, event: ev.KeyRotated, prov: Provenance) -> None:
+        target = self._target_actor(event)
         target.rotate_key(
             new_key=event.new_key,
             old_key=event.old_key,
@@ -645,24 +619,21 @@ class Batch:
         self._add(*self._bind_keys(target.actor_id, [event.new_key], prov))
 
     @_handles(ev.KeyRevoked)
-    def _revoke(self, event: ev.KeyRevoked, signer: Actor, prov: Provenance) -> None:
-        target = self._target_actor(event, signer)
-        target.check_has_key(event.key)
-        target.revoke_key(
+    def _revoke(self, event: ev.KeyRevoked, prov: Provenance) -> None:
+        self._target_actor(event).revoke_key(
             key=event.key, compromised_at=event.compromised_at, reason=event.reason, prov=prov
         )
 
     @_handles(ev.ActorSuspended)
-    def _suspend(self, event: ev.ActorSuspended, signer: Actor, prov: Provenance) -> None:
-        self._target_actor(event, signer).suspend(reason=event.reason, prov=prov)
+    def _suspend(self, event: ev.ActorSuspended, prov: Provenance) -> None:
+        self._target_actor(event).suspend(reason=event.reason, prov=prov)
 
     @_handles(ev.ActorReinstated)
-    def _reinstate(self, event: ev.ActorReinstated, signer: Actor, prov: Provenance) -> None:
-        self._target_actor(event, signer).reinstate(reason=event.reason, prov=prov)
+    def _reinstate(self, event: ev.ActorReinstated, prov: Provenance) -> None:
+        self._target_actor(event).reinstate(reason=event.reason, prov=prov)
 
     @_handles(ev.PolicyAdopted)
-    def _adopt_policy(self, event: ev.PolicyAdopted, signer: Actor, prov: Provenance) -> None:
-        self._authorize(event, signer, None)
+    def _adopt_policy(self, event: ev.PolicyAdopted, prov: Provenance) -> None:
         Rulebook.check_not_retroactive(event.effective_from, prov.integrated)
         rulebook = self._get(Rulebook, Rulebook.create_id(event.subject_id))
         if rulebook is None:
@@ -677,18 +648,7 @@ class Batch:
         )
 
     @_handles(ev.SystemRegistered)
-    def _register(self, event: ev.SystemRegistered, signer: Actor, prov: Provenance) -> None:
-        self._authorize(event, signer, None)
-        if self.system(event.subject_id) is not None:
-            raise errors.SystemAlreadyRegistered(f"system {event.subject_id} is already registered")
-        if event.owner != event.actor:
-            raise errors.NotSystemParty(
-                f"{event.actor} may register only its own systems, not {event.owner}'s"
-            )
-        if event.holder != event.owner:
-            holder = self.actor(event.holder)
-            if holder is None or "holder" not in holder.roles:
-                raise errors.PartyNotEnrolled(f"holder {event.holder} is not enrolled as a holder")
+    def _register(self, event: ev.SystemRegistered, prov: Provenance) -> None:
         system = AISystem(
             system_id=event.subject_id,
             name=event.name,
@@ -702,8 +662,8 @@ class Batch:
         self._add(system)
 
     @_handles(ev.RiskClassified)
-    def _classify(self, event: ev.RiskClassified, signer: Actor, prov: Provenance) -> None:
-        system, _ = self._system_for(event, signer)
+    def _classify(self, event: ev.RiskClassified, prov: Provenance) -> None:
+        system = self._system_for(event)
         system.classify(
             risk_level=event.risk_level,
             autonomy=event.autonomy,
@@ -713,20 +673,20 @@ class Batch:
         )
 
     @_handles(ev.VersionDeployed)
-    def _deploy(self, event: ev.VersionDeployed, signer: Actor, prov: Provenance) -> None:
-        system, _ = self._system_for(event, signer)
+    def _deploy(self, event: ev.VersionDeployed, prov: Provenance) -> None:
+        system = self._system_for(event)
         system.deploy_version(
             version=event.version, artifact_sha256=event.artifact_sha256, prov=prov
         )
 
     @_handles(ev.OperationStatusChanged)
-    def _status(self, event: ev.OperationStatusChanged, signer: Actor, prov: Provenance) -> None:
-        system, _ = self._system_for(event, signer)
+    def _status(self, event: ev.OperationStatusChanged, prov: Provenance) -> None:
+        system = self._system_for(event)
         system.change_status(status=event.status, reason=event.reason, prov=prov)
 
     @_handles(ev.HumanOversightAssigned)
-    def _assign(self, event: ev.HumanOversightAssigned, signer: Actor, prov: Provenance) -> None:
-        system, _ = self._system_for(event, signer)
+    def _assign(self, event: ev.HumanOversightAssigned, prov: Provenance) -> None:
+        system = self._system_for(event)
         system.assign_oversight(
             overseer=event.overseer,
             can_override=event.can_override,
@@ -735,13 +695,13 @@ class Batch:
         )
 
     @_handles(ev.HumanOversightWithdrawn)
-    def _withdraw(self, event: ev.HumanOversightWithdrawn, signer: Actor, prov: Provenance) -> None:
-        system, _ = self._system_for(event, signer)
+    def _withdraw(self, event: ev.HumanOversightWithdrawn, prov: Provenance) -> None:
+        system = self._system_for(event)
         system.withdraw_oversight(overseer=event.overseer, reason=event.reason, prov=prov)
 
     @_handles(ev.LabelingAttested)
-    def _label(self, event: ev.LabelingAttested, signer: Actor, prov: Provenance) -> None:
-        system, _ = self._system_for(event, signer)
+    def _label(self, event: ev.LabelingAttested, prov: Provenance) -> None:
+        system = self._system_for(event)
         system.attest_labeling(
             content_types=list(event.content_types),
             marking_method=event.marking_method,
@@ -750,8 +710,8 @@ class Batch:
         )
 
     @_handles(ev.AuditCompleted)
-    def _audit(self, event: ev.AuditCompleted, signer: Actor, prov: Provenance) -> None:
-        system, _ = self._system_for(event, signer)
+    def _audit(self, event: ev.AuditCompleted, prov: Provenance) -> None:
+        system = self._system_for(event)
         audit = Audit(
             audit_event_id=event.event_id,
             system_id=system.system_id,
@@ -768,20 +728,15 @@ class Batch:
         self._add(audit)
 
     @_handles(ev.ProhibitedCapabilityFound)
-    def _prohibited(
-        self, event: ev.ProhibitedCapabilityFound, signer: Actor, prov: Provenance
-    ) -> None:
-        system, _ = self._system_for(event, signer)
+    def _prohibited(self, event: ev.ProhibitedCapabilityFound, prov: Provenance) -> None:
+        system = self._system_for(event)
         system.record_prohibited_capability(category=event.category, prov=prov)
 
     @_handles(ev.InsurancePolicyChanged)
-    def _insurance(self, event: ev.InsurancePolicyChanged, signer: Actor, prov: Provenance) -> None:
-        system, _ = self._system_for(event, signer)
-        policy_id = InsurancePolicy.create_id(system.system_id, event.policy_number)
-        policy = self._get(InsurancePolicy, policy_id)
-        if policy is not None:
-            policy.check_insurer(event.actor)
-        else:
+    def _insurance(self, event: ev.InsurancePolicyChanged, prov: Provenance) -> None:
+        system = self._system_for(event)
+        policy = self.insurance_policy(system.system_id, event.policy_number)
+        if policy is None:
             policy = InsurancePolicy(
                 system_id=system.system_id,
                 policy_number=event.policy_number,
@@ -799,8 +754,8 @@ class Batch:
         system.record_insurance(policy_number=event.policy_number, status=event.status, prov=prov)
 
     @_handles(ev.IncidentReported)
-    def _incident(self, event: ev.IncidentReported, signer: Actor, prov: Provenance) -> None:
-        system, _ = self._system_for(event, signer)
+    def _incident(self, event: ev.IncidentReported, prov: Provenance) -> None:
+        system = self._system_for(event)
         system.check_new_incident(event.incident_id)
         incident = Incident(
             system_id=system.system_id,
@@ -817,8 +772,8 @@ class Batch:
         self._add(incident)
 
     @_handles(ev.PreventiveMeasureTaken)
-    def _measure(self, event: ev.PreventiveMeasureTaken, signer: Actor, prov: Provenance) -> None:
-        system, _ = self._system_for(event, signer)
+    def _measure(self, event: ev.PreventiveMeasureTaken, prov: Provenance) -> None:
+        system = self._system_for(event)
         incident = None
         if event.incident_id is not None:
             system.check_incident_known(event.incident_id)
@@ -834,8 +789,8 @@ class Batch:
         system.record_measure(incident_id=event.incident_id, measure=event.measure, prov=prov)
 
     @_handles(ev.IncidentClosed)
-    def _close(self, event: ev.IncidentClosed, signer: Actor, prov: Provenance) -> None:
-        system, _ = self._system_for(event, signer)
+    def _close(self, event: ev.IncidentClosed, prov: Provenance) -> None:
+        system = self._system_for(event)
         system.check_incident_open(event.incident_id)
         incident = self._get(Incident, Incident.create_id(system.system_id, event.incident_id))
         assert incident is not None

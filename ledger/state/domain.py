@@ -26,10 +26,10 @@ from uuid import UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import Transcoding
 
-from ledger.formats.keys import KeyRing, decode_public_key, fingerprint
 from ledger.formats.timeutil import format_time, parse_time
 from ledger.law import rejections as errors
 from ledger.law import rulebook
+from ledger.law.admission import KeyRing
 
 __all__ = [
     "AISystem",
@@ -193,33 +193,6 @@ class Actor(SubjectAggregate):
     def reinstate(self, reason: str, prov: Provenance) -> None:
         self.suspended = False
         self._track(prov)
-
-    # guards
-
-    def check_key_valid(self, key_fingerprint: str, at: datetime) -> None:
-        state = self.keys.get(key_fingerprint)
-        if state is None:
-            raise errors.UnknownKey(f"key {key_fingerprint} is not a key of {self.actor_id}")
-        status = state.status_at(at)
-        if status == "revoked":
-            raise errors.KeyRevokedError(
-                f"key {self.actor_id}/{key_fingerprint} was revoked "
-                f"(compromised at {format_time(state.compromised_at or at)})"
-            )
-        if status != "valid":
-            raise errors.KeyNotValid(
-                f"key {self.actor_id}/{key_fingerprint} is {status} at {format_time(at)}"
-            )
-
-    def check_has_key(self, public_key: str) -> str:
-        fp = fingerprint(decode_public_key(public_key))
-        if fp not in self.keys:
-            raise errors.UnknownKey(f"key {fp} is not a key of {self.actor_id}")
-        return fp
-
-    def check_not_suspended(self) -> None:
-        if self.suspended:
-            raise errors.ActorSuspendedError(f"{self.actor_id} is suspended")
 
 
 class KeyBinding(Aggregate):
@@ -408,10 +381,6 @@ class AISystem(SubjectAggregate):
 
     # guards
 
-    def check_not_retired(self) -> None:
-        if self.status == "retired":
-            raise errors.SystemRetired(f"system {self.system_id} is retired")
-
     def check_new_incident(self, incident_id: str) -> None:
         if incident_id in self.incidents:
             raise errors.DuplicateIncident(
@@ -534,13 +503,6 @@ class InsurancePolicy(Aggregate):
         self.policy_number = policy_number
         self.insurer = insurer
         self.terms: list[InsuranceTerm] = []
-
-    def check_insurer(self, actor_id: str) -> None:
-        if actor_id != self.insurer:
-            raise errors.NotPolicyInsurer(
-                f"policy {self.policy_number} of {self.system_id} was issued by "
-                f"{self.insurer}, not {actor_id}"
-            )
 
     @event("Changed")
     def change(

@@ -59,7 +59,7 @@ from ledger.formats.checkpoint import (
 from ledger.formats.dsse import EnvelopeError, ParsedEnvelope, parse_envelope
 from ledger.formats.entry import Entry, MalformedEntryError
 from ledger.formats.errors import CHECK_FAILED, LedgerError
-from ledger.formats.keys import KeyHistory, KeyRing, decode_public_key, fingerprint
+from ledger.formats.keys import decode_public_key, fingerprint
 from ledger.formats.merkle import (
     HASH_SIZE,
     ProofError,
@@ -70,7 +70,7 @@ from ledger.formats.merkle import (
 from ledger.formats.note import Note, NoteError, Verifier, Verifiers, open_note
 from ledger.formats.timeutil import ClockError, format_time, parse_time
 from ledger.formats.trust import TrustPolicy
-from ledger.law.authority import authorize
+from ledger.law.admission import KEY_CODES, Admission, Request
 
 __all__ = ["BUNDLE_FORMAT", "Report", "VerificationError", "verify_bundle"]
 
@@ -424,11 +424,15 @@ def _enrolled_keys(items: list[_Item]) -> dict[str, list[str]]:
     return keys
 
 
-def _signing_keys(items: list[_Item], threads: int | None) -> dict[int, bytes]:
-    """Which key verifies each entry's DSSE signature: each signature checked once,
-    in parallel threads (``cryptography`` releases the GIL)."""
+def _signing_keys(items: list[_Item], threads: int | None) -> dict[int, tuple[str, bytes | None]]:
+    """Which key made each entry's DSSE signature, as the notary finds it: one of the
+    signer's keys that verifies; else the key id's key when it is another actor's
+    key that verifies (signer_not_actor) or no key in the bundle (unknown_key, with
+    no public key). Each signature is checked once, in parallel threads
+    (``cryptography`` releases the GIL)."""
     enrolled = _enrolled_keys(items)
-    jobs: list[tuple[_Item, list[bytes]]] = []
+    everyone: dict[str, bytes] | None = None
+    jobs: list[tuple[_Item, list[bytes], bool, bytes | None]] = []
     for item in items:
         if item.actor not in enrolled:
             raise VerificationError(
@@ -443,171 +447,120 @@ def _signing_keys(items: list[_Item], threads: int | None) -> dict[int, bytes]:
             raise VerificationError("entry", f"a key of {item.actor}: {e}", item.index) from None
         hint = item.envelope.keyid_fingerprint
         candidates.sort(key=lambda k: fingerprint(k) != hint)
-        jobs.append((item, candidates))
+        hinted_own = bool(candidates) and fingerprint(candidates[0]) == hint
+        other = None
+        if not hinted_own:
+            everyone = _every_key(enrolled) if everyone is None else everyone
+            other = everyone.get(hint)
+        jobs.append((item, candidates, hinted_own, other))
 
-    def check(job: tuple[_Item, list[bytes]]) -> tuple[_Item, bytes | None]:
-        item, candidates = job
+    def check(
+        job: tuple[_Item, list[bytes], bool, bytes | None],
+    ) -> tuple[_Item, tuple[str, bytes | None] | None]:
+        item, candidates, hinted_own, other = job
         for public in candidates:
             if item.envelope.verify(public):
-                return item, public
-        return item, None
+                return item, (fingerprint(public), public)
+        hint = item.envelope.keyid_fingerprint
+        if hinted_own:
+            return item, None
+        if other is None:
+            return item, (hint, None)
+        return item, ((hint, other) if item.envelope.verify(other) else None)
 
     workers = threads or min(32, os.cpu_count() or 1)
     with ThreadPoolExecutor(max(1, workers)) as pool:
         results = list(pool.map(check, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
-    found: dict[int, bytes] = {}
-    for item, public in results:
-        if public is None:
+    found: dict[int, tuple[str, bytes | None]] = {}
+    for item, signing in results:
+        if signing is None:
             raise VerificationError(
                 "signature", f"no key of {item.actor} verifies its DSSE signature", item.index
             )
-        found[item.index] = public
+        found[item.index] = signing
     return found
 
 
-def _replay(items: list[_Item], signing_keys: dict[int, bytes], trust: TrustPolicy) -> None:
-    """Judge every entry in ledger order as the notary had to: who may sign it, with
-    which key, under the histories as they stood; then what later revocations reveal."""
-    keys = KeyHistory()
-    roles: dict[str, tuple[str, ...]] = {}
-    suspended: set[str] = set()
-    systems: dict[str, dict[str, str]] = {}
-    insurers: dict[tuple[str, str], str] = {}
+def _every_key(enrolled: dict[str, list[str]]) -> dict[str, bytes]:
+    """Every well-formed public key in the bundle's histories, by fingerprint."""
+    out: dict[str, bytes] = {}
+    for keys in enrolled.values():
+        for key in keys:
+            try:
+                public = decode_public_key(key)
+            except ValueError:
+                continue
+            out.setdefault(fingerprint(public), public)
+    return out
+
+
+def _replay(
+    items: list[_Item], signing_keys: dict[int, tuple[str, bytes | None]], trust: TrustPolicy
+) -> None:
+    """Judge every entry in ledger order as the notary had to (:mod:`ledger.law.admission`):
+    who may sign it, with which key, under the histories as they stood; then what
+    later revocations reveal."""
+    state = Admission()
+    requests: list[Request] = []
     for item in items:
-        p, at, kind = item.payload, item.entry.integrated, item.type
-        public = signing_keys[item.index]
-        fp = fingerprint(public)
-        subject = item.entry.subject
-        target = subject.partition("/")[2]
+        at = item.entry.integrated
+        fp, public = signing_keys[item.index]
+        request = Request(
+            item.type,
+            item.actor,
+            item.entry.subject,
+            fp,
+            at,
+            item.payload,
+            item.index,
+            item.envelope.keyid,
+        )
         try:
-            if kind == "LedgerGenesis":
+            if item.type == "LedgerGenesis":
                 if item.index != 0:
                     raise VerificationError("entry", "a second genesis", item.index)
-                if not trust.regulator_key_valid(public, at) or item.actor != trust.regulator:
+                root = public is not None and trust.regulator_key_valid(public, at)
+                if not root or item.actor != trust.regulator:
                     raise VerificationError(
                         "key", "the genesis is not signed by a regulator root key of the "
                         "trust policy", 0
                     )  # fmt: skip
-                keys.enrol(item.actor, [str(k) for k in p["regulator_keys"]], at)
-                roles[item.actor] = ("regulator",)
-                continue
-            _judge_key(item, keys, fp, trust, public)
-            _judge_authority(item, roles, suspended, systems, insurers)
-            # the entry's own effects, after it was judged
-            if kind == "ActorEnrolled":
-                keys.enrol(target, [str(k) for k in p["public_keys"]], at)
-                roles[target] = tuple(str(r) for r in p["roles"])
-            elif kind == "KeyRotated":
-                keys.rotate(
-                    target, str(p["new_key"]), str(p["old_key"]),
-                    _time_field(item, "old_key_valid_until"), at,
-                )  # fmt: skip
-            elif kind == "KeyRevoked":
-                keys.revoke(
-                    target, str(p["key"]), _time_field(item, "compromised_at"), at, item.index
-                )
-            elif kind == "ActorSuspended":
-                suspended.add(target)
-            elif kind == "ActorReinstated":
-                suspended.discard(target)
-            elif kind == "SystemRegistered":
-                systems[subject] = {
-                    "owner": str(p["owner"]), "holder": str(p["holder"]), "status": "registered"
-                }  # fmt: skip
-            elif kind == "OperationStatusChanged":
-                systems[subject]["status"] = str(p["status"])
-            elif kind == "InsurancePolicyChanged":
-                insurers.setdefault((subject, str(p["policy_number"])), item.actor)
+            else:
+                # An evidence bundle holds the histories of some actors only.
+                judgement = state.judge(request, every_actor_known=False)
+                if not judgement.admitted:
+                    check = "key" if judgement.code in KEY_CODES else "authority"
+                    raise VerificationError(check, str(judgement), item.index)
+                _judge_root_key(item, trust, fp, public)
+                if item.type == "PolicyAdopted" and _time_field(item, "effective_from") < at:
+                    raise VerificationError(
+                        "authority", "a rulebook back-dated before its integration", item.index
+                    )
+            state.apply(request)
         except (KeyError, ValueError, TypeError) as e:
             raise VerificationError("entry", f"cannot be applied: {e}", item.index) from None
-    for item in items:
-        fp = fingerprint(signing_keys[item.index])
-        revealed = keys.compromise_revealed_later(item.actor, fp, item.index, item.entry.integrated)
-        revokes_own_key = item.type == "KeyRevoked" and _fp_of(item.payload.get("key")) == fp
-        if revealed is not None and not revokes_own_key:
+        requests.append(request)
+    for request in requests:
+        revealed = state.compromise_revealed_later(request)
+        if revealed is not None:
             revoked_in, compromised = revealed
             raise VerificationError(
                 "key",
-                f"signed with {item.actor}/{fp}, which was revoked: compromised at "
+                f"signed with {request.actor}/{request.key}, which was revoked: compromised at "
                 f"{format_time(compromised)} (revoked in entry {revoked_in}); integrated "
-                f"{format_time(item.entry.integrated)}",
-                item.index,
+                f"{format_time(request.at)}",
+                request.index,
             )
 
 
-def _fp_of(key: object) -> str | None:
-    try:
-        return fingerprint(decode_public_key(str(key)))
-    except ValueError:
-        return None
-
-
-def _judge_key(item: _Item, keys: KeyHistory, fp: str, trust: TrustPolicy, public: bytes) -> None:
-    at = item.entry.integrated
-    status = keys.status(item.actor, fp, at)
-    if status != "valid":
-        state = keys.rings.get(item.actor, KeyRing()).get(fp)
-        why = {
-            "revoked": f"revoked (compromised at "
-            f"{format_time(state.compromised_at) if state and state.compromised_at else '?'})",
-            "rotated": f"rotated out at "
-            f"{format_time(state.valid_until) if state and state.valid_until else '?'}",
-            "not_yet": "not yet enrolled",
-            "unknown": "not enrolled",
-        }.get(status, status)
-        raise VerificationError(
-            "key",
-            f"signed with {item.actor}/{fp}, which was {why} when integrated {format_time(at)}",
-            item.index,
-        )
+def _judge_root_key(item: _Item, trust: TrustPolicy, fp: str, public: bytes | None) -> None:
+    """The regulator's root keys are valid only within their trust-policy windows."""
+    if public is None or item.actor != trust.regulator:
+        return
     root = any(decode_public_key(k.key) == public for k in trust.regulator_keys)
-    if item.actor == trust.regulator and root and not trust.regulator_key_valid(public, at):
+    if root and not trust.regulator_key_valid(public, item.entry.integrated):
         raise VerificationError(
             "key", f"regulator root key {fp} is outside its trust-policy window", item.index
-        )
-
-
-def _judge_authority(
-    item: _Item,
-    roles: dict[str, tuple[str, ...]],
-    suspended: set[str],
-    systems: dict[str, dict[str, str]],
-    insurers: dict[tuple[str, str], str],
-) -> None:
-    """The notary's rules of who may sign what (ledger.law.authority), at this entry."""
-    p, subject, actor = item.payload, item.entry.subject, item.actor
-    if actor in suspended:
-        raise VerificationError("authority", f"{actor} was suspended", item.index)
-    owner = holder = None
-    if subject.startswith("system/"):
-        system = systems.get(subject)
-        if item.type == "SystemRegistered":
-            if system is not None:
-                raise VerificationError("authority", f"{subject} registered twice", item.index)
-            owner, holder = str(p["owner"]), str(p["holder"])
-        elif system is None:
-            raise VerificationError("authority", f"{subject} is not registered", item.index)
-        else:
-            owner, holder = system["owner"], system["holder"]
-    decision = authorize(
-        item.type, actor, roles.get(actor, ()), subject, owner=owner, holder=holder
-    )
-    if decision.role is None:
-        raise VerificationError("authority", decision.reason, item.index)
-    if item.type == "SystemRegistered" and owner != actor:
-        raise VerificationError("authority", f"{actor} registered {owner}'s system", item.index)
-    system = systems.get(subject)
-    if system and system["status"] == "retired" and decision.role != "regulator":
-        raise VerificationError("authority", f"{subject} was retired", item.index)
-    if item.type == "InsurancePolicyChanged":
-        issuer = insurers.get((subject, str(p["policy_number"])))
-        if issuer is not None and issuer != actor:
-            raise VerificationError(
-                "authority", f"policy {p['policy_number']} was issued by {issuer}", item.index
-            )
-    if item.type == "PolicyAdopted" and _time_field(item, "effective_from") < item.entry.integrated:
-        raise VerificationError(
-            "authority", "a rulebook back-dated before its integration", item.index
         )
 
 

@@ -28,8 +28,8 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 from ledger.formats import strictjson
 from ledger.formats.dsse import parse_envelope
 from ledger.formats.entry import Entry
-from ledger.formats.keys import KeyHistory
 from ledger.formats.timeutil import format_time, parse_time
+from ledger.law.admission import Admission, Judgement, Request
 from ledger.law.rules import Fact, SystemVerdict, evaluate, fact_from_entry, summarize
 
 __all__ = [
@@ -258,42 +258,44 @@ class ComplianceView(Projection[ComplianceViewRecorder]):
         return evaluate(system, [r.fact() for r in rows], at, as_of_index=at_index)
 
     def timeline(self, system: str, *, until: datetime | None = None) -> list[TimelineRow]:
-        """Who did what to ``system``, in ledger order, each signature judged as the
-        notary judged it, then against what later revocations revealed."""
+        """Who did what to ``system``, in ledger order, each entry judged as the notary
+        judged it (:mod:`ledger.law.admission`: signer, key, role, as they stood),
+        then against what later revocations revealed."""
         chain = self.view.rows([f"system/{system}"], up_to_time=until)
         if not chain:
             raise LookupError(f"no system {system}")
-        signers = sorted({r.actor for r in chain})
-        actor_rows = self.view.rows([f"actor/{a}" for a in signers] + ["ledger/genesis"])
-        names: dict[str, tuple[str, tuple[str, ...]]] = {}
-        keys = KeyHistory()
-        judged: dict[int, str] = {}
+        # Every actor's history (keys may be reused or borrowed across actors),
+        # including revocations integrated after ``until``.
+        actor_rows = self.view.rows([*self.view.subjects("actor"), "ledger/genesis"])
+        state = Admission()
+        judged: dict[int, tuple[Request, Judgement]] = {}
         on_chain = {r.index for r in chain}
         for r in sorted([*chain, *actor_rows], key=lambda r: r.index):
-            f = r.fact()
-            if f.index in on_chain:
-                judged[f.index] = keys.status(f.actor, f.key_fingerprint, f.integrated)
-            else:
-                _apply_key_event(f, keys, names)
+            request = _request(r.fact())
+            if request.type == "LedgerGenesis":
+                state.apply(request)
+                continue
+            judgement = state.admit(request)
+            if request.index in on_chain:
+                judged[request.index] = (request, judgement)
         owner, holder = "", ""
         out = []
         for r in chain:
             f = r.fact()
             if f.type == "SystemRegistered":
                 owner, holder = str(f.payload["owner"]), str(f.payload["holder"])
-            legal_name, roles = names.get(f.actor, (f.actor, ()))
+            record = state.actor(f.actor)
+            legal_name, roles = (record.legal_name, record.roles) if record else (f.actor, ())
             if f.actor == owner:
                 role = "owner"
             elif f.actor == holder:
                 role = "holder"
             else:
                 role = "/".join(roles) or "?"
-            status = judged[f.index]
-            revealed = keys.compromise_revealed_later(
-                f.actor, f.key_fingerprint, f.index, f.integrated
-            )
-            if status != "valid":
-                verification = f"key {status} when integrated"
+            request, judgement = judged[f.index]
+            revealed = state.compromise_revealed_later(request) if judgement.admitted else None
+            if not judgement.admitted:
+                verification = f"{judgement.code} when integrated"
             elif revealed is not None:
                 verification = (
                     f"key compromised at {format_time(revealed[1])} (revoked in entry "
@@ -329,25 +331,7 @@ class ComplianceView(Projection[ComplianceViewRecorder]):
         return h.hexdigest()
 
 
-def _apply_key_event(
-    f: Fact, keys: KeyHistory, names: dict[str, tuple[str, tuple[str, ...]]]
-) -> None:
-    """Names, roles and key histories from the actor chains (and the genesis)."""
-    target = f.subject.partition("/")[2]
-    p = f.payload
-    if f.type == "LedgerGenesis":
-        keys.enrol(f.actor, [str(k) for k in p["regulator_keys"]], f.integrated)
-        names[f.actor] = (str(p["regulator_name"]), ("regulator",))
-    elif f.type == "ActorEnrolled":
-        keys.enrol(target, [str(k) for k in p["public_keys"]], f.integrated)
-        names[target] = (str(p["legal_name"]), tuple(str(r) for r in p["roles"]))
-    elif f.type == "KeyRotated" and target in keys.rings:
-        keys.rotate(
-            target,
-            str(p["new_key"]),
-            str(p["old_key"]),
-            f.time("old_key_valid_until"),
-            f.integrated,
-        )
-    elif f.type == "KeyRevoked" and target in keys.rings:
-        keys.revoke(target, str(p["key"]), f.time("compromised_at"), f.integrated, f.index)
+def _request(f: Fact) -> Request:
+    """An entry of the view as :mod:`ledger.law.admission` judges it (the key is the
+    one the envelope names: the notary verified the signature when it integrated it)."""
+    return Request(f.type, f.actor, f.subject, f.key_fingerprint, f.integrated, f.payload, f.index)
