@@ -102,7 +102,6 @@ class SubjectAggregate(Aggregate):
     if TYPE_CHECKING:
         subject: str
         chain_head: int | None
-        last: Provenance
 
     def _start(self, subject: str, prov: Provenance) -> None:
         self.subject = subject
@@ -110,7 +109,6 @@ class SubjectAggregate(Aggregate):
         self._track(prov)
 
     def _track(self, prov: Provenance) -> None:
-        self.last = prov
         if prov.subject == self.subject:
             self.chain_head = prov.index
 
@@ -137,10 +135,7 @@ class LedgerInfo(SubjectAggregate):
     ) -> None:
         self._start("ledger/genesis", prov)
         self.origin = origin
-        self.regulator = regulator
         self.notary_keys = list(notary_keys)
-        self.witness_keys = list(witness_keys)
-        self.witness_quorum = witness_quorum
 
 
 # --- actors and their keys -------------------------------------------------
@@ -165,8 +160,6 @@ class Actor(SubjectAggregate):
     ) -> None:
         self._start(f"actor/{actor_id}", prov)
         self.actor_id = actor_id
-        self.legal_name = legal_name
-        self.bin = bin
         self.roles = list(roles)
         self.keys = KeyRing()
         self.keys.enrol(public_keys, prov.integrated)
@@ -206,10 +199,8 @@ class KeyBinding(Aggregate):
     def __init__(
         self, key_fingerprint: str, public_key: str, actor_id: str, prov: Provenance
     ) -> None:
-        self.key_fingerprint = key_fingerprint
         self.public_key = public_key
         self.actor_id = actor_id
-        self.prov = prov
 
 
 # --- the rulebook ----------------------------------------------------------
@@ -262,14 +253,6 @@ class Rulebook(SubjectAggregate, rulebook.Rulebook):
 # --- AI systems ------------------------------------------------------------
 
 
-@dataclass
-class Oversight:
-    overseer: str
-    can_override: bool
-    can_stop: bool
-    prov: Provenance
-
-
 class AISystem(SubjectAggregate):
     """An AI system in the national register (Arts. 17, 21)."""
 
@@ -291,38 +274,21 @@ class AISystem(SubjectAggregate):
     ) -> None:
         self._start(f"system/{system_id}", prov)
         self.system_id = system_id
-        self.name = name
-        self.purpose = purpose
-        self.sector = sector
         self.owner = owner
         self.holder = holder
-        self.generates_synthetic_content = generates_synthetic_content
         self.status = "registered"
-        self.risk_level: str | None = None
-        self.autonomy: str | None = None
-        self.critical_ict = False
         self.deployed_version: str | None = None
-        self.artifact_sha256: str | None = None
-        self.oversight: dict[str, Oversight] = {}
-        self.labeling: Provenance | None = None
         self.incidents: dict[str, bool] = {}  # incident id -> closed
-        self.audits: list[str] = []  # event ids of AuditCompleted
-        self.insurance_policies: list[str] = []
-        self.prohibited_findings: list[Provenance] = []
 
     @event("RiskClassified")
     def classify(
         self, risk_level: str, autonomy: str, critical_ict: bool, rationale: str, prov: Provenance
     ) -> None:
-        self.risk_level = risk_level
-        self.autonomy = autonomy
-        self.critical_ict = critical_ict
         self._track(prov)
 
     @event("VersionDeployed")
     def deploy_version(self, version: str, artifact_sha256: str, prov: Provenance) -> None:
         self.deployed_version = version
-        self.artifact_sha256 = artifact_sha256
         self._track(prov)
 
     @event("OperationStatusChanged")
@@ -334,35 +300,28 @@ class AISystem(SubjectAggregate):
     def assign_oversight(
         self, overseer: str, can_override: bool, can_stop: bool, prov: Provenance
     ) -> None:
-        self.oversight[overseer] = Oversight(overseer, can_override, can_stop, prov)
         self._track(prov)
 
     @event("HumanOversightWithdrawn")
     def withdraw_oversight(self, overseer: str, reason: str, prov: Provenance) -> None:
-        self.oversight.pop(overseer, None)
         self._track(prov)
 
     @event("LabelingAttested")
     def attest_labeling(
         self, content_types: list[str], marking_method: str, visible_warning: bool, prov: Provenance
     ) -> None:
-        self.labeling = prov
         self._track(prov)
 
     @event("AuditRecorded")
     def record_audit(self, audit_event_id: str, result: str, prov: Provenance) -> None:
-        self.audits.append(audit_event_id)
         self._track(prov)
 
     @event("ProhibitedCapabilityRecorded")
     def record_prohibited_capability(self, category: str, prov: Provenance) -> None:
-        self.prohibited_findings.append(prov)
         self._track(prov)
 
     @event("InsuranceRecorded")
     def record_insurance(self, policy_number: str, status: str, prov: Provenance) -> None:
-        if policy_number not in self.insurance_policies:
-            self.insurance_policies.append(policy_number)
         self._track(prov)
 
     @event("IncidentRecorded")
@@ -397,14 +356,6 @@ class AISystem(SubjectAggregate):
             raise errors.IncidentAlreadyClosed(f"incident {incident_id} is already closed")
 
 
-@dataclass
-class MeasureRecord:
-    measure: str
-    effective_at: datetime
-    description: str
-    prov: Provenance
-
-
 class Incident(Aggregate):
     """A reported incident and the preventive measures taken for it."""
 
@@ -425,27 +376,17 @@ class Incident(Aggregate):
         description: str,
         prov: Provenance,
     ) -> None:
-        self.system_id = system_id
-        self.incident_id = incident_id
-        self.occurred_at = occurred_at
-        self.aware_at = aware_at
-        self.harm_category = harm_category
-        self.severity = severity
-        self.affected_count = affected_count
-        self.description = description
-        self.reported = prov
-        self.measures: list[MeasureRecord] = []
-        self.closed: Provenance | None = None
+        pass
 
     @event("MeasureTaken")
     def take_measure(
         self, measure: str, effective_at: datetime, description: str, prov: Provenance
     ) -> None:
-        self.measures.append(MeasureRecord(measure, effective_at, description, prov))
+        pass
 
     @event("Closed")
     def close(self, resolution: str, prov: Provenance) -> None:
-        self.closed = prov
+        pass
 
 
 class Audit(Aggregate):
@@ -469,25 +410,7 @@ class Audit(Aggregate):
         valid_until: datetime,
         prov: Provenance,
     ) -> None:
-        self.audit_event_id = audit_event_id
-        self.system_id = system_id
-        self.auditor = auditor
-        self.scope = scope
-        self.audited_version_sha256 = audited_version_sha256
-        self.result = result
-        self.findings = findings
-        self.report_sha256 = report_sha256
-        self.valid_until = valid_until
-        self.prov = prov
-
-
-@dataclass
-class InsuranceTerm:
-    status: str
-    start: datetime
-    end: datetime
-    coverage_tenge: int
-    prov: Provenance
+        pass
 
 
 class InsurancePolicy(Aggregate):
@@ -499,16 +422,13 @@ class InsurancePolicy(Aggregate):
 
     @event("Opened")
     def __init__(self, system_id: str, policy_number: str, insurer: str, prov: Provenance) -> None:
-        self.system_id = system_id
-        self.policy_number = policy_number
         self.insurer = insurer
-        self.terms: list[InsuranceTerm] = []
 
     @event("Changed")
     def change(
         self, status: str, start: datetime, end: datetime, coverage_tenge: int, prov: Provenance
     ) -> None:
-        self.terms.append(InsuranceTerm(status, start, end, coverage_tenge, prov))
+        pass
 
 
 class EventRecord(Aggregate):
@@ -532,10 +452,6 @@ class EventRecord(Aggregate):
     ) -> None:
         self.event_id = event_id
         self.index = index
-        self.subject = subject
         self.integrated = integrated
         self.leaf_hash = leaf_hash
         self.envelope_sha256 = envelope_sha256
-
-
-__all__ += ["MeasureRecord", "Oversight"]
