@@ -21,9 +21,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 from ledger.formats.timeutil import parse_time
+from ledger.law import payloads as pl
 
 if TYPE_CHECKING:
     from ledger.law import events as ev
@@ -104,6 +105,11 @@ class PolicyVersion:
     index: int  # the ledger entry that adopted it
     title: str = ""
     legal_references: tuple[str, ...] = ()
+
+    @property
+    def params(self) -> pl.RulebookParameters:
+        """The parameters, typed."""
+        return cast("pl.RulebookParameters", self.parameters)
 
     def basis(self, rule: str) -> str:
         return str(self.parameters.get("legal_basis", {}).get(rule, "not stated in the rulebook"))

@@ -17,35 +17,46 @@ meet a deadline by itself. Obligations that arise from an event (R5, R6) use
 the rulebook in force when the event happened; standing obligations use the
 one in force at T.
 
+The rules are a table, :data:`RULES`: one small function per rule, named after
+the obligation, taking the :class:`Moment` judged (the system's chain folded
+into a :class:`SystemState`, the rulebook, T) and returning its findings.
+Payloads are read through the typed views of :mod:`ledger.law.payloads`.
+
 Standard library only: the offline verifier recomputes verdicts with this very
 code (``ailedger verify --recompute``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from ledger.formats import strictjson
 from ledger.formats.dsse import ParsedEnvelope, parse_envelope
 from ledger.formats.entry import Entry
 from ledger.formats.timeutil import format_time, parse_time
+from ledger.law import payloads as pl
+from ledger.law.payloads import RuleId
 from ledger.law.rulebook import PolicyVersion, Rulebook
 
 __all__ = [
+    "RULES",
+    "Evidence",
     "Fact",
     "Finding",
+    "Moment",
+    "Rule",
+    "Severity",
+    "Status",
+    "SystemState",
     "SystemVerdict",
+    "Verdict",
     "evaluate",
     "fact_from_entry",
     "summarize",
 ]
-
-VERDICTS = ("compliant", "at_risk", "non_compliant", "critical")
-PASSING_AUDIT = ("pass", "conditional")
-ACTIVE_INSURANCE = ("bound", "renewed")
 
 
 @dataclass(frozen=True)
@@ -80,11 +91,21 @@ def fact_from_entry(entry: Entry, envelope: ParsedEnvelope | None = None) -> Fac
     )
 
 
+Status = Literal["violation", "open", "late"]
+"""``violation``: due and unmet; ``open``: not yet due; ``late``: met late, the matter closed."""
+Severity = Literal["critical", "high", "medium"]
+Verdict = Literal["compliant", "at_risk", "non_compliant", "critical"]
+
+VERDICTS: tuple[Verdict, ...] = ("compliant", "at_risk", "non_compliant", "critical")
+PASSING_AUDIT = ("pass", "conditional")
+ACTIVE_INSURANCE = ("bound", "renewed")
+
+
 @dataclass(frozen=True)
 class Finding:
-    rule: str
-    status: str  # "violation": due and unmet; "open": not yet due; "late": met late, matter closed
-    severity: str  # "critical", "high", "medium"
+    rule: RuleId
+    status: Status
+    severity: Severity
     since: datetime
     deadline: datetime | None
     legal_basis: str
@@ -109,7 +130,7 @@ class SystemVerdict:
     system: str
     at: datetime
     as_of_index: int  # the last entry taken into account
-    verdict: str
+    verdict: Verdict
     findings: tuple[Finding, ...]
     policy_index: int  # the entry that adopted the rulebook version in force
 
@@ -126,79 +147,144 @@ class SystemVerdict:
 
 # --- the system's state at T, folded from its chain -----------------------------------
 
+P = TypeVar("P")
+
+
+@dataclass(frozen=True)
+class Evidence(Generic[P]):
+    """An entry the rules rely on: the fact (index, integration, signer) and its
+    payload read as the typed view ``P`` (:mod:`ledger.law.payloads`)."""
+
+    fact: Fact
+    payload: P
+
+    @property
+    def index(self) -> int:
+        return self.fact.index
+
+    @property
+    def integrated(self) -> datetime:
+        return self.fact.integrated
+
+
+def _read(fact: Fact, view: Callable[..., P]) -> Evidence[P]:
+    return Evidence(fact, cast(P, fact.payload))
+
 
 @dataclass
-class _Incident:
-    report: Fact
-    measures: list[Fact] = field(default_factory=list)
+class IncidentState:
+    report: Evidence[pl.IncidentReported]
+    measures: list[Evidence[pl.PreventiveMeasureTaken]] = field(default_factory=list)
     closed: Fact | None = None
 
 
 @dataclass
-class _System:
-    registration: Fact | None = None
+class SystemState:
+    """A system's chain folded up to T: what the rules read."""
+
+    registration: Evidence[pl.SystemRegistered] | None = None
     status: str = "registered"
     status_fact: Fact | None = None
-    classification: Fact | None = None
+    classification: Evidence[pl.RiskClassified] | None = None
     regulator_classified: bool = False
-    deployment: Fact | None = None
-    oversight: dict[str, Fact] = field(default_factory=dict)
+    deployment: Evidence[pl.VersionDeployed] | None = None
+    oversight: dict[str, Evidence[pl.HumanOversightAssigned]] = field(default_factory=dict)
     oversight_withdrawn: Fact | None = None
     labeling: Fact | None = None
-    audits: list[Fact] = field(default_factory=list)
-    insurance: dict[str, Fact] = field(default_factory=dict)
-    insurance_history: list[Fact] = field(default_factory=list)
-    prohibited: list[Fact] = field(default_factory=list)
-    incidents: dict[str, _Incident] = field(default_factory=dict)
+    audits: list[Evidence[pl.AuditCompleted]] = field(default_factory=list)
+    insurance: dict[str, Evidence[pl.InsurancePolicyChanged]] = field(default_factory=dict)
+    insurance_history: list[Evidence[pl.InsurancePolicyChanged]] = field(default_factory=list)
+    prohibited: list[Evidence[pl.ProhibitedCapabilityFound]] = field(default_factory=list)
+    incidents: dict[str, IncidentState] = field(default_factory=dict)
+
+    @property
+    def owner(self) -> str:
+        return "" if self.registration is None else self.registration.payload["owner"]
+
+    @property
+    def risk(self) -> pl.RiskLevel | None:
+        return None if self.classification is None else self.classification.payload["risk_level"]
+
+    @property
+    def autonomy(self) -> pl.Autonomy | None:
+        return None if self.classification is None else self.classification.payload["autonomy"]
 
 
-def _fold(facts: Sequence[Fact]) -> _System:
-    s = _System()
+def _fold(facts: Sequence[Fact]) -> SystemState:
+    s = SystemState()
     for f in facts:
-        p = f.payload
         if f.type == "SystemRegistered":
-            s.registration = f
+            s.registration = _read(f, pl.SystemRegistered)
         elif f.type == "OperationStatusChanged":
-            s.status, s.status_fact = str(p["status"]), f
+            s.status, s.status_fact = _read(f, pl.OperationStatusChanged).payload["status"], f
         elif f.type == "RiskClassified":
             # Only the owner or the regulator may classify; the regulator's
             # override stands against later classifications by the owner.
-            by_regulator = f.actor != _owner(s)
+            by_regulator = f.actor != s.owner
             if by_regulator or not s.regulator_classified:
-                s.classification = f
+                s.classification = _read(f, pl.RiskClassified)
                 s.regulator_classified = s.regulator_classified or by_regulator
         elif f.type == "VersionDeployed":
-            s.deployment = f
+            s.deployment = _read(f, pl.VersionDeployed)
         elif f.type == "HumanOversightAssigned":
-            s.oversight[str(p["overseer"])] = f
+            assigned = _read(f, pl.HumanOversightAssigned)
+            s.oversight[assigned.payload["overseer"]] = assigned
         elif f.type == "HumanOversightWithdrawn":
-            s.oversight.pop(str(p["overseer"]), None)
+            s.oversight.pop(_read(f, pl.HumanOversightWithdrawn).payload["overseer"], None)
             s.oversight_withdrawn = f
         elif f.type == "LabelingAttested":
             s.labeling = f
         elif f.type == "AuditCompleted":
-            s.audits.append(f)
+            s.audits.append(_read(f, pl.AuditCompleted))
         elif f.type == "InsurancePolicyChanged":
-            s.insurance[str(p["policy_number"])] = f
-            s.insurance_history.append(f)
+            change = _read(f, pl.InsurancePolicyChanged)
+            s.insurance[change.payload["policy_number"]] = change
+            s.insurance_history.append(change)
         elif f.type == "ProhibitedCapabilityFound":
-            s.prohibited.append(f)
+            s.prohibited.append(_read(f, pl.ProhibitedCapabilityFound))
         elif f.type == "IncidentReported":
-            s.incidents[str(p["incident_id"])] = _Incident(f)
-        elif f.type == "PreventiveMeasureTaken" and p.get("incident_id") in s.incidents:
-            s.incidents[str(p["incident_id"])].measures.append(f)
-        elif f.type == "IncidentClosed" and p.get("incident_id") in s.incidents:
-            s.incidents[str(p["incident_id"])].closed = f
+            report = _read(f, pl.IncidentReported)
+            s.incidents[report.payload["incident_id"]] = IncidentState(report)
+        elif f.type == "PreventiveMeasureTaken":
+            measure = _read(f, pl.PreventiveMeasureTaken)
+            incident = _incident(s, measure.payload.get("incident_id"))
+            if incident is not None:
+                incident.measures.append(measure)
+        elif f.type == "IncidentClosed":
+            incident = _incident(s, _read(f, pl.IncidentClosed).payload.get("incident_id"))
+            if incident is not None:
+                incident.closed = f
     return s
 
 
-def _owner(s: _System) -> str:
-    if s.registration is None:
-        return ""
-    return str(s.registration.payload["owner"])
+def _incident(s: SystemState, incident_id: str | None) -> IncidentState | None:
+    return None if incident_id is None else s.incidents.get(incident_id)
 
 
 # --- the rules -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Moment:
+    """What a rule judges: the system's chain folded up to T, the rulebook, and T."""
+
+    system: SystemState
+    rulebook: Rulebook
+    policy: PolicyVersion  # in force at T
+    at: datetime
+
+    @property
+    def params(self) -> pl.RulebookParameters:
+        return self.policy.params
+
+    @property
+    def in_operation(self) -> Fact | None:
+        """The entry that put the system in operation, if it is in operation at T."""
+        return self.system.status_fact if self.system.status == "in_operation" else None
+
+
+#: A rule: the findings it makes about one system at one moment.
+Rule = Callable[[Moment], list[Finding]]
 
 
 def evaluate(
@@ -222,12 +308,8 @@ def evaluate(
     chain = [f for f in known if f.subject == f"system/{system}"]
     if not chain or chain[0].type != "SystemRegistered":
         raise ValueError(f"system {system} is not registered as of {format_time(at)}")
-    s = _fold(chain)
-    policy = rulebook.in_force(at)
-    findings: list[Finding] = []
-    if s.status == "in_operation":
-        findings += _standing_obligations(system, s, rulebook, policy, at)
-    findings += _incident_obligations(s, rulebook, at)
+    moment = Moment(_fold(chain), rulebook, rulebook.in_force(at), at)
+    findings = [finding for rule in RULES.values() for finding in rule(moment)]
     findings.sort(key=lambda f: (f.rule, f.since, f.evidence))
     return SystemVerdict(
         system,
@@ -235,11 +317,11 @@ def evaluate(
         as_of_index if as_of_index is not None else (known[-1].index if known else -1),
         _verdict(findings),
         tuple(findings),
-        policy.index,
+        moment.policy.index,
     )
 
 
-def _verdict(findings: Sequence[Finding]) -> str:
+def _verdict(findings: Sequence[Finding]) -> Verdict:
     due = [f for f in findings if f.status == "violation"]
     if any(f.severity == "critical" for f in due):
         return "critical"
@@ -254,162 +336,259 @@ def _latest(*times: datetime | None) -> datetime:
     return max(t for t in times if t is not None)
 
 
-def _idx(*evidence: Fact | int | None) -> tuple[int, ...]:
+def _idx(*evidence: Evidence[Any] | Fact | int | None) -> tuple[int, ...]:
     return tuple(sorted({e if isinstance(e, int) else e.index for e in evidence if e is not None}))
 
 
-def _standing_obligations(
-    system: str, s: _System, rulebook: Rulebook, policy: PolicyVersion, at: datetime
-) -> list[Finding]:
-    out: list[Finding] = []
-    params = policy.parameters
-    op = s.status_fact
-    assert op is not None
-    op_since = op.integrated
-    risk = str(s.classification.payload["risk_level"]) if s.classification else None
-    autonomy = str(s.classification.payload["autonomy"]) if s.classification else None
-    cls_since = s.classification.integrated if s.classification else None
+def _since_classified(s: SystemState) -> datetime | None:
+    return s.classification.integrated if s.classification else None
 
-    # R1: in operation without a risk classification
-    if s.classification is None:
+
+def r1_risk_classification(m: Moment) -> list[Finding]:
+    """Art. 17(1): a system in operation must be classified by risk level."""
+    op = m.in_operation
+    if op is None or m.system.classification is not None:
+        return []
+    return [
+        Finding(
+            "R1",
+            "violation",
+            "high",
+            op.integrated,
+            op.integrated,
+            m.policy.basis("R1"),
+            _idx(m.system.registration, op),
+            "in operation without a risk classification",
+        )
+    ]
+
+
+def r2_liability_insurance(m: Moment) -> list[Finding]:
+    """Senate amendment: mandatory liability insurance for the risk levels the rulebook names."""
+    s, at, op, risk = m.system, m.at, m.in_operation, m.system.risk
+    if op is None or risk not in m.params["insurance_required_levels"]:
+        return []
+    if any(_insured(p.payload, at) for p in s.insurance.values()):
+        return []
+    required = m.rulebook.required_since(
+        at, lambda v: risk in v.params["insurance_required_levels"]
+    )
+    ended = [t for t in (_insurance_end(p) for p in s.insurance.values()) if t <= at]
+    since = _latest(op.integrated, _since_classified(s), required, max(ended) if ended else None)
+    last = s.insurance_history[-1] if s.insurance_history else None
+    why = (
+        f"no insurance policy active (last: {last.payload['policy_number']} "
+        f"{last.payload['status']}, ends {last.payload['end']})"
+        if last
+        else "no insurance policy ever reported"
+    )
+    return [
+        Finding(
+            "R2",
+            "violation",
+            "high",
+            since,
+            since,
+            m.policy.basis("R2"),
+            _idx(s.classification, op, last, m.rulebook.adoption_starting(required)),
+            f"risk level {risk} in operation, {why}",
+        )
+    ]
+
+
+def _insured(p: pl.InsurancePolicyChanged, at: datetime) -> bool:
+    return p["status"] in ACTIVE_INSURANCE and parse_time(p["start"]) <= at < parse_time(p["end"])
+
+
+def _insurance_end(change: Evidence[pl.InsurancePolicyChanged]) -> datetime:
+    """When the cover ends: its term, or the integration of a lapse or cancellation before it."""
+    end = parse_time(change.payload["end"])
+    if change.payload["status"] in ACTIVE_INSURANCE:
+        return end
+    return min(end, change.integrated)
+
+
+def r3_valid_audit(m: Moment) -> list[Finding]:
+    """Arts. 19-20: a passing audit, valid at T, of the version deployed."""
+    s, at, op, risk = m.system, m.at, m.in_operation, m.system.risk
+    if op is None or risk not in m.params["audit_required_levels"]:
+        return []
+    version = s.deployment.payload["artifact_sha256"] if s.deployment else None
+    validity = timedelta(days=int(m.params["audit_validity_days"]))
+
+    def expiry(a: Evidence[pl.AuditCompleted]) -> datetime:
+        return min(parse_time(a.payload["valid_until"]), a.integrated + validity)
+
+    matching = [
+        a
+        for a in s.audits
+        if a.payload["result"] in PASSING_AUDIT
+        and (version is None or a.payload["audited_version_sha256"] == version)
+    ]
+    if any(expiry(a) > at for a in matching):
+        return []
+    required = m.rulebook.required_since(at, lambda v: risk in v.params["audit_required_levels"])
+    expired = [expiry(a) for a in matching if expiry(a) <= at]
+    deployed = s.deployment.integrated if s.deployment else None
+    since = _latest(
+        op.integrated, _since_classified(s), required, deployed, max(expired) if expired else None
+    )
+    last_audit = s.audits[-1] if s.audits else None
+    if matching:
+        why = f"the last passing audit expired {format_time(max(expired))}"
+    elif last_audit is not None and s.deployment is not None:
+        why = f"no passing audit of the deployed version {s.deployment.payload['version']}"
+    else:
+        why = "no passing audit"
+    return [
+        Finding(
+            "R3",
+            "violation",
+            "high",
+            since,
+            since,
+            m.policy.basis("R3"),
+            _idx(
+                s.classification,
+                op,
+                s.deployment,
+                last_audit,
+                m.rulebook.adoption_starting(required),
+            ),
+            f"risk level {risk} in operation: {why}",
+        )
+    ]
+
+
+def r4_human_oversight(m: Moment) -> list[Finding]:
+    """Art. 17(2): no highly autonomous (or high-risk) system without human oversight
+    able to override and stop it."""
+    s, op = m.system, m.in_operation
+    if op is None or s.classification is None:
+        return []
+    needs_oversight = (
+        s.autonomy in m.params["oversight_required_autonomy"]
+        or s.risk in m.params["oversight_required_levels"]
+    )
+    capable = [
+        o
+        for o in s.oversight.values()
+        if o.payload["can_override"] is True and o.payload["can_stop"] is True
+    ]
+    if not needs_oversight or capable:
+        return []
+    withdrawn = s.oversight_withdrawn
+    since = _latest(
+        op.integrated, _since_classified(s), withdrawn.integrated if withdrawn else None
+    )
+    return [
+        Finding(
+            "R4",
+            "violation",
+            "high",
+            since,
+            since,
+            m.policy.basis("R4"),
+            _idx(s.classification, op, withdrawn),
+            f"autonomy {s.autonomy}, risk {s.risk}: no human oversight able to override and stop",
+        )
+    ]
+
+
+def _incident_clock(inc: IncidentState, rulebook: Rulebook) -> tuple[datetime, PolicyVersion]:
+    """When the incident's clock started, and the rulebook in force then.
+
+    A claimed awareness later than the report itself cannot postpone the
+    clock: the reporter was aware when it reported at the latest."""
+    report = inc.report
+    aware = min(parse_time(report.payload["aware_at"]), report.integrated)
+    return aware, rulebook.in_force(aware)
+
+
+def r5_preventive_measure(m: Moment) -> list[Finding]:
+    """Senate amendment: a preventive measure integrated within the allowed hours of awareness."""
+    out = []
+    for incident_id, inc in m.system.incidents.items():
+        report = inc.report
+        aware, policy = _incident_clock(inc, m.rulebook)
+        serious = report.payload["severity"] in ("serious", "critical")
+        hours = int(
+            policy.params[
+                "preventive_measure_hours_serious" if serious else "preventive_measure_hours"
+            ]
+        )
+        deadline = aware + timedelta(hours=hours)
+        first = inc.measures[0] if inc.measures else None
+        closed_in_time = inc.closed is not None and inc.closed.integrated <= deadline
+        if first is None and closed_in_time:
+            continue
+        if first is not None and first.integrated <= deadline:
+            continue
+        status: Status
+        if first is None and m.at < deadline:
+            status = "open"
+        elif first is not None and inc.closed is not None:
+            status = "late"  # measured after the deadline; the matter is closed
+        else:
+            status = "violation"
+        measure = (
+            f"measure {first.payload['measure']} integrated {format_time(first.integrated)}"
+            f" (claimed effective {first.payload['effective_at']})"
+            if first
+            else "no preventive measure"
+        )
         out.append(
             Finding(
-                "R1",
-                "violation",
-                "high",
-                op_since,
-                op_since,
-                policy.basis("R1"),
-                _idx(s.registration, op),
-                "in operation without a risk classification",
+                "R5",
+                status,
+                "high" if serious else "medium",
+                deadline if status != "open" else report.integrated,
+                deadline,
+                policy.basis("R5"),
+                _idx(report, first, inc.closed),
+                f"incident {incident_id} ({report.payload['severity']}), aware "
+                f"{format_time(aware)}: {measure}; due within {hours} h",
             )
         )
+    return out
 
-    # R2: mandatory liability insurance for the levels the rulebook names
-    if risk in params["insurance_required_levels"]:
-        active = [
-            f
-            for f in s.insurance.values()
-            if f.payload["status"] in ACTIVE_INSURANCE and f.time("start") <= at < f.time("end")
-        ]
-        if not active:
-            required = rulebook.required_since(
-                at, lambda v: risk in v.parameters["insurance_required_levels"]
-            )
-            ended = [
-                min(f.time("end"), f.integrated)
-                if f.payload["status"] not in ACTIVE_INSURANCE
-                else f.time("end")
-                for f in s.insurance.values()
-            ]
-            ended = [t for t in ended if t <= at]
-            since = _latest(op_since, cls_since, required, max(ended) if ended else None)
-            last = s.insurance_history[-1] if s.insurance_history else None
-            why = (
-                f"no insurance policy active (last: {last.payload['policy_number']} "
-                f"{last.payload['status']}, ends {last.payload['end']})"
-                if last
-                else "no insurance policy ever reported"
-            )
-            out.append(
-                Finding(
-                    "R2",
-                    "violation",
-                    "high",
-                    since,
-                    since,
-                    policy.basis("R2"),
-                    _idx(s.classification, op, last, rulebook.adoption_starting(required)),
-                    f"risk level {risk} in operation, {why}",
-                )
-            )
 
-    # R3: a passing audit, valid at T, of the version deployed
-    if risk in params["audit_required_levels"]:
-        version = str(s.deployment.payload["artifact_sha256"]) if s.deployment else None
-        validity = timedelta(days=int(params["audit_validity_days"]))
+def r6_incident_reported_in_time(m: Moment) -> list[Finding]:
+    """EU AI Act Art. 73(2)-(4) as reference: an incident reported within the allowed
+    hours of awareness."""
+    out = []
+    for incident_id, inc in m.system.incidents.items():
+        report = inc.report
+        aware, policy = _incident_clock(inc, m.rulebook)
+        death = report.payload["harm_category"] == "death"
+        report_hours = int(policy.params["report_hours_death" if death else "report_hours"])
+        report_deadline = aware + timedelta(hours=report_hours)
+        if report.integrated <= report_deadline:
+            continue
+        out.append(
+            Finding(
+                "R6",
+                "late" if inc.closed is not None else "violation",
+                "medium",
+                report_deadline,
+                report_deadline,
+                policy.basis("R6"),
+                _idx(report, inc.closed),
+                f"incident {incident_id} reported {format_time(report.integrated)}, "
+                f"{report_hours} h after awareness were allowed",
+            )
+        )
+    return out
 
-        def expiry(a: Fact) -> datetime:
-            return min(a.time("valid_until"), a.integrated + validity)
 
-        matching = [
-            a
-            for a in s.audits
-            if a.payload["result"] in PASSING_AUDIT
-            and (version is None or a.payload["audited_version_sha256"] == version)
-        ]
-        valid = [a for a in matching if expiry(a) > at]
-        if not valid:
-            required = rulebook.required_since(
-                at, lambda v: risk in v.parameters["audit_required_levels"]
-            )
-            expired = [expiry(a) for a in matching if expiry(a) <= at]
-            deployed = s.deployment.integrated if s.deployment else None
-            since = _latest(
-                op_since, cls_since, required, deployed, max(expired) if expired else None
-            )
-            last_audit = s.audits[-1] if s.audits else None
-            if matching:
-                why = f"the last passing audit expired {format_time(max(expired))}"
-            elif last_audit is not None and version is not None:
-                why = "no passing audit of the deployed version " + (
-                    f"{s.deployment.payload['version']}" if s.deployment else ""
-                )
-            else:
-                why = "no passing audit"
-            out.append(
-                Finding(
-                    "R3",
-                    "violation",
-                    "high",
-                    since,
-                    since,
-                    policy.basis("R3"),
-                    _idx(
-                        s.classification,
-                        op,
-                        s.deployment,
-                        last_audit,
-                        rulebook.adoption_starting(required),
-                    ),
-                    f"risk level {risk} in operation: {why}",
-                )
-            )
-
-    # R4: human oversight that can override and stop
-    needs_oversight = (
-        autonomy in params["oversight_required_autonomy"]
-        or risk in params["oversight_required_levels"]
-    )
-    if s.classification is not None and needs_oversight:
-        capable = [
-            f
-            for f in s.oversight.values()
-            if f.payload["can_override"] is True and f.payload["can_stop"] is True
-        ]
-        if not capable:
-            since = _latest(
-                op_since,
-                cls_since,
-                s.oversight_withdrawn.integrated if s.oversight_withdrawn else None,
-            )
-            out.append(
-                Finding(
-                    "R4",
-                    "violation",
-                    "high",
-                    since,
-                    since,
-                    policy.basis("R4"),
-                    _idx(s.classification, op, s.oversight_withdrawn),
-                    f"autonomy {autonomy}, risk {risk}: no human oversight able to "
-                    "override and stop",
-                )
-            )
-
-    # R7: a prohibited capability found while in operation: critical until suspended
-    for finding in s.prohibited:
-        since = _latest(op_since, finding.integrated)
+def r7_prohibited_capability(m: Moment) -> list[Finding]:
+    """Art. 17(3): a prohibited capability found while in operation: critical until suspended."""
+    op = m.in_operation
+    if op is None:
+        return []
+    out = []
+    for found in m.system.prohibited:
+        since = _latest(op.integrated, found.integrated)
         out.append(
             Finding(
                 "R7",
@@ -417,98 +596,46 @@ def _standing_obligations(
                 "critical",
                 since,
                 since,
-                policy.basis("R7"),
-                _idx(finding, op),
-                f"prohibited capability {finding.payload['category']} found "
-                f"by {finding.actor}, system still in operation",
+                m.policy.basis("R7"),
+                _idx(found, op),
+                f"prohibited capability {found.payload['category']} found "
+                f"by {found.fact.actor}, system still in operation",
             )
         )
+    return out
 
-    # R8: synthetic content needs a current labelling attestation
+
+def r8_synthetic_content_labelled(m: Moment) -> list[Finding]:
+    """Art. 21: a system generating synthetic content needs a labelling attestation."""
+    s, op = m.system, m.in_operation
     synthetic = s.registration is not None and s.registration.payload["generates_synthetic_content"]
-    if synthetic and s.labeling is None:
-        out.append(
-            Finding(
-                "R8",
-                "violation",
-                "high",
-                op_since,
-                op_since,
-                policy.basis("R8"),
-                _idx(s.registration, op),
-                "generates synthetic content without a labelling attestation",
-            )
+    if op is None or not synthetic or s.labeling is not None:
+        return []
+    return [
+        Finding(
+            "R8",
+            "violation",
+            "high",
+            op.integrated,
+            op.integrated,
+            m.policy.basis("R8"),
+            _idx(s.registration, op),
+            "generates synthetic content without a labelling attestation",
         )
-    return out
+    ]
 
 
-def _incident_obligations(s: _System, rulebook: Rulebook, at: datetime) -> list[Finding]:
-    out: list[Finding] = []
-    for incident_id, inc in s.incidents.items():
-        report = inc.report
-        # A claimed awareness later than the report itself cannot postpone the
-        # clock: the reporter was aware when it reported at the latest.
-        aware = min(report.time("aware_at"), report.integrated)
-        policy = rulebook.in_force(aware)  # the rules in force when the clock started
-        params = policy.parameters
-        closed = inc.closed is not None
-        serious = report.payload["severity"] in ("serious", "critical")
-
-        # R5: a preventive measure integrated within the allowed hours of aware_at
-        hours = int(
-            params["preventive_measure_hours_serious" if serious else "preventive_measure_hours"]
-        )
-        deadline = aware + timedelta(hours=hours)
-        first = inc.measures[0] if inc.measures else None
-        closed_in_time = inc.closed is not None and inc.closed.integrated <= deadline
-        if (first is None and not closed_in_time) or (
-            first is not None and first.integrated > deadline
-        ):
-            if first is None and at < deadline:
-                status = "open"
-            elif first is not None and closed:
-                status = "late"  # measured after the deadline; the matter is closed
-            else:
-                status = "violation"
-            measure = (
-                f"measure {first.payload['measure']} integrated {format_time(first.integrated)}"
-                f" (claimed effective {first.payload['effective_at']})"
-                if first
-                else "no preventive measure"
-            )
-            out.append(
-                Finding(
-                    "R5",
-                    status,
-                    "high" if serious else "medium",
-                    deadline if status != "open" else report.integrated,
-                    deadline,
-                    policy.basis("R5"),
-                    _idx(report, first, inc.closed),
-                    f"incident {incident_id} ({report.payload['severity']}), aware "
-                    f"{format_time(aware)}: {measure}; due within {hours} h",
-                )
-            )
-
-        # R6: reported within the allowed hours of aware_at
-        death = report.payload["harm_category"] == "death"
-        report_hours = int(params["report_hours_death" if death else "report_hours"])
-        report_deadline = aware + timedelta(hours=report_hours)
-        if report.integrated > report_deadline:
-            out.append(
-                Finding(
-                    "R6",
-                    "late" if closed else "violation",
-                    "medium",
-                    report_deadline,
-                    report_deadline,
-                    policy.basis("R6"),
-                    _idx(report, inc.closed),
-                    f"incident {incident_id} reported {format_time(report.integrated)}, "
-                    f"{report_hours} h after awareness were allowed",
-                )
-            )
-    return out
+#: The rules R1-R8 (DOMAIN.md), by id.
+RULES: dict[RuleId, Rule] = {
+    "R1": r1_risk_classification,
+    "R2": r2_liability_insurance,
+    "R3": r3_valid_audit,
+    "R4": r4_human_oversight,
+    "R5": r5_preventive_measure,
+    "R6": r6_incident_reported_in_time,
+    "R7": r7_prohibited_capability,
+    "R8": r8_synthetic_content_labelled,
+}
 
 
 # --- one line per event, for timelines ---------------------------------------------------
