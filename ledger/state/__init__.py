@@ -1,5 +1,7 @@
 """Compliance state with eventsourcing: aggregates named after the law's nouns
 (``domain``), the application that admits and applies ledger entries
-(``application``), and the one place where asyncio meets the synchronous
-library (``asyncbridge``).
+(``application``; its :class:`~ledger.state.application.Batch` builds on
+``overlay``, the aggregates of a batch not yet recorded, and ``recording``, the
+state change of each event type), and the one place where asyncio meets the
+synchronous library (``asyncbridge``).
 """
