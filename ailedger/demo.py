@@ -93,7 +93,7 @@ async def play(
                 key = scenario.keys.get(step.actor) or scenario.outsider
                 client = await LedgerClient.connect(url, key, trust=trust, clock=clock)
                 clients[step.actor] = client
-            made = step.make(scenario)
+            made = scenario.build(step)
             try:
                 if isinstance(made, Submission):
                     receipt = await client.submit_envelope(
