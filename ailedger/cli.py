@@ -20,27 +20,47 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
-import msgspec
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ailedger import resources
 from ailedger.demo import VERDICT_STYLE, ledger_table, rejections_table
 from ledger.bus import proofs
-from ledger.bus.client import LedgerClient, SubmissionRejected
-from ledger.bus.home import Home, init_home
-from ledger.bus.logview import LogRow, RejectionRow, read_log, read_rejections
-from ledger.bus.streams import connect
+from ledger.bus.client import (
+    LedgerClient,
+    SubmissionRejected,
+    SubmissionTimeout,
+    envelope_head,
+    sign_event,
+)
+from ledger.bus.home import DEFAULT_HOME, Home, init_home, remember_home, resolve_home
+from ledger.bus.logview import LogRow, RejectionRow, describe, read_log, read_rejections
+from ledger.bus.streams import (
+    HDR_DETAIL,
+    HDR_EVENT,
+    HDR_INTAKE_SUBJECT,
+    HDR_REASON,
+    LEDGER,
+    REJECTED,
+    NatsUnreachable,
+    connect,
+    last_sequence,
+    read_stream,
+)
 from ledger.formats.dsse import EnvelopeError, parse_envelope
+from ledger.formats.entry import Entry
 from ledger.formats.errors import BUG, USAGE, LedgerError
-from ledger.formats.keys import generate, load_key, save_key
+from ledger.formats.keys import ActorKey, generate, load_key, save_key
 from ledger.formats.receipt import Receipt
-from ledger.formats.timeutil import SystemClock, format_time
+from ledger.formats.timeutil import SystemClock, format_moment, format_time, parse_moment
 from ledger.formats.tree import TreeStore
 from ledger.formats.trust import TrustPolicy
 from ledger.law import events as ev
@@ -74,18 +94,26 @@ console = _Console() if sys.stdout.isatty() else _Console(width=132)
 err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)
 
 HomeOpt = Annotated[
-    Path,
-    typer.Option("--home", envvar="AILEDGER_HOME", help="Ledger home made by `ailedger init`."),
+    Path | None,
+    typer.Option(
+        "--home",
+        envvar="AILEDGER_HOME",
+        help="Ledger home (default: ./.ailedger, else the one `ailedger init` remembered).",
+        show_default=False,
+    ),
 ]
 NatsOpt = Annotated[
     str | None,
     typer.Option(
         "--nats",
         envvar="AILEDGER_NATS_URL",
-        help="NATS URL (default: the embedded server of `ailedger up` for this home).",
+        help="NATS URL (default: the one `ailedger init --nats` stored in the home, "
+        "else the embedded server of `ailedger up`).",
     ),
 ]
-DEFAULT_HOME = Path(".ailedger")
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="JSON: one object (one per line for lists and streams).")
+]
 
 
 class CliError(LedgerError):
@@ -157,19 +185,77 @@ def one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def _nats_url(home: Path, nats: str | None) -> str:
+def _version() -> str:
+    try:
+        return package_version("ai-compliance-ledger")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"ailedger {_version()}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """A verifiable compliance ledger for AI systems (Kazakhstan Law No. 230-VIII)."""
+
+
+def _emit(doc: object) -> None:
+    """One JSON object on one line of stdout (the only --json format)."""
+    sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
+
+
+def _home_path(home: Path | None) -> Path:
+    return resolve_home(home)
+
+
+def _nats_source(home: Path | None, nats: str | None) -> tuple[str, str]:
+    """The NATS URL and a hint to add when nothing answers there."""
     if nats:
-        return nats
-    url_file = Home(home).url_file
-    if url_file.exists():
-        return url_file.read_text().strip()
-    raise CliError(f"no NATS server: start one with `ailedger up --home {home}` or pass --nats URL")
+        return nats, ""
+    path = _home_path(home)
+    h = Home(path)
+    configured = h.nats_url
+    if configured:
+        return configured, f" (the server configured for {path} in {h.config_path})"
+    if h.url_file.exists():
+        return h.url_file.read_text().strip(), (
+            f" (the embedded server of {path}: is `ailedger up --home {path}` still running?)"
+        )
+    raise CliError(f"no NATS server: start one with `ailedger up --home {path}` or pass --nats URL")
 
 
-def _home(path: Path) -> Home:
-    home = Home(path)
+def _nats_url(home: Path | None, nats: str | None) -> str:
+    return _nats_source(home, nats)[0]
+
+
+async def _connect(home: Path | None, nats: str | None, name: str) -> Any:
+    """A NATS connection for ``home``; when nothing answers, say which URL failed and
+    where it came from (never suggesting the embedded server for an external one)."""
+    url, hint = _nats_source(home, nats)
+    try:
+        return await connect(url, name=name, max_reconnect_attempts=2)
+    except NatsUnreachable as e:
+        raise NatsUnreachable(f"{e}{hint}") from None
+
+
+def _home(path: Path | None) -> Home:
+    resolved = _home_path(path)
+    home = Home(resolved)
     if not home.exists():
-        raise CliError(f"{path} is not a ledger home: create one with `ailedger init {path}`")
+        raise CliError(
+            f"{resolved} is not a ledger home: create one with `ailedger init {resolved}`"
+        )
     return home
 
 
@@ -193,8 +279,14 @@ def keygen(
 @one_line_errors
 def init(
     directory: Annotated[
-        Path, typer.Argument(help="Where to create the ledger home.")
-    ] = DEFAULT_HOME,
+        Path | None,
+        typer.Argument(
+            help="Where to create the ledger home (default: ./.ailedger).", show_default=False
+        ),
+    ] = None,
+    home_opt: Annotated[
+        Path | None, typer.Option("--home", envvar="AILEDGER_HOME", help="Same as DIRECTORY.")
+    ] = None,
     origin: Annotated[str, typer.Option(help="The log's origin line.")] = "ailedger.local/registry",
     regulator: Annotated[str, typer.Option(help="The regulator's actor id.")] = "regulator",
     regulator_name: Annotated[str, typer.Option()] = (
@@ -203,9 +295,15 @@ def init(
     regulator_bin: Annotated[str, typer.Option(help="12-digit BIN.")] = "000000000000",
     nats: NatsOpt = None,
 ) -> None:
-    """Create root keys, the trust policy and the genesis entry (integrated as index 0)."""
+    """Create root keys, the trust policy and the genesis entry (integrated as index 0).
+
+    The home and --nats are remembered: later commands need neither flag.
+    """
     from services.notary import serve
 
+    if directory is not None and home_opt is not None and directory != home_opt:
+        raise CliError(f"two homes given: {directory} and --home {home_opt}; give one")
+    directory = directory or home_opt or DEFAULT_HOME
     home = init_home(
         directory,
         origin=origin,
@@ -226,7 +324,16 @@ def init(
         await serve(home, stop, nats_url=nats, on_ready=ready)
         return url
 
-    url = asyncio.run(integrate_genesis())
+    if nats:
+        home.save_config(nats=nats)
+    remember_home(directory)
+    try:
+        url = asyncio.run(integrate_genesis())
+    except NatsUnreachable as e:
+        raise NatsUnreachable(
+            f"{e}; the home {directory} was created: `ailedger up --home {directory}` "
+            "integrates its genesis once that server answers"
+        ) from None
     console.print(f"created ledger home {directory}")
     console.print(f"  trust policy   {home.trust_path}  (publish this)")
     console.print(
@@ -235,14 +342,19 @@ def init(
     console.print(f"  regulator key  {home.regulator_key_path}  (root key, keep offline)")
     console.print(f"  notary key     {home.notary_key_path}")
     console.print(f"  origin         {origin}")
+    if nats:
+        console.print(f"  nats           {nats}  (remembered in {home.config_path})")
+    console.print(f"  remembered     {directory.resolve()}  (commands find it without --home)")
     if url and not nats:
         console.print(f"next: ailedger up --home {directory}")
+    elif nats:
+        console.print(f"next: ailedger up --home {directory}   (the notary, on {nats})")
 
 
 @app.command()
 @one_line_errors
 def up(
-    home: HomeOpt = DEFAULT_HOME,
+    home: HomeOpt = None,
     nats: NatsOpt = None,
     port: Annotated[int | None, typer.Option(help="Port of the embedded server.")] = None,
     state: Annotated[
@@ -263,6 +375,7 @@ def up(
     from services.notary import Notary, serve
 
     h = _home(home)
+    nats = nats or h.nats_url  # the external server `init --nats` remembered
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     async def main() -> None:
@@ -304,89 +417,282 @@ def _read(path: Path) -> bytes:
         raise UnreadableFile(f"cannot read {path}: {e.strerror}") from None
 
 
+def _json_object(path: Path) -> tuple[bytes, dict[str, Any]]:
+    data = _read(path)
+    try:
+        doc = json.loads(data)
+    except ValueError as e:
+        raise CliError(f"{path} is not JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise CliError(f"{path} must hold a JSON object")
+    return data, doc
+
+
+def _signed(path: Path, doc: dict[str, Any], key: ActorKey) -> tuple[bytes, ev.Event]:
+    """Fill in v, event_id, actor (the key's) and signed_at when missing; validate
+    against the catalogue; sign. Nothing here touches the network."""
+    doc.setdefault("v", 1)
+    doc.setdefault("event_id", ev.new_event_id())
+    doc.setdefault("actor", key.actor)
+    doc.setdefault("signed_at", format_time(SystemClock().now()))
+    try:
+        event = ev.decode_event(json.dumps(doc).encode())
+    except ev.SchemaError as e:
+        raise CliError(f"{path} is not a valid event: {e}") from None
+    if event.actor != key.actor:
+        raise CliError(f"{path} is by actor {event.actor!r} but {key.keyid} is {key.actor!r}'s key")
+    return sign_event(event, key), event
+
+
+def _envelope_path(path: Path) -> Path:
+    """``incident.json`` -> ``incident.envelope.json``, beside it."""
+    name = path.name.removesuffix(".json")
+    return path.with_name(f"{name}.envelope.json")
+
+
+def _checked_envelope(path: Path, data: bytes) -> ev.Event:
+    try:
+        return envelope_head(data)
+    except (EnvelopeError, ev.SchemaError) as e:
+        raise CliError(f"{path} is not a valid signed envelope: {e}") from None
+
+
+@app.command()
+@one_line_errors
+def template(
+    event_type: Annotated[str, typer.Argument(metavar="TYPE", help="An event type.")],
+    actor: Annotated[str | None, typer.Option(help="The signer (default: the example's).")] = None,
+) -> None:
+    """Print a valid example payload of TYPE, with a fresh event id, signed now."""
+    try:
+        doc = json.loads(resources.example(event_type))
+    except KeyError:
+        raise CliError(
+            f"no event type {event_type!r}; valid types: {', '.join(resources.example_types())}"
+        ) from None
+    doc["event_id"] = ev.new_event_id()
+    doc["signed_at"] = format_time(SystemClock().now())
+    if actor is not None:
+        doc["actor"] = actor
+    sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
+@app.command()
+@one_line_errors
+def schema(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="A schema name, or an event type (default: list the names)."),
+    ] = None,
+) -> None:
+    """Print a published JSON Schema (without NAME: the names there are)."""
+    if name is None:
+        for n in resources.schema_names():
+            sys.stdout.write(n + "\n")
+        return
+    names = resources.schema_names()
+    chosen = name if name in names else f"events/{name}"
+    if chosen not in names:
+        raise CliError(f"no schema {name!r}; `ailedger schema` lists them: {', '.join(names)}")
+    sys.stdout.write(resources.schema(chosen).decode())
+
+
+@app.command()
+@one_line_errors
+def sign(
+    file: Annotated[Path, typer.Argument(help="An event payload (JSON).")],
+    key: Annotated[Path, typer.Option("--key", help="The signer's key file.")],
+    out: Annotated[
+        Path | None,
+        typer.Option("-o", "--out", help="Envelope file (default: FILE.envelope.json beside it)."),
+    ] = None,
+) -> None:
+    """Sign a payload into a DSSE envelope, filling in v, event_id, actor, signed_at.
+
+    Nothing is sent: `ailedger submit ENVELOPE` sends it (without the key).
+    """
+    actor_key = load_key(key)
+    _, doc = _json_object(file)
+    if "payloadType" in doc:
+        raise CliError(f"{file} is already a signed envelope: submit it with `ailedger submit`")
+    envelope, event = _signed(file, doc, actor_key)
+    path = out or _envelope_path(file)
+    path.write_bytes(envelope)
+    console.print(
+        f"wrote {path}: {event.type_name} by {event.actor}, event {event.event_id}",
+        highlight=False,
+    )
+
+
 @app.command()
 @one_line_errors
 def submit(
     file: Annotated[
-        Path, typer.Argument(help="An event payload (JSON) or a signed DSSE envelope.")
+        Path, typer.Argument(help="A signed DSSE envelope, or a payload (JSON) with --key.")
     ],
-    key: Annotated[Path, typer.Option("--key", help="The signer's key file.")],
-    home: HomeOpt = DEFAULT_HOME,
+    key: Annotated[
+        Path | None,
+        typer.Option("--key", help="Sign the payload with this key (not for an envelope)."),
+    ] = None,
+    home: HomeOpt = None,
     nats: NatsOpt = None,
     trust: Annotated[Path | None, typer.Option(help="Trust policy (default: the home's).")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for a verdict.")] = 30.0,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Sign (if needed) and submit one event; print the notary's receipt.
+    """Submit one event; print the notary's receipt (exit 1 when it is rejected).
 
-    A payload may leave out v, event_id, actor and signed_at: they are filled
-    in (the actor from the key file).
+    An envelope goes as it is: its actor is the payload's, no key is needed. A
+    payload is signed with --key first (v, event_id, actor, signed_at filled in
+    when missing) and its envelope saved beside it (FILE.envelope.json) before
+    anything is sent, so a submission that times out is retried with the same
+    event id: `ailedger submit FILE.envelope.json`.
     """
-    actor_key = load_key(key)
-    policy = TrustPolicy.load(trust or Home(home).trust_path)
-    url = _nats_url(home, nats)
-    data = _read(file)
-    try:
-        doc = json.loads(data)
-    except ValueError as e:
-        raise CliError(f"{file} is not JSON: {e}") from None
-    if not isinstance(doc, dict):
-        raise CliError(f"{file} must hold a JSON object")
+    # Everything about the input is checked before any network I/O.
+    actor_key = load_key(key) if key is not None else None
+    data, doc = _json_object(file)
+    if "payloadType" in doc:
+        envelope, event = data, _checked_envelope(file, data)
+        saved = file
+    else:
+        if actor_key is None:
+            raise CliError(
+                f"{file} is a payload, not a signed envelope: sign it with --key KEY "
+                "(or `ailedger sign`)"
+            )
+        envelope, event = _signed(file, doc, actor_key)
+        saved = _envelope_path(file)
+        saved.write_bytes(envelope)
+    policy = TrustPolicy.load(trust or Home(_home_path(home)).trust_path)
 
-    async def send() -> tuple[Receipt, str]:
-        client = await LedgerClient.connect(url, actor_key, trust=policy)
+    async def send() -> Receipt:
+        nc = await _connect(home, nats, f"ailedger-submit-{event.actor}")
+        client = LedgerClient(nc, trust=policy)
         try:
-            if "payloadType" in doc:
-                try:
-                    env = parse_envelope(data)
-                    head = ev.decode_event(env.payload)
-                except (EnvelopeError, ev.SchemaError) as e:
-                    raise CliError(f"{file}: {e}") from None
-                receipt = await client.submit_envelope(
-                    data, head.event_id, head.type_name, timeout=timeout
-                )
-                return receipt, head.type_name
-            doc.setdefault("v", 1)
-            doc.setdefault("event_id", ev.new_event_id())
-            doc.setdefault("actor", actor_key.actor)
-            doc.setdefault("signed_at", format_time(SystemClock().now()))
-            try:
-                event = ev.decode_event(json.dumps(doc).encode())
-            except ev.SchemaError as e:
-                raise CliError(f"{file} is not a valid event: {e}") from None
-            return await client.submit(event, timeout=timeout), event.type_name
+            return await client.submit_signed(envelope, timeout=timeout)
         finally:
             await client.close()
 
     try:
-        receipt, type_name = asyncio.run(send())
+        receipt = asyncio.run(send())
     except SubmissionRejected as r:
+        if as_json:
+            _emit(
+                {
+                    "status": "rejected",
+                    "type": event.type_name,
+                    "event_id": event.event_id,
+                    "code": r.code,
+                    "detail": r.detail,
+                    "envelope": str(saved),
+                }
+            )
         err.print(f"rejected: {r.code}: {r.detail}", highlight=False)
         raise typer.Exit(1) from None
+    except SubmissionTimeout:
+        raise SubmissionTimeout(
+            f"no verdict for event {event.event_id} within {timeout}s; it may still be "
+            f"integrated. The signed envelope is saved: retry with the same event id, "
+            f"`ailedger submit {saved}`",
+            event.event_id,
+        ) from None
+    if as_json:
+        _emit(
+            {
+                "status": "accepted",
+                "type": event.type_name,
+                "event_id": receipt.event_id,
+                "index": receipt.index,
+                "integrated": format_time(receipt.integrated),
+                "leaf_hash": base64.b64encode(receipt.leaf_hash).decode(),
+                "origin": receipt.origin,
+                "envelope": str(saved),
+                "receipt": receipt.note.decode(),
+            }
+        )
+        return
     console.print(
-        f"accepted {type_name} as entry {receipt.index} (event {receipt.event_id})",
+        f"accepted {event.type_name} as entry {receipt.index} (event {receipt.event_id})",
         highlight=False,
     )
     sys.stdout.write(receipt.note.decode())
 
 
+def _payload_json(entry: Entry) -> Any:
+    try:
+        return json.loads(parse_envelope(entry.envelope).payload)
+    except (EnvelopeError, ValueError):
+        return None
+
+
+async def _log_json(nc: Any, start: int, limit: int | None) -> None:
+    """Each entry as one JSON line, with its decoded payload, as it is read."""
+    last = await last_sequence(nc, LEDGER)
+    end = last if limit is None else min(last, start + limit)
+    async for m in read_stream(nc, LEDGER, start + 1, end):
+        entry = Entry.parse(m.data)
+        row = describe(entry)
+        _emit(
+            {
+                "index": row.index,
+                "integrated": format_time(row.integrated),
+                "signer": row.signer,
+                "type": row.type,
+                "subject": row.subject,
+                "prev": row.prev,
+                "event_id": row.event_id,
+                "payload": _payload_json(entry),
+            }
+        )
+        sys.stdout.flush()
+
+
+async def _rejected_json(nc: Any, limit: int | None) -> None:
+    """Each refused submission as one JSON line, with its original bytes (base64)."""
+    last = await last_sequence(nc, REJECTED)
+    first = 1 if limit is None else max(1, last - limit + 1)
+    async for m in read_stream(nc, REJECTED, first, last):
+        h = m.headers or {}
+        _emit(
+            {
+                "sequence": m.sequence,
+                "intake_subject": h.get(HDR_INTAKE_SUBJECT, m.subject),
+                "event_id": h.get(HDR_EVENT, None),
+                "code": h.get(HDR_REASON, "?"),
+                "detail": h.get(HDR_DETAIL, ""),
+                "bytes": base64.b64encode(m.data).decode(),
+            }
+        )
+        sys.stdout.flush()
+
+
 @app.command("log")
 @one_line_errors
 def log_cmd(
-    home: HomeOpt = DEFAULT_HOME,
+    home: HomeOpt = None,
     nats: NatsOpt = None,
     start: Annotated[int, typer.Option("--from", help="First index.")] = 0,
     limit: Annotated[int | None, typer.Option(help="At most this many entries.")] = None,
     rejected: Annotated[
         bool, typer.Option("--rejected", help="List refused submissions instead.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="One JSON object per line, with the decoded payload (--rejected: the "
+            "original bytes, base64).",
+        ),
+    ] = False,
 ) -> None:
     """The ledger's entries in order: index, integrated time, signer, type, subject."""
-    url = _nats_url(home, nats)
 
     async def read() -> list[LogRow] | list[RejectionRow]:
-        nc = await connect(url, name="ailedger-log", max_reconnect_attempts=2)
+        nc = await _connect(home, nats, "ailedger-log")
         try:
+            if as_json:
+                await (_rejected_json(nc, limit) if rejected else _log_json(nc, start, limit))
+                return []
             if rejected:
                 return await read_rejections(nc, limit)
             return await read_log(nc, start, limit)
@@ -395,19 +701,19 @@ def log_cmd(
 
     rows = asyncio.run(read())
     if as_json:
-        for r in rows:
-            sys.stdout.write(msgspec.json.encode(r).decode() + "\n")
-    elif rejected:
+        return
+    if rejected:
         console.print(rejections_table([r for r in rows if isinstance(r, RejectionRow)]))
     else:
         console.print(ledger_table([r for r in rows if isinstance(r, LogRow)]))
 
 
-async def _with_tree(home: Path, nats: str | None, job: Callable[[Any, TreeStore], Any]) -> Any:
+async def _with_tree(
+    home: Path | None, nats: str | None, job: Callable[[Any, TreeStore], Any]
+) -> Any:
     """Run ``job(nc, tree)`` with a NATS connection and the home's tree file."""
-    url = _nats_url(home, nats)
-    nc = await connect(url, name="ailedger-proofs", max_reconnect_attempts=2)
-    tree = TreeStore(Home(home).tree_path)
+    nc = await _connect(home, nats, "ailedger-proofs")
+    tree = TreeStore(Home(_home_path(home)).tree_path)
     try:
         return await job(nc, tree)
     finally:
@@ -418,7 +724,7 @@ async def _with_tree(home: Path, nats: str | None, job: Callable[[Any, TreeStore
 @app.command()
 @one_line_errors
 def checkpoint(
-    home: HomeOpt = DEFAULT_HOME,
+    home: HomeOpt = None,
     nats: NatsOpt = None,
     size: Annotated[int | None, typer.Option(help="The checkpoint of this tree size.")] = None,
 ) -> None:
@@ -434,7 +740,7 @@ def checkpoint(
 @one_line_errors
 def prove(
     index: Annotated[int | None, typer.Argument(help="Entry index to prove.")] = None,
-    home: HomeOpt = DEFAULT_HOME,
+    home: HomeOpt = None,
     nats: NatsOpt = None,
     size: Annotated[
         int | None, typer.Option(help="Prove under the checkpoint of this size (default: latest).")
@@ -485,8 +791,11 @@ def export(
     claim: Annotated[
         bool, typer.Option(help="Add the verdict on each system as of the checkpoint.")
     ] = False,
-    home: HomeOpt = DEFAULT_HOME,
+    home: HomeOpt = None,
     nats: NatsOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With -o: the summary as one JSON object.")
+    ] = False,
 ) -> None:
     """Write an evidence bundle (ailedger/bundle/v1) as of a signed checkpoint."""
     rng = None
@@ -517,6 +826,17 @@ def export(
     out.write_bytes(bundle)
     doc = json.loads(bundle)
     size = proofs.SignedCheckpoint.parse(doc["checkpoint"].encode()).checkpoint.size
+    if as_json:
+        _emit(
+            {
+                "bundle": str(out),
+                "entries": len(doc["entries"]),
+                "chains": len(doc["chains"]),
+                "checkpoint_size": size,
+                "claim": "claim" in doc,
+            }
+        )
+        return
     console.print(
         f"wrote {out}: {len(doc['entries'])} entries, {len(doc['chains'])} chains, "
         f"checkpoint size {size}",
@@ -533,46 +853,71 @@ def verify(
         Path | None, typer.Option(help="A checkpoint you pinned earlier (signed note file).")
     ] = None,
     recompute: Annotated[
-        bool, typer.Option(help="Recompute the bundle's claimed verdicts with the rule engine.")
+        bool,
+        typer.Option(
+            "--recompute",
+            hidden=True,
+            help="Accepted for compatibility: a claim is always recomputed.",
+        ),
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="The report as one JSON object.")] = False,
 ) -> None:
-    """Verify a bundle offline: no network, only the trust policy."""
+    """Verify a bundle offline: no network, only the trust policy.
+
+    A claimed verdict in the bundle is always recomputed from its entries.
+    """
     policy = TrustPolicy.load(trust)
     data = _read(bundle)
     pinned = _read(since) if since is not None else None
     try:
-        report = verify_bundle(data, policy, since=pinned, recompute=recompute)
+        report = verify_bundle(data, policy, since=pinned)
     except VerificationError as e:
+        if as_json:
+            _emit(
+                {
+                    "bundle": str(bundle),
+                    "verified": False,
+                    "check": e.check,
+                    "index": e.index,
+                    "message": e.message,
+                    "code": e.code,
+                }
+            )
         sys.stderr.write(f"{bundle}: FAILED {e} [{e.code}]\n")
         raise typer.Exit(e.exit_status) from None
+    if as_json:
+        _emit(
+            {
+                "bundle": str(bundle),
+                "verified": True,
+                "origin": report.origin,
+                "size": report.size,
+                "root": base64.b64encode(report.root).decode(),
+                "log_key": report.log_key,
+                "witnesses": report.witnesses,
+                "entries": report.entries,
+                "chains": report.chains,
+                "signatures": report.signatures,
+                "consistent_with": report.consistent_with,
+                "claim": report.recomputed,
+            }
+        )
+        return
     console.print(f"{bundle}: VERIFIED", highlight=False)
     for line in report.lines:
         console.print(f"  {line}", highlight=False, soft_wrap=True)
 
 
 def _parse_at(text: str | None) -> datetime | None:
-    """RFC 3339, or any ISO 8601 date/time (taken as UTC when it names no zone)."""
-    if text is None:
-        return None
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise CliError(
-            f"--at wants a date or time like 2026-03-06 or 2026-03-06T12:00Z: {text!r}"
-        ) from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    if len(text) == 10:  # a date: the end of that day
-        t = t.replace(hour=23, minute=59, second=59)
-    return t.astimezone(UTC)
+    """--at: a date (the end of that day in UTC+5), a date-time (UTC+5), or RFC 3339."""
+    return None if text is None else parse_moment(text)
 
 
-async def _projection(home: Path, nats: str | None, job: Callable[[Projector], Any]) -> Any:
+async def _projection(home: Path | None, nats: str | None, job: Callable[[Projector], Any]) -> Any:
     """Bring the projector's stores up to date with LEDGER, then run ``job``."""
     h = _home(home)
-    url = _nats_url(home, nats)
     state_env, view_env = store_envs(h.state_dir)
-    nc = await connect(url, name="ailedger-projection", max_reconnect_attempts=2)
+    nc = await _connect(home, nats, "ailedger-projection")
     projector = Projector(nc, LedgerState(state_env, trust=h.trust()), open_view(view_env))
     try:
         await projector.catch_up()
@@ -585,7 +930,7 @@ async def _projection(home: Path, nats: str | None, job: Callable[[Projector], A
 @app.command()
 @one_line_errors
 def project(
-    home: HomeOpt = DEFAULT_HOME,
+    home: HomeOpt = None,
     nats: NatsOpt = None,
     once: Annotated[bool, typer.Option(help="Catch up, print the state digest, exit.")] = False,
 ) -> None:
@@ -612,14 +957,13 @@ def project(
 
 @app.command()
 @one_line_errors
-def rebuild(home: HomeOpt = DEFAULT_HOME, nats: NatsOpt = None) -> None:
+def rebuild(home: HomeOpt = None, nats: NatsOpt = None) -> None:
     """Drop the compliance state and views and rebuild them from LEDGER."""
     h = _home(home)
-    url = _nats_url(home, nats)
     state_env, view_env = store_envs(h.state_dir)
 
     async def run() -> RebuildReport:
-        nc = await connect(url, name="ailedger-rebuild", max_reconnect_attempts=2)
+        nc = await _connect(home, nats, "ailedger-rebuild")
         try:
             with Progress(
                 TextColumn("rebuilding from LEDGER"),
@@ -627,6 +971,7 @@ def rebuild(home: HomeOpt = DEFAULT_HOME, nats: NatsOpt = None) -> None:
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
                 console=console,
+                disable=not console.is_terminal,  # a bar only on a terminal
             ) as progress:
                 task = progress.add_task("rebuild", total=None)
                 return await projector_rebuild(
@@ -656,13 +1001,22 @@ def status(
     system: Annotated[
         str | None, typer.Argument(help="A system id (default: all systems).")
     ] = None,
-    at: Annotated[str | None, typer.Option(help="As of this time (default: now).")] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help="As of this moment (default: now): a date (the end of that day, UTC+5), "
+            "a date-time (UTC+5), or RFC 3339 with Z or an offset."
+        ),
+    ] = None,
     at_index: Annotated[
         int | None, typer.Option("--at-index", help="As of this ledger index (reproducible).")
     ] = None,
-    home: HomeOpt = DEFAULT_HOME,
+    home: HomeOpt = None,
     nats: NatsOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="The verdicts as JSON.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="One system: one JSON object; all: one object per line."),
+    ] = False,
 ) -> None:
     """Compliance verdicts with their findings, legal basis and evidence, as of a moment."""
     when = _parse_at(at)
@@ -671,6 +1025,13 @@ def status(
 
     async def job(projector: Projector) -> list[SystemVerdict]:
         def verdicts() -> list[SystemVerdict]:
+            genesis = projector.view.view.row(0)
+            if when is not None and genesis is not None and when < genesis.fact().integrated:
+                start = genesis.fact().integrated
+                raise CliError(
+                    f"the ledger starts at {format_moment(start)}; nothing is recorded "
+                    f"before it (asked as of {format_moment(when)})"
+                )
             systems = [system] if system else projector.view.systems()
             out = []
             for s in systems:
@@ -688,9 +1049,10 @@ def status(
     except (ValueError, LookupError) as e:
         raise CliError(str(e)) from None
     if as_json:
-        sys.stdout.write(json.dumps([v.to_json() for v in results], indent=1) + "\n")
+        for v in results:
+            _emit(v.to_json())
         return
-    moment = f"index {at_index}" if at_index is not None else format_time(when) if when else ""
+    moment = f"index {at_index}" if at_index is not None else format_moment(when) if when else ""
     if system is None:
         table = Table(title=f"Compliance as of {moment}", title_justify="left", header_style="bold")
         for column in ("system", "verdict", "findings", "as of entry"):
@@ -731,8 +1093,14 @@ def status(
 @one_line_errors
 def timeline(
     system: Annotated[str, typer.Argument(help="A system id.")],
-    at: Annotated[str | None, typer.Option(help="Up to this time (default: everything).")] = None,
-    home: HomeOpt = DEFAULT_HOME,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help="Up to this moment (default: everything): a date (the end of that day, "
+            "UTC+5), a date-time (UTC+5), or RFC 3339."
+        ),
+    ] = None,
+    home: HomeOpt = None,
     nats: NatsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
@@ -748,10 +1116,10 @@ def timeline(
         raise CliError(str(e)) from None
     if as_json:
         for r in rows:
-            doc = {**r.__dict__, "integrated": format_time(r.integrated)}
-            sys.stdout.write(json.dumps(doc) + "\n")
+            _emit({**r.__dict__, "integrated": format_time(r.integrated)})
         return
-    table = Table(title=f"Timeline of {system}", title_justify="left", header_style="bold")
+    title = f"Timeline of {system}" + (f" as of {format_moment(until)}" if until else "")
+    table = Table(title=title, title_justify="left", header_style="bold")
     for column in ("index", "integrated", "signed", "signer", "role", "key", "event", "check"):
         no_wrap = column in ("integrated", "key")
         table.add_column(column, no_wrap=no_wrap)
@@ -777,7 +1145,7 @@ def demo(
         Path | None, typer.Option(help="Keep the demo ledger in this directory.")
     ] = None,
 ) -> None:
-    """Play the DOMAIN.md scenario on a fresh embedded ledger and show the result."""
+    """Play the demo scenario (docs/rules.md) on a fresh embedded ledger and show the result."""
     from ailedger.demo import run_demo
 
     raise typer.Exit(run_demo(console, keep))

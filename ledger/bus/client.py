@@ -11,6 +11,14 @@ the notary answers a resubmitted envelope with the receipt it already gave.
 The receipt's signature is checked against the trust policy's log keys. A
 rejection raises :class:`SubmissionRejected` carrying the notary's reason code.
 :class:`SyncLedgerClient` wraps it for scripts.
+
+An envelope signed elsewhere (``ailedger sign``, an HSM, another service) is
+sent without holding the actor's key: connect with no key and call
+:meth:`LedgerClient.submit_signed`; the receipt is still checked against the
+trust policy::
+
+    async with await LedgerClient.connect(url, trust=trust) as client:
+        receipt = await client.submit_signed(envelope_bytes)
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from ledger.bus.streams import (
     intake_subject,
 )
 from ledger.formats.checkpoint import TlogProof, parse_checkpoint, parse_tlog_proof
-from ledger.formats.dsse import sign_envelope
+from ledger.formats.dsse import EnvelopeError, parse_envelope, sign_envelope
 from ledger.formats.errors import CHECK_FAILED, UNAVAILABLE, LedgerError
 from ledger.formats.keys import ActorKey
 from ledger.formats.merkle import verify_inclusion
@@ -52,6 +60,7 @@ __all__ = [
     "SubmissionRejected",
     "SubmissionTimeout",
     "SyncLedgerClient",
+    "envelope_head",
     "sign_event",
 ]
 
@@ -66,6 +75,13 @@ def sign_event(event: ev.Event, key: ActorKey) -> bytes:
     if event.actor != key.actor:
         raise ValueError(f"event actor {event.actor!r} is not the key's actor {key.actor!r}")
     return sign_envelope(payload, key)
+
+
+def envelope_head(envelope: bytes) -> ev.Event:
+    """The event inside signed envelope bytes, checked locally (DSSE structure, payload
+    type, the catalogue's schema); raises EnvelopeError or ev.SchemaError. The
+    signature itself is the notary's to judge."""
+    return ev.decode_event(parse_envelope(envelope).payload)
 
 
 class SubmissionError(LedgerError):
@@ -100,12 +116,12 @@ class SubmissionTimeout(SubmissionError):
 
 
 class LedgerClient:
-    """Signs and submits one actor's events."""
+    """Signs and submits one actor's events; without a key, submits signed envelopes."""
 
     def __init__(
         self,
         nc: NATS,
-        key: ActorKey,
+        key: ActorKey | None = None,
         *,
         trust: TrustPolicy,
         clock: Clock | None = None,
@@ -124,10 +140,19 @@ class LedgerClient:
 
     @classmethod
     async def connect(
-        cls, url: str, key: ActorKey, *, trust: TrustPolicy, **kwargs: Any
+        cls, url: str, key: ActorKey | None = None, *, trust: TrustPolicy, **kwargs: Any
     ) -> LedgerClient:
-        nc = await connect(url, name=f"ailedger-client-{key.actor}")
+        """Connect as ``key``'s actor, or with no key to submit pre-signed envelopes."""
+        nc = await connect(url, name=f"ailedger-client-{key.actor if key else 'signed'}")
         return cls(nc, key, trust=trust, **kwargs)
+
+    def _key(self) -> ActorKey:
+        if self.key is None:
+            raise SubmissionError(
+                "this client holds no key: it can only submit signed envelopes (submit_signed)",
+                "",
+            )
+        return self.key
 
     async def close(self) -> None:
         if self._sub is not None:
@@ -150,12 +175,12 @@ class LedgerClient:
         """Build an event of ``cls`` by this actor, with a new id, signed now."""
         fields.setdefault("v", 1)
         fields.setdefault("event_id", ev.new_event_id())
-        fields.setdefault("actor", self.key.actor)
+        fields.setdefault("actor", self._key().actor)
         fields.setdefault("signed_at", self.clock.now())
         return cls(**fields)
 
     async def submit(self, event: ev.Event, *, timeout: float = 30.0) -> Receipt:
-        envelope = sign_event(event, self.key)
+        envelope = sign_event(event, self._key())
         return await self.submit_envelope(
             envelope, event.event_id, event.type_name, timeout=timeout
         )
@@ -175,16 +200,36 @@ class LedgerClient:
 
         return list(await asyncio.gather(*(one(e) for e in events)))
 
+    async def submit_signed(self, envelope: bytes, *, timeout: float = 30.0) -> Receipt:
+        """Submit an envelope signed elsewhere, exactly as given: its event id, type and
+        actor are read from the payload (checked locally first, :func:`envelope_head`)."""
+        try:
+            head = envelope_head(envelope)
+        except (EnvelopeError, ev.SchemaError) as e:
+            raise SubmissionError(f"not a submittable envelope: {e}", "") from None
+        return await self.submit_envelope(
+            envelope, head.event_id, head.type_name, actor=head.actor, timeout=timeout
+        )
+
     async def submit_envelope(
-        self, envelope: bytes, event_id: str, event_type: str, *, timeout: float = 30.0
+        self,
+        envelope: bytes,
+        event_id: str,
+        event_type: str,
+        *,
+        actor: str | None = None,
+        timeout: float = 30.0,
     ) -> Receipt:
-        """Submit signed bytes; retry with the same message id until a verdict arrives."""
+        """Submit signed bytes on ``intake.<actor>.<type>`` (``actor``: by default this
+        client's); retry with the same message id until a verdict arrives."""
+        if actor is None:
+            actor = self._key().actor
         await self._ensure_inbox()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Verdict] = loop.create_future()
         self._waiting[event_id] = fut
         deadline = time.monotonic() + timeout
-        subject = intake_subject(self.key.actor, event_type)
+        subject = intake_subject(actor, event_type)
         headers = {HDR_MSG_ID: event_id, HDR_REPLY: f"{self._inbox}.{event_id}"}
         try:
             while True:
@@ -293,7 +338,7 @@ class LedgerClient:
 class SyncLedgerClient:
     """A blocking wrapper for scripts: runs a :class:`LedgerClient` on its own loop thread."""
 
-    def __init__(self, url: str, key: ActorKey, *, trust: TrustPolicy) -> None:
+    def __init__(self, url: str, key: ActorKey | None = None, *, trust: TrustPolicy) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -307,6 +352,9 @@ class SyncLedgerClient:
 
     def submit(self, event: ev.Event, *, timeout: float = 30.0) -> Receipt:
         return self._run(self._client.submit(event, timeout=timeout), timeout + 5)
+
+    def submit_signed(self, envelope: bytes, *, timeout: float = 30.0) -> Receipt:
+        return self._run(self._client.submit_signed(envelope, timeout=timeout), timeout + 5)
 
     def close(self) -> None:
         try:

@@ -9,10 +9,19 @@
     DIR/nats/               the embedded NATS server's store (``ailedger up``)
     DIR/state/              derived state (SQLite), always rebuildable from LEDGER
     DIR/run/nats.url        the URL of the running embedded server
+    DIR/config.json         remembered settings: {"nats": "<URL of an external server>"}
+
+``ailedger init`` also remembers the home it made in the user's configuration
+(``$XDG_CONFIG_HOME/ailedger/home``, else ``~/.config/ailedger/home``), as the
+nats CLI remembers its context: later commands find it without ``--home``.
+The home is chosen by :func:`resolve_home`: ``--home``, then ``$AILEDGER_HOME``,
+then ``./.ailedger`` if it is a ledger home, then the remembered one.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +35,18 @@ from ledger.formats.trust import TrustedKey, TrustPolicy
 from ledger.law import events as ev
 from ledger.law.rulebook import default_policy
 
-__all__ = ["Home", "HomeExists", "init_home"]
+__all__ = [
+    "DEFAULT_HOME",
+    "Home",
+    "HomeExists",
+    "init_home",
+    "remember_home",
+    "remembered_home",
+    "resolve_home",
+]
+
+#: The home in the working directory, used when nothing else names one.
+DEFAULT_HOME = Path(".ailedger")
 
 
 class HomeExists(LedgerError, FileExistsError):
@@ -77,6 +97,36 @@ class Home:
     @property
     def url_file(self) -> Path:
         return self.path / "run" / "nats.url"
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    def config(self) -> dict[str, str]:
+        """Remembered settings (``nats``: the URL of an external server), or {}."""
+        try:
+            doc = json.loads(self.config_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(doc, dict):
+            return {}
+        return {k: v for k, v in doc.items() if isinstance(k, str) and isinstance(v, str)}
+
+    def save_config(self, **settings: str | None) -> None:
+        """Merge ``settings`` into config.json; a None value forgets that setting."""
+        doc = self.config()
+        for name, value in settings.items():
+            if value is None:
+                doc.pop(name, None)
+            else:
+                doc[name] = value
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+    @property
+    def nats_url(self) -> str | None:
+        """The external NATS server this home was set up with (``init --nats``), if any."""
+        return self.config().get("nats")
 
     def exists(self) -> bool:
         return self.trust_path.exists() and self.genesis_path.exists()
@@ -140,3 +190,37 @@ def init_home(
     for d in (home.nats_dir, home.state_dir):
         d.mkdir(parents=True, exist_ok=True)
     return home
+
+
+def _user_config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "ailedger"
+
+
+def remember_home(path: Path) -> None:
+    """Remember ``path`` (made absolute) as the user's ledger home."""
+    directory = _user_config_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "home").write_text(f"{path.resolve()}\n")
+    except OSError:
+        pass  # a read-only home directory: the user passes --home instead
+
+
+def remembered_home() -> Path | None:
+    """The home the last ``ailedger init`` remembered, if it still exists."""
+    try:
+        text = (_user_config_dir() / "home").read_text().strip()
+    except OSError:
+        return None
+    return Path(text) if text and Home(Path(text)).exists() else None
+
+
+def resolve_home(explicit: Path | None) -> Path:
+    """The ledger home: ``explicit`` (``--home`` or ``$AILEDGER_HOME``), else
+    ``./.ailedger`` if it holds a ledger, else the remembered one, else ``./.ailedger``."""
+    if explicit is not None:
+        return explicit
+    if Home(DEFAULT_HOME).exists():
+        return DEFAULT_HOME
+    return remembered_home() or DEFAULT_HOME

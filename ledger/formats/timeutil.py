@@ -10,20 +10,26 @@ from __future__ import annotations
 
 import re
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Protocol
 
 from ledger.formats.errors import USAGE, LedgerError
 
 __all__ = [
+    "KZ",
     "RFC3339_UTC",
     "Clock",
     "ClockError",
     "SimulatedClock",
     "SystemClock",
+    "format_moment",
     "format_time",
+    "parse_moment",
     "parse_time",
 ]
+
+#: Kazakhstan's single time zone (since 1 March 2024): UTC+5, no daylight saving.
+KZ = timezone(timedelta(hours=5), "UTC+5")
 
 #: The only accepted spelling of a time in signed data.
 RFC3339_UTC = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z$"
@@ -55,6 +61,45 @@ def format_time(t: datetime) -> str:
     if t.microsecond:
         text += f".{t.microsecond:06d}"
     return text + "Z"
+
+
+def parse_moment(text: str) -> datetime:
+    """A moment a person types, as an aware UTC datetime.
+
+    - a date (``2026-08-31``): the END of that day in Kazakhstan (UTC+5), i.e.
+      ``2026-08-31T23:59:59.999999+05:00`` = ``2026-08-31T18:59:59.999999Z``, so
+      "as of a date" counts every entry integrated on that day;
+    - a date and time without a zone (``2026-08-31T12:00``, ``2026-08-31 12:00:30``):
+      read as UTC+5;
+    - RFC 3339 with ``Z`` or an offset (``2026-08-31T07:00:00Z``,
+      ``2026-08-31T12:00:00+05:00``): taken as given.
+    """
+    stripped = text.strip()
+    wrong = ClockError(
+        f"not a date or time: {text!r} (give 2026-08-31, 2026-08-31T12:00 in UTC+5, "
+        "or RFC 3339 such as 2026-08-31T07:00:00Z)"
+    )
+    try:
+        if len(stripped) == 10:
+            day = date.fromisoformat(stripped)
+            end = datetime.combine(day, time(23, 59, 59, 999999), tzinfo=KZ)
+            return end.astimezone(UTC)
+        if stripped[-1:] in ("z", "Z"):
+            stripped = stripped[:-1] + "+00:00"
+        t = datetime.fromisoformat(stripped)
+    except ValueError:
+        raise wrong from None
+    if "T" not in stripped.upper() and " " not in stripped:
+        raise wrong  # 20260831 and other compact spellings: ambiguous to a reader
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=KZ)
+    return t.astimezone(UTC)
+
+
+def format_moment(t: datetime) -> str:
+    """A moment for people: ``2026-08-31T18:59:59.999999Z (2026-08-31 23:59:59 UTC+5)``."""
+    local = utc(t).astimezone(KZ)
+    return f"{format_time(utc(t))} ({local:%Y-%m-%d %H:%M:%S} UTC+5)"
 
 
 def utc(t: datetime) -> datetime:
