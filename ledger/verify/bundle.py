@@ -67,7 +67,14 @@ from ledger.formats.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from ledger.formats.note import Note, NoteError, Verifier, Verifiers, open_note
+from ledger.formats.note import (
+    Note,
+    NoteError,
+    UnverifiedNoteError,
+    Verifier,
+    Verifiers,
+    open_note,
+)
 from ledger.formats.timeutil import ClockError, format_time, parse_time
 from ledger.formats.trust import TrustPolicy
 from ledger.law.admission import KEY_CODES, Admission, Request
@@ -139,7 +146,8 @@ def verify_bundle(
 
     ``since`` is a checkpoint (signed note) the reader verified before and
     pinned: the bundle must prove its own checkpoint is an append-only
-    extension of it.
+    extension of it. A claimed verdict in the bundle is always recomputed from
+    its entries; ``recompute`` also requires the bundle to carry one.
     """
     doc = _structure(data)
     checkpoint, note = _checkpoint(doc, trust)
@@ -161,7 +169,7 @@ def verify_bundle(
     )
     if since is not None:
         report.consistent_with = _consistency(doc, checkpoint, since, trust)
-    if recompute:
+    if recompute or "claim" in doc:
         report.recomputed = _recompute(doc, items, checkpoint)
     report.lines = _report_lines(report)
     return report
@@ -223,22 +231,55 @@ def _verifiers(trust: TrustPolicy) -> Verifiers:
     return Verifiers(*log, *witnesses)
 
 
+def _key_names(vkeys: list[str]) -> str:
+    return ", ".join("+".join(k.split("+")[:2]) for k in vkeys) or "none"
+
+
+def _origin_mismatch(origin: str, trust: TrustPolicy, what: str) -> VerificationError:
+    whose = "the bundle's" if what == "checkpoint" else "your pinned checkpoint's"
+    return VerificationError(
+        what, f"{whose} origin {origin} is not the trust policy's origin {trust.origin}"
+    )
+
+
+def _untrusted(note: Note, trust: TrustPolicy, what: str) -> VerificationError:
+    """Why no key of the trust policy signed: another ledger, or an unlisted key."""
+    try:
+        origin = parse_checkpoint(note.text).origin
+    except MalformedCheckpointError:
+        origin = None
+    if origin is not None and origin != trust.origin:
+        return _origin_mismatch(origin, trust, what)
+    signers = ", ".join(f"{s.name}+{s.key_hash:08x}" for s in note.unverified_sigs)
+    whose = "the checkpoint" if what == "checkpoint" else "your pinned checkpoint"
+    return VerificationError(
+        what,
+        f"{whose} is signed by key {signers}, which the trust policy does not list "
+        f"(its log keys: {_key_names(trust.log_vkeys())})",
+    )
+
+
 def _open_checkpoint(text: bytes, trust: TrustPolicy, what: str) -> tuple[Checkpoint, Note]:
     try:
         note = open_note(text, _verifiers(trust))
+    except UnverifiedNoteError as e:
+        raise _untrusted(e.note, trust, what) from None
     except NoteError as e:
         raise VerificationError(what, f"signature does not verify: {e}") from None
     log_names = {(v.name, v.key_hash) for v in (Verifier.from_vkey(k) for k in trust.log_vkeys())}
     if not any((s.name, s.key_hash) in log_names for s in note.sigs):
-        raise VerificationError(what, "not signed by a log key of the trust policy")
+        signers = ", ".join(f"{s.name}+{s.key_hash:08x}" for s in note.sigs + note.unverified_sigs)
+        raise VerificationError(
+            what,
+            f"not signed by a log key of the trust policy: signed by {signers} "
+            f"(its log keys: {_key_names(trust.log_vkeys())})",
+        )
     try:
         checkpoint = parse_checkpoint(note.text)
     except MalformedCheckpointError as e:
         raise VerificationError(what, f"malformed checkpoint: {e}") from None
     if checkpoint.origin != trust.origin:
-        raise VerificationError(
-            what, f"origin {checkpoint.origin!r} is not the trust policy's {trust.origin!r}"
-        )
+        raise _origin_mismatch(checkpoint.origin, trust, what)
     return checkpoint, note
 
 
