@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -32,6 +33,72 @@ from ledger.state.application import LedgerState
 from services.notary import Notary
 
 ORIGIN = "test.ailedger.kz/registry"
+
+
+# --- the fields of the events most tests start with -------------------------
+
+
+def enrolment_fields(
+    actor: str, roles: list[str], key: ActorKey, **overrides: object
+) -> dict[str, Any]:
+    """The fields of an ``ActorEnrolled`` of ``actor`` with its one ``key``."""
+    return {
+        "subject": f"actor/{actor}",
+        "legal_name": f"{actor.title()} LLP",
+        "bin": "123456789012",
+        "roles": roles,
+        "public_keys": [key.public_key_b64],
+        **overrides,
+    }
+
+
+def registration_fields(owner: str, system: str, **overrides: object) -> dict[str, Any]:
+    """The fields of a ``SystemRegistered`` of ``system``, owned and held by ``owner``."""
+    return {
+        "subject": f"system/{system}",
+        "name": system,
+        "purpose": "testing",
+        "sector": "finance",
+        "owner": owner,
+        "holder": owner,
+        "generates_synthetic_content": False,
+        **overrides,
+    }
+
+
+async def prepare(url: str, home: Home, owners: int) -> list[LedgerClient]:
+    """Owners owner0.. enrolled, each with a system sys0.. registered: their clients."""
+    trust = home.trust()
+    reg = await LedgerClient.connect(url, home.regulator_key(), trust=trust)
+    clients = []
+    try:
+        for i in range(owners):
+            key: ActorKey = generate(f"owner{i}")
+            enrolled = enrolment_fields(f"owner{i}", ["owner"], key)
+            await reg.submit(reg.event(ev.ActorEnrolled, **enrolled), timeout=60)
+            client = await LedgerClient.connect(url, key, trust=trust)
+            registered = registration_fields(f"owner{i}", f"sys{i}", purpose="burst")
+            await client.submit(client.event(ev.SystemRegistered, **registered), timeout=60)
+            clients.append(client)
+    finally:
+        await reg.close()
+    return clients
+
+
+def deployments(client: LedgerClient, system: str, n: int) -> list[ev.Event]:
+    """``n`` versions of ``system`` to deploy, for bursts."""
+    return [
+        client.event(
+            ev.VersionDeployed,
+            subject=f"system/{system}",
+            version=f"1.{i}",
+            artifact_sha256="ab" * 32,
+        )
+        for i in range(n)
+    ]
+
+
+# --- processes --------------------------------------------------------------
 
 # Subprocesses (`python -m ailedger`, notaries, projectors) run this source
 # tree, as the tests do, never a stale installed copy.
@@ -75,29 +142,11 @@ class Harness:
     async def enrol(self, actor: str, roles: list[str]) -> tuple[ActorKey, LedgerClient]:
         key = generate(actor)
         reg = await self.regulator()
-        await reg.submit(
-            reg.event(
-                ev.ActorEnrolled,
-                subject=f"actor/{actor}",
-                legal_name=f"{actor.title()} LLP",
-                bin="123456789012",
-                roles=roles,
-                public_keys=[key.public_key_b64],
-            )
-        )
+        await reg.submit(reg.event(ev.ActorEnrolled, **enrolment_fields(actor, roles, key)))
         return key, await self.client(key)
 
     async def register(self, owner: LedgerClient, system: str, **overrides: object) -> None:
-        fields: dict[str, object] = {
-            "subject": f"system/{system}",
-            "name": system,
-            "purpose": "testing",
-            "sector": "finance",
-            "owner": owner.key.actor,
-            "holder": owner.key.actor,
-            "generates_synthetic_content": False,
-        }
-        fields.update(overrides)
+        fields = registration_fields(owner.key.actor, system, **overrides)
         await owner.submit(owner.event(ev.SystemRegistered, **fields))
 
     async def ledger_size(self) -> int:
@@ -165,6 +214,13 @@ class NotaryProcess:
     log: Path
     extra: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def in_dir(
+        cls, home: Home, url: str, directory: Path, name: str = "notary", *extra: str
+    ) -> NotaryProcess:
+        """A notary keeping its state and log in ``directory``, as ``name``.sqlite and .log."""
+        return cls(home, url, directory / f"{name}.sqlite", directory / f"{name}.log", list(extra))
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)

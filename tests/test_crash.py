@@ -14,18 +14,16 @@ import random
 import re
 from pathlib import Path
 
-from ledger.bus.client import LedgerClient, SubmissionError
-from ledger.bus.home import Home, init_home
+from ledger.bus.client import SubmissionError
+from ledger.bus.home import Home
 from ledger.bus.natsserver import EmbeddedNats
 from ledger.bus.proofs import SignedCheckpoint
 from ledger.bus.streams import CHECKPOINTS, LEDGER, connect, last_sequence, read_stream
 from ledger.formats.dsse import parse_envelope
 from ledger.formats.entry import Entry
-from ledger.formats.keys import ActorKey, generate
 from ledger.formats.merkle import MemoryHashStore, leaf_hash
 from ledger.formats.receipt import Receipt
-from ledger.law import events as ev
-from tests.conftest import ORIGIN, NotaryProcess
+from tests.conftest import NotaryProcess, deployments, prepare
 
 
 async def check_ledger(url: str) -> list[Entry]:
@@ -80,71 +78,20 @@ def assert_receipts_in_ledger(receipts: list[Receipt], entries: list[Entry]) -> 
         assert json.loads(parse_envelope(entry.envelope).payload)["event_id"] == r.event_id
 
 
-async def prepare(url: str, home: Home, owners: int) -> list[LedgerClient]:
-    trust = home.trust()
-    reg = await LedgerClient.connect(url, home.regulator_key(), trust=trust)
-    clients = []
-    try:
-        for i in range(owners):
-            key: ActorKey = generate(f"owner{i}")
-            await reg.submit(
-                reg.event(
-                    ev.ActorEnrolled,
-                    subject=f"actor/owner{i}",
-                    legal_name=f"Owner {i}",
-                    bin="123456789012",
-                    roles=["owner"],
-                    public_keys=[key.public_key_b64],
-                ),
-                timeout=60,
-            )
-            client = await LedgerClient.connect(url, key, trust=trust)
-            await client.submit(
-                client.event(
-                    ev.SystemRegistered,
-                    subject=f"system/sys{i}",
-                    name=f"System {i}",
-                    purpose="burst",
-                    sector="test",
-                    owner=f"owner{i}",
-                    holder=f"owner{i}",
-                    generates_synthetic_content=False,
-                ),
-                timeout=60,
-            )
-            clients.append(client)
-    finally:
-        await reg.close()
-    return clients
-
-
-def deployments(client: LedgerClient, system: str, n: int) -> list[ev.Event]:
-    return [
-        client.event(
-            ev.VersionDeployed,
-            subject=f"system/{system}",
-            version=f"1.{i}",
-            artifact_sha256="ab" * 32,
-        )
-        for i in range(n)
-    ]
-
-
-def test_notary_killed_during_a_burst_loses_no_acknowledged_event(tmp_path: Path) -> None:
-    server = EmbeddedNats(tmp_path / "nats")
-    server.start()
-    home = init_home(tmp_path / "home", origin=ORIGIN)
-    notary = NotaryProcess(
+def test_notary_killed_during_a_burst_loses_no_acknowledged_event(
+    tmp_path: Path, nats_server: EmbeddedNats, home: Home
+) -> None:
+    notary = NotaryProcess.in_dir(
         home,
-        server.url,
-        tmp_path / "notary.sqlite",
-        tmp_path / "notary.log",
-        ["--batch-size", "40", "--ack-wait", "2", "--checkpoint-every", "50"],
+        nats_server.url,
+        tmp_path,
+        "notary",
+        *("--batch-size", "40", "--ack-wait", "2", "--checkpoint-every", "50"),
     )
     rng = random.Random(230)
 
     async def run() -> list[Receipt | SubmissionError]:
-        clients = await prepare(server.url, home, owners=3)
+        clients = await prepare(nats_server.url, home, owners=3)
         try:
             tasks = [
                 asyncio.create_task(
@@ -169,35 +116,34 @@ def test_notary_killed_during_a_burst_loses_no_acknowledged_event(tmp_path: Path
         failures = [r for r in results if isinstance(r, SubmissionError)]
         assert not failures, failures[:3]
         receipts = [r for r in results if isinstance(r, Receipt)]
-        entries = asyncio.run(check_ledger(server.url))
+        entries = asyncio.run(check_ledger(nats_server.url))
         # genesis + 3 enrolments + 3 registrations + 600 deployments, each exactly once
         assert len(entries) == 1 + 3 + 3 + 600
         assert_receipts_in_ledger(receipts, entries)
         assert notary.log.read_text().count("--- start ---") == 3
-        assert asyncio.run(check_checkpoints(server.url, entries)) >= 5
+        assert asyncio.run(check_checkpoints(nats_server.url, entries)) >= 5
     finally:
         if notary.proc and notary.proc.poll() is None:
             notary.terminate()
-        server.stop()
 
 
-def test_two_notaries_at_once_produce_one_gap_free_ledger(tmp_path: Path) -> None:
-    server = EmbeddedNats(tmp_path / "nats")
-    server.start()
-    home = init_home(tmp_path / "home", origin=ORIGIN)
+def test_two_notaries_at_once_produce_one_gap_free_ledger(
+    tmp_path: Path, nats_server: EmbeddedNats, home: Home
+) -> None:
     notaries = [
-        NotaryProcess(
+        NotaryProcess.in_dir(
             home,
-            server.url,
-            tmp_path / f"n{i}.sqlite",
-            tmp_path / f"n{i}.log",
-            ["--batch-size", "20", "--checkpoint-every", "50"],
+            nats_server.url,
+            tmp_path,
+            f"n{i}",
+            *("--batch-size", "20"),
+            *("--checkpoint-every", "50"),
         )
         for i in (1, 2)
     ]
 
     async def run() -> list[Receipt | SubmissionError]:
-        clients = await prepare(server.url, home, owners=4)
+        clients = await prepare(nats_server.url, home, owners=4)
         try:
             tasks = [
                 asyncio.create_task(
@@ -219,10 +165,10 @@ def test_two_notaries_at_once_produce_one_gap_free_ledger(tmp_path: Path) -> Non
         assert all(isinstance(r, Receipt) for r in results), [
             r for r in results if not isinstance(r, Receipt)
         ][:3]
-        entries = asyncio.run(check_ledger(server.url))
+        entries = asyncio.run(check_ledger(nats_server.url))
         assert len(entries) == 1 + 4 + 4 + 600
         assert_receipts_in_ledger([r for r in results if isinstance(r, Receipt)], entries)
-        assert asyncio.run(check_checkpoints(server.url, entries)) >= 5
+        assert asyncio.run(check_checkpoints(nats_server.url, entries)) >= 5
         accepted = []
         for n in notaries:
             out = n.terminate()
@@ -236,4 +182,3 @@ def test_two_notaries_at_once_produce_one_gap_free_ledger(tmp_path: Path) -> Non
         for n in notaries:
             if n.proc and n.proc.poll() is None:
                 n.terminate()
-        server.stop()

@@ -20,7 +20,7 @@ from ledger.formats.note import Verifier, Verifiers
 from ledger.formats.receipt import Receipt, open_receipt
 from ledger.law import events as ev
 from ledger.state.application import LedgerState
-from tests.conftest import Harness, now, running_notary
+from tests.conftest import Harness, now, registration_fields, running_notary
 
 
 async def stored(h: Harness, stream: str) -> list[StoredMessage]:
@@ -97,21 +97,9 @@ async def rejected_with(
 
 
 def registration(key: ActorKey, system: str = "scorer", **kw: object) -> ev.SystemRegistered:
-    fields: dict[str, object] = {
-        "v": 1,
-        "event_id": ev.new_event_id(),
-        "actor": key.actor,
-        "subject": f"system/{system}",
-        "signed_at": now(),
-        "name": "Scorer",
-        "purpose": "credit scoring",
-        "sector": "finance",
-        "owner": key.actor,
-        "holder": key.actor,
-        "generates_synthetic_content": False,
-    }
-    fields.update(kw)
-    return ev.SystemRegistered(**fields)  # type: ignore[arg-type]
+    fields = {"v": 1, "event_id": ev.new_event_id(), "actor": key.actor, "signed_at": now()}
+    fields |= registration_fields(key.actor, system, name="Scorer", purpose="credit scoring", **kw)
+    return ev.SystemRegistered(**fields)
 
 
 async def test_every_rejection_path_has_its_code_and_keeps_the_bytes(ledger: Harness) -> None:

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from ledger.bus.home import Home, init_home
+from ledger.bus.home import Home
 from ledger.bus.natsserver import EmbeddedNats
 from ledger.formats.receipt import Receipt
-from tests.conftest import ORIGIN, NotaryProcess
-from tests.test_crash import deployments, prepare
+from tests.conftest import NotaryProcess, deployments, prepare
 
 
 def postgres_settings() -> dict[str, str]:
@@ -136,11 +135,10 @@ def digest_of(output: str) -> tuple[int, str]:
     return int(m.group(1)), m.group(2)
 
 
-def killed_projector_matches_a_rebuild(tmp_path: Path, env: dict[str, str]) -> None:
-    server = EmbeddedNats(tmp_path / "nats")
-    server.start()
-    home = init_home(tmp_path / "home", origin=ORIGIN)
-    notary = NotaryProcess(home, server.url, tmp_path / "notary.sqlite", tmp_path / "notary.log")
+def killed_projector_matches_a_rebuild(
+    tmp_path: Path, server: EmbeddedNats, home: Home, env: dict[str, str]
+) -> None:
+    notary = NotaryProcess.in_dir(home, server.url, tmp_path)
     projector = ProjectorProcess(home, server.url, tmp_path / "projector.log", env)
     rng = random.Random(17)
 
@@ -184,17 +182,18 @@ def killed_projector_matches_a_rebuild(tmp_path: Path, env: dict[str, str]) -> N
         for p in (projector, notary):
             if p.proc is not None and p.proc.poll() is None:
                 p.proc.kill()
-        server.stop()
 
 
-def test_projector_killed_at_random_resumes_to_a_clean_rebuild_sqlite(tmp_path: Path) -> None:
-    killed_projector_matches_a_rebuild(tmp_path, {})
+def test_projector_killed_at_random_resumes_to_a_clean_rebuild_sqlite(
+    tmp_path: Path, nats_server: EmbeddedNats, home: Home
+) -> None:
+    killed_projector_matches_a_rebuild(tmp_path, nats_server, home, {})
 
 
 def test_projector_killed_at_random_resumes_to_a_clean_rebuild_postgres(
-    tmp_path: Path, postgres_schema: dict[str, str]
+    tmp_path: Path, nats_server: EmbeddedNats, home: Home, postgres_schema: dict[str, str]
 ) -> None:
-    killed_projector_matches_a_rebuild(tmp_path, postgres_schema)
+    killed_projector_matches_a_rebuild(tmp_path, nats_server, home, postgres_schema)
     # the stores really were in PostgreSQL
     import psycopg
 

@@ -22,6 +22,7 @@ from ledger.law import rejections as errors
 from ledger.law.rulebook import default_parameters
 from ledger.state.application import Admitted, Batch, LedgerState
 from ledger.state.domain import NAMESPACE, Rulebook
+from tests.conftest import enrolment_fields, registration_fields
 
 T0 = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
 
@@ -70,34 +71,14 @@ class World:
         key = generate(actor)
         self.keys[actor] = key
         self.admit(
-            self.event(
-                "regulator",
-                ev.ActorEnrolled,
-                at,
-                subject=f"actor/{actor}",
-                legal_name=actor,
-                bin="123456789012",
-                roles=roles,
-                public_keys=[key.public_key_b64],
-            ),
+            self.event("regulator", ev.ActorEnrolled, at, **enrolment_fields(actor, roles, key)),
             at,
         )
         return key
 
     def register(self, owner: str, system: str, at: datetime = T0) -> None:
         self.admit(
-            self.event(
-                owner,
-                ev.SystemRegistered,
-                at,
-                subject=f"system/{system}",
-                name=system,
-                purpose="p",
-                sector="s",
-                owner=owner,
-                holder=owner,
-                generates_synthetic_content=False,
-            ),
+            self.event(owner, ev.SystemRegistered, at, **registration_fields(owner, system)),
             at,
         )
 
