@@ -612,7 +612,8 @@ def submit(
         )
         return
     console.print(
-        f"accepted {event.type_name} as entry {receipt.index} (event {receipt.event_id})",
+        f"accepted {event.type_name} as entry {receipt.index} (event {receipt.event_id}"
+        + (f"; signed envelope saved in {saved})" if saved != file else ")"),
         highlight=False,
     )
     sys.stdout.write(receipt.note.decode())
@@ -1054,7 +1055,8 @@ def status(
         return
     moment = f"index {at_index}" if at_index is not None else format_moment(when) if when else ""
     if system is None:
-        table = Table(title=f"Compliance as of {moment}", title_justify="left", header_style="bold")
+        console.print(f"Compliance as of {moment}", highlight=False, soft_wrap=True)
+        table = Table(header_style="bold")
         for column in ("system", "verdict", "findings", "as of entry"):
             table.add_column(column)
         for v in results:
@@ -1069,8 +1071,9 @@ def status(
         return
     (v,) = results
     console.print(
-        f"{v.system}: [{VERDICT_STYLE[v.verdict]}]{v.verdict}[/] as of {moment} "
-        f"(entries up to {v.as_of_index}; rulebook adopted in entry {v.policy_index})"
+        f"{v.system}: [{VERDICT_STYLE[v.verdict]}]{v.verdict}[/] as of {moment}; "
+        f"entries up to {v.as_of_index}, rulebook adopted in entry {v.policy_index}",
+        soft_wrap=True,
     )
     if v.findings:
         table = Table(header_style="bold")

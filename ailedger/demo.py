@@ -190,6 +190,7 @@ async def _run(workdir: Path, console: Console) -> int:
             TextColumn("{task.completed}/{task.total}"),
             console=console,
             transient=True,
+            disable=not console.is_terminal,  # a bar only on a terminal
         ) as progress:
             outcomes = await play(url, home, scenario, clock, progress)
         await notary.checkpoint()  # cover everything, whatever the cadence
@@ -243,7 +244,7 @@ async def _run(workdir: Path, console: Console) -> int:
     console.print(f"\n[bold]Evidence bundle[/] for {BUNDLE_SYSTEM}: {path}")
     console.print(
         f"$ ailedger verify {path.relative_to(workdir)} --trust "
-        f"{home.trust_path.relative_to(workdir)} --recompute   (offline, in {workdir})",
+        f"{home.trust_path.relative_to(workdir)}   (offline, in {workdir})",
         highlight=False,
     )
     try:
