@@ -152,6 +152,12 @@ def error_line(e: LedgerError) -> str:
     return f"error: {_one_line(message) or e.code} [{e.code}]"
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """A LedgerError becomes one line on stderr and its class's exit status; anything
     else is a bug (exit 70); a closed stdout exits 0. Never a traceback."""
@@ -163,10 +169,8 @@ def one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except (typer.Exit, typer.Abort, _CLICK_EXCEPTION, KeyboardInterrupt):
             raise  # Typer's own: usage errors exit 2
         except BrokenPipeError:
-            # The reader went away (`ailedger log | head`): not an error. Point stdout
-            # at /dev/null so the interpreter's final flush does not fail again.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+            # The reader went away (`ailedger log | head`): not an error.
+            _silence_stdout()
             raise typer.Exit(0) from None
         except LedgerError as e:
             if os.environ.get("AILEDGER_DEBUG"):

@@ -11,6 +11,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -104,6 +105,8 @@ def deployments(client: LedgerClient, system: str, n: int) -> list[ev.Event]:
 # tree, as the tests do, never a stale installed copy.
 _ROOT = Path(__file__).resolve().parent.parent
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))
+# `ailedger init` remembers the last home under $XDG_CONFIG_HOME: never the user's own.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="ailedger-tests-xdg-")
 
 
 @pytest.fixture

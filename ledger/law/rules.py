@@ -23,7 +23,7 @@ into a :class:`SystemState`, the rulebook, T) and returning its findings.
 Payloads are read through the typed views of :mod:`ledger.law.payloads`.
 
 Standard library only: the offline verifier recomputes verdicts with this very
-code (``ailedger verify --recompute``).
+code (``ailedger verify`` recomputes every claimed verdict).
 """
 
 from __future__ import annotations
