@@ -24,6 +24,7 @@ from ledger.formats import strictjson
 from ledger.formats.errors import USAGE, LedgerError
 from ledger.formats.keys import SLUG
 from ledger.formats.timeutil import RFC3339_UTC, ClockError, utc
+from ledger.law.payloads import Autonomy, HarmCategory, IncidentSeverity, RiskLevel, RuleId
 
 __all__ = [
     "EVENT_TYPES",
@@ -71,9 +72,6 @@ Count = Annotated[int, msgspec.Meta(ge=0)]
 Hours = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
 
 Role = Literal["regulator", "owner", "holder", "auditor", "insurer", "sectoral_body"]
-RiskLevel = Literal["minimal", "medium", "high"]
-Autonomy = Literal["low", "medium", "high"]
-RuleId = Literal["R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8"]
 
 SYSTEM_SUBJECT = r"^system/[a-z0-9][a-z0-9_-]{0,62}$"
 ACTOR_SUBJECT = r"^actor/[a-z0-9][a-z0-9_-]{0,62}$"
@@ -358,15 +356,8 @@ class IncidentReported(SystemEvent, kw_only=True):
     incident_id: Slug
     occurred_at: Time
     aware_at: Time
-    harm_category: Literal[
-        "death",
-        "health",
-        "critical_infrastructure",
-        "fundamental_rights",
-        "property_environment",
-        "other",
-    ]
-    severity: Literal["minor", "serious", "critical"]
+    harm_category: HarmCategory
+    severity: IncidentSeverity
     affected_count: Count
     description: Text
 

@@ -19,10 +19,12 @@ from typing import Literal, NewType, NotRequired, TypedDict
 __all__ = [
     "AuditCompleted",
     "Autonomy",
+    "HarmCategory",
     "HumanOversightAssigned",
     "HumanOversightWithdrawn",
     "IncidentClosed",
     "IncidentReported",
+    "IncidentSeverity",
     "InsurancePolicyChanged",
     "LedgerGenesis",
     "OperationStatusChanged",
@@ -45,6 +47,15 @@ Time = NewType("Time", str)
 RiskLevel = Literal["minimal", "medium", "high"]
 Autonomy = Literal["low", "medium", "high"]
 RuleId = Literal["R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8"]
+HarmCategory = Literal[
+    "death",
+    "health",
+    "critical_infrastructure",
+    "fundamental_rights",
+    "property_environment",
+    "other",
+]
+IncidentSeverity = Literal["minor", "serious", "critical"]
 
 
 # --- the rulebook ----------------------------------------------------------
@@ -136,15 +147,8 @@ class InsurancePolicyChanged(TypedDict):
 class IncidentReported(TypedDict):
     incident_id: str
     aware_at: Time
-    harm_category: Literal[
-        "death",
-        "health",
-        "critical_infrastructure",
-        "fundamental_rights",
-        "property_environment",
-        "other",
-    ]
-    severity: Literal["minor", "serious", "critical"]
+    harm_category: HarmCategory
+    severity: IncidentSeverity
 
 
 class PreventiveMeasureTaken(TypedDict):
