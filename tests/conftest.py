@@ -8,12 +8,13 @@ port 4222.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from nats.aio.client import Client as NATS
 
 from ledger.bus.client import LedgerClient
 from ledger.bus.home import Home, init_home
@@ -158,6 +160,18 @@ class Harness:
             return await last_sequence(nc, LEDGER)
         finally:
             await nc.close()
+
+
+@contextlib.asynccontextmanager
+async def bus_admin_connection(harness: Harness) -> AsyncGenerator[NATS]:
+    """A raw NATS connection allowed to publish anywhere: the *compromised bus* of the
+    threat model (docs/threat-model.md). Tests append foreign messages to LEDGER or
+    CHECKPOINTS through it to show that readers refuse them. Nothing but tests uses it."""
+    nc = await connect(harness.url, name="ailedger-test-bus-admin")
+    try:
+        yield nc
+    finally:
+        await nc.close()
 
 
 @pytest_asyncio.fixture
