@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -57,7 +57,7 @@ from ledger.bus.streams import (
 )
 from ledger.formats.dsse import EnvelopeError, parse_envelope
 from ledger.formats.entry import Entry
-from ledger.formats.errors import BUG, USAGE, LedgerError
+from ledger.formats.errors import BUG, CHECK_FAILED, USAGE, LedgerError
 from ledger.formats.keys import ActorKey, generate, load_key, save_key
 from ledger.formats.receipt import Receipt
 from ledger.formats.timeutil import SystemClock, format_moment, format_time, parse_moment
@@ -1143,6 +1143,63 @@ def timeline(
             r.verification,
         )
     console.print(table)
+
+
+def _doctor_text(doc: dict[str, Any]) -> str:
+    """The health object of the notary as a few lines of text."""
+
+    def when(t: Any) -> str:
+        try:
+            return format_time(datetime.fromtimestamp(float(t), UTC).replace(microsecond=0))
+        except (TypeError, ValueError, OverflowError):
+            return "?"
+
+    checkpoint = doc.get("checkpoint") or {}
+    signing = "on" if checkpoint.get("signing") else "OFF"
+    lines = [
+        f"notary {doc.get('origin')} (pid {doc.get('pid')}): {doc.get('last_sequence')} entries, "
+        f"last checkpoint {checkpoint.get('size')}, checkpoint signing {signing}, "
+        f"NATS {'connected' if doc.get('connected') else 'DISCONNECTED'}"
+    ]
+    for name, stream in sorted((doc.get("streams") or {}).items()):
+        problems = stream.get("problems") or []
+        lines.append(f"stream {name}: " + ("ok" if not problems else "; ".join(problems)))
+    alarms = doc.get("alarms") or []
+    if not alarms:
+        lines.append("alarms: none")
+    for a in alarms:
+        lines.append(
+            f"ALARM {a.get('code')}: {a.get('count')}x, last at {when(a.get('last_at'))}: "
+            f"{a.get('detail')}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+@app.command()
+@one_line_errors
+def doctor(
+    home: HomeOpt = None,
+    nats: NatsOpt = None,
+    as_json: JsonOpt = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the notary.")] = 5.0,
+) -> None:
+    """Ask the running notary for its health and alarms; exit 1 while any alarm is active."""
+    from ledger.bus.alarms import request_health
+
+    async def job() -> dict[str, Any]:
+        nc = await _connect(home, nats, "ailedger-doctor")
+        try:
+            return await request_health(nc, timeout)
+        finally:
+            await nc.drain()
+
+    doc = asyncio.run(job())
+    if as_json:
+        _emit(doc)
+    else:
+        sys.stdout.write(_doctor_text(doc))
+    if doc.get("alarms") or not (doc.get("checkpoint") or {}).get("signing", True):
+        raise typer.Exit(CHECK_FAILED)
 
 
 @app.command()

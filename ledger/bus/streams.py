@@ -249,7 +249,56 @@ def _ledger_unsafe_settings(cfg: dict[str, Any]) -> list[str]:
         bad.append("discard policy is old")
     if cfg.get("mirror"):
         bad.append("it is a mirror")
+    if cfg.get("max_msgs", -1) > 0:
+        bad.append(f"max_msgs is {cfg.get('max_msgs')}")
+    if cfg.get("max_bytes", -1) > 0:
+        bad.append(f"max_bytes is {cfg.get('max_bytes')}")
+    if cfg.get("sources"):
+        bad.append("it has sources")
     return bad
+
+
+def required_settings_problems(name: str, cfg: dict[str, Any]) -> list[str]:
+    """How the config of LEDGER or CHECKPOINTS departs from DESIGN §4 (empty: none).
+
+    History is safe only while deletes, purges, rollups, TTLs and every limit
+    that would make the server drop old messages stay off; readers need
+    ``allow_direct``, the notary needs ``allow_atomic`` on LEDGER.
+    """
+    bad = _ledger_unsafe_settings(cfg)
+    if not cfg.get("allow_direct"):
+        bad.append("allow_direct is off")
+    if name == LEDGER and not cfg.get("allow_atomic"):
+        bad.append("allow_atomic is off")
+    expected = stream_configs()[name]["subjects"]
+    if cfg.get("subjects") != expected:
+        bad.append(f"subjects are {cfg.get('subjects')}, expected {expected}")
+    if cfg.get("storage", "file") != "file":
+        bad.append(f"storage is {cfg.get('storage')}")
+    return bad
+
+
+#: The streams whose settings guard history, re-checked by the notary.
+GUARDED_STREAMS = (LEDGER, CHECKPOINTS)
+
+
+async def check_guarded_streams(nc: NATS) -> dict[str, list[str]]:
+    """STREAM.INFO of LEDGER and CHECKPOINTS: what is wrong with each (empty lists: fine).
+
+    A stream that cannot be read is a problem too (deleted, or no answer).
+    """
+    problems: dict[str, list[str]] = {}
+    for name in GUARDED_STREAMS:
+        try:
+            info = await api(nc, f"STREAM.INFO.{name}")
+        except BusError as e:
+            problems[name] = [f"no stream info: {e}"]
+            continue
+        if "error" in info:
+            problems[name] = [f"stream info: {info['error'].get('description')}"]
+            continue
+        problems[name] = required_settings_problems(name, info["config"])
+    return problems
 
 
 async def ensure_streams(nc: NATS, *, replicas: int = 1) -> None:

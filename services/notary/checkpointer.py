@@ -39,9 +39,11 @@ class Checkpointer:
         catch_up: Callable[[], Awaitable[None]],
         every: int = 256,
         interval: float = 5.0,
+        guard: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         """``size`` tells how many LEDGER entries the tree holds; ``catch_up`` brings
-        the tree up to LEDGER (after another notary published a checkpoint)."""
+        the tree up to LEDGER (after another notary published a checkpoint);
+        ``guard`` is asked before each signature (False: do not sign)."""
         self.nc = nc
         self.js = nc.jetstream(timeout=10)
         self.state_thread = state_thread
@@ -52,6 +54,7 @@ class Checkpointer:
         self.catch_up = catch_up
         self.every = max(1, every)
         self.interval = interval
+        self.guard = guard
         #: The last checkpoint in CHECKPOINTS: (checkpoint, signed note, stream sequence).
         self.latest: tuple[Checkpoint, bytes, int] | None = None
         self._last_at = time.monotonic()
@@ -107,6 +110,8 @@ class Checkpointer:
         size = self.size()
         latest = self.latest
         if latest is not None and latest[0].size >= size:
+            return None
+        if self.guard is not None and not await self.guard():
             return None
         root, old_root = await self.state_thread.call(
             lambda: (self.tree.root(size), self.tree.root(latest[0].size) if latest else None)

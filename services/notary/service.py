@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nats.aio.client import Client as NATS
 
+from ledger.bus.alarms import Alarms
 from ledger.bus.home import Home
 from ledger.bus.natsserver import EmbeddedNats
 from ledger.bus.streams import connect, ensure_streams
@@ -26,6 +27,7 @@ from ledger.state.persistence import sqlite_env
 from services.notary import NotaryError
 from services.notary.answers import RecentRejections
 from services.notary.checkpointer import Checkpointer
+from services.notary.health import Health
 from services.notary.lookup import Lookup
 from services.notary.sequencer import Sequencer
 
@@ -51,8 +53,12 @@ class Notary:
         ack_wait: float = 10.0,
         checkpoint_every: int = 256,
         checkpoint_interval: float = 5.0,
+        settings_check_interval: float = 5.0,
+        alarms: Alarms | None = None,
     ) -> None:
         self.nc = nc
+        #: What went wrong that an operator must see (``ailedger doctor``).
+        self.alarms = alarms if alarms is not None else Alarms()
         self.state = state
         self.signer = signer
         self.origin = signer.name
@@ -82,6 +88,17 @@ class Notary:
             catch_up=self.sequencer.sync,
             every=checkpoint_every,
             interval=checkpoint_interval,
+            guard=self._may_sign,
+        )
+        self.health = Health(
+            nc,
+            self.alarms,
+            origin=self.origin,
+            last_sequence=lambda: self.sequencer.last_sequence,
+            checkpoint_size=lambda: (
+                self.checkpointer.latest[0].size if self.checkpointer.latest else None
+            ),
+            interval=settings_check_interval,
         )
         self.lookup = Lookup(
             nc, state, self.state_thread, signer, rejections, self.checkpointer.tlog_proof
@@ -104,6 +121,8 @@ class Notary:
     async def start(self) -> None:
         """Set up streams, rebuild state from LEDGER, integrate genesis if the ledger is new."""
         await ensure_streams(self.nc)
+        await self.health.check_streams()
+        await self.health.subscribe()
         await self.sequencer.begin()
         await self.checkpointer.start(await self._log_verifiers())
         await self.sequencer.subscribe()
@@ -127,6 +146,7 @@ class Notary:
     async def run(self, stop: asyncio.Event) -> None:
         """Integrate submissions until ``stop`` is set."""
         while not stop.is_set():
+            await self.health.maybe_check_streams()
             await self.checkpointer.maybe_checkpoint()
             await self.sequencer.step()
 
@@ -134,7 +154,12 @@ class Notary:
         """Sign and publish a checkpoint of the whole tree; None if nothing new to cover."""
         return await self.checkpointer.checkpoint()
 
+    async def _may_sign(self) -> bool:
+        """Checkpoints are signed only over streams with the required settings."""
+        return self.health.signing and await self.health.check_streams()
+
     async def close(self) -> None:
+        await self.health.unsubscribe()
         await self.lookup.unsubscribe()
         await self.sequencer.unsubscribe()
         self.state_thread.close()
