@@ -58,6 +58,22 @@ class TrustPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     log_keys: list[TrustedKey]
     witness_keys: list[TrustedKey] = msgspec.field(default_factory=list)
     witness_quorum: Annotated[int, msgspec.Meta(ge=0)] = 0
+    root_quorum: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            description="distinct valid regulator root keys that must sign the genesis, "
+            "a PolicyAdopted and an enrolment giving the regulator role",
+        ),
+    ] = 1
+    freshness_seconds: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            le=366 * 24 * 3600,
+            description="a submission whose signed_at is older than this is refused (stale)",
+        ),
+    ] = 24 * 3600
 
 
 Base64 = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/]*={0,2}$")]

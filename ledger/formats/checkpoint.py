@@ -87,7 +87,7 @@ class MalformedTlogProofError(LedgerError, ValueError):
 
 def _parse_uint64(s: str) -> int | None:
     """Parse ASCII decimal without sign, spaces or leading zeros; None if not a uint64."""
-    if _DECIMAL.fullmatch(s) is None:
+    if len(s) > 20 or _DECIMAL.fullmatch(s) is None:
         return None
     n = int(s)
     return n if n <= _MAX_UINT64 else None

@@ -1,9 +1,12 @@
 """The trust policy: the small file a regulator publishes so anyone can verify.
 
 It names the log's origin, the log (notary) verifier keys, the witness
-verifier keys and quorum, and the regulator's root keys. Every key carries a
-validity window, so keys rotate without a flag day: a signature counts only if
-its key was valid at the time that matters.
+verifier keys and quorum, the regulator's root keys and how many of them must
+sign the acts that shape the ledger (``root_quorum``: the genesis, adopted
+policies, regulator enrolments), and the freshness window of submissions
+(``freshness_seconds``: an envelope whose ``signed_at`` is older is refused).
+Every key carries a validity window, so keys rotate without a flag day: a
+signature counts only if its key was valid at the time that matters.
 
 Standard library and ``cryptography`` only: the offline verifier reads it.
 """
@@ -13,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,9 +27,13 @@ from ledger.formats.keys import SLUG, decode_public_key
 from ledger.formats.note import NoteError, Verifier
 from ledger.formats.timeutil import ClockError, format_time, parse_time
 
-__all__ = ["TRUST_FORMAT", "TrustError", "TrustPolicy", "TrustedKey"]
+__all__ = ["DEFAULT_FRESHNESS_SECONDS", "TRUST_FORMAT", "TrustError", "TrustPolicy", "TrustedKey"]
 
 TRUST_FORMAT: Final = "ailedger/trust/v1"
+#: Submissions signed longer ago than this are refused (DESIGN §6): 24 hours.
+DEFAULT_FRESHNESS_SECONDS: Final = 24 * 3600
+#: The longest freshness window a trust policy may set: one year.
+MAX_FRESHNESS_SECONDS: Final = 366 * 24 * 3600
 _SLUG = re.compile(SLUG)
 
 
@@ -70,6 +77,15 @@ class TrustPolicy:
     #: C2SP cosignature verifier keys of independent witnesses.
     witness_keys: list[TrustedKey] = field(default_factory=list)
     witness_quorum: int = 0
+    #: Distinct valid regulator root keys that must sign the genesis, a
+    #: ``PolicyAdopted`` and an enrolment giving the regulator role.
+    root_quorum: int = 1
+    #: A submission whose ``signed_at`` is older than this is refused (``stale``).
+    freshness_seconds: int = DEFAULT_FRESHNESS_SECONDS
+
+    @property
+    def freshness(self) -> timedelta:
+        return timedelta(seconds=self.freshness_seconds)
 
     def __post_init__(self) -> None:
         if not self.origin or len(self.origin) > 200:
@@ -93,11 +109,21 @@ class TrustPolicy:
                 raise TrustError(f"witness key {k.key!r}: {e}") from None
         if not 0 <= self.witness_quorum <= len(self.witness_keys):
             raise TrustError("witness_quorum must be between 0 and the number of witness keys")
+        if not 1 <= self.root_quorum <= max(1, len(self.regulator_keys)):
+            raise TrustError("root_quorum must be between 1 and the number of regulator keys")
+        if not 1 <= self.freshness_seconds <= MAX_FRESHNESS_SECONDS:
+            raise TrustError(
+                f"freshness_seconds must be between 1 and {MAX_FRESHNESS_SECONDS} (366 days)"
+            )
 
     def regulator_key_valid(self, public_key: bytes, at: datetime) -> bool:
         return any(
             decode_public_key(k.key) == public_key and k.valid_at(at) for k in self.regulator_keys
         )
+
+    def valid_regulator_keys(self, at: datetime) -> set[bytes]:
+        """The raw root keys valid at ``at``."""
+        return {decode_public_key(k.key) for k in self.regulator_keys if k.valid_at(at)}
 
     def log_vkeys(self, at: datetime | None = None) -> list[str]:
         return [k.key for k in self.log_keys if at is None or k.valid_at(at)]
@@ -114,6 +140,8 @@ class TrustPolicy:
             "log_keys": [k.to_json() for k in self.log_keys],
             "witness_keys": [k.to_json() for k in self.witness_keys],
             "witness_quorum": self.witness_quorum,
+            "root_quorum": self.root_quorum,
+            "freshness_seconds": self.freshness_seconds,
         }
 
     def encode(self) -> bytes:
@@ -148,6 +176,8 @@ _POLICY_FIELDS = {
     "log_keys",
     "witness_keys",
     "witness_quorum",
+    "root_quorum",
+    "freshness_seconds",
 }
 _REQUIRED = ("format", "origin", "regulator", "regulator_keys", "log_keys")
 
@@ -191,9 +221,9 @@ def _policy(doc: object) -> TrustPolicy:
     obj = _object(doc, _POLICY_FIELDS, _REQUIRED, "the trust policy")
     if obj["format"] != TRUST_FORMAT:
         raise TrustError(f"format must be {TRUST_FORMAT!r}")
-    quorum = obj.get("witness_quorum", 0)
-    if not isinstance(quorum, int) or isinstance(quorum, bool):
-        raise TrustError("witness_quorum must be an integer")
+    quorum = _int(obj.get("witness_quorum", 0), "witness_quorum")
+    root_quorum = _int(obj.get("root_quorum", 1), "root_quorum")
+    freshness = _int(obj.get("freshness_seconds", DEFAULT_FRESHNESS_SECONDS), "freshness_seconds")
     return TrustPolicy(
         origin=_str(obj["origin"], "origin"),
         regulator=_str(obj["regulator"], "regulator"),
@@ -201,4 +231,12 @@ def _policy(doc: object) -> TrustPolicy:
         log_keys=_keys(obj["log_keys"], "log_keys"),
         witness_keys=_keys(obj.get("witness_keys", []), "witness_keys"),
         witness_quorum=quorum,
+        root_quorum=root_quorum,
+        freshness_seconds=freshness,
     )
+
+
+def _int(value: object, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TrustError(f"{where} must be an integer")
+    return value

@@ -65,6 +65,13 @@ class ClockSkew(Rejection):
     code = "clock_skew"
 
 
+class Stale(Rejection):
+    """``signed_at`` is older than the trust policy's freshness window (24 hours by
+    default): an old envelope cannot be replayed or resubmitted much later."""
+
+    code = "stale"
+
+
 class DuplicateEventId(Rejection):
     """Another envelope with this event id is already in the ledger."""
 
@@ -201,6 +208,20 @@ class PolicyRetroactive(Rejection):
     """A rulebook change takes effect from its date on; it cannot rewrite the past."""
 
     code = "policy_retroactive"
+
+
+class PolicyNotRead(Rejection):
+    """A ``PolicyAdopted`` for a policy id the rules do not read (only the genesis
+    rulebook's subject is read): it would be integrated and silently ignored."""
+
+    code = "policy_not_read"
+
+
+class RootQuorum(Rejection):
+    """The genesis, a ``PolicyAdopted`` or an enrolment giving the regulator role
+    lacks the regulator root signatures the trust policy's ``root_quorum`` requires."""
+
+    code = "root_quorum"
 
 
 class InternalError(Rejection):

@@ -64,7 +64,13 @@ from ledger.state.application import Admitted, AlreadyIntegrated, Batch, LedgerC
 from ledger.state.asyncbridge import StateThread
 from services.notary import NotaryError
 from services.notary.answers import RecentRejections, accepted, is_inbox, receipt_for
-from services.notary.submission import SignatureCache, Submission, precheck, verify_chunk
+from services.notary.submission import (
+    DEFAULT_FRESHNESS,
+    SignatureCache,
+    Submission,
+    precheck,
+    verify_chunk,
+)
 
 __all__ = ["CONSUMER", "Sequencer"]
 
@@ -259,8 +265,10 @@ class Sequencer:
         subs = [Submission(m) for m in msgs]
         self.signatures.results.clear()  # keyed by envelope object: valid for one batch
         now = self._integration_time()
+        trust = self.state.trust
+        freshness = trust.freshness if trust is not None else DEFAULT_FRESHNESS
         for s in subs:
-            precheck(s, now)
+            precheck(s, now, freshness)
         await self._preverify([s for s in subs if s.early is None])
         for attempt in range(1, 11):
             batch = await self.state_thread.call(self._admit_all, subs, now)

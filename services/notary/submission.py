@@ -15,6 +15,7 @@ from ledger.formats.dsse import EnvelopeError, ParsedEnvelope, parse_envelope
 from ledger.formats.keys import fingerprint
 from ledger.formats.receipt import Receipt
 from ledger.formats.timeutil import format_time
+from ledger.formats.trust import DEFAULT_FRESHNESS_SECONDS
 from ledger.law import events as ev
 from ledger.law import rejections as errors
 from ledger.state.application import Admitted, AlreadyIntegrated
@@ -25,6 +26,8 @@ log = logging.getLogger("ailedger.notary")
 
 MAX_ENVELOPE = 64 * 1024
 MAX_CLOCK_SKEW = timedelta(minutes=5)
+#: The freshness window when the trust policy sets none (DESIGN §6).
+DEFAULT_FRESHNESS = timedelta(seconds=DEFAULT_FRESHNESS_SECONDS)
 
 
 @dataclass
@@ -78,8 +81,9 @@ def verify_chunk(jobs: list[tuple[ParsedEnvelope, bytes]]) -> dict[tuple[int, by
     return {(id(env), public): env.verify(public) for env, public in jobs}
 
 
-def precheck(s: Submission, now: datetime) -> None:
-    """Everything that needs no state. Sets ``outcome`` to a rejection, or leaves it None."""
+def precheck(s: Submission, now: datetime, freshness: timedelta = DEFAULT_FRESHNESS) -> None:
+    """Everything that needs no state. Sets ``outcome`` to a rejection, or leaves it None.
+    ``freshness`` is the trust policy's window: ``signed_at`` older than it is stale."""
     data = s.msg.data
     try:
         if len(data) > MAX_ENVELOPE:
@@ -110,6 +114,11 @@ def precheck(s: Submission, now: datetime) -> None:
                     f"{name} {format_time(value)} is more than 5 minutes ahead of the "
                     f"notary clock {format_time(now)}"
                 )
+        if s.event.signed_at < now - freshness:
+            raise errors.Stale(
+                f"signed_at {format_time(s.event.signed_at)} is older than the freshness window "
+                f"({freshness}) before the notary clock {format_time(now)}: sign it again"
+            )
     except errors.Rejection as r:
         s.early = s.outcome = r
     except Exception as e:  # a bug: still an answer for this message, not a stalled batch
