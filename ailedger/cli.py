@@ -656,7 +656,8 @@ async def _rejected_json(nc: Any, limit: int | None) -> None:
     """Each refused submission as one JSON line, with its original bytes (base64)."""
     last = await last_sequence(nc, REJECTED)
     first = 1 if limit is None else max(1, last - limit + 1)
-    async for m in read_stream(nc, REJECTED, first, last):
+    # REJECTED has a retention (docs/operations.md): old sequences may be gone.
+    async for m in read_stream(nc, REJECTED, first, last, subject="rejected.>"):
         h = m.headers or {}
         _emit(
             {
@@ -666,6 +667,9 @@ async def _rejected_json(nc: Any, limit: int | None) -> None:
                 "code": h.get(HDR_REASON, "?"),
                 "detail": h.get(HDR_DETAIL, ""),
                 "bytes": base64.b64encode(m.data).decode(),
+                "sha256": h.get("Ailedger-Sha256"),
+                "size": int(h["Ailedger-Size"]) if "Ailedger-Size" in h else len(m.data),
+                "truncated": h.get("Ailedger-Truncated") == "1",
             }
         )
         sys.stdout.flush()

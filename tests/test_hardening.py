@@ -4,17 +4,36 @@ settings, oversize submissions, quotas, reconnects (issue 9, item 3)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from nats.errors import MaxPayloadError
+from nats.js.errors import BadRequestError
 
 from ledger.bus.alarms import STREAM_SETTINGS_CHANGED, Alarms, request_health
 from ledger.bus.home import Home
 from ledger.bus.natsserver import EmbeddedNats
-from ledger.bus.streams import LEDGER, UnsafeLedgerStream, api, connect
+from ledger.bus.streams import (
+    INTAKE,
+    LEDGER,
+    MAX_ENVELOPE,
+    MAX_PAYLOAD,
+    REJECTED,
+    StoredMessage,
+    UnsafeLedgerStream,
+    api,
+    connect,
+    last_sequence,
+    read_stream,
+    rejected_copy,
+    stream_configs,
+)
+from services.notary import MAX_ENVELOPE as NOTARY_MAX_ENVELOPE
 from tests.conftest import Harness, bus_admin_connection, running_notary
 
 
@@ -126,3 +145,109 @@ async def test_a_notary_refuses_to_start_on_a_ledger_with_a_limit(
     with pytest.raises(UnsafeLedgerStream, match="max_bytes"):
         async with running_notary(url, home):
             pass
+
+
+# --- sizes ---------------------------------------------------------------------
+
+
+async def rejected_copies(url: str) -> list[StoredMessage]:
+    nc = await connect(url)
+    try:
+        last = await last_sequence(nc, REJECTED)
+        return [m async for m in read_stream(nc, REJECTED, 1, last, subject="rejected.>")]
+    finally:
+        await nc.close()
+
+
+async def wait_rejected(url: str, n: int, timeout: float = 30.0) -> list[StoredMessage]:
+    deadline = time.monotonic() + timeout
+    while True:
+        copies = await rejected_copies(url)
+        if len(copies) >= n or time.monotonic() > deadline:
+            return copies
+        await asyncio.sleep(0.1)
+
+
+def test_limits_are_consistent_with_the_envelope_limit() -> None:
+    configs = stream_configs()
+    assert MAX_ENVELOPE == NOTARY_MAX_ENVELOPE
+    assert MAX_ENVELOPE < configs[INTAKE]["max_msg_size"] < MAX_PAYLOAD
+    assert configs[REJECTED]["max_msg_size"] < MAX_PAYLOAD
+    # what the notary copies to REJECTED always fits, whatever arrived
+    data, headers = rejected_copy(b"x" * (8 << 20), {"Ailedger-Detail": "d" * 900})
+    assert len(data) + sum(len(k) + len(v) + 4 for k, v in headers.items()) < 8 * 1024
+    assert headers["Ailedger-Sha256"] == hashlib.sha256(b"x" * (8 << 20)).hexdigest()
+    assert headers["Ailedger-Size"] == str(8 << 20) and headers["Ailedger-Truncated"] == "1"
+    assert rejected_copy(b"{}", {})[0] == b"{}"
+
+
+async def test_oversize_submissions_are_refused_and_the_notary_keeps_serving(
+    ledger: Harness,
+) -> None:
+    _, bank = await ledger.enrol("bank", ["owner"])
+    nc = await connect(ledger.url)
+    try:
+        js = nc.jetstream(timeout=5)
+        subject = "intake.bank.SystemRegistered"
+        # 1 MiB: over the server's max_payload, refused before anything is sent
+        with pytest.raises(MaxPayloadError):
+            await js.publish(subject, b"{" + b" " * (1 << 20))
+        # 100 KiB: over INTAKE's max_msg_size, refused by the stream
+        with pytest.raises(BadRequestError, match="size exceeds"):
+            await js.publish(subject, b"{" + b" " * (100 << 10))
+        # 70 KiB: over the envelope limit, reaches the notary, rejected and kept short
+        big = b'{"payload": "' + b"A" * (70 << 10) + b'"}'
+        await js.publish(subject, big)
+        # unreadable bytes are rejected and kept whole
+        await js.publish(subject, b"\xff\xfe not json")
+    finally:
+        await nc.close()
+    copies = await wait_rejected(ledger.url, 2)
+    by_reason = {m.headers["Ailedger-Reason"]: m for m in copies}
+    oversize = by_reason["oversize"]
+    assert oversize.headers["Ailedger-Sha256"] == hashlib.sha256(big).hexdigest()
+    assert oversize.headers["Ailedger-Size"] == str(len(big))
+    assert oversize.headers["Ailedger-Truncated"] == "1"
+    assert oversize.data == big[:4096]
+    unreadable = by_reason["malformed_json"]
+    assert (
+        unreadable.data == b"\xff\xfe not json" and "Ailedger-Truncated" not in unreadable.headers
+    )
+    # and the notary still serves
+    await ledger.register(bank, "scoring")
+    assert ledger.notary.nc.is_connected
+
+
+async def test_a_1mib_submission_on_an_old_intake_does_not_break_the_notary(
+    tmp_path: Path, home: Home
+) -> None:
+    """A server with the default 1 MB max_payload and an INTAKE created without
+    max_msg_size (an older install, an external server): the notary's copy to
+    REJECTED used to exceed max_payload and the server dropped its connection."""
+    with EmbeddedNats(tmp_path / "nats1mb", extra_config="max_payload: 1MB\n") as server:
+        nc = await connect(server.url)
+        try:
+            assert nc.max_payload == 1 << 20
+            old_intake = dict(stream_configs()[INTAKE], discard="old")
+            for key in ("discard_new_per_subject", "max_msgs_per_subject", "max_msg_size"):
+                old_intake.pop(key)
+            for key in ("max_msgs", "max_bytes"):
+                old_intake[key] = -1
+            created = await api(nc, f"STREAM.CREATE.{INTAKE}", old_intake)
+            assert "error" not in created, created
+        finally:
+            await nc.close()
+        async with running_notary(server.url, home) as h:
+            _, bank = await h.enrol("bank", ["owner"])
+            huge = b"{" + b" " * ((1 << 20) - 4096)
+            raw = await connect(server.url)
+            try:
+                await raw.jetstream(timeout=5).publish("intake.bank.SystemRegistered", huge)
+            finally:
+                await raw.close()
+            copies = await wait_rejected(server.url, 1)
+            assert [m.headers["Ailedger-Reason"] for m in copies] == ["oversize"]
+            assert copies[0].headers["Ailedger-Sha256"] == hashlib.sha256(huge).hexdigest()
+            assert len(copies[0].data) == 4096
+            await h.register(bank, "scoring")  # a receipt: the notary still serves
+            assert h.notary.nc.is_connected

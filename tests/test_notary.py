@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 from datetime import timedelta
 
@@ -11,7 +12,15 @@ import msgspec
 import pytest
 
 from ledger.bus.client import LedgerClient, SubmissionRejected, SyncLedgerClient, sign_event
-from ledger.bus.streams import LEDGER, REJECTED, StoredMessage, connect, last_sequence, read_stream
+from ledger.bus.streams import (
+    LEDGER,
+    MAX_ENVELOPE,
+    REJECTED,
+    StoredMessage,
+    connect,
+    last_sequence,
+    read_stream,
+)
 from ledger.formats.dsse import sign_envelope
 from ledger.formats.entry import Entry
 from ledger.formats.keys import ActorKey, generate
@@ -90,8 +99,11 @@ async def rejected_with(
     eid = event_id or ev.new_event_id()
     with pytest.raises(SubmissionRejected) as r:
         await client.submit_envelope(data, eid, event_type, timeout=20)
-    kept = [m for m in await stored(h, REJECTED) if m.data == data]
-    assert len(kept) == 1, "the original bytes are kept in REJECTED"
+    digest = hashlib.sha256(data).hexdigest()
+    kept = [m for m in await stored(h, REJECTED) if m.headers.get("Ailedger-Sha256") == digest]
+    assert len(kept) == 1, "the original bytes (or their hash and head) are kept in REJECTED"
+    whole = len(data) <= MAX_ENVELOPE
+    assert kept[0].data == (data if whole else data[:4096])
     assert kept[0].headers["Ailedger-Reason"] == r.value.code
     return r.value.code, kept[0]
 

@@ -82,7 +82,8 @@ async def read_rejections(nc: NATS, limit: int | None = None) -> list[RejectionR
     last = await last_sequence(nc, REJECTED)
     start = 1 if limit is None else max(1, last - limit + 1)
     rows = []
-    async for m in read_stream(nc, REJECTED, start, last):
+    # REJECTED has a retention (docs/operations.md): old sequences may be gone.
+    async for m in read_stream(nc, REJECTED, start, last, subject="rejected.>"):
         h = m.headers
         rows.append(
             RejectionRow(

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from ledger.bus.streams import MAX_PAYLOAD
 from ledger.formats.errors import UNAVAILABLE, LedgerError
 
 __all__ = ["EmbeddedNats", "NatsServerError", "nats_server_binary"]
@@ -95,7 +96,7 @@ class EmbeddedNats:
             f"listen: {json.dumps(f'{self.host}:{listen_port}')}\n"
             f"ports_file_dir: {json.dumps(str(self.store_dir))}\n"
             f"log_file: {json.dumps(str(self.log_path))}\n"
-            "max_payload: 1MB\n"
+            f"max_payload: {MAX_PAYLOAD}\n"
             "jetstream {\n"
             f"  store_dir: {json.dumps(str(self.store_dir / 'jetstream'))}\n"
             "  sync_interval: always\n"

@@ -13,11 +13,14 @@ as a timeout plus an ``error_cb`` call, so errors are logged, not swallowed.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
@@ -39,6 +42,7 @@ __all__ = [
     "UnsafeLedgerStream",
     "Verdict",
     "connect",
+    "ensure_notary_consumer",
     "ensure_streams",
     "intake_subject",
     "last_sequence",
@@ -70,6 +74,34 @@ _NS = 1_000_000_000
 DUPLICATE_WINDOW_NS = 10 * 60 * _NS
 MAX_BATCH = 1000  # the server's limit on an atomic batch (ADR-50)
 
+# --- sizes and quotas (docs/operations.md) -----------------------------------
+
+#: The largest envelope the notary accepts (DESIGN §2).
+MAX_ENVELOPE = 64 * 1024
+#: INTAKE refuses larger messages (headers and body) at publish: the margin over
+#: MAX_ENVELOPE lets a slightly oversize submission reach the notary, which
+#: rejects it with a reason code and keeps its hash and first bytes.
+INTAKE_MAX_MSG_SIZE = MAX_ENVELOPE + 8 * 1024
+#: The embedded server's ``max_payload``: above every message ailedger writes
+#: (an entry is an envelope plus a few header lines, a receipt a few KiB).
+MAX_PAYLOAD = 256 * 1024
+#: A rejected submission larger than this is kept in REJECTED as its SHA-256,
+#: its size and its first :data:`REJECTED_HEAD` bytes, never whole.
+REJECTED_KEEP_WHOLE = MAX_ENVELOPE
+REJECTED_HEAD = 4 * 1024
+#: An actor's INTAKE backlog: at most this many unprocessed submissions per
+#: subject ``intake.<actor>.<type>``; more are refused by the server (discard
+#: new per subject) until the notary has worked through them.
+INTAKE_MAX_PER_SUBJECT = 1000
+#: The whole INTAKE backlog (far above actors x event types x the per-subject cap).
+INTAKE_MAX_MSGS = 10_000_000
+INTAKE_MAX_BYTES = 16 * 1024**3
+#: REJECTED keeps, per actor (subject ``rejected.<actor>``), the latest
+#: REJECTED_MAX_PER_SUBJECT rejections, each for at most REJECTED_MAX_AGE_DAYS:
+#: one actor's flood only rolls over its own older rejections.
+REJECTED_MAX_PER_SUBJECT = 10_000
+REJECTED_MAX_AGE_DAYS = 365
+
 
 def stream_configs(replicas: int = 1) -> dict[str, dict[str, Any]]:
     """The streams of DESIGN §4, as JetStream API JSON."""
@@ -80,7 +112,15 @@ def stream_configs(replicas: int = 1) -> dict[str, dict[str, Any]]:
         "storage": "file",
         "num_replicas": replicas,
         "duplicate_window": DUPLICATE_WINDOW_NS,
-        "discard": "old",
+        # discard new: a full INTAKE refuses submissions (the client retries),
+        # it never drops unprocessed ones; per subject: one actor's flood
+        # fills its own subjects only.
+        "discard": "new",
+        "discard_new_per_subject": True,
+        "max_msgs_per_subject": INTAKE_MAX_PER_SUBJECT,
+        "max_msgs": INTAKE_MAX_MSGS,
+        "max_bytes": INTAKE_MAX_BYTES,
+        "max_msg_size": INTAKE_MAX_MSG_SIZE,
     }
     if replicas == 1:
         # An unreceipted submission is retried by its client with the same
@@ -114,6 +154,10 @@ def stream_configs(replicas: int = 1) -> dict[str, dict[str, Any]]:
             "num_replicas": replicas,
             "duplicate_window": DUPLICATE_WINDOW_NS,
             "allow_direct": True,
+            "discard": "old",
+            "max_msgs_per_subject": REJECTED_MAX_PER_SUBJECT,
+            "max_age": REJECTED_MAX_AGE_DAYS * 86400 * _NS,
+            "max_msg_size": REJECTED_KEEP_WHOLE + 16 * 1024,
         },
         CHECKPOINTS: {
             "name": CHECKPOINTS,
@@ -174,6 +218,29 @@ def rejected_subject(actor: str) -> str:
     return f"rejected.{actor}"
 
 
+HDR_SHA256 = "Ailedger-Sha256"
+HDR_SIZE = "Ailedger-Size"
+HDR_TRUNCATED = "Ailedger-Truncated"
+
+
+def rejected_copy(data: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    """What REJECTED keeps of a rejected submission: the bytes, their SHA-256 and
+    size; beyond :data:`REJECTED_KEEP_WHOLE` only the first :data:`REJECTED_HEAD`
+    bytes (header ``Ailedger-Truncated: 1``), so the copy never exceeds any
+    server's ``max_payload`` and a huge submission cannot break the notary's
+    connection."""
+    kept = dict(headers)
+    kept[HDR_SHA256] = hashlib.sha256(data).hexdigest()
+    kept[HDR_SIZE] = str(len(data))
+    if len(data) <= REJECTED_KEEP_WHOLE:
+        return data, kept
+    kept[HDR_TRUNCATED] = "1"
+    return data[:REJECTED_HEAD], kept
+
+
+#: A bus identity's seed file, for processes given no other (DESIGN §7).
+CREDS_ENV = "AILEDGER_NATS_CREDS"
+
 #: Attempts at the first connection before giving up: an unreachable server
 #: fails in about a second (refused) or ``CONNECT_ATTEMPTS`` x 3 s (no answer).
 CONNECT_ATTEMPTS = 3
@@ -196,6 +263,12 @@ async def connect(url: str, *, name: str = "ailedger", **options: Any) -> NATS:
             failures.append(e)
 
     reconnect_attempts = options.pop("max_reconnect_attempts", 30)
+    if "nkeys_seed" not in options and os.environ.get(CREDS_ENV):
+        # The bus identity of a process that names none (like NATS_CREDS):
+        # the seed file, its inbox prefix after the identity named by its stem.
+        seed = Path(os.environ[CREDS_ENV])
+        options["nkeys_seed"] = str(seed)
+        options.setdefault("inbox_prefix", f"_INBOX.{seed.name.split('.')[0]}")
     try:
         nc: NATS = await nats.connect(
             url,
@@ -327,6 +400,37 @@ async def ensure_streams(nc: NATS, *, replicas: int = 1) -> None:
             raise BusError(
                 f"stream {name} has subjects {existing.get('subjects')}, expected {cfg['subjects']}"
             )
+
+
+#: The notary's durable consumer on INTAKE.
+NOTARY_CONSUMER = "notary"
+
+
+async def ensure_notary_consumer(nc: NATS, *, ack_wait: float = 10.0) -> None:
+    """Create the notary's durable INTAKE consumer if missing (the operator's job at setup:
+    the notary itself may only bind to it, DESIGN §7)."""
+    info = await api(nc, f"CONSUMER.INFO.{INTAKE}.{NOTARY_CONSUMER}")
+    if "error" not in info:
+        return
+    if info["error"].get("err_code") != 10014:  # consumer not found
+        raise BusError(f"consumer {NOTARY_CONSUMER}: {info['error'].get('description')}")
+    config = {
+        "durable_name": NOTARY_CONSUMER,
+        "name": NOTARY_CONSUMER,
+        "filter_subject": "intake.>",
+        "ack_policy": "explicit",
+        "deliver_policy": "all",
+        "ack_wait": int(ack_wait * _NS),
+        "max_ack_pending": 20_000,
+        "max_deliver": -1,
+    }
+    created = await api(
+        nc,
+        f"CONSUMER.DURABLE.CREATE.{INTAKE}.{NOTARY_CONSUMER}",
+        {"stream_name": INTAKE, "config": config},
+    )
+    if "error" in created:
+        raise BusError(f"cannot create consumer: {created['error'].get('description')}")
 
 
 async def last_sequence(nc: NATS, stream: str) -> int:

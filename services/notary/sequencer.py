@@ -49,6 +49,7 @@ from ledger.bus.streams import (
     last_sequence,
     publish_atomic,
     read_stream,
+    rejected_copy,
     rejected_subject,
 )
 from ledger.formats.dsse import parse_envelope
@@ -426,8 +427,10 @@ class Sequencer:
         }
         if s.event is not None:
             headers[HDR_EVENT] = s.event.event_id
+        # Never the whole of an oversize message: the copy must stay under max_payload.
+        data, headers = rejected_copy(s.msg.data, headers)
         await self.js.publish(
-            rejected_subject(actor), s.msg.data, headers=headers, stream=REJECTED, timeout=5
+            rejected_subject(actor), data, headers=headers, stream=REJECTED, timeout=5
         )
         return True
 
