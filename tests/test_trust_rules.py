@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import json
-from datetime import timedelta
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,13 +19,20 @@ from ledger.bus.client import LedgerClient, SubmissionRejected, sign_event
 from ledger.bus.home import Home
 from ledger.bus.natsserver import EmbeddedNats
 from ledger.formats import strictjson
+from ledger.formats.checkpoint import CosignatureSigner, cosignature_verifier_key
 from ledger.formats.dsse import sign_envelope
-from ledger.formats.keys import ActorKey
-from ledger.formats.trust import TrustError, TrustPolicy
+from ledger.formats.entry import Entry
+from ledger.formats.errors import CHECK_FAILED
+from ledger.formats.keys import ActorKey, generate
+from ledger.formats.note import Verifier, Verifiers, open_note, sign_note
+from ledger.formats.trust import TrustedKey, TrustError, TrustPolicy
 from ledger.law import events as ev
+from ledger.verify.bundle import VerificationError, verify_bundle
 from tests.conftest import Harness, now, registration_fields, running_notary
+from tests.test_verify import export
 
 HUGE = b"1" * 5000
+NOW = datetime.now(UTC)
 
 
 def registration(key: ActorKey, system: str, **kw: object) -> ev.SystemRegistered:
@@ -136,4 +147,143 @@ def test_trust_policy_freshness_and_root_quorum_are_checked(home: Home) -> None:
     assert TrustPolicy.decode(json.dumps(legacy).encode()).freshness == timedelta(hours=24)
 
 
-_unused = (Path, base64)
+# --- the verifier: numbers, key windows, the witnesses' time window -----------------
+
+
+async def small_ledger(h: Harness) -> None:
+    _, bank = await h.enrol("bank", ["owner"])
+    await h.register(bank, "scorer")
+    await bank.submit(
+        bank.event(
+            ev.VersionDeployed, subject="system/scorer", version="1.0", artifact_sha256="a" * 64
+        )
+    )
+
+
+def verify_failure(doc: dict[str, Any] | bytes, trust: TrustPolicy, **kw: Any) -> VerificationError:
+    data = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+    with pytest.raises(VerificationError) as e:
+        verify_bundle(data, trust, **kw)
+    return e.value
+
+
+def cosign(note: bytes, trust: TrustPolicy, witness: ActorKey, at: datetime) -> bytes:
+    log = Verifiers(*(Verifier.from_vkey(k) for k in trust.log_vkeys()))
+    signer = CosignatureSigner(WITNESS, witness.private_key, clock=lambda: int(at.timestamp()))
+    return sign_note(open_note(note, log), signer)
+
+
+WITNESS = "witness.example/w1"
+
+
+def with_witness(trust: TrustPolicy, witness: ActorKey, quorum: int = 1) -> TrustPolicy:
+    vkey = cosignature_verifier_key(WITNESS, witness.public_key)
+    return dataclasses.replace(trust, witness_keys=[TrustedKey(key=vkey)], witness_quorum=quorum)
+
+
+def latest_integrated(doc: dict[str, Any]) -> datetime:
+    return max(Entry.parse(base64.b64decode(e["entry"])).integrated for e in doc["entries"])
+
+
+def ailedger_verify(bundle: Path, trust: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ailedger", "verify", str(bundle), "--trust", str(trust)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_huge_integers_in_a_bundle_are_a_named_failure_of_ailedger_verify(
+    ledger: Harness, tmp_path: Path
+) -> None:
+    await small_ledger(ledger)
+    await ledger.notary.checkpoint()
+    bundle = await export(ledger)
+    doc = json.loads(bundle)
+    trust = ledger.home.trust()
+    witness = generate("witness")
+    far = dict(doc, checkpoint=cosign(doc["checkpoint"].encode(), trust, witness, NOW).decode())
+    huge_time = dict(doc)
+    log = Verifiers(*(Verifier.from_vkey(k) for k in trust.log_vkeys()))
+    signer = CosignatureSigner(WITNESS, witness.private_key, clock=lambda: 2**63 - 1)
+    huge_time["checkpoint"] = sign_note(open_note(doc["checkpoint"].encode(), log), signer).decode()
+    cases = {
+        "index": bundle.replace(b'"index": 0', b'"index": ' + HUGE, 1),
+        "chains": bundle.replace(b'"ledger/genesis": 0', b'"ledger/genesis": ' + HUGE),
+        "consistency": bundle[:-1] + b', "consistency": {"old_size": -' + HUGE + b"}}",
+        "64 bits": bundle.replace(b'"index": 0', b'"index": 18446744073709551616', 1),
+    }
+    for name, data in cases.items():
+        assert data != bundle, name
+    (tmp_path / "trust.json").write_bytes(with_witness(trust, witness, 0).encode())
+    cases["witness time"] = json.dumps(huge_time).encode()
+    assert verify_bundle(json.dumps(far).encode(), with_witness(trust, witness, 0))
+    for name, data in cases.items():
+        path = tmp_path / f"{name}.json"
+        path.write_bytes(data)
+        run = await asyncio.to_thread(ailedger_verify, path, tmp_path / "trust.json")
+        assert run.returncode == CHECK_FAILED, (name, run.stderr)
+        assert "Traceback" not in run.stderr and "FAILED" in run.stderr, (name, run.stderr)
+        expected = "checkpoint" if name == "witness time" else "bundle"
+        assert f"FAILED {expected}" in run.stderr, (name, run.stderr)
+
+
+async def test_log_key_windows_bound_when_a_checkpoint_was_signed(ledger: Harness) -> None:
+    await small_ledger(ledger)
+    doc = json.loads(await export(ledger))
+    trust = ledger.home.trust()
+    (log_key,) = trust.log_keys
+    future = dataclasses.replace(
+        trust, log_keys=[dataclasses.replace(log_key, valid_from=datetime(2100, 1, 1, tzinfo=UTC))]
+    )
+    err = verify_failure(doc, future)
+    assert err.check == "checkpoint" and "not valid before 2100-01-01" in err.message
+    # read in 2101, a key valid from 2100 may have signed a checkpoint by then
+    verify_bundle(json.dumps(doc).encode(), future, now=datetime(2101, 1, 1, tzinfo=UTC))
+    # a witness that cosigned in 2050 says the checkpoint existed then: the key was not valid
+    witness = generate("witness")
+    cosigned = dict(
+        doc,
+        checkpoint=cosign(
+            doc["checkpoint"].encode(), trust, witness, datetime(2050, 1, 1, tzinfo=UTC)
+        ).decode(),
+    )
+    err = verify_failure(
+        cosigned, with_witness(future, witness), now=datetime(2101, 1, 1, tzinfo=UTC)
+    )
+    assert err.check == "checkpoint" and "not valid before" in err.message
+
+
+async def test_integrated_lies_within_the_witnesses_window(ledger: Harness) -> None:
+    _, bank = await ledger.enrol("bank", ["owner"])
+    await ledger.notary.checkpoint()
+    signed = ledger.notary.latest_checkpoint
+    assert signed is not None and signed[0].size == 2
+    pinned_size, pinned_note = signed[0].size, signed[1]
+    await ledger.register(bank, "scorer")
+    doc = json.loads(await export(ledger, since=pinned_size))
+    trust = ledger.home.trust()
+    witness = generate("witness")
+    policy = with_witness(trust, witness)
+    latest = latest_integrated(doc)
+
+    def cosigned_at(at: datetime) -> dict[str, Any]:
+        return dict(doc, checkpoint=cosign(doc["checkpoint"].encode(), trust, witness, at).decode())
+
+    verify_bundle(json.dumps(cosigned_at(latest + timedelta(seconds=2))).encode(), policy)
+    # within the skew allowance
+    verify_bundle(json.dumps(cosigned_at(latest - timedelta(minutes=4))).encode(), policy)
+    # integrated an hour after a witness saw the checkpoint that covers it
+    err = verify_failure(cosigned_at(latest - timedelta(hours=1)), policy)
+    assert err.check == "time" and "after a witness cosigned" in err.message
+    # a pinned checkpoint cosigned an hour after the entries it does not cover
+    later = latest + timedelta(hours=1)
+    good = json.dumps(cosigned_at(latest + timedelta(hours=2))).encode()
+    err = verify_failure(good, policy, since=cosign(pinned_note, trust, witness, later))
+    assert err.check == "time" and "back-dated" in err.message and err.index == 2
+    report = verify_bundle(good, policy, since=cosign(pinned_note, trust, witness, latest))
+    assert report.consistent_with == pinned_size
+    # integrated going back along the index
+    entries = [Entry.parse(base64.b64decode(e["entry"])) for e in doc["entries"]]
+    assert [e.index for e in entries] == [0, 1, 2]

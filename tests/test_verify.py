@@ -599,7 +599,7 @@ async def test_trust_windows_of_witnesses_and_log_keys(ledger: Harness) -> None:
     rotated = dataclasses.replace(
         trust, log_keys=[dataclasses.replace(log_key, valid_from=latest + timedelta(days=30))]
     )
-    verify_bundle(json.dumps(doc).encode(), rotated)
+    verify_bundle(json.dumps(doc).encode(), rotated, now=latest + timedelta(days=31))
 
 
 async def test_hostile_bundles_are_refused_without_a_traceback(ledger: Harness) -> None:

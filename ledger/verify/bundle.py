@@ -29,7 +29,10 @@ The checks, in order: ``bundle`` (structure), ``checkpoint`` (log signature
 and witness quorum under the trust policy), ``inclusion`` (each entry's RFC
 9162 proof against the checkpoint), ``entry`` (format, index, payload),
 ``chain`` (complete ``prev`` chains), ``time`` (integration times never go
-back), ``signer`` (each signer's key history is present), ``signature``
+back along the index, and lie within the witnesses' window: not after the
+covering checkpoint's earliest valid cosignature, nor, past a pinned
+cosigned checkpoint, before its cosignatures, with a skew allowance),
+``signer`` (each signer's key history is present), ``signature``
 (DSSE, over the exact bytes), ``key`` (valid when integrated, as the
 notary judged it, and not revealed compromised by a later revocation),
 ``authority`` (the signer could sign that event: role, own system, not
@@ -45,7 +48,7 @@ import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ledger.formats import strictjson
@@ -83,6 +86,8 @@ __all__ = ["BUNDLE_FORMAT", "Report", "VerificationError", "verify_bundle"]
 
 BUNDLE_FORMAT = "ailedger/bundle/v1"
 CLAIM_FORMAT = "ailedger/verdict/v1"
+#: Clock skew allowed between the notary's ``integrated`` and witnesses' times.
+WITNESS_SKEW = timedelta(minutes=5)
 
 
 class VerificationError(LedgerError):
@@ -141,20 +146,25 @@ def verify_bundle(
     since: bytes | None = None,
     recompute: bool = False,
     threads: int | None = None,
+    now: datetime | None = None,
 ) -> Report:
     """Verify ``data`` (a bundle) offline against ``trust``; raise :class:`VerificationError`.
 
     ``since`` is a checkpoint (signed note) the reader verified before and
     pinned: the bundle must prove its own checkpoint is an append-only
     extension of it. A claimed verdict in the bundle is always recomputed from
-    its entries; ``recompute`` also requires the bundle to carry one.
+    its entries; ``recompute`` also requires the bundle to carry one. ``now``
+    is the verifier's clock (default: the system's): no checkpoint was signed
+    after it.
     """
+    now = now or datetime.now(UTC)
     doc = _structure(data)
     checkpoint, note = _checkpoint(doc, trust)
     items = _entries(doc, checkpoint)
     chains = _chains(doc, items, checkpoint.size)
-    _times(items)
-    log_key = _log_key_in_window(note, trust, items)
+    cosigned = [t for _, t in _witness_times(note, trust)]
+    _times(items, cosigned)
+    log_key = _log_key_in_window(note, trust, items, min([now, *cosigned]))
     signing_keys = _signing_keys(items, threads)
     _replay(items, signing_keys, trust)
     report = Report(
@@ -168,7 +178,7 @@ def verify_bundle(
         signatures=len(signing_keys),
     )
     if since is not None:
-        report.consistent_with = _consistency(doc, checkpoint, since, trust)
+        report.consistent_with = _consistency(doc, checkpoint, since, trust, items)
     if recompute or "claim" in doc:
         report.recomputed = _recompute(doc, items, checkpoint)
     report.lines = _report_lines(report)
@@ -304,27 +314,53 @@ def _checkpoint(doc: dict[str, Any], trust: TrustPolicy) -> tuple[Checkpoint, No
 def _witnesses(note: Note, trust: TrustPolicy) -> list[str]:
     """Witness keys of the trust policy that cosigned, each within its validity window
     at the time it cosigned, each counted once."""
-    counted: dict[str, str] = {}
+    return sorted(name for name, _ in _witness_times(note, trust))
+
+
+def _witness_times(note: Note, trust: TrustPolicy) -> list[tuple[str, datetime]]:
+    """Each counted witness (see :func:`_witnesses`) with the time it cosigned."""
+    counted: dict[str, tuple[str, datetime]] = {}
     for key in trust.witness_keys:
         v = CosignatureVerifier.from_vkey(key.key)
         for sig in note.sigs:
             if (sig.name, sig.key_hash) != (v.name, v.key_hash):
                 continue
-            when = datetime.fromtimestamp(cosignature_timestamp(sig), UTC)
+            try:
+                when = datetime.fromtimestamp(cosignature_timestamp(sig), UTC)
+            except (ValueError, OverflowError, OSError, MalformedCheckpointError) as e:
+                raise VerificationError(
+                    "checkpoint", f"cosignature by {sig.name} has no usable time: {e}"
+                ) from None
             if key.valid_at(when):
-                counted[key.key] = v.name
-    return sorted(counted.values())
+                counted[key.key] = (v.name, when)
+    return list(counted.values())
 
 
-def _log_key_in_window(note: Note, trust: TrustPolicy, items: list[_Item]) -> str:
-    """The log key that signed must not have been retired before the newest entry in
-    the bundle was integrated (the checkpoint was signed after that)."""
+def _log_key_in_window(
+    note: Note, trust: TrustPolicy, items: list[_Item], signed_by: datetime
+) -> str:
+    """The checkpoint was signed after the newest entry in the bundle was integrated
+    and no later than ``signed_by`` (the verifier's clock, or the earliest counted
+    cosignature): the log key that signed must be valid at some moment in between
+    (not retired before the first, not yet valid after the second)."""
     latest = max(item.entry.integrated for item in items)
+    signers = []
     for key in trust.log_keys:
         v = Verifier.from_vkey(key.key)
-        signed = any((s.name, s.key_hash) == (v.name, v.key_hash) for s in note.sigs)
-        if signed and (key.valid_until is None or key.valid_until > latest):
+        if not any((s.name, s.key_hash) == (v.name, v.key_hash) for s in note.sigs):
+            continue
+        signers.append(key)
+        retired = key.valid_until is not None and key.valid_until <= latest
+        not_yet = key.valid_from is not None and key.valid_from > signed_by
+        if not retired and not not_yet:
             return key.key
+    if signers and all(k.valid_from is not None and k.valid_from > signed_by for k in signers):
+        raise VerificationError(
+            "checkpoint",
+            f"signed only by log keys not valid before "
+            f"{format_time(min(k.valid_from for k in signers if k.valid_from is not None))}, "
+            f"after the checkpoint was signed (by {format_time(signed_by)})",
+        )
     raise VerificationError(
         "checkpoint", f"signed only by log keys retired before {format_time(latest)}"
     )
@@ -430,12 +466,24 @@ def _chains(doc: dict[str, Any], items: list[_Item], size: int) -> dict[str, int
     return chains
 
 
-def _times(items: list[_Item]) -> None:
+def _times(items: list[_Item], cosigned: list[datetime]) -> None:
+    """``integrated`` never decreases along the index, and no entry was integrated
+    after a counted witness cosigned the checkpoint covering it (with skew)."""
     for a, b in itertools.pairwise(items):
         if b.entry.integrated < a.entry.integrated:
             raise VerificationError(
                 "time", f"integrated before entry {a.index} although it comes after it", b.index
             )
+    if cosigned:
+        bound = min(cosigned)
+        for item in items:
+            if item.entry.integrated > bound + WITNESS_SKEW:
+                raise VerificationError(
+                    "time",
+                    f"integrated {format_time(item.entry.integrated)}, after a witness "
+                    f"cosigned the checkpoint covering it at {format_time(bound)}",
+                    item.index,
+                )
 
 
 # --- keys and signatures --------------------------------------------------------------
@@ -609,9 +657,14 @@ def _judge_root_key(item: _Item, trust: TrustPolicy, fp: str, public: bytes | No
 
 
 def _consistency(
-    doc: dict[str, Any], checkpoint: Checkpoint, since: bytes, trust: TrustPolicy
+    doc: dict[str, Any],
+    checkpoint: Checkpoint,
+    since: bytes,
+    trust: TrustPolicy,
+    items: list[_Item],
 ) -> int:
-    pinned, _ = _open_checkpoint(since, trust, "consistency")
+    pinned, pinned_note = _open_checkpoint(since, trust, "consistency")
+    _after_pinned(items, pinned.size, [t for _, t in _witness_times(pinned_note, trust)])
     if pinned.size > checkpoint.size:
         raise VerificationError(
             "consistency",
@@ -647,6 +700,23 @@ def _consistency(
             f"of size {pinned.size} (a forked or rewritten ledger): {e}",
         ) from None
     return pinned.size
+
+
+def _after_pinned(items: list[_Item], size: int, cosigned: list[datetime]) -> None:
+    """Entries the pinned checkpoint does not cover were integrated after it was signed,
+    so not before its witnesses cosigned it (with skew): no back-dating past it."""
+    if not cosigned:
+        return
+    bound = min(cosigned)
+    for item in items:
+        if item.index >= size and item.entry.integrated < bound - WITNESS_SKEW:
+            raise VerificationError(
+                "time",
+                f"integrated {format_time(item.entry.integrated)}, before the witnesses "
+                f"cosigned your pinned checkpoint of size {size} ({format_time(bound)}), "
+                "which does not cover it: back-dated",
+                item.index,
+            )
 
 
 def _recompute(doc: dict[str, Any], items: list[_Item], checkpoint: Checkpoint) -> list[str]:
