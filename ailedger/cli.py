@@ -243,11 +243,14 @@ def _nats_url(home: Path | None, nats: str | None) -> str:
     return _nats_source(home, nats)[0]
 
 
-async def _connect(home: Path | None, nats: str | None, name: str) -> Any:
+async def _connect(home: Path | None, nats: str | None, name: str, forever: bool = False) -> Any:
     """A NATS connection for ``home``; when nothing answers, say which URL failed and
-    where it came from (never suggesting the embedded server for an external one)."""
+    where it came from (never suggesting the embedded server for an external one).
+    ``forever``: a long-running command, which reconnects without end."""
     url, hint = _nats_source(home, nats)
     try:
+        if forever:
+            return await connect(url, name=name, forever=True)
         return await connect(url, name=name, max_reconnect_attempts=2)
     except NatsUnreachable as e:
         raise NatsUnreachable(f"{e}{hint}") from None
@@ -922,11 +925,13 @@ def _parse_at(text: str | None) -> datetime | None:
     return None if text is None else parse_moment(text)
 
 
-async def _projection(home: Path | None, nats: str | None, job: Callable[[Projector], Any]) -> Any:
+async def _projection(
+    home: Path | None, nats: str | None, job: Callable[[Projector], Any], forever: bool = False
+) -> Any:
     """Bring the projector's stores up to date with LEDGER, then run ``job``."""
     h = _home(home)
     state_env, view_env = store_envs(h.state_dir)
-    nc = await _connect(home, nats, "ailedger-projection")
+    nc = await _connect(home, nats, "ailedger-projection", forever)
     projector = Projector(nc, LedgerState(state_env, trust=h.trust()), open_view(view_env))
     try:
         await projector.catch_up()
@@ -961,7 +966,7 @@ def project(
         await projector.follow(stop)
         console.print("projector stopped cleanly", highlight=False)
 
-    asyncio.run(_projection(home, nats, job))
+    asyncio.run(_projection(home, nats, job, forever=not once))
 
 
 @app.command()

@@ -21,7 +21,7 @@ from nats.aio.client import Client as NATS
 
 from ledger.bus.home import Home
 from ledger.bus.proofs import ProofUnavailable, find_checkpoint
-from ledger.bus.streams import LEDGER, last_sequence, read_stream
+from ledger.bus.streams import LEDGER, ensure_open, last_sequence, read_stream
 from ledger.formats.checkpoint import parse_checkpoint
 from ledger.formats.errors import CHECK_FAILED, LedgerError
 from ledger.formats.merkle import MemoryHashStore
@@ -86,8 +86,10 @@ class Projector:
         return last
 
     async def follow(self, stop: asyncio.Event, poll: float = 0.2) -> None:
-        """Keep applying new entries until ``stop`` is set."""
+        """Keep applying new entries until ``stop`` is set; raises (exit non-zero) once
+        the NATS connection is closed for good, never staying up idle."""
         while not stop.is_set():
+            ensure_open(self.nc, "projector")
             try:
                 await self.catch_up()
             except Exception:

@@ -7,6 +7,9 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,6 +19,7 @@ from nats.errors import MaxPayloadError
 from nats.js.errors import BadRequestError
 
 from ledger.bus.alarms import STREAM_SETTINGS_CHANGED, Alarms, request_health
+from ledger.bus.client import LedgerClient
 from ledger.bus.home import Home
 from ledger.bus.natsserver import EmbeddedNats
 from ledger.bus.streams import (
@@ -33,8 +37,17 @@ from ledger.bus.streams import (
     rejected_copy,
     stream_configs,
 )
+from ledger.formats.keys import generate
+from ledger.law import events as ev
 from services.notary import MAX_ENVELOPE as NOTARY_MAX_ENVELOPE
-from tests.conftest import Harness, bus_admin_connection, running_notary
+from tests.conftest import (
+    Harness,
+    NotaryProcess,
+    bus_admin_connection,
+    enrolment_fields,
+    registration_fields,
+    running_notary,
+)
 
 
 async def doctor(url: str, *args: str) -> tuple[int, str, str]:
@@ -251,3 +264,78 @@ async def test_a_1mib_submission_on_an_old_intake_does_not_break_the_notary(
             assert len(copies[0].data) == 4096
             await h.register(bank, "scoring")  # a receipt: the notary still serves
             assert h.notary.nc.is_connected
+
+
+# --- reconnects -------------------------------------------------------------------
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+async def test_the_notary_resumes_after_its_nats_server_restarts(
+    nats_server: EmbeddedNats, home: Home, tmp_path: Path
+) -> None:
+    """Server down for longer than the 15 s nats-py used to retry, then back on the
+    same port and store: the same notary process serves again."""
+    notary = NotaryProcess.in_dir(home, nats_server.url, tmp_path)
+    notary.start()
+    try:
+        await asyncio.to_thread(notary.wait_ready)
+        reg = await LedgerClient.connect(nats_server.url, home.regulator_key(), trust=home.trust())
+        try:
+            key = generate("bank")
+            await reg.submit(
+                reg.event(ev.ActorEnrolled, **enrolment_fields("bank", ["owner"], key))
+            )
+        finally:
+            await reg.close()
+        port = _port(nats_server.url)
+        await asyncio.to_thread(nats_server.stop)
+        await asyncio.sleep(16.5)
+        assert notary.proc is not None and notary.proc.poll() is None, notary.log.read_text()
+        nats_server.port = port
+        await asyncio.to_thread(nats_server.start)
+        bank = await LedgerClient.connect(nats_server.url, key, trust=home.trust())
+        try:
+            fields = registration_fields("bank", "scoring")
+            receipt = await bank.submit(bank.event(ev.SystemRegistered, **fields), timeout=30)
+        finally:
+            await bank.close()
+        assert receipt.index == 2
+        status, out, err = await doctor(nats_server.url)
+        assert status == 0, out + err  # the nats_disconnected alarm cleared on reconnect
+        assert "NATS connection of ailedger-notary lost" in notary.log.read_text()
+    finally:
+        if notary.proc is not None and notary.proc.poll() is None:
+            notary.terminate()
+
+
+def test_ailedger_up_exits_non_zero_when_its_embedded_server_dies(
+    home: Home, tmp_path: Path
+) -> None:
+    log_path = tmp_path / "up.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ailedger", "up", "--home", str(home.path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while b"notary up:" not in log_path.read_bytes():
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        (ports,) = home.nats_dir.glob("nats-server_*.ports")
+        server_pid = int(ports.stem.rsplit("_", 1)[1])
+        os.kill(server_pid, signal.SIGKILL)  # the server this test's `ailedger up` started
+        status = proc.wait(30)
+        text = log_path.read_text()
+        assert status == 3, text
+        assert "embedded nats-server exited" in text and "[nats_server]" in text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -25,9 +25,11 @@ from ledger.formats.entry import Entry
 from ledger.formats.errors import CHECK_FAILED
 from ledger.formats.keys import ActorKey, generate
 from ledger.formats.note import Verifier, Verifiers, open_note, sign_note
+from ledger.formats.timeutil import SimulatedClock
 from ledger.formats.trust import TrustedKey, TrustError, TrustPolicy
 from ledger.law import events as ev
 from ledger.verify.bundle import VerificationError, verify_bundle
+from services.notary import NotaryError
 from tests.conftest import Harness, now, registration_fields, running_notary
 from tests.test_verify import export
 
@@ -287,3 +289,33 @@ async def test_integrated_lies_within_the_witnesses_window(ledger: Harness) -> N
     # integrated going back along the index
     entries = [Entry.parse(base64.b64decode(e["entry"])) for e in doc["entries"]]
     assert [e.index for e in entries] == [0, 1, 2]
+
+
+# --- the notary and its log key's window ----------------------------------------------
+
+
+async def test_the_notary_refuses_a_log_key_the_trust_policy_does_not_make_valid(
+    nats_server: EmbeddedNats, home: Home
+) -> None:
+    trust = home.trust()
+    (log_key,) = trust.log_keys
+    _set_trust(
+        home,
+        log_keys=[dataclasses.replace(log_key, valid_from=datetime(2100, 1, 1, tzinfo=UTC))],
+    )
+    with pytest.raises(NotaryError, match=r"refusing to start: log key .* not at"):
+        async with running_notary(nats_server.url, home):
+            pass
+    # a log key that expires: the notary stops signing checkpoints from then on
+    start = datetime.now(UTC)
+    until = start + timedelta(hours=1)
+    _set_trust(home, log_keys=[dataclasses.replace(log_key, valid_until=until)])
+    clock = SimulatedClock(start)
+    async with running_notary(nats_server.url, home, clock=clock) as h:
+        _, bank = await h.enrol("bank", ["owner"])
+        assert await h.notary.checkpoint() is not None
+        clock.set(until + timedelta(minutes=1))
+        await bank.submit(registration(bank.key, "late", signed_at=clock.now()))
+        assert await h.notary.checkpoint() is None
+        latest = h.notary.latest_checkpoint
+        assert latest is not None and latest[0].size == 2

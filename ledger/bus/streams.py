@@ -244,14 +244,23 @@ CREDS_ENV = "AILEDGER_NATS_CREDS"
 #: Attempts at the first connection before giving up: an unreachable server
 #: fails in about a second (refused) or ``CONNECT_ATTEMPTS`` x 3 s (no answer).
 CONNECT_ATTEMPTS = 3
+#: Seconds between reconnection attempts of a ``forever`` connection (plus
+#: nats-py's jitter): the backoff is bounded, the attempts are not.
+RECONNECT_WAIT = 1.0
 
 
-async def connect(url: str, *, name: str = "ailedger", **options: Any) -> NATS:
+async def connect(
+    url: str, *, name: str = "ailedger", forever: bool = False, **options: Any
+) -> NATS:
     """Connect with bounded timeouts, logging async errors instead of losing them.
 
     The first connection is tried :data:`CONNECT_ATTEMPTS` times, then
     :class:`NatsUnreachable` names the URL; once connected, the client
-    reconnects up to ``max_reconnect_attempts`` times (default 30).
+    reconnects up to ``max_reconnect_attempts`` times (default 30), or, with
+    ``forever`` (long-running processes: notary, projector), without end,
+    every :data:`RECONNECT_WAIT` seconds. Such a process must still watch
+    ``nc.is_closed`` (nats-py closes for good on some server errors) and exit
+    non-zero then (:func:`ensure_open`).
     """
     connected = False
     failures: list[Exception] = []
@@ -262,7 +271,17 @@ async def connect(url: str, *, name: str = "ailedger", **options: Any) -> NATS:
         else:  # reported once, in NatsUnreachable, not once per attempt
             failures.append(e)
 
-    reconnect_attempts = options.pop("max_reconnect_attempts", 30)
+    reconnect_attempts = options.pop("max_reconnect_attempts", -1 if forever else 30)
+
+    async def disconnected_cb() -> None:
+        if connected:
+            log.warning("NATS connection of %s lost; reconnecting", name)
+
+    async def reconnected_cb() -> None:
+        log.warning("NATS connection of %s is back (%s)", name, nc.connected_url)
+
+    options.setdefault("disconnected_cb", disconnected_cb)
+    options.setdefault("reconnected_cb", reconnected_cb)
     if "nkeys_seed" not in options and os.environ.get(CREDS_ENV):
         # The bus identity of a process that names none (like NATS_CREDS):
         # the seed file, its inbox prefix after the identity named by its stem.
@@ -286,7 +305,19 @@ async def connect(url: str, *, name: str = "ailedger", **options: Any) -> NATS:
         ) from None
     connected = True
     nc.options["max_reconnect_attempts"] = reconnect_attempts
+    if forever:
+        nc.options["reconnect_time_wait"] = RECONNECT_WAIT
     return nc
+
+
+def ensure_open(nc: NATS, what: str) -> None:
+    """Raise :class:`NatsUnreachable` once ``nc`` is closed for good: a long-running
+    process then exits non-zero for its supervisor instead of staying up idle."""
+    if nc.is_closed:
+        raise NatsUnreachable(
+            f"{what}: the connection to NATS ({nc.connected_url or 'the server'}) was closed "
+            "and will not come back; exiting for the supervisor to restart"
+        )
 
 
 async def api(nc: NATS, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -358,15 +389,13 @@ GUARDED_STREAMS = (LEDGER, CHECKPOINTS)
 async def check_guarded_streams(nc: NATS) -> dict[str, list[str]]:
     """STREAM.INFO of LEDGER and CHECKPOINTS: what is wrong with each (empty lists: fine).
 
-    A stream that cannot be read is a problem too (deleted, or no answer).
+    A stream the server says it does not have is a problem too (deleted); no
+    answer at all raises :class:`BusError` (the settings are unknown, not changed).
     """
     problems: dict[str, list[str]] = {}
     for name in GUARDED_STREAMS:
-        try:
-            info = await api(nc, f"STREAM.INFO.{name}")
-        except BusError as e:
-            problems[name] = [f"no stream info: {e}"]
-            continue
+        # No answer (disconnected, slow) raises BusError: unknown is not "changed".
+        info = await api(nc, f"STREAM.INFO.{name}")
         if "error" in info:
             problems[name] = [f"stream info: {info['error'].get('description')}"]
             continue

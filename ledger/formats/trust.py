@@ -125,6 +125,21 @@ class TrustPolicy:
         """The raw root keys valid at ``at``."""
         return {decode_public_key(k.key) for k in self.regulator_keys if k.valid_at(at)}
 
+    def log_key_problem(self, vkey: str, at: datetime) -> str | None:
+        """Why ``vkey`` may not sign as the log at ``at`` under this policy, or None."""
+        name = "+".join(vkey.split("+")[:2])
+        windows = [k for k in self.log_keys if k.key == vkey]
+        if not windows:
+            return f"log key {name} is not a log key of the trust policy"
+        if any(k.valid_at(at) for k in windows):
+            return None
+        spans = ", ".join(
+            f"from {format_time(k.valid_from) if k.valid_from else 'always'} "
+            f"until {format_time(k.valid_until) if k.valid_until else 'open'}"
+            for k in windows
+        )
+        return f"log key {name} is valid {spans} in the trust policy, not at {format_time(at)}"
+
     def log_vkeys(self, at: datetime | None = None) -> list[str]:
         return [k.key for k in self.log_keys if at is None or k.valid_at(at)]
 

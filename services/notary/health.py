@@ -22,8 +22,15 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from ledger.bus.alarms import HEALTH_SUBJECT, STREAM_SETTINGS_CHANGED, Alarms, encode_health
-from ledger.bus.streams import check_guarded_streams
+from ledger.bus.alarms import (
+    HEALTH_SUBJECT,
+    NATS_DISCONNECTED,
+    STREAM_SETTINGS_CHANGED,
+    Alarms,
+    encode_health,
+)
+from ledger.bus.natsserver import EmbeddedNats, NatsServerError
+from ledger.bus.streams import check_guarded_streams, ensure_open
 
 __all__ = ["Health"]
 
@@ -53,6 +60,27 @@ class Health:
         self.checked_at = 0.0
         self._checked_mono = 0.0
         self._sub: Any = None
+        #: The embedded nats-server this notary started (``ailedger up``), if any:
+        #: nobody else would restart it, so its exit ends the notary.
+        self.server: EmbeddedNats | None = None
+
+    def connection_ok(self) -> bool:
+        """False while NATS is away (alarm ``nats_disconnected``, reconnecting); raises
+        when it will not come back (connection closed, embedded server gone), so the
+        process exits non-zero for its supervisor instead of staying up idle."""
+        server = self.server
+        if server is not None and (server.process is None or server.process.poll() is not None):
+            raise NatsServerError(
+                f"the embedded nats-server exited (see {server.log_path}); the notary stops"
+            )
+        ensure_open(self.nc, "notary")
+        if not self.nc.is_connected:
+            if not self.alarms.is_active(NATS_DISCONNECTED):
+                self.alarms.record(NATS_DISCONNECTED, "connection to NATS lost; reconnecting")
+            return False
+        if self.alarms.is_active(NATS_DISCONNECTED):
+            self.alarms.clear(NATS_DISCONNECTED)
+        return True
 
     async def subscribe(self) -> None:
         self._sub = await self.nc.subscribe(HEALTH_SUBJECT, cb=self.on_health)
@@ -66,7 +94,7 @@ class Health:
 
     async def check_streams(self) -> bool:
         """Re-check LEDGER and CHECKPOINTS now; False (and signing off) if unsafe."""
-        problems = await check_guarded_streams(self.nc)
+        problems = await check_guarded_streams(self.nc)  # BusError: unknown, not changed
         self.streams = problems
         self.checked_at = time.time()
         self._checked_mono = time.monotonic()

@@ -141,6 +141,9 @@ class Notary:
             )
         if info.origin != self.origin:
             raise NotaryError(f"notary key is named {self.origin!r}, the ledger is {info.origin!r}")
+        problem = self._log_key_problem()
+        if problem is not None:
+            raise NotaryError(f"refusing to start: {problem}")
         return Verifiers(*(Verifier.from_vkey(k) for k in info.notary_keys))
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -154,8 +157,20 @@ class Notary:
         """Sign and publish a checkpoint of the whole tree; None if nothing new to cover."""
         return await self.checkpointer.checkpoint()
 
+    def _log_key_problem(self) -> str | None:
+        """Why the trust policy does not make this notary's log key valid now, or None."""
+        trust = self.state.trust
+        if trust is None:
+            return None
+        return trust.log_key_problem(self.signer.verifier().vkey, self.sequencer.clock.now())
+
     async def _may_sign(self) -> bool:
-        """Checkpoints are signed only over streams with the required settings."""
+        """Checkpoints are signed only over streams with the required settings, with a
+        log key the trust policy makes valid now."""
+        problem = self._log_key_problem()
+        if problem is not None:
+            log.error("not signing a checkpoint: %s", problem)
+            return False
         return self.health.signing and await self.health.check_streams()
 
     async def close(self) -> None:
