@@ -274,7 +274,8 @@ async def connect(
     reconnect_attempts = options.pop("max_reconnect_attempts", -1 if forever else 30)
 
     async def disconnected_cb() -> None:
-        if connected:
+        # nats-py calls this on close and drain too: only a lost connection is news.
+        if connected and not nc.is_closed and not nc.is_draining:
             log.warning("NATS connection of %s lost; reconnecting", name)
 
     async def reconnected_cb() -> None:

@@ -149,6 +149,10 @@ class Notary:
     async def run(self, stop: asyncio.Event) -> None:
         """Integrate submissions until ``stop`` is set."""
         while not stop.is_set():
+            if not self.health.connection_ok():  # raises when NATS will not come back
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.2)
+                continue
             await self.health.maybe_check_streams()
             await self.checkpointer.maybe_checkpoint()
             await self.sequencer.step()
@@ -223,7 +227,7 @@ async def serve(
             home.url_file.parent.mkdir(parents=True, exist_ok=True)
             home.url_file.write_text(nats_url + "\n")
         try:
-            nc = await connect(nats_url, name="ailedger-notary")
+            nc = await connect(nats_url, name="ailedger-notary", forever=True)
             state = LedgerState(sqlite_env(state_path), trust=home.trust())
             notary = Notary(
                 nc,
@@ -237,6 +241,7 @@ async def serve(
                 checkpoint_every=checkpoint_every,
                 checkpoint_interval=checkpoint_interval,
             )
+            notary.health.server = server  # its exit ends the notary (non-zero)
             try:
                 await notary.start()
                 if on_ready is not None:
