@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from eventsourcing.persistence import Tracking
 
@@ -31,6 +32,7 @@ from ledger.formats.keys import ActorKey, generate
 from ledger.formats.timeutil import SimulatedClock
 from ledger.law import events as ev
 from ledger.law.admission import KEY_CODES, Admission, Judgement, Request
+from ledger.law.rulebook import default_parameters
 from ledger.verify.bundle import VerificationError, verify_bundle
 from ledger.views.store import open_view
 from tests.conftest import ORIGIN, Harness, running_notary
@@ -137,6 +139,17 @@ def insurance(name: str, minutes: int, insurer: str, expect: str) -> Case:
     )
 
 
+def adopt(name: str, minutes: int, policy_id: str, expect: str) -> Case:
+    fields = {
+        "title": "rulebook v2",
+        "effective_from": At(minutes + 60),
+        "parameters": msgspec.convert(default_parameters(), ev.RulebookParameters),
+        "legal_references": [],
+    }
+    subject = f"policy/{policy_id}"
+    return Case(name, minutes, "regulator", "regulator", ev.PolicyAdopted, subject, fields, expect)
+
+
 def by_regulator(name: str, minutes: int, cls: type[ev.Event], actor: str, **fields: Any) -> Case:
     return Case(name, minutes, "regulator", "regulator", cls, f"actor/{actor}", fields, "")
 
@@ -197,6 +210,8 @@ CASES: list[Case] = [
     audit("suspended auditor audits", 52, "actor_suspended"),
     by_regulator("regulator reinstates the auditor", 53, ev.ActorReinstated, "auditor", reason="r"),
     audit("reinstated auditor audits", 54, ""),
+    adopt("regulator adopts a new version of the genesis rulebook", 55, "rulebook", ""),
+    adopt("a policy id the rules do not read", 56, "other", "policy_not_read"),
     Case(
         "owner rotates its own key, the old one valid 60 minutes more",
         100,
@@ -448,6 +463,7 @@ def test_the_cases_cover_every_reason_code_of_who_may_sign() -> None:
         "system_already_registered",
         "party_not_enrolled",
         "not_policy_insurer",
+        "policy_not_read",
     }
     assert len({c.name for c in CASES}) == len(CASES)
 

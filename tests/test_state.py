@@ -288,12 +288,12 @@ def test_a_refused_new_policy_leaves_no_trace_in_the_batch(world: World) -> None
     t1 = T0 + timedelta(days=10)
     params = default_parameters()
 
-    def policy(effective: datetime) -> bytes:
+    def policy(effective: datetime, policy_id: str = "rulebook") -> bytes:
         return world.event(
             "regulator",
             ev.PolicyAdopted,
             t1,
-            subject="policy/p2",
+            subject=f"policy/{policy_id}",
             title="p2",
             effective_from=effective,
             parameters=params,
@@ -301,13 +301,23 @@ def test_a_refused_new_policy_leaves_no_trace_in_the_batch(world: World) -> None
         )
 
     results = world.admit_all(
-        [policy(t1 - timedelta(days=1)), deploy(world, "bank", "none", t1), policy(t1)], t1
+        [
+            policy(t1 - timedelta(days=1)),
+            deploy(world, "bank", "none", t1),
+            policy(t1, "p2"),
+            policy(t1),
+        ],
+        t1,
     )
     assert isinstance(results[0], errors.PolicyRetroactive)
     assert isinstance(results[1], errors.SystemNotRegistered)
-    assert isinstance(results[2], Admitted) and results[2].entry.prev is None
-    rulebook = world.rebuilt().get(Rulebook, Rulebook.create_id("p2"))
-    assert rulebook is not None and len(rulebook.versions) == 1
+    # the rules read only the genesis rulebook's subject
+    assert isinstance(results[2], errors.PolicyNotRead)
+    assert isinstance(results[3], Admitted) and results[3].entry.prev is None
+    rebuilt = world.rebuilt()
+    assert rebuilt.get(Rulebook, Rulebook.create_id("p2")) is None
+    rulebook = rebuilt.get(Rulebook, Rulebook.create_id("rulebook"))
+    assert rulebook is not None and len(rulebook.versions) == 2
 
 
 def test_any_failure_inside_a_handler_is_rolled_back(

@@ -171,6 +171,9 @@ class Facts(Protocol):
     def key_owner(self, key_fingerprint: str) -> str | None: ...
     def system(self, system_id: str) -> Parties | None: ...
     def policy_insurer(self, system_id: str, policy_number: str) -> str | None: ...
+    def reads_policy(self, policy_id: str) -> bool:
+        """Whether the rules read ``policy/<policy_id>``: the genesis rulebook's id only."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -357,6 +360,11 @@ def _judge_effects(facts: Facts, request: Request, every_actor_known: bool) -> J
             if revoked not in target.keys:
                 return _refuse(errors.UnknownKey, f"key {revoked} is not a key of {ident}")
         return None
+    if kind == "PolicyAdopted" and not facts.reads_policy(ident):
+        return _refuse(
+            errors.PolicyNotRead,
+            f"the rules read only the genesis rulebook's policy, not policy/{ident}",
+        )
     if kind == "InsurancePolicyChanged":
         number = request.text("policy_number")
         insurer = facts.policy_insurer(ident, number)
@@ -422,6 +430,7 @@ class Admission:
         self.systems: dict[str, SystemRecord] = {}
         self.bindings: dict[str, str] = {}  # key fingerprint -> actor
         self.insurers: dict[tuple[str, str], str] = {}  # (system, policy number) -> insurer
+        self.rulebooks: set[str] = set()  # the genesis rulebook's policy id
         # (actor, key fingerprint) -> [(index of the revocation, compromise time it claims)]
         self._revoked: dict[tuple[str, str], list[tuple[int, datetime]]] = {}
 
@@ -438,6 +447,9 @@ class Admission:
 
     def policy_insurer(self, system_id: str, policy_number: str) -> str | None:
         return self.insurers.get((system_id, policy_number))
+
+    def reads_policy(self, policy_id: str) -> bool:
+        return policy_id in self.rulebooks
 
     # the state machine
 
@@ -462,6 +474,14 @@ class Admission:
                 request.texts("regulator_keys"),
                 at,
             )
+            policy = request.get("policy")
+            policy_id = (
+                policy.get("policy_id")
+                if isinstance(policy, Mapping)
+                else getattr(policy, "policy_id", None)
+            )
+            if policy_id is not None:
+                self.rulebooks.add(str(policy_id))
         elif kind == "ActorEnrolled":
             roles = tuple(request.texts("roles"))
             self._enrol(ident, request.text("legal_name"), roles, request.texts("public_keys"), at)

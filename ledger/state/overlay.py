@@ -94,6 +94,10 @@ class Overlay:
     def actor(self, actor_id: str) -> Actor | None:
         return self._get(Actor, Actor.create_id(actor_id))
 
+    def reads_policy(self, policy_id: str) -> bool:
+        """A ``policy/<id>`` the rules read has its rulebook, which only the genesis creates."""
+        return self._get(Rulebook, Rulebook.create_id(policy_id)) is not None
+
     def system(self, system_id: str) -> AISystem | None:
         return self._get(AISystem, AISystem.create_id(system_id))
 
