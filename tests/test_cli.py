@@ -90,7 +90,7 @@ def test_keygen_init_up_submit_log(tmp_path: Path) -> None:
         )  # fmt: skip
         assert sent.returncode == 0, sent.stderr
         assert "accepted ActorEnrolled as entry 1" in sent.stdout
-        assert "ailedger/receipt/v1" in sent.stdout and "— cli.ailedger.kz/test " in sent.stdout
+        assert "ailedger/receipt/v2" in sent.stdout and "— cli.ailedger.kz/test " in sent.stdout
 
         register = tmp_path / "register.json"
         register.write_text(

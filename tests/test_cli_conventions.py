@@ -251,7 +251,7 @@ async def test_a_presigned_envelope_is_submitted_without_the_key(
     (receipt,) = [json.loads(line) for line in sent.stdout.splitlines()]
     assert receipt["status"] == "accepted" and receipt["event_id"] == doc["event_id"]
     assert receipt["index"] == 3 and receipt["type"] == "VersionDeployed"
-    assert receipt["receipt"].startswith("ailedger/receipt/v1\n")
+    assert receipt["receipt"].startswith("ailedger/receipt/v2\n")
     # a rejected envelope: exit 1, the reason in the one JSON object
     rejected = await cli("submit", "deploy.envelope.json", *where, "--json", cwd=tmp_path)
     assert rejected.returncode == 0  # the same envelope again: the same receipt

@@ -56,13 +56,15 @@ async def test_genesis_is_entry_zero_and_a_valid_event_gets_a_verifiable_receipt
     assert Entry.parse(entries[0].data).subject == "ledger/genesis"
     assert receipt.index == 2
     assert receipt_matches_entry(receipt, entries[2].data)
-    # Anyone holding the trust policy can check the notary's signature.
+    # Anyone holding the trust policy and the envelope can check the receipt v2:
+    # the entry rebuilt from its lines, folded up to the seal's root, the seal's signature.
     trusted = Verifiers(*(Verifier.from_vkey(k) for k in ledger.home.trust().log_vkeys()))
-    assert open_receipt(receipt.note, trusted) == receipt
-    # and a flipped byte in the receipt's body makes it fail
+    envelope = Entry.parse(entries[2].data).envelope
+    assert open_receipt(receipt.note, envelope, trusted) == receipt
+    # and a changed line in the receipt's body makes it fail
     tampered = receipt.note.replace(b"index 2", b"index 3")
     with pytest.raises(ValueError):
-        open_receipt(tampered, trusted)
+        open_receipt(tampered, envelope, trusted)
 
 
 async def test_resubmitted_event_gets_the_same_receipt_and_one_entry(ledger: Harness) -> None:

@@ -50,6 +50,8 @@ from ledger.formats.keys import ActorKey
 from ledger.formats.merkle import verify_inclusion
 from ledger.formats.note import Verifier, Verifiers, open_note
 from ledger.formats.receipt import Receipt, ReceiptError, open_receipt
+from ledger.formats.rejection import RejectionNoteError, open_rejection
+from ledger.formats.seal import Seal, SealCache
 from ledger.formats.timeutil import Clock, SystemClock
 from ledger.formats.trust import TrustPolicy
 from ledger.law import events as ev
@@ -60,6 +62,7 @@ __all__ = [
     "SubmissionRejected",
     "SubmissionTimeout",
     "SyncLedgerClient",
+    "UnverifiedVerdict",
     "envelope_head",
     "sign_event",
 ]
@@ -84,6 +87,14 @@ def envelope_head(envelope: bytes) -> ev.Event:
     return ev.decode_event(parse_envelope(envelope).payload)
 
 
+def _payload_event_id(envelope: bytes) -> str | None:
+    """The event id in the envelope's payload, if it can be read."""
+    try:
+        return envelope_head(envelope).event_id
+    except (EnvelopeError, ev.SchemaError):
+        return None
+
+
 class SubmissionError(LedgerError):
     """A submission did not get a receipt."""
 
@@ -106,6 +117,15 @@ class SubmissionRejected(SubmissionError):
         # Each instance carries the notary's reason code (a Rejection's code).
         self.code = code  # type: ignore[misc]
         self.detail = detail
+
+
+class UnverifiedVerdict(SubmissionError):
+    """An answer that is not the notary's verdict: a rejection without a valid
+    signature by a log key, or for another event id or other bytes; a receipt
+    that does not prove the exact entry under a seal. Never reported as a verdict."""
+
+    code = "verdict_unverified"
+    exit_status = CHECK_FAILED
 
 
 class SubmissionTimeout(SubmissionError):
@@ -137,6 +157,8 @@ class LedgerClient:
         self._waiting: dict[str, asyncio.Future[Verdict]] = {}
         self._sub: Any = None
         self._verifiers = Verifiers(*(Verifier.from_vkey(k) for k in trust.log_vkeys()))
+        #: Each batch's seal is verified once, whatever the number of its receipts.
+        self.seals = SealCache(self._verifiers, valid_at=self._log_key_valid)
 
     @classmethod
     async def connect(
@@ -145,6 +167,12 @@ class LedgerClient:
         """Connect as ``key``'s actor, or with no key to submit pre-signed envelopes."""
         nc = await connect(url, name=f"ailedger-client-{key.actor if key else 'signed'}")
         return cls(nc, key, trust=trust, **kwargs)
+
+    def _log_key_valid(self, seal: Seal) -> bool:
+        """Whether a key that signed the seal was a log key at the seal's time."""
+        keys = map(Verifier.from_vkey, self.trust.log_vkeys(seal.last))
+        valid = {(v.name, v.key_hash) for v in keys}
+        return any(signer in valid for signer in seal.signed_by)
 
     def _key(self) -> ActorKey:
         if self.key is None:
@@ -231,10 +259,13 @@ class LedgerClient:
         deadline = time.monotonic() + timeout
         subject = intake_subject(actor, event_type)
         headers = {HDR_MSG_ID: event_id, HDR_REPLY: f"{self._inbox}.{event_id}"}
+        refused: SubmissionError | None = None
         try:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    if refused is not None:
+                        raise refused
                     raise SubmissionTimeout(
                         f"no verdict for event {event_id} within {timeout}s; it may still be "
                         "integrated: resubmit the same envelope to get its receipt",
@@ -251,7 +282,10 @@ class LedgerClient:
                     # An earlier copy is queued or already decided: ask first.
                     looked_up = await self._lookup(event_id)
                     if looked_up is not None and looked_up.status != "unknown":
-                        return self._conclude(looked_up, event_id, envelope)
+                        try:
+                            return self._conclude(looked_up, event_id, envelope)
+                        except UnverifiedVerdict as e:
+                            refused = e
                 try:
                     verdict = await asyncio.wait_for(
                         asyncio.shield(fut),
@@ -262,7 +296,18 @@ class LedgerClient:
                     if looked_up is None or looked_up.status == "unknown":
                         continue
                     verdict = looked_up
-                return self._conclude(verdict, event_id, envelope)
+                except SubmissionError as e:  # unreadable answer in our inbox
+                    refused = e
+                    fut = self._rewait(event_id)
+                    continue
+                try:
+                    return self._conclude(verdict, event_id, envelope)
+                except UnverifiedVerdict as e:
+                    # Anyone who can write to our inbox could have answered: wait
+                    # for the notary's own verdict (or ask it) until the deadline.
+                    refused = e
+                    fut = self._rewait(event_id)
+                    await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         finally:
             self._waiting.pop(event_id, None)
 
@@ -291,7 +336,7 @@ class LedgerClient:
 
     def _conclude(self, verdict: Verdict, event_id: str, envelope: bytes) -> Receipt:
         if verdict.status == "rejected":
-            raise SubmissionRejected(verdict.code or "rejected", verdict.detail or "", event_id)
+            raise self._rejection(verdict, event_id, envelope)
         if verdict.status != "accepted" or verdict.receipt is None:
             raise SubmissionError(f"unexpected verdict {verdict.status!r}", event_id)
         if verdict.envelope_sha256 not in (None, hashlib.sha256(envelope).hexdigest()):
@@ -302,16 +347,47 @@ class LedgerClient:
             )
         note = verdict.receipt.encode()
         try:
-            receipt = open_receipt(note, self._verifiers)
+            # Rebuilds the entry from the receipt's lines and our own bytes, folds
+            # the proof up to the seal's root, checks the seal (once per seal).
+            receipt = open_receipt(note, envelope, self.seals)
         except ReceiptError as e:
-            raise SubmissionError(
+            raise UnverifiedVerdict(
                 f"receipt for {event_id} does not verify: {e}", event_id
             ) from None
         if receipt.event_id != event_id:
-            raise SubmissionError(
+            raise UnverifiedVerdict(
                 f"receipt names event {receipt.event_id}, not {event_id}", event_id
             )
         return receipt
+
+    def _rejection(self, verdict: Verdict, event_id: str, envelope: bytes) -> SubmissionError:
+        """A rejection is a verdict only when signed by a log key, for this event id
+        and these exact bytes; anything else is an :class:`UnverifiedVerdict`."""
+        if verdict.rejection is None:
+            return UnverifiedVerdict(
+                f"unsigned rejection {verdict.code!r} for {event_id}: not a verdict "
+                "(transient, or not from the notary); resubmit the same envelope",
+                event_id,
+            )
+        try:
+            signed = open_rejection(verdict.rejection.encode(), self._verifiers)
+        except RejectionNoteError as e:
+            return UnverifiedVerdict(f"rejection for {event_id} does not verify: {e}", event_id)
+        if signed.event_id not in (event_id, _payload_event_id(envelope)):
+            return UnverifiedVerdict(
+                f"signed rejection is for event {signed.event_id}, not {event_id}", event_id
+            )
+        if not signed.is_for(envelope):
+            return UnverifiedVerdict(
+                f"signed rejection of event {event_id} is for other bytes under that id",
+                event_id,
+            )
+        return SubmissionRejected(signed.code, verdict.detail or "", event_id)
+
+    def _rewait(self, event_id: str) -> asyncio.Future[Verdict]:
+        fut: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        self._waiting[event_id] = fut
+        return fut
 
     async def _ensure_inbox(self) -> None:
         if self._sub is None:

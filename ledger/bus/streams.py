@@ -656,6 +656,9 @@ class Verdict(msgspec.Struct, omit_defaults=True, kw_only=True):
     envelope_sha256: str | None = None
     code: str | None = None
     detail: str | None = None
+    #: The signed rejection note (``ailedger/rejection/v1``) of a final
+    #: rejection; a "rejected" verdict without it is not a verdict.
+    rejection: str | None = None
 
     def encode(self) -> bytes:
         return msgspec.json.encode(self)

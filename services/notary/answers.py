@@ -1,30 +1,16 @@
 """What the notary answers, to a submitter (the sequencer) and to a lookup alike:
-signed receipts, verdicts, and where answers may go."""
+receipts (v2, under their batch's seal), verdicts, and where answers may go."""
 
 from __future__ import annotations
 
-import base64
 import re
 from collections import OrderedDict
 
 from ledger.bus.streams import Verdict
-from ledger.formats.note import Signer
-from ledger.formats.receipt import Receipt, sign_receipt
+from ledger.formats.receipt import Receipt
 from ledger.state.domain import EventRecord
 
-__all__ = ["RecentRejections", "accepted", "is_inbox", "receipt_for"]
-
-
-def receipt_for(signer: Signer, record: EventRecord) -> Receipt:
-    """The signed receipt of an integrated event."""
-    return sign_receipt(
-        signer,
-        signer.name,
-        record.index,
-        base64.b64decode(record.leaf_hash),
-        record.integrated,
-        record.event_id,
-    )
+__all__ = ["RecentRejections", "accepted", "is_inbox"]
 
 
 def accepted(record: EventRecord, receipt: Receipt) -> Verdict:
@@ -48,9 +34,10 @@ def is_inbox(subject: str) -> bool:
 
 
 class RecentRejections:
-    """The last verdicts of rejected events, by event id, for lookups (bounded)."""
+    """The verdicts of rejected events, by event id: final (signed) ones are
+    answered again, exactly, to the same event id (bounded)."""
 
-    def __init__(self, limit: int = 100_000) -> None:
+    def __init__(self, limit: int = 1_000_000) -> None:
         self.limit = limit
         self._verdicts: OrderedDict[str, Verdict] = OrderedDict()
 

@@ -8,16 +8,16 @@ checkpoint covers it), a recently rejected one its rejection, any other
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from ledger.bus.streams import LOOKUP_SUBJECT, Verdict
-from ledger.formats.note import Signer
+from ledger.formats.receipt import Receipt
 from ledger.state.application import LedgerState
 from ledger.state.asyncbridge import StateThread
-from services.notary.answers import RecentRejections, accepted, is_inbox, receipt_for
+from services.notary.answers import RecentRejections, accepted, is_inbox
 
 __all__ = ["Lookup"]
 
@@ -30,15 +30,17 @@ class Lookup:
         nc: NATS,
         state: LedgerState,
         state_thread: StateThread,
-        signer: Signer,
+        receipt: Callable[[int, str], Awaitable[Receipt | None]],
         rejections: RecentRejections,
         proof: Callable[[int], bytes | None],
     ) -> None:
-        """``proof`` gives the tlog-proof of an index, if any; called on the state thread."""
+        """``receipt`` gives the receipt v2 of an entry (index, event id), read back
+        under its batch's seal; ``proof`` the tlog-proof of an index, if any
+        (called on the state thread)."""
         self.nc = nc
         self.state = state
         self.state_thread = state_thread
-        self.signer = signer
+        self.receipt = receipt
         self.rejections = rejections
         self.proof = proof
         self._sub: object | None = None
@@ -60,8 +62,14 @@ class Lookup:
         except Exception as e:
             log.warning("lookup %s: %s", event_id, e)
             record = None
+        receipt = None
         if record is not None:
-            verdict = accepted(record, receipt_for(self.signer, record))
+            try:
+                receipt = await self.receipt(record.index, record.event_id)
+            except Exception as e:
+                log.warning("receipt of entry %d: %s", record.index, e)
+        if record is not None and receipt is not None:
+            verdict = accepted(record, receipt)
             proof = await self.state_thread.call(self.proof, record.index)
             if proof is not None:
                 verdict.proof = proof.decode()

@@ -23,6 +23,8 @@ already in LEDGER gets the same receipt.
 from __future__ import annotations
 
 import asyncio
+import base64
+import bisect
 import logging
 import re
 from collections.abc import Sequence
@@ -56,7 +58,10 @@ from ledger.formats.dsse import parse_envelope
 from ledger.formats.entry import Entry, ledger_subject
 from ledger.formats.keys import SLUG
 from ledger.formats.merkle import leaf_hash, stored_hash_index
-from ledger.formats.note import Signer
+from ledger.formats.note import Signer, Verifiers
+from ledger.formats.receipt import Receipt, make_receipt
+from ledger.formats.rejection import RejectionNoteError, open_rejection, sign_rejection
+from ledger.formats.seal import HDR_SEAL, Seal, SealCache, SealError, root_after, sign_seal
 from ledger.formats.timeutil import Clock, SystemClock
 from ledger.formats.tree import TreeStore
 from ledger.law import events as ev
@@ -64,7 +69,7 @@ from ledger.law import rejections as errors
 from ledger.state.application import Admitted, AlreadyIntegrated, Batch, LedgerCorrupt, LedgerState
 from ledger.state.asyncbridge import StateThread
 from services.notary import NotaryError
-from services.notary.answers import RecentRejections, accepted, is_inbox, receipt_for
+from services.notary.answers import RecentRejections, accepted, is_inbox
 from services.notary.submission import (
     DEFAULT_FRESHNESS,
     SignatureCache,
@@ -116,6 +121,15 @@ class Sequencer:
         self.last_sequence = 0
         self.last_integrated: datetime | None = None
         self._consumer: object | None = None
+        #: The seal of every batch in LEDGER, by tree size (index -> sequence, receipts).
+        self.seals: list[Seal] = []
+        self._seal_cache = SealCache(Verifiers(signer.verifier()))
+        #: LEDGER sequence up to which seals were collected.
+        self._sealed_through = 0
+        #: Per submission of the batch in progress: a remembered final verdict,
+        #: or the verdict of a rejection (signed once, kept with it in REJECTED).
+        self._remembered: dict[int, Verdict] = {}
+        self._rejection_verdicts: dict[int, Verdict] = {}
         self.stats = {"accepted": 0, "rejected": 0, "duplicates": 0, "fenced": 0}
 
     # --- lifecycle ---------------------------------------------------------
@@ -123,6 +137,7 @@ class Sequencer:
     async def begin(self) -> None:
         """Rebuild state from LEDGER; integrate the genesis entry if the ledger is new."""
         await self.sync()
+        await self._recall_rejections()
         if self.last_sequence == 0:
             if self.genesis is None:
                 raise NotaryError("LEDGER is empty and no genesis entry was given (ailedger init)")
@@ -186,9 +201,15 @@ class Sequencer:
                     "another ledger; delete it to rebuild"
                 )
         start = min(position, tree_size) + 1
+        if self._sealed_through < last:
+            # Seals before ``start`` are read too (once per process): receipts
+            # and the index -> sequence map need every batch's seal.
+            async for m in read_stream(self.nc, LEDGER, self._sealed_through + 1, start - 1):
+                self._collect_seal(m.sequence, m.headers)
         if last >= start:
             chunk: list[tuple[int, bytes]] = []
             async for m in read_stream(self.nc, LEDGER, start, last):
+                self._collect_seal(m.sequence, m.headers)
                 chunk.append((m.sequence, m.data))
                 if len(chunk) >= 1000:
                     await self.state_thread.call(self._apply_stored, chunk)
@@ -205,6 +226,83 @@ class Sequencer:
             if stored is None:
                 raise LedgerCorrupt(f"LEDGER #{last} is missing")
             self.last_integrated = Entry.parse(stored.data).integrated
+
+    async def _recall_rejections(self) -> None:
+        """Final rejections kept in REJECTED with their signed notes: remembered, so
+        that the same event id only ever gets the same rejection (after a restart too)."""
+        last = await last_sequence(self.nc, REJECTED)
+        verifiers = Verifiers(self.signer.verifier())
+        n = 0
+        async for m in read_stream(self.nc, REJECTED, 1, last, subject="rejected.>"):
+            value = m.headers.get(HDR_REJECTION)
+            if value is None:
+                continue
+            try:
+                note = base64.b64decode(value, validate=True)
+                signed = open_rejection(note, verifiers)
+            except (RejectionNoteError, ValueError) as e:
+                log.warning("REJECTED #%d: rejection note does not verify: %s", m.sequence, e)
+                continue
+            self.rejections.remember(
+                signed.event_id,
+                Verdict(
+                    status="rejected",
+                    event_id=signed.event_id,
+                    code=signed.code,
+                    detail=m.headers.get(HDR_DETAIL, ""),
+                    rejection=note.decode(),
+                ),
+            )
+            n += 1
+        if n:
+            log.info("remembered %d final rejections from REJECTED", n)
+
+    def _collect_seal(self, sequence: int, headers: dict[str, str]) -> None:
+        if sequence <= self._sealed_through:
+            return
+        self._sealed_through = sequence
+        value = headers.get(HDR_SEAL)
+        if value is None:
+            return
+        try:
+            seal = self._seal_cache.open(base64.b64decode(value, validate=True))
+        except (SealError, ValueError) as e:
+            log.error("LEDGER #%d: seal does not verify: %s", sequence, e)
+            return
+        self._add_seals([seal])
+
+    def _add_seals(self, seals: Sequence[Seal]) -> None:
+        for seal in seals:
+            if not self.seals or seal.size > self.seals[-1].size:
+                self.seals.append(seal)
+
+    def seal_of(self, index: int) -> Seal | None:
+        """The seal of the batch holding entry ``index``."""
+        i = bisect.bisect_right(self.seals, index, key=lambda s: s.size)
+        return self.seals[i] if i < len(self.seals) else None
+
+    def sequence_of(self, index: int) -> int | None:
+        """The LEDGER stream sequence of entry ``index``, through the seals."""
+        i = bisect.bisect_right(self.seals, index, key=lambda s: s.size)
+        if i >= len(self.seals):
+            return None
+        before = self.seals[i - 1].size if i else 0
+        return self.seals[i].seq + index - before
+
+    async def receipt_of(self, index: int, event_id: str) -> Receipt | None:
+        """The receipt of an entry already in LEDGER (read back through its seal)."""
+        seal = self.seal_of(index)
+        seq = self.sequence_of(index)
+        if seal is None or seq is None:
+            return None
+        stored = await get_message(self.nc, LEDGER, seq)
+        if stored is None:
+            return None
+        entry = Entry.parse(stored.data)
+        if entry.index != index:
+            return None
+        proof = await self.state_thread.call(self.tree.inclusion_proof, index, seal.size)
+        return make_receipt(entry, event_id, proof, seal)
 
     async def _check_tree_tail(self, last: int) -> None:
         """The tree file is derived data: if its last leaf is not LEDGER's entry (a
@@ -251,12 +349,14 @@ class Sequencer:
 
         batch = await self.state_thread.call(admit)
         try:
-            await self._append(batch)
+            seals = await self._append(batch)
         except BusError as e:
             log.info("genesis raced with another notary (%s); catching up", e)
             await self.sync()
             return
         await self.state_thread.call(self._record, batch)
+        self._add_seals(seals)
+        self._sealed_through = batch.last_sequence
         self.last_sequence = batch.last_sequence
         self.last_integrated = now
 
@@ -268,9 +368,19 @@ class Sequencer:
         now = self._integration_time()
         trust = self.state.trust
         freshness = trust.freshness if trust is not None else DEFAULT_FRESHNESS
+        self._remembered.clear()
+        self._rejection_verdicts.clear()
         for s in subs:
             precheck(s, now, freshness)
-        await self._preverify([s for s in subs if s.early is None])
+            event_id = s.event.event_id if s.event is not None else _event_id_of(s)
+            known = self.rejections.get(event_id) if event_id else None
+            if known is not None and known.rejection is not None:
+                # Rejected for good before: the same signed rejection, never judged again.
+                self._remembered[id(s)] = known
+                s.outcome = None
+                s.early = None
+                s.env = None
+        await self._preverify([s for s in subs if s.early is None and s.env is not None])
         for attempt in range(1, 11):
             batch = await self.state_thread.call(self._admit_all, subs, now)
             if not batch.admitted:
@@ -286,7 +396,7 @@ class Sequencer:
                         continue
                 break
             try:
-                await self._append(batch)
+                seals = await self._append(batch)
             except BusError as e:
                 self.stats["fenced"] += 1
                 log.info("append refused (%s), attempt %d: catching up with LEDGER", e, attempt)
@@ -298,6 +408,9 @@ class Sequencer:
             except Exception:
                 log.exception("recording state or tree failed; rebuilding from LEDGER")
                 await self.sync()
+            # Released only now: a seal of a batch LEDGER refused never leaves.
+            self._add_seals(seals)
+            self._sealed_through = max(self._sealed_through, batch.last_sequence)
             self.last_sequence = batch.last_sequence
             self.last_integrated = batch.admitted[-1].entry.integrated
             break
@@ -326,7 +439,7 @@ class Sequencer:
         batch = self.state.begin()
         for s in subs:
             if s.early is not None or s.env is None or s.event is None:
-                continue  # rejected before admission
+                continue  # rejected before admission, or remembered
             s.outcome = None
             try:
                 s.outcome = batch.admit(s.env, s.event, now, signatures=self.signatures.check)
@@ -339,7 +452,8 @@ class Sequencer:
                 s.outcome = errors.InternalError(f"{type(e).__name__}: {e}")
         return batch
 
-    async def _append(self, batch: Batch) -> None:
+    async def _append(self, batch: Batch) -> list[Seal]:
+        """Append the batch as atomic LEDGER batches, each sealed on its last message."""
         messages = [
             (
                 ledger_subject(a.entry.subject),
@@ -348,28 +462,51 @@ class Sequencer:
             )
             for a in batch.admitted
         ]
+        base = batch.admitted[0].entry.index
+        leaves = [a.entry.leaf_hash for a in batch.admitted]
+        seals = []
         for start in range(0, len(messages), 1000):
-            await publish_atomic(
-                self.nc, messages[start : start + 1000], batch.first_sequence - 1 + start
+            chunk = messages[start : start + 1000]
+            end = start + len(chunk)
+            root = await self.state_thread.call(
+                root_after, base, self.tree.read_hashes, leaves[:end]
             )
+            seal = sign_seal(
+                self.signer,
+                batch.first_sequence + start,
+                base + end,
+                root,
+                batch.admitted[end - 1].entry.integrated,
+            )
+            chunk[-1][2][HDR_SEAL] = seal.header_value
+            await publish_atomic(self.nc, chunk, batch.first_sequence - 1 + start)
+            seals.append(seal)
+        return seals
 
     # --- answers ----------------------------------------------------------------
 
     async def _sign_receipts(self, subs: list[Submission]) -> None:
-        todo = [s for s in subs if isinstance(s.outcome, (Admitted, AlreadyIntegrated))]
-        if not todo:
-            return
-        loop = asyncio.get_running_loop()
-        n = self.verify_threads if len(todo) >= 32 else 1
-        chunks = [todo[i::n] for i in range(n)]
-        await asyncio.gather(
-            *(loop.run_in_executor(self.verify_pool, self._sign_chunk, c) for c in chunks)
-        )
-
-    def _sign_chunk(self, subs: list[Submission]) -> None:
+        """Receipts v2: each entry's proof under its batch's seal (no signature of
+        its own); duplicates get the receipt of the entry already in LEDGER."""
+        new = [s for s in subs if isinstance(s.outcome, Admitted)]
+        if new:
+            await self.state_thread.call(self._receipts_of_new, new)
         for s in subs:
-            assert isinstance(s.outcome, (Admitted, AlreadyIntegrated))
-            s.receipt = receipt_for(self.signer, s.outcome.record)
+            if isinstance(s.outcome, AlreadyIntegrated):
+                record = s.outcome.record
+                s.receipt = await self.receipt_of(record.index, record.event_id)
+                if s.receipt is None:
+                    s.outcome = errors.InternalError(f"no seal covers entry {record.index} yet")
+
+    def _receipts_of_new(self, subs: list[Submission]) -> None:
+        """On the state thread (the tree): proofs of the just appended entries."""
+        for s in subs:
+            assert isinstance(s.outcome, Admitted)
+            entry = s.outcome.entry
+            seal = self.seal_of(entry.index)
+            assert seal is not None, "the batch was sealed"
+            proof = self.tree.inclusion_proof(entry.index, seal.size)
+            s.receipt = make_receipt(entry, s.outcome.event.event_id, proof, seal)
 
     async def _answer(self, subs: list[Submission]) -> None:
         """Keep rejections in REJECTED, answer every submitter, then ack INTAKE."""
@@ -396,13 +533,15 @@ class Sequencer:
 
     def _verdict(self, s: Submission) -> Verdict:
         outcome = s.outcome
-        event_id = s.event.event_id if s.event is not None else None
+        remembered = self._remembered.pop(id(s), None)
+        if remembered is not None:
+            self.stats["rejected"] += 1
+            return remembered
+        event_id = s.event.event_id if s.event is not None else _event_id_of(s)
         if isinstance(outcome, errors.Rejection):
             self.stats["rejected"] += 1
-            verdict = Verdict(
-                status="rejected", event_id=event_id, code=outcome.code, detail=outcome.detail
-            )
-            if event_id is not None:
+            verdict = self._rejection_verdicts.pop(id(s), None) or self._rejection_verdict(s)
+            if event_id is not None and verdict.rejection is not None:
                 self.rejections.remember(event_id, verdict)
             return verdict
         assert s.receipt is not None and isinstance(outcome, (Admitted, AlreadyIntegrated))
@@ -413,8 +552,25 @@ class Sequencer:
         self.rejections.forget(s.receipt.event_id)
         return accepted(outcome.record, s.receipt)
 
+    def _rejection_verdict(self, s: Submission) -> Verdict:
+        """The verdict of a rejection: signed (``ailedger/rejection/v1``) when it is
+        final, unsigned (not a verdict: the client retries) when it is transient."""
+        assert isinstance(s.outcome, errors.Rejection)
+        event_id = s.event.event_id if s.event is not None else _event_id_of(s)
+        verdict = Verdict(
+            status="rejected", event_id=event_id, code=s.outcome.code, detail=s.outcome.detail
+        )
+        if event_id is not None and s.outcome.code not in TRANSIENT_CODES:
+            note = sign_rejection(
+                self.signer, event_id, s.msg.data, s.outcome.code, self._integration_time()
+            )
+            verdict.rejection = note.note.decode()
+        return verdict
+
     async def _keep_rejection(self, s: Submission) -> bool:
         assert isinstance(s.outcome, errors.Rejection)
+        verdict = self._rejection_verdict(s)
+        self._rejection_verdicts[id(s)] = verdict
         token = s.msg.subject.split(".")[1] if s.msg.subject.count(".") >= 2 else ""
         actor = token if _is_slug(token) else "_invalid"
         headers = {
@@ -427,12 +583,30 @@ class Sequencer:
         }
         if s.event is not None:
             headers[HDR_EVENT] = s.event.event_id
+        if verdict.rejection is not None:
+            # The signed verdict is kept with the bytes: re-read at start, the
+            # same event id then only ever gets this very rejection.
+            headers[HDR_REJECTION] = base64.b64encode(verdict.rejection.encode()).decode()
         # Never the whole of an oversize message: the copy must stay under max_payload.
         data, headers = rejected_copy(s.msg.data, headers)
         await self.js.publish(
             rejected_subject(actor), data, headers=headers, stream=REJECTED, timeout=5
         )
         return True
+
+
+#: Reason codes that are not verdicts: not signed, not remembered, retried.
+TRANSIENT_CODES = frozenset({errors.InternalError.code})
+#: The signed rejection note kept with a rejected submission in REJECTED (base64).
+HDR_REJECTION = "Ailedger-Rejection"
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _event_id_of(s: Submission) -> str | None:
+    """The event id of a submission whose payload could not be read: its message id
+    (the SDK sets it to the event id), if it is one."""
+    msg_id = (s.msg.headers or {}).get(HDR_MSG_ID, "")
+    return msg_id if _UUID.fullmatch(msg_id) else None
 
 
 def _is_slug(token: str) -> bool:

@@ -101,7 +101,12 @@ class Notary:
             interval=settings_check_interval,
         )
         self.lookup = Lookup(
-            nc, state, self.state_thread, signer, rejections, self.checkpointer.tlog_proof
+            nc,
+            state,
+            self.state_thread,
+            self.sequencer.receipt_of,
+            rejections,
+            self.checkpointer.tlog_proof,
         )
 
     @property
