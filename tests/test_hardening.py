@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from nats.errors import MaxPayloadError
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, ServiceUnavailableError
 
 from ledger.bus.alarms import STREAM_SETTINGS_CHANGED, Alarms, request_health
 from ledger.bus.client import LedgerClient
@@ -24,6 +24,7 @@ from ledger.bus.home import Home
 from ledger.bus.natsserver import EmbeddedNats
 from ledger.bus.streams import (
     INTAKE,
+    INTAKE_MAX_PER_SUBJECT,
     LEDGER,
     MAX_ENVELOPE,
     MAX_PAYLOAD,
@@ -339,3 +340,56 @@ def test_ailedger_up_exits_non_zero_when_its_embedded_server_dies(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --- quotas -------------------------------------------------------------------------
+
+
+async def test_a_flood_from_one_actor_is_capped_and_others_get_receipts(
+    nats_server: EmbeddedNats, home: Home
+) -> None:
+    """While the notary is away, one actor floods its intake subject: the server takes
+    INTAKE_MAX_PER_SUBJECT of them and refuses the rest; another actor's submission
+    is accepted meanwhile and, once the notary is back, waits behind at most that
+    backlog."""
+    url = nats_server.url
+    async with running_notary(url, home) as h:
+        bank_key, _ = await h.enrol("bank", ["owner"])
+        clinic_key, clinic = await h.enrol("clinic", ["owner"])
+        await h.register(clinic, "triage")
+    flooder = await LedgerClient.connect(url, bank_key, trust=home.trust())
+    try:
+        js = flooder.nc.jetstream(timeout=5)
+        accepted = refused = 0
+        for _ in range(INTAKE_MAX_PER_SUBJECT + 200):
+            try:
+                await js.publish("intake.bank.VersionDeployed", b"{}")
+                accepted += 1
+            except ServiceUnavailableError as e:
+                assert "maximum messages per subject exceeded" in str(e.description)
+                refused += 1
+        assert (accepted, refused) == (INTAKE_MAX_PER_SUBJECT, 200)
+    finally:
+        await flooder.close()
+    nc = await connect(url)
+    try:
+        backlog = await last_sequence(nc, INTAKE)
+    finally:
+        await nc.close()
+    async with running_notary(url, home) as h:
+        clinic = await h.client(clinic_key)
+        started = time.monotonic()
+        fields = {
+            "subject": "system/triage",
+            "version": "2.0",
+            "artifact_sha256": "ab" * 32,
+        }
+        receipt = await clinic.submit(clinic.event(ev.VersionDeployed, **fields), timeout=60)
+        waited = time.monotonic() - started
+        assert receipt.event_id
+        rejected = await wait_rejected(url, INTAKE_MAX_PER_SUBJECT)
+        assert len(rejected) == INTAKE_MAX_PER_SUBJECT  # the flood, each kept once
+        assert {m.subject for m in rejected} == {"rejected.bank"}
+        # ahead of the clinic's submission: no more than the flooder's quota
+        assert backlog <= INTAKE_MAX_PER_SUBJECT + 10, backlog
+        assert waited < 30, waited
