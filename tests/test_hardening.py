@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from nats.errors import MaxPayloadError
-from nats.js.errors import BadRequestError, ServiceUnavailableError
+from nats.js.errors import BadRequestError, NoStreamResponseError, ServiceUnavailableError
 
 from ledger.bus.alarms import STREAM_SETTINGS_CHANGED, Alarms, request_health
 from ledger.bus.client import LedgerClient
@@ -232,27 +232,28 @@ async def test_oversize_submissions_are_refused_and_the_notary_keeps_serving(
     assert ledger.notary.nc.is_connected
 
 
+def _old_intake() -> dict[str, object]:
+    """INTAKE as versions before the quotas created it."""
+    old = dict(stream_configs()[INTAKE], discard="old", subjects=["intake.>"])
+    for key in ("discard_new_per_subject", "max_msgs_per_subject", "max_msg_size"):
+        old.pop(key)
+    old.update(max_msgs=-1, max_bytes=-1)
+    return old
+
+
 async def test_a_1mib_submission_on_an_old_intake_does_not_break_the_notary(
     tmp_path: Path, home: Home
 ) -> None:
-    """A server with the default 1 MB max_payload and an INTAKE created without
-    max_msg_size (an older install, an external server): the notary's copy to
+    """A server with the default 1 MB max_payload and an INTAKE without max_msg_size
+    (an external server whose streams someone else manages): the notary's copy to
     REJECTED used to exceed max_payload and the server dropped its connection."""
     with EmbeddedNats(tmp_path / "nats1mb", extra_config="max_payload: 1MB\n") as server:
-        nc = await connect(server.url)
-        try:
-            assert nc.max_payload == 1 << 20
-            old_intake = dict(stream_configs()[INTAKE], discard="old")
-            for key in ("discard_new_per_subject", "max_msgs_per_subject", "max_msg_size"):
-                old_intake.pop(key)
-            for key in ("max_msgs", "max_bytes"):
-                old_intake[key] = -1
-            created = await api(nc, f"STREAM.CREATE.{INTAKE}", old_intake)
-            assert "error" not in created, created
-        finally:
-            await nc.close()
         async with running_notary(server.url, home) as h:
             _, bank = await h.enrol("bank", ["owner"])
+            async with bus_admin_connection(h) as admin:
+                assert admin.max_payload == 1 << 20
+                updated = await api(admin, f"STREAM.UPDATE.{INTAKE}", _old_intake())
+                assert "error" not in updated, updated
             huge = b"{" + b" " * ((1 << 20) - 4096)
             raw = await connect(server.url)
             try:
@@ -265,6 +266,29 @@ async def test_a_1mib_submission_on_an_old_intake_does_not_break_the_notary(
             assert len(copies[0].data) == 4096
             await h.register(bank, "scoring")  # a receipt: the notary still serves
             assert h.notary.nc.is_connected
+
+
+async def test_an_old_intake_gets_the_limits_and_only_event_type_subjects(
+    nats_server: EmbeddedNats, home: Home
+) -> None:
+    nc = await connect(nats_server.url)
+    try:
+        created = await api(nc, f"STREAM.CREATE.{INTAKE}", _old_intake())
+        assert "error" not in created, created
+    finally:
+        await nc.close()
+    async with running_notary(nats_server.url, home) as h:
+        _, bank = await h.enrol("bank", ["owner"])
+        async with bus_admin_connection(h) as admin:
+            config = (await api(admin, f"STREAM.INFO.{INTAKE}"))["config"]
+            for key in ("discard", "max_msgs_per_subject", "max_msg_size", "subjects"):
+                assert config[key] == stream_configs()[INTAKE][key], key
+            assert config["discard_new_per_subject"] is True
+            # an actor cannot open subjects of its own beyond the event types
+            js = admin.jetstream(timeout=2)
+            with pytest.raises(NoStreamResponseError):
+                await js.publish("intake.bank.flood-1", b"{}")
+            await h.register(bank, "scoring")
 
 
 # --- reconnects -------------------------------------------------------------------

@@ -29,6 +29,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from ledger.formats.errors import CHECK_FAILED, UNAVAILABLE, LedgerError
+from ledger.law.events import EVENT_TYPES
 
 __all__ = [
     "CHECKPOINTS",
@@ -103,11 +104,33 @@ REJECTED_MAX_PER_SUBJECT = 10_000
 REJECTED_MAX_AGE_DAYS = 365
 
 
+def intake_subjects() -> list[str]:
+    """INTAKE's subjects: ``intake.*.<type>``, one per event type. An actor thus has a
+    bounded set of subjects (its backlog is at most the event types times
+    :data:`INTAKE_MAX_PER_SUBJECT`); a publish on any other intake subject is
+    stored nowhere (the publisher gets no acknowledgement)."""
+    return [f"intake.*.{t}" for t in EVENT_TYPES]
+
+
+#: The settings of INTAKE and REJECTED that :func:`ensure_streams` brings an
+#: existing stream (created by an older version) up to.
+UPGRADED_SETTINGS = (
+    "subjects",
+    "discard",
+    "discard_new_per_subject",
+    "max_msgs_per_subject",
+    "max_msgs",
+    "max_bytes",
+    "max_msg_size",
+    "max_age",
+)
+
+
 def stream_configs(replicas: int = 1) -> dict[str, dict[str, Any]]:
     """The streams of DESIGN §4, as JetStream API JSON."""
     intake: dict[str, Any] = {
         "name": INTAKE,
-        "subjects": ["intake.>"],
+        "subjects": intake_subjects(),
         "retention": "workqueue",
         "storage": "file",
         "num_replicas": replicas,
@@ -426,10 +449,40 @@ async def ensure_streams(nc: NATS, *, replicas: int = 1) -> None:
                 )
         if name == LEDGER and not existing.get("allow_atomic"):
             raise UnsafeLedgerStream("stream LEDGER does not allow atomic batches")
+        if name in (INTAKE, REJECTED):
+            existing = await _upgrade(nc, name, cfg, existing)
+            continue  # what could not be upgraded was logged
         if existing.get("subjects") != cfg["subjects"]:
             raise BusError(
                 f"stream {name} has subjects {existing.get('subjects')}, expected {cfg['subjects']}"
             )
+
+
+async def _upgrade(
+    nc: NATS, name: str, cfg: dict[str, Any], existing: dict[str, Any]
+) -> dict[str, Any]:
+    """Bring the subjects, limits and quotas of an existing INTAKE or REJECTED to
+    this version's (docs/operations.md); its messages stay."""
+    changed = {k: cfg[k] for k in UPGRADED_SETTINGS if k in cfg and existing.get(k) != cfg[k]}
+    if not changed:
+        return existing
+    try:
+        updated = await api(nc, f"STREAM.UPDATE.{name}", {**existing, **changed})
+    except BusError as e:  # e.g. an operator identity without STREAM.UPDATE
+        updated = {"error": {"description": str(e)}}
+    if "error" in updated:
+        # Not fatal: the notary's own copies stay small; the operator must act.
+        log.error(
+            "stream %s lacks this version's limits (%s) and could not be updated (%s): "
+            "see docs/operations.md",
+            name,
+            ", ".join(sorted(changed)),
+            updated["error"].get("description"),
+        )
+        return existing
+    log.warning("stream %s updated: %s", name, ", ".join(sorted(changed)))
+    config: dict[str, Any] = updated["config"]
+    return config
 
 
 #: The notary's durable consumer on INTAKE.
