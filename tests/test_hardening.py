@@ -29,6 +29,7 @@ from ledger.bus.streams import (
     MAX_ENVELOPE,
     MAX_PAYLOAD,
     REJECTED,
+    NatsUnreachable,
     StoredMessage,
     UnsafeLedgerStream,
     api,
@@ -40,7 +41,11 @@ from ledger.bus.streams import (
 )
 from ledger.formats.keys import generate
 from ledger.law import events as ev
+from ledger.state.application import LedgerState
+from ledger.state.persistence import store_envs
+from ledger.views.store import open_view
 from services.notary import MAX_ENVELOPE as NOTARY_MAX_ENVELOPE
+from services.projector import Projector
 from tests.conftest import (
     Harness,
     NotaryProcess,
@@ -417,3 +422,21 @@ async def test_a_flood_from_one_actor_is_capped_and_others_get_receipts(
         # ahead of the clinic's submission: no more than the flooder's quota
         assert backlog <= INTAKE_MAX_PER_SUBJECT + 10, backlog
         assert waited < 30, waited
+
+
+async def test_the_projector_exits_when_its_connection_is_closed_for_good(
+    ledger: Harness, tmp_path: Path
+) -> None:
+    (tmp_path / "projector").mkdir()
+    state_env, view_env = store_envs(tmp_path / "projector")
+    nc = await connect(ledger.url, forever=True)
+    projector = Projector(
+        nc, LedgerState(state_env, trust=ledger.home.trust()), open_view(view_env)
+    )
+    try:
+        await projector.catch_up()
+        await nc.close()  # as nats-py does on some server errors
+        with pytest.raises(NatsUnreachable, match="closed"):
+            await asyncio.wait_for(projector.follow(asyncio.Event()), 10)
+    finally:
+        projector.close()
