@@ -9,9 +9,9 @@ Codes in use (stable: monitors match on them):
 
 - ``stream_settings_changed``: LEDGER or CHECKPOINTS no longer has the settings
   the contract requires (DESIGN §4); checkpoint signing stops until they are back.
-- ``oversize_submission``: a message on INTAKE larger than an envelope may be,
-  or unreadable; rejected and kept in REJECTED as its hash and first bytes.
 - ``nats_disconnected``: the connection to NATS is lost (cleared on reconnect).
+  An oversize or unreadable submission is no alarm: it is the submitter's
+  problem, answered with a reason code and kept in REJECTED.
 - ``foreign_message``: a message in LEDGER or CHECKPOINTS that the notary did
   not write (unsealed, unsigned or malformed); skipped, never integrated.
 """
@@ -36,7 +36,6 @@ log = logging.getLogger("ailedger.alarm")
 HEALTH_SUBJECT = "ailedger.notary.health"
 
 STREAM_SETTINGS_CHANGED = "stream_settings_changed"
-OVERSIZE_SUBMISSION = "oversize_submission"
 NATS_DISCONNECTED = "nats_disconnected"
 FOREIGN_MESSAGE = "foreign_message"
 
