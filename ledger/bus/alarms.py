@@ -8,7 +8,8 @@ notary serves its registry, with its health, on :data:`HEALTH_SUBJECT`, and
 Codes in use (stable: monitors match on them):
 
 - ``stream_settings_changed``: LEDGER or CHECKPOINTS no longer has the settings
-  the contract requires (DESIGN §4); checkpoint signing stops until they are back.
+  the contract requires (DESIGN §4); checkpoint signing stops until the notary
+  is restarted on safe streams.
 - ``nats_disconnected``: the connection to NATS is lost (cleared on reconnect).
   An oversize or unreadable submission is no alarm: it is the submitter's
   problem, answered with a reason code and kept in REJECTED.
