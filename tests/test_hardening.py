@@ -56,13 +56,16 @@ from tests.conftest import (
 )
 
 
-async def doctor(url: str, *args: str) -> tuple[int, str, str]:
-    """``ailedger doctor --nats url`` as a subprocess (the notary runs in this loop)."""
+async def doctor(url: str, home: Home, *args: str) -> tuple[int, str, str]:
+    """``ailedger doctor --home H --nats url`` as a subprocess (the notary runs in this
+    loop); the home gives it its bus identity."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "ailedger",
         "doctor",
+        "--home",
+        str(home.path),
         "--nats",
         url,
         *args,
@@ -93,19 +96,19 @@ def test_alarms_count_keep_the_last_detail_and_log_at_error(
 
 
 async def test_doctor_on_a_healthy_notary_shows_its_streams_and_exits_0(ledger: Harness) -> None:
-    status, out, err = await doctor(ledger.url)
+    status, out, err = await doctor(ledger.url, ledger.home)
     assert status == 0, out + err
     assert "checkpoint signing on" in out
     assert "stream LEDGER: ok" in out and "stream CHECKPOINTS: ok" in out
     assert "alarms: none" in out
-    status, out, _ = await doctor(ledger.url, "--json")
+    status, out, _ = await doctor(ledger.url, ledger.home, "--json")
     doc = json.loads(out)
     assert status == 0 and doc["ok"] and doc["alarms"] == []
     assert doc["last_sequence"] == ledger.notary.last_sequence
 
 
-async def test_doctor_without_a_notary_says_so(nats_server: EmbeddedNats) -> None:
-    status, out, err = await doctor(nats_server.url, "--timeout", "1")
+async def test_doctor_without_a_notary_says_so(nats_server: EmbeddedNats, home: Home) -> None:
+    status, out, err = await doctor(nats_server.url, home, "--timeout", "1")
     assert status == 3, out + err
     assert "ailedger.notary.health" in err and "ailedger up" in err
 
@@ -144,11 +147,11 @@ async def test_a_changed_ledger_limit_stops_checkpoint_signing_with_an_alarm(
             await nc.close()
         assert health["checkpoint"]["signing"] is False
         assert health["streams"]["LEDGER"]["ok"] is False
-        status, out, err = await doctor(url)
+        status, out, err = await doctor(url, h.home)
         assert status == 1, out + err
         assert "checkpoint signing OFF" in out
         assert f"ALARM {STREAM_SETTINGS_CHANGED}" in out and "max_msgs is 2" in out
-        status, out, _ = await doctor(url, "--json")
+        status, out, _ = await doctor(url, h.home, "--json")
         assert status == 1
         assert [a["code"] for a in json.loads(out)["alarms"]] == [STREAM_SETTINGS_CHANGED]
 
@@ -333,7 +336,7 @@ async def test_the_notary_resumes_after_its_nats_server_restarts(
         finally:
             await bank.close()
         assert receipt.index == 2
-        status, out, err = await doctor(nats_server.url)
+        status, out, err = await doctor(nats_server.url, home)
         assert status == 0, out + err  # the nats_disconnected alarm cleared on reconnect
         assert "NATS connection of ailedger-notary lost" in notary.log.read_text()
     finally:
