@@ -96,7 +96,10 @@ REJECTED_HEAD = 4 * 1024
 INTAKE_MAX_PER_SUBJECT = 1000
 #: The whole INTAKE backlog (far above actors x event types x the per-subject cap).
 INTAKE_MAX_MSGS = 10_000_000
-INTAKE_MAX_BYTES = 16 * 1024**3
+#: No byte limit: JetStream reserves a stream's max_bytes of its storage at
+#: creation (a server with less fails with "insufficient storage resources");
+#: the bytes are bounded by the message counts times INTAKE_MAX_MSG_SIZE.
+INTAKE_MAX_BYTES = -1
 #: REJECTED keeps, per actor (subject ``rejected.<actor>``), the latest
 #: REJECTED_MAX_PER_SUBJECT rejections, each for at most REJECTED_MAX_AGE_DAYS:
 #: one actor's flood only rolls over its own older rejections.
