@@ -34,6 +34,7 @@ from rich.table import Table
 from ailedger import resources
 from ailedger.demo import VERDICT_STYLE, ledger_table, rejections_table
 from ledger.bus import proofs
+from ledger.bus.auth import READER
 from ledger.bus.client import (
     LedgerClient,
     SubmissionRejected,
@@ -243,15 +244,40 @@ def _nats_url(home: Path | None, nats: str | None) -> str:
     return _nats_source(home, nats)[0]
 
 
-async def _connect(home: Path | None, nats: str | None, name: str, forever: bool = False) -> Any:
-    """A NATS connection for ``home``; when nothing answers, say which URL failed and
-    where it came from (never suggesting the embedded server for an external one).
+def _bus_identity(
+    home: Path | None, identity: str | None, creds: Path | None = None
+) -> dict[str, Any]:
+    """Connect options of a bus identity (DESIGN §7): the ``--creds`` file, else the
+    home's identity ``identity`` (reader, or the submitting actor), else none."""
+    if creds is not None:
+        if not creds.is_file():
+            raise CliError(f"{creds}: no such credentials file (`ailedger creds issue ACTOR`)")
+        name = identity or creds.name.split(".")[0]
+        return {"nkeys_seed": str(creds), "inbox_prefix": f"_INBOX.{name}"}
+    if identity is None:
+        return {}
+    return Home(_home_path(home)).bus_identity(identity)
+
+
+async def _connect(
+    home: Path | None,
+    nats: str | None,
+    name: str,
+    forever: bool = False,
+    *,
+    identity: str | None = READER,
+    creds: Path | None = None,
+) -> Any:
+    """A NATS connection for ``home``, as bus identity ``identity`` (the home's reader
+    unless told); when nothing answers, say which URL failed and where it came from
+    (never suggesting the embedded server for an external one).
     ``forever``: a long-running command, which reconnects without end."""
     url, hint = _nats_source(home, nats)
+    options = _bus_identity(home, identity, creds)
     try:
         if forever:
-            return await connect(url, name=name, forever=True)
-        return await connect(url, name=name, max_reconnect_attempts=2)
+            return await connect(url, name=name, forever=True, **options)
+        return await connect(url, name=name, max_reconnect_attempts=2, **options)
     except NatsUnreachable as e:
         raise NatsUnreachable(f"{e}{hint}") from None
 
@@ -264,6 +290,34 @@ def _home(path: Path | None) -> Home:
             f"{resolved} is not a ledger home: create one with `ailedger init {resolved}`"
         )
     return home
+
+
+creds_app = typer.Typer(
+    help="Bus credentials (DESIGN §7): each actor connects to NATS with an nkey of its own, "
+    "never its signing key.",
+    no_args_is_help=True,
+)
+app.add_typer(creds_app, name="creds")
+
+
+@creds_app.command("issue")
+@one_line_errors
+def creds_issue(
+    actor: Annotated[str, typer.Argument(help="The actor (as enrolled).")],
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Where to write it (default: ./ACTOR.creds)."),
+    ] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Write ACTOR's bus credentials file (0600) for `submit --creds` and the SDK's creds=.
+
+    The server lets the actor publish only to its own intake subjects once the
+    notary has integrated its enrolment, and refuses it while it is suspended.
+    """
+    h = _home(home)
+    out = h.identities().issue(actor, output or Path(f"{actor}.creds"))
+    console.print(f"bus credentials of {actor}: {out} (0600; keep it with the actor)")
 
 
 @app.command()
@@ -301,11 +355,27 @@ def init(
     ),
     regulator_bin: Annotated[str, typer.Option(help="12-digit BIN.")] = "000000000000",
     nats: NatsOpt = None,
+    auth_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --nats: the authorization file the external server includes "
+            "(ailedger writes its users there, DESIGN §7).",
+        ),
+    ] = None,
+    auth_reload: Annotated[
+        str | None,
+        typer.Option(
+            help="With --nats: the shell command that makes the external server reload "
+            "its configuration, e.g. 'nats-server --signal reload=PID'.",
+        ),
+    ] = None,
 ) -> None:
     """Create root keys, the trust policy and the genesis entry (integrated as index 0).
 
     The home and --nats are remembered: later commands need neither flag.
     """
+    if (auth_file or auth_reload) and not nats:
+        raise CliError("--auth-file and --auth-reload are for an external server (--nats URL)")
     from services.notary import serve
 
     if directory is not None and home_opt is not None and directory != home_opt:
@@ -332,7 +402,11 @@ def init(
         return url
 
     if nats:
-        home.save_config(nats=nats)
+        home.save_config(
+            nats=nats,
+            auth_file=str(auth_file.resolve()) if auth_file else None,
+            auth_reload=auth_reload,
+        )
     remember_home(directory)
     try:
         url = asyncio.run(integrate_genesis())
@@ -546,6 +620,14 @@ def submit(
     trust: Annotated[Path | None, typer.Option(help="Trust policy (default: the home's).")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for a verdict.")] = 30.0,
     as_json: JsonOpt = False,
+    creds: Annotated[
+        Path | None,
+        typer.Option(
+            "--creds",
+            help="The actor's bus credentials (`ailedger creds issue ACTOR`; default: "
+            "the home's identity of the envelope's actor).",
+        ),
+    ] = None,
 ) -> None:
     """Submit one event; print the notary's receipt (exit 1 when it is rejected).
 
@@ -573,7 +655,9 @@ def submit(
     policy = TrustPolicy.load(trust or Home(_home_path(home)).trust_path)
 
     async def send() -> Receipt:
-        nc = await _connect(home, nats, f"ailedger-submit-{event.actor}")
+        nc = await _connect(
+            home, nats, f"ailedger-submit-{event.actor}", identity=event.actor, creds=creds
+        )
         client = LedgerClient(nc, trust=policy)
         try:
             return await client.submit_signed(envelope, timeout=timeout)

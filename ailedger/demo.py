@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from ailedger.scenario import START, Scenario, Step, Submission
+from ledger.bus.auth import GATEWAY, READER
 from ledger.bus.client import LedgerClient, SubmissionRejected
 from ledger.bus.home import Home, init_home
 from ledger.bus.logview import LogRow, RejectionRow, read_log, read_rejections
@@ -77,10 +78,18 @@ async def play(
     scenario: Scenario,
     clock: SimulatedClock,
     progress: Progress | None = None,
+    may_submit: Callable[[str], bool] | None = None,
 ) -> list[Outcome]:
-    """Submit every step at its time through each actor's own client."""
+    """Submit every step at its time through each actor's own client.
+
+    A client connects with the actor's own bus identity while the server lets
+    the actor submit (``may_submit``); the scenario's outsider and suspended
+    actors go through the gateway identity (DESIGN §7's HTTP gateway, which
+    forwards signed envelopes), so that the refusal shown is the notary's.
+    """
     trust = home.trust()
-    clients: dict[str, LedgerClient] = {}
+    identities = home.identities()
+    clients: dict[tuple[str, str], LedgerClient] = {}
     outcomes: list[Outcome] = []
     task = (
         progress.add_task("playing the scenario", total=len(scenario.steps)) if progress else None
@@ -88,11 +97,17 @@ async def play(
     try:
         for step in scenario.steps:
             clock.set(step.at)
-            client = clients.get(step.actor)
+            own = may_submit is not None and may_submit(step.actor)
+            identity = identities.get(step.actor if own else GATEWAY)
+            name = identity.name if identity is not None else ""
+            client = clients.get((step.actor, name))
             if client is None:
                 key = scenario.keys.get(step.actor) or scenario.outsider
-                client = await LedgerClient.connect(url, key, trust=trust, clock=clock)
-                clients[step.actor] = client
+                creds = identity.seed_path if identity is not None else None
+                client = await LedgerClient.connect(
+                    url, key, trust=trust, clock=clock, creds=creds, identity=name or None
+                )
+                clients[(step.actor, name)] = client
             made = scenario.build(step)
             try:
                 if isinstance(made, Submission):
@@ -171,6 +186,7 @@ def rejections_table(rows: list[RejectionRow], title: str = "REJECTED") -> Table
 
 async def _run(workdir: Path, console: Console) -> int:
     home = init_home(workdir / "ledger", origin=DEMO_ORIGIN, at=START)
+    home.identities().ensure(GATEWAY)
     console.print(f"[bold]ailedger demo[/] in {workdir}")
     console.print(f"  trust policy  {home.trust_path}")
     console.print(f"  origin        {DEMO_ORIGIN}")
@@ -192,9 +208,14 @@ async def _run(workdir: Path, console: Console) -> int:
             transient=True,
             disable=not console.is_terminal,  # a bar only on a terminal
         ) as progress:
-            outcomes = await play(url, home, scenario, clock, progress)
+            permissions = notary.permissions
+
+            def may_submit(actor: str) -> bool:
+                return permissions is not None and permissions.authorizer.allowed.get(actor, False)
+
+            outcomes = await play(url, home, scenario, clock, progress, may_submit)
         await notary.checkpoint()  # cover everything, whatever the cadence
-        nc = await connect(url, name="ailedger-demo")
+        nc = await connect(url, name="ailedger-demo", **home.bus_identity(READER))
         try:
             log_rows = await read_log(nc)
             rejected = await read_rejections(nc)

@@ -24,16 +24,18 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NATS
 
+from ledger.bus.auth import GATEWAY, NOTARY, SUPERUSER, Authorizer, render_authorization
 from ledger.bus.client import LedgerClient
 from ledger.bus.home import Home, init_home
 from ledger.bus.natsserver import EmbeddedNats
-from ledger.bus.streams import LEDGER, connect, last_sequence
+from ledger.bus.streams import CREDS_ENV, LEDGER, connect, last_sequence
 from ledger.formats.keys import ActorKey, generate
 from ledger.formats.timeutil import Clock, SystemClock
 from ledger.formats.tree import TreeStore
 from ledger.law import events as ev
 from ledger.state.application import LedgerState
 from services.notary import Notary
+from services.notary.service import setup_bus
 
 ORIGIN = "test.ailedger.kz/registry"
 
@@ -111,19 +113,59 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), os.environ.
 os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="ailedger-tests-xdg-")
 
 
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path / "nats")
+#: Servers started with authorization, by URL: a notary in the tests reloads their users.
+_SERVERS: dict[str, EmbeddedNats] = {}
+
+
+def authorized_server(store: Path, home: Home) -> EmbeddedNats:
+    """An embedded server (not started) whose users are ``home``'s bus identities, as in
+    every default (DESIGN §7). Besides the home's own, tests hold two identities:
+    ``_gateway`` (DESIGN §7's HTTP gateway: it may publish to any actor's intake,
+    so that tests can submit envelopes as outsiders or suspended actors and see the
+    notary's own refusal) and ``_superuser`` (the compromised bus, see
+    :func:`bus_admin_connection`)."""
+    identities = home.identities()
+    for name in (GATEWAY, SUPERUSER):
+        identities.ensure(name)
+    regulator = {home.trust().regulator: True}  # enrolled by the genesis entry itself
+    return EmbeddedNats(
+        store, authorization=render_authorization(identities.public_keys(), regulator)
+    )
+
+
+@contextlib.contextmanager
+def serving(server: EmbeddedNats, home: Home) -> Iterator[EmbeddedNats]:
+    """Start ``server``; raw connections made by the test itself (``connect(url)``) use
+    the superuser identity through $AILEDGER_NATS_CREDS. Every ailedger process
+    (notary, clients of the Harness, ``ailedger`` commands with ``--home``) uses
+    its own identity."""
     server.start()
+    _SERVERS[server.url] = server
+    previous = os.environ.get(CREDS_ENV)
+    os.environ[CREDS_ENV] = str(home.identities().require(SUPERUSER).seed_path)
     try:
         yield server
     finally:
+        if previous is None:
+            os.environ.pop(CREDS_ENV, None)
+        else:
+            os.environ[CREDS_ENV] = previous
+        _SERVERS.pop(server.url, None)
         server.stop()
 
 
 @pytest.fixture
 def home(tmp_path: Path) -> Home:
-    return init_home(tmp_path / "home", origin=ORIGIN)
+    path = tmp_path / "home"
+    if Home(path).exists():  # made by a test's own fixture: the server serves that one
+        return Home(path)
+    return init_home(path, origin=ORIGIN)
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path, home: Home) -> Iterator[EmbeddedNats]:
+    with serving(authorized_server(tmp_path / "nats", home), home) as server:
+        yield server
 
 
 @dataclass
@@ -136,8 +178,17 @@ class Harness:
     clock: Clock
     clients: list[LedgerClient] = field(default_factory=list)
 
-    async def client(self, key: ActorKey) -> LedgerClient:
-        c = await LedgerClient.connect(self.url, key, trust=self.home.trust(), clock=self.clock)
+    async def client(self, key: ActorKey, *, gateway: bool = False) -> LedgerClient:
+        """A client of ``key``'s actor, with bus credentials issued transparently: its
+        own identity while the server lets it submit, else (not enrolled, suspended,
+        or ``gateway``) through the test gateway identity."""
+        permissions = self.notary.permissions
+        own = permissions is not None and permissions.authorizer.allowed.get(key.actor, False)
+        name = key.actor if own and not gateway else GATEWAY
+        creds = self.home.identities().issue(name, self.home.path / "creds" / f"{name}.creds")
+        c = await LedgerClient.connect(
+            self.url, key, trust=self.home.trust(), clock=self.clock, creds=creds, identity=name
+        )
         self.clients.append(c)
         return c
 
@@ -188,7 +239,13 @@ class running_notary:
         self.kwargs = kwargs
 
     async def __aenter__(self) -> Harness:
-        self.nc = await connect(self.url)
+        await setup_bus(self.url, self.home)  # as the operator
+        self.nc = await connect(self.url, name="ailedger-notary", **self.home.bus_identity(NOTARY))
+        server = _SERVERS.get(self.url)
+        if server is not None and server.authorization is not None:
+            self.kwargs.setdefault(
+                "authorizer", Authorizer(self.home.identities(), server.authorize)
+            )
         state = LedgerState(trust=self.home.trust())
         self.tree = TreeStore(self.home.tree_path)
         self.notary = Notary(

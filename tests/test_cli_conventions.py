@@ -397,11 +397,21 @@ def test_init_remembers_the_home_and_the_nats_server(
         ORIGIN,
         "--nats",
         nats_server.url,
+        # an external server with authorization: its include file, its reload command
+        "--auth-file",
+        str(nats_server.auth_path),
+        "--auth-reload",
+        f"kill -HUP {nats_server.pid}",
         cwd=tmp_path,
         env=env,
     )
     assert made.returncode == 0, made.stderr
-    assert json.loads((tmp_path / "reg" / "config.json").read_text()) == {"nats": nats_server.url}
+    config = json.loads((tmp_path / "reg" / "config.json").read_text())
+    assert config == {
+        "nats": nats_server.url,
+        "auth_file": str(nats_server.auth_path),
+        "auth_reload": f"kill -HUP {nats_server.pid}",
+    }
     # from another directory, no flags: the remembered home and its server
     log = run("log", "--json", cwd=tmp_path / "elsewhere", env=env)
     assert log.returncode == 0, log.stderr

@@ -29,6 +29,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Coroutine, Iterable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -162,10 +163,27 @@ class LedgerClient:
 
     @classmethod
     async def connect(
-        cls, url: str, key: ActorKey | None = None, *, trust: TrustPolicy, **kwargs: Any
+        cls,
+        url: str,
+        key: ActorKey | None = None,
+        *,
+        trust: TrustPolicy,
+        creds: Path | str | None = None,
+        identity: str | None = None,
+        **kwargs: Any,
     ) -> LedgerClient:
-        """Connect as ``key``'s actor, or with no key to submit pre-signed envelopes."""
-        nc = await connect(url, name=f"ailedger-client-{key.actor if key else 'signed'}")
+        """Connect as ``key``'s actor, or with no key to submit pre-signed envelopes.
+
+        ``creds`` is the actor's bus credentials file (``ailedger creds issue``,
+        an nkey seed, never the signing key); ``identity`` names its bus
+        identity, which sets the inbox prefix its replies come back under
+        (default: the key's actor, else the file's name up to the first dot).
+        """
+        options: dict[str, Any] = {}
+        if creds is not None:
+            name = identity or (key.actor if key else Path(creds).name.split(".")[0])
+            options = {"nkeys_seed": str(creds), "inbox_prefix": f"_INBOX.{name}"}
+        nc = await connect(url, name=f"ailedger-client-{key.actor if key else 'signed'}", **options)
         return cls(nc, key, trust=trust, **kwargs)
 
     def _log_key_valid(self, seal: Seal) -> bool:
@@ -414,11 +432,21 @@ class LedgerClient:
 class SyncLedgerClient:
     """A blocking wrapper for scripts: runs a :class:`LedgerClient` on its own loop thread."""
 
-    def __init__(self, url: str, key: ActorKey | None = None, *, trust: TrustPolicy) -> None:
+    def __init__(
+        self,
+        url: str,
+        key: ActorKey | None = None,
+        *,
+        trust: TrustPolicy,
+        creds: Path | str | None = None,
+        identity: str | None = None,
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        self._client = self._run(LedgerClient.connect(url, key, trust=trust))
+        self._client = self._run(
+            LedgerClient.connect(url, key, trust=trust, creds=creds, identity=identity)
+        )
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)

@@ -9,6 +9,8 @@
     DIR/nats/               the embedded NATS server's store (``ailedger up``)
     DIR/state/              derived state (SQLite), always rebuildable from LEDGER
     DIR/run/nats.url        the URL of the running embedded server
+    DIR/bus/                bus identities (0700): seeds/<name>.nk (0600) and
+                            identities.json (name -> public nkey), DESIGN §7
     DIR/config.json         remembered settings: {"nats": "<URL of an external server>"}
 
 ``ailedger init`` also remembers the home it made in the user's configuration
@@ -25,7 +27,9 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from ledger.bus.auth import NOTARY, OPERATOR, READER, BusIdentities
 from ledger.bus.client import sign_event
 from ledger.formats.errors import USAGE, LedgerError
 from ledger.formats.keys import ActorKey, generate, load_key, save_key
@@ -93,6 +97,20 @@ class Home:
     @property
     def tree_path(self) -> Path:
         return self.state_dir / "tree.hashes"
+
+    @property
+    def bus_dir(self) -> Path:
+        return self.path / "bus"
+
+    def identities(self) -> BusIdentities:
+        """The bus identities (nkeys) of this installation."""
+        return BusIdentities(self.bus_dir)
+
+    def bus_identity(self, name: str) -> dict[str, Any]:
+        """Connect options for identity ``name``, or {} when this home has no bus identities
+        (a home made before authorization: the server then needs none either)."""
+        identity = self.identities().get(name)
+        return identity.connect_options() if identity is not None else {}
 
     @property
     def url_file(self) -> Path:
@@ -189,6 +207,9 @@ def init_home(
     home.genesis_path.write_bytes(sign_event(genesis, regulator_key))
     for d in (home.nats_dir, home.state_dir):
         d.mkdir(parents=True, exist_ok=True)
+    identities = home.identities()
+    for name in (OPERATOR, NOTARY, READER, regulator):
+        identities.ensure(name)
     return home
 
 

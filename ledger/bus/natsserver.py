@@ -19,10 +19,14 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from ledger.bus.auth import install_authorization, write_private
 from ledger.bus.streams import MAX_PAYLOAD
 from ledger.formats.errors import UNAVAILABLE, LedgerError
 
-__all__ = ["EmbeddedNats", "NatsServerError", "nats_server_binary"]
+__all__ = ["AUTH_FILE", "EmbeddedNats", "NatsServerError", "nats_server_binary"]
+
+#: The authorization include file, beside the server's configuration.
+AUTH_FILE = "auth.conf"
 
 
 class NatsServerError(LedgerError, RuntimeError):
@@ -64,12 +68,16 @@ class EmbeddedNats:
         host: str = "127.0.0.1",
         server_name: str = "ailedger",
         extra_config: str = "",
+        authorization: str | None = None,
     ) -> None:
         self.store_dir = Path(store_dir).resolve()
         self.port = port
         self.host = host
         self.server_name = server_name
         self.extra_config = extra_config
+        #: The ``authorization {}`` block (ledger.bus.auth), kept in ``auth.conf``
+        #: beside the configuration; None runs the server without authorization.
+        self.authorization = authorization
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
         self._log_offset = 0
@@ -88,6 +96,10 @@ class EmbeddedNats:
     def log_path(self) -> Path:
         return self.store_dir / "nats-server.log"
 
+    @property
+    def auth_path(self) -> Path:
+        return self.store_dir / AUTH_FILE
+
     def _write_config(self) -> None:
         listen_port = -1 if self.port is None else self.port
         self.store_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +114,36 @@ class EmbeddedNats:
             "  sync_interval: always\n"
             "}\n" + self.extra_config
         )
+        if self.authorization is not None:
+            config += f"include {json.dumps(AUTH_FILE)}\n"
+            write_private(self.auth_path, self.authorization.encode())
         self.config_path.write_text(config)
+
+    def authorize(self, authorization: str, timeout: float = 10.0) -> None:
+        """Replace the authorization (checked with ``nats-server -t`` first) and reload it
+        without a restart; returns once the server logged the reload."""
+        if self.authorization is None:
+            raise NatsServerError("this server was started without authorization")
+        install_authorization(authorization, self.auth_path, self.config_path, nats_server_binary())
+        self.authorization = authorization
+        self.reload(timeout)
+
+    def reload(self, timeout: float = 10.0) -> None:
+        """SIGHUP, then wait for the log line that says whether the reload worked."""
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            raise NatsServerError("server not running")
+        before = len(self._log_text())
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self._log_text()[before:]
+            if "Reloaded server configuration" in text:
+                return
+            if "Failed to reload" in text:
+                raise NatsServerError(f"nats-server refused the reload: {text.strip()}")
+            time.sleep(0.01)
+        raise NatsServerError(f"nats-server did not reload in {timeout}s: {self._log_tail()}")
 
     def start(self, timeout: float = 15.0) -> str:
         """Start the server and return its client URL once it accepts connections."""

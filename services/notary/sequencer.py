@@ -27,7 +27,7 @@ import base64
 import bisect
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
@@ -121,6 +121,9 @@ class Sequencer:
         self.last_sequence = 0
         self.last_integrated: datetime | None = None
         self._consumer: object | None = None
+        #: Called with the events of each appended batch, before any answer
+        #: (the bus permissions follow enrolments and suspensions).
+        self.on_integrated: Callable[[list[ev.Event]], Awaitable[None]] | None = None
         #: The seal of every batch in LEDGER, by tree size (index -> sequence, receipts).
         self.seals: list[Seal] = []
         self._seal_cache = SealCache(Verifiers(signer.verifier()))
@@ -417,6 +420,8 @@ class Sequencer:
         else:
             log.error("could not append a batch after 10 attempts; leaving it to redelivery")
             return
+        if self.on_integrated is not None and batch.admitted:
+            await self.on_integrated([a.event for a in batch.admitted])
         await self._sign_receipts(subs)
         await self._answer(subs)
 

@@ -14,9 +14,10 @@ from pathlib import Path
 from nats.aio.client import Client as NATS
 
 from ledger.bus.alarms import Alarms
+from ledger.bus.auth import NOTARY, OPERATOR, Authorizer, external_apply, render_authorization
 from ledger.bus.home import Home
 from ledger.bus.natsserver import EmbeddedNats
-from ledger.bus.streams import connect, ensure_streams
+from ledger.bus.streams import connect, ensure_notary_consumer, ensure_streams
 from ledger.formats.checkpoint import Checkpoint
 from ledger.formats.note import Signer, Verifier, Verifiers
 from ledger.formats.timeutil import Clock
@@ -29,9 +30,10 @@ from services.notary.answers import RecentRejections
 from services.notary.checkpointer import Checkpointer
 from services.notary.health import Health
 from services.notary.lookup import Lookup
+from services.notary.permissions import BusPermissions
 from services.notary.sequencer import Sequencer
 
-__all__ = ["Notary", "exclusive", "serve"]
+__all__ = ["Notary", "exclusive", "serve", "setup_bus"]
 
 log = logging.getLogger("ailedger.notary")
 
@@ -53,6 +55,7 @@ class Notary:
         ack_wait: float = 10.0,
         checkpoint_every: int = 256,
         checkpoint_interval: float = 5.0,
+        authorizer: Authorizer | None = None,
         settings_check_interval: float = 5.0,
         alarms: Alarms | None = None,
     ) -> None:
@@ -108,6 +111,12 @@ class Notary:
             rejections,
             self.checkpointer.tlog_proof,
         )
+        #: The server's users follow the actor registry (None: not this notary's job).
+        self.permissions = (
+            BusPermissions(authorizer, state, self.state_thread) if authorizer else None
+        )
+        if self.permissions is not None:
+            self.sequencer.on_integrated = self.permissions.integrated
 
     @property
     def last_sequence(self) -> int:
@@ -129,6 +138,9 @@ class Notary:
         await self.health.check_streams()
         await self.health.subscribe()
         await self.sequencer.begin()
+        if self.permissions is not None:
+            trust = self.state.trust
+            await self.permissions.refresh([trust.regulator] if trust is not None else [])
         await self.checkpointer.start(await self._log_verifiers())
         await self.sequencer.subscribe()
         await self.lookup.subscribe()
@@ -190,6 +202,24 @@ class Notary:
         self.sequencer.close()
 
 
+def _mentions(path: Path, public_key: str | None) -> bool:
+    try:
+        return public_key is not None and public_key in path.read_text()
+    except OSError:
+        return False
+
+
+async def setup_bus(nats_url: str, home: Home) -> None:
+    """As the operator: create the streams and the notary's durable consumer if missing.
+    The notary itself has no admin rights on the bus (DESIGN §7)."""
+    nc = await connect(nats_url, name="ailedger-setup", **home.bus_identity(OPERATOR))
+    try:
+        await ensure_streams(nc)
+        await ensure_notary_consumer(nc)
+    finally:
+        await nc.close()
+
+
 @contextlib.contextmanager
 def exclusive(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` + ``.lock``: one notary per state store."""
@@ -226,13 +256,35 @@ async def serve(
     state_path = state_path or home.state_dir / "notary.sqlite"
     server: EmbeddedNats | None = None
     with exclusive(state_path):
+        identities = home.identities()
+        authorizer: Authorizer | None = None
         if nats_url is None:
-            server = EmbeddedNats(home.nats_dir, port=port)
+            # Authorization on by default: the services' users now, the actors'
+            # as soon as the notary has read the registry.
+            users = identities.public_keys()
+            # The regulator is enrolled by the genesis entry itself.
+            regulator = {home.trust().regulator: True}
+            authorization = render_authorization(users, regulator) if users else None
+            server = EmbeddedNats(home.nats_dir, port=port, authorization=authorization)
             nats_url = await asyncio.to_thread(server.start)
+            if authorization is not None:
+                authorizer = Authorizer(identities, server.authorize)
             home.url_file.parent.mkdir(parents=True, exist_ok=True)
             home.url_file.write_text(nats_url + "\n")
+        elif home.config().get("auth_file"):
+            # External server: write its include file, run the configured reload command.
+            config = home.config()
+            authorizer = Authorizer(
+                identities, external_apply(Path(config["auth_file"]), config.get("auth_reload"))
+            )
+            if not _mentions(Path(config["auth_file"]), identities.public_keys().get(OPERATOR)):
+                # A new home: its services' users, before anyone connects.
+                authorizer.update({home.trust().regulator: True})
         try:
-            nc = await connect(nats_url, name="ailedger-notary", forever=True)
+            await setup_bus(nats_url, home)
+            nc = await connect(
+                nats_url, name="ailedger-notary", forever=True, **home.bus_identity(NOTARY)
+            )
             state = LedgerState(sqlite_env(state_path), trust=home.trust())
             notary = Notary(
                 nc,
@@ -245,6 +297,7 @@ async def serve(
                 ack_wait=ack_wait,
                 checkpoint_every=checkpoint_every,
                 checkpoint_interval=checkpoint_interval,
+                authorizer=authorizer,
             )
             notary.health.server = server  # its exit ends the notary (non-zero)
             try:
