@@ -6,6 +6,10 @@ checks against) and the read model (:class:`ledger.views.compliance.ComplianceVi
 record every batch together with their own ``Tracking("LEDGER", sequence)`` in
 one transaction. Killed at any moment, it resumes from what was committed; a
 redelivered entry is skipped. Both can be dropped and rebuilt from LEDGER.
+
+LEDGER is read through :class:`ledger.bus.sealed.SealedReader`: only batches
+sealed by a log key of the trust policy, whose entries fold to the seal's
+root, are applied; a foreign message is skipped with an alarm.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from dataclasses import dataclass
 from eventsourcing.persistence import Tracking
 from nats.aio.client import Client as NATS
 
+from ledger.bus.alarms import Alarms
 from ledger.bus.home import Home
 from ledger.bus.proofs import ProofUnavailable, find_checkpoint
-from ledger.bus.streams import LEDGER, ensure_open, last_sequence, read_stream
+from ledger.bus.sealed import SealedReader, trusted_reader
+from ledger.bus.streams import LEDGER, ensure_open, last_sequence
 from ledger.formats.checkpoint import parse_checkpoint
 from ledger.formats.errors import CHECK_FAILED, LedgerError
 from ledger.formats.merkle import MemoryHashStore
@@ -43,19 +49,33 @@ log = logging.getLogger("ailedger.projector")
 
 
 class Projector:
-    def __init__(self, nc: NATS, state: LedgerState, view: ComplianceView) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        state: LedgerState,
+        view: ComplianceView,
+        *,
+        alarms: Alarms | None = None,
+    ) -> None:
         self.nc = nc
         self.state = state
         self.view = view
         self.state_thread = StateThread("projector")
+        self.alarms = alarms if alarms is not None else Alarms(log)
+        if state.trust is None:
+            raise RebuildError("the projector needs the trust policy to check LEDGER's seals")
+        #: Reads LEDGER from its first message once per process (seals and roots
+        #: are checked from the start), then only what is new.
+        self.reader: SealedReader = trusted_reader(nc, state.trust, self.alarms)
 
     def positions(self) -> tuple[int, int]:
         return self.state.position(), self.view.position()
 
-    def _apply(self, chunk: list[tuple[int, bytes]]) -> None:
-        """On the state thread: one run of entries into the state and the view."""
-        self.state.replay(chunk)
-        self.view.process_event(chunk, Tracking("LEDGER", chunk[-1][0]))
+    def _apply(self, chunk: list[tuple[int, bytes]], first_index: int) -> None:
+        """On the state thread: one sealed batch into the state and the view."""
+        self.state.replay(chunk, first_index=first_index)
+        if chunk[-1][0] > self.view.position():
+            self.view.process_event(chunk, Tracking("LEDGER", chunk[-1][0]))
 
     async def catch_up(
         self,
@@ -63,24 +83,21 @@ class Projector:
         on_entry: Callable[[int, bytes], None] | None = None,
         chunk_size: int = 500,
     ) -> int:
-        """Apply every entry not yet applied; return the LEDGER sequence reached."""
+        """Apply every sealed entry not yet applied; return the LEDGER sequence reached.
+
+        ``on_entry`` sees every sealed entry in index order (applied or not)."""
         last = await last_sequence(self.nc, LEDGER)
         state_pos, view_pos = await self.state_thread.call(self.positions)
-        start = min(state_pos, view_pos) + 1
-        if last < start:
-            return last
-        chunk: list[tuple[int, bytes]] = []
-        async for m in read_stream(self.nc, LEDGER, start, last):
-            chunk.append((m.sequence, m.data))
+        applied = min(state_pos, view_pos)
+        async for batch in self.reader.read(last):
+            chunk = [(m.sequence, m.data) for m in batch.messages]
             if on_entry is not None:
-                on_entry(m.sequence, m.data)
-            if len(chunk) >= chunk_size:
-                await self.state_thread.call(self._apply, chunk)
-                if on_progress is not None:
-                    on_progress(m.sequence, last)
-                chunk = []
-        if chunk:
-            await self.state_thread.call(self._apply, chunk)
+                for seq, data in chunk:
+                    on_entry(seq, data)
+            if chunk[-1][0] > applied:
+                await self.state_thread.call(self._apply, chunk, batch.first_index)
+            if on_progress is not None:
+                on_progress(batch.last_sequence, last)
         if on_progress is not None:
             on_progress(last, last)
         return last
@@ -147,7 +164,8 @@ async def rebuild(
     tree = MemoryHashStore()
 
     def leaf(seq: int, data: bytes) -> None:
-        if checkpoint is not None and seq <= checkpoint.size:
+        # Sealed entries only, in index order: the first checkpoint.size of them.
+        if checkpoint is not None and tree.size < checkpoint.size:
             tree.append(data)
 
     try:

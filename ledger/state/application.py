@@ -118,6 +118,10 @@ class LedgerState(EventSourcedProjection[UUID]):
     ) -> None:
         super().__init__(env)
         self.trust = trust
+        #: Entries applied (the next index), once known: LEDGER may hold foreign
+        #: messages, so it is not the position minus anything. Set by whoever
+        #: reads LEDGER through its seals (ledger.bus.sealed), kept by commits.
+        self.size: int | None = None
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -162,9 +166,15 @@ class LedgerState(EventSourcedProjection[UUID]):
 
     # --- writing -------------------------------------------------------
 
-    def begin(self) -> Batch:
-        """Start admitting submissions after the last applied entry."""
-        return Batch(self, self.position())
+    def begin(self, first_sequence: int | None = None) -> Batch:
+        """Start admitting submissions after the last applied entry; the batch's
+        first entry lands at stream sequence ``first_sequence`` (default: right
+        after the position)."""
+        position = self.position()
+        batch = Batch(self, position, self.size)
+        if first_sequence is not None:
+            batch.first_sequence = first_sequence
+        return batch
 
     def commit(self, batch: Batch) -> None:
         """Record the batch's aggregate events with its tracking, in one transaction."""
@@ -175,6 +185,7 @@ class LedgerState(EventSourcedProjection[UUID]):
         self.process_event(
             cast("DomainEventProtocol[UUID]", batch), Tracking(TRACKING_NAME, batch.last_sequence)
         )
+        self.size = batch.next_index
 
     def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
         batch = cast(Batch, domain_event)
@@ -194,17 +205,28 @@ class LedgerState(EventSourcedProjection[UUID]):
         *,
         commit_every: int = 500,
         on_entry: Callable[[Entry], None] | None = None,
+        first_index: int | None = None,
     ) -> int:
         """Apply stored LEDGER entries ``(stream sequence, bytes)`` in order.
 
         Entries already applied (sequence <= :meth:`position`) are skipped, so
-        a redelivery changes nothing. Returns the number applied.
+        a redelivery changes nothing. Returns the number applied. With
+        ``first_index`` (a sealed batch: consecutive sequences, the first
+        holding that index) the index is not derived from the sequence.
         """
         applied = 0
+        position = self.position()
+        if first_index is not None:
+            messages = list(messages)
+            self.size = first_index + sum(1 for seq, _ in messages if seq <= position)
         batch = self.begin()
         for seq, data in messages:
             if seq <= batch.last_sequence:
                 continue
+            if seq != batch.last_sequence + 1:
+                # After a gap (foreign messages): a new batch at this sequence.
+                self._commit_replayed(batch)
+                batch = self.begin(first_sequence=seq)
             batch.apply_stored(seq, data)
             applied += 1
             if on_entry is not None:
@@ -286,7 +308,7 @@ class Batch(Recording):
             event = ev.decode_event(env.payload)
         except (MalformedEntryError, EnvelopeError, ev.SchemaError) as e:
             raise LedgerCorrupt(f"LEDGER #{sequence}: {e}") from None
-        if entry.index != sequence - 1 or entry.index != self.next_index:
+        if sequence != self.last_sequence + 1 or entry.index != self.next_index:
             raise LedgerCorrupt(
                 f"LEDGER #{sequence} holds index {entry.index}, expected {self.next_index}"
             )

@@ -36,9 +36,13 @@ class Overlay:
     did before raising.
     """
 
-    def __init__(self, state: LedgerState, position: int) -> None:
+    def __init__(self, state: LedgerState, position: int, first_index: int | None = None) -> None:
         self.state = state
+        #: The LEDGER stream sequence of the batch's first entry.
         self.first_sequence = position + 1
+        #: The ledger index of the batch's first entry. Foreign messages in LEDGER
+        #: (ledger.bus.sealed) make it differ from the sequence minus one.
+        self.first_index = position if first_index is None else first_index
         self.overlay: dict[UUID, Aggregate] = {}
         self.records: dict[UUID, EventRecord] = {}
         self.admitted: list[Admitted] = []
@@ -48,8 +52,7 @@ class Overlay:
 
     @property
     def next_index(self) -> int:
-        # index = stream sequence - 1
-        return self.first_sequence - 1 + len(self.admitted)
+        return self.first_index + len(self.admitted)
 
     @property
     def last_sequence(self) -> int:

@@ -14,8 +14,16 @@ from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client as NATS
 
+from ledger.bus.alarms import FOREIGN_MESSAGE, Alarms
 from ledger.bus.proofs import ProofUnavailable, SignedCheckpoint, tlog_proof
-from ledger.bus.streams import CHECKPOINT_SUBJECT, CHECKPOINTS, BusError, last_message
+from ledger.bus.streams import (
+    CHECKPOINT_SUBJECT,
+    CHECKPOINTS,
+    BusError,
+    StoredMessage,
+    get_message,
+    last_sequence,
+)
 from ledger.formats.checkpoint import Checkpoint, parse_checkpoint
 from ledger.formats.note import NoteError, Signer, Verifiers, open_note, sign_note
 from ledger.formats.tree import TreeStore
@@ -40,6 +48,7 @@ class Checkpointer:
         every: int = 256,
         interval: float = 5.0,
         guard: Callable[[], Awaitable[bool]] | None = None,
+        alarms: Alarms | None = None,
     ) -> None:
         """``size`` tells how many LEDGER entries the tree holds; ``catch_up`` brings
         the tree up to LEDGER (after another notary published a checkpoint);
@@ -55,6 +64,9 @@ class Checkpointer:
         self.every = max(1, every)
         self.interval = interval
         self.guard = guard
+        self.alarms = alarms if alarms is not None else Alarms()
+        #: CHECKPOINTS' last sequence (foreign messages included): the fence.
+        self._stream_last = 0
         #: The last checkpoint in CHECKPOINTS: (checkpoint, signed note, stream sequence).
         self.latest: tuple[Checkpoint, bytes, int] | None = None
         self._last_at = time.monotonic()
@@ -73,14 +85,12 @@ class Checkpointer:
         (a replaced or rewritten stream), it refuses to go on.
         """
         assert self._verifiers is not None, "start() first"
-        stored = await last_message(self.nc, CHECKPOINTS)
-        if stored is None:
+        self._stream_last = await last_sequence(self.nc, CHECKPOINTS)
+        found = await self._latest_signed(self._stream_last)
+        if found is None:
             self.latest = None
             return
-        try:
-            checkpoint = parse_checkpoint(open_note(stored.data, self._verifiers).text)
-        except (NoteError, ValueError) as e:
-            raise NotaryError(f"CHECKPOINTS #{stored.sequence} does not verify: {e}") from None
+        checkpoint, stored = found
         if checkpoint.size > self.tree.size:
             raise NotaryError(
                 f"checkpoint of size {checkpoint.size} is beyond LEDGER ({self.tree.size} "
@@ -93,6 +103,26 @@ class Checkpointer:
                 "the last checkpoint: the ledger was rewritten; refusing to sign"
             )
         self.latest = (checkpoint, stored.data, stored.sequence)
+
+    async def _latest_signed(self, last: int) -> tuple[Checkpoint, StoredMessage] | None:
+        """The newest checkpoint in CHECKPOINTS signed by a log key for this origin;
+        anything else there is foreign: skipped with an alarm, never trusted."""
+        assert self._verifiers is not None
+        for seq in range(last, 0, -1):
+            stored = await get_message(self.nc, CHECKPOINTS, seq)
+            if stored is None:
+                continue
+            try:
+                checkpoint = parse_checkpoint(open_note(stored.data, self._verifiers).text)
+                if checkpoint.origin != self.origin:
+                    raise ValueError(f"checkpoint of another log {checkpoint.origin!r}")
+            except (NoteError, ValueError) as e:
+                self.alarms.record(
+                    FOREIGN_MESSAGE, f"CHECKPOINTS #{seq} does not verify ({e}); skipped"
+                )
+                continue
+            return checkpoint, stored
+        return None
 
     async def maybe_checkpoint(self) -> None:
         """Sign a checkpoint if enough entries are new, or some are and it is time."""
@@ -126,7 +156,7 @@ class Checkpointer:
                 CHECKPOINT_SUBJECT,
                 note,
                 stream=CHECKPOINTS,
-                headers={"Nats-Expected-Last-Sequence": str(latest[2] if latest else 0)},
+                headers={"Nats-Expected-Last-Sequence": str(self._stream_last)},
                 timeout=5,
             )
         except Exception as e:
@@ -137,6 +167,7 @@ class Checkpointer:
             await self.load()
             return None
         self.latest = (Checkpoint(self.origin, size, root), note, ack.seq)
+        self._stream_last = ack.seq
         self._last_at = time.monotonic()
         log.info("checkpoint %d signed", size)
         return note

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import bisect
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,6 +34,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from ledger.bus.alarms import Alarms
+from ledger.bus.sealed import SealedBatch, SealedReader
 from ledger.bus.streams import (
     HDR_DETAIL,
     HDR_EVENT,
@@ -57,11 +58,10 @@ from ledger.bus.streams import (
 from ledger.formats.dsse import parse_envelope
 from ledger.formats.entry import Entry, ledger_subject
 from ledger.formats.keys import SLUG
-from ledger.formats.merkle import leaf_hash, stored_hash_index
 from ledger.formats.note import Signer, Verifiers
 from ledger.formats.receipt import Receipt, make_receipt
 from ledger.formats.rejection import RejectionNoteError, open_rejection, sign_rejection
-from ledger.formats.seal import HDR_SEAL, Seal, SealCache, SealError, root_after, sign_seal
+from ledger.formats.seal import HDR_SEAL, Seal, SealCache, sign_seal
 from ledger.formats.timeutil import Clock, SystemClock
 from ledger.formats.tree import TreeStore
 from ledger.law import events as ev
@@ -103,9 +103,11 @@ class Sequencer:
         batch_size: int = 500,
         verify_threads: int = 2,
         ack_wait: float = 10.0,
+        alarms: Alarms | None = None,
     ) -> None:
         self.nc = nc
         self.js = nc.jetstream(timeout=10)
+        self.alarms = alarms if alarms is not None else Alarms()
         self.state = state
         self.state_thread = state_thread
         self.signer = signer
@@ -121,18 +123,17 @@ class Sequencer:
         self.last_sequence = 0
         self.last_integrated: datetime | None = None
         self._consumer: object | None = None
-        #: Called with the events of each appended batch, before any answer
-        #: (the bus permissions follow enrolments and suspensions).
-        self.on_integrated: Callable[[list[ev.Event]], Awaitable[None]] | None = None
-        #: The seal of every batch in LEDGER, by tree size (index -> sequence, receipts).
-        self.seals: list[Seal] = []
         self._seal_cache = SealCache(Verifiers(signer.verifier()))
-        #: LEDGER sequence up to which seals were collected.
-        self._sealed_through = 0
+        #: LEDGER as sealed: seals (index -> sequence, receipts), the tree's
+        #: frontier, foreign messages skipped with an alarm.
+        self.reader = self._new_reader()
         #: Per submission of the batch in progress: a remembered final verdict,
         #: or the verdict of a rejection (signed once, kept with it in REJECTED).
         self._remembered: dict[int, Verdict] = {}
         self._rejection_verdicts: dict[int, Verdict] = {}
+        #: Called with the events of each appended batch, before any answer
+        #: (the bus permissions follow enrolments and suspensions).
+        self.on_integrated: Callable[[list[ev.Event]], Awaitable[None]] | None = None
         self.stats = {"accepted": 0, "rejected": 0, "duplicates": 0, "fenced": 0}
 
     # --- lifecycle ---------------------------------------------------------
@@ -141,7 +142,7 @@ class Sequencer:
         """Rebuild state from LEDGER; integrate the genesis entry if the ledger is new."""
         await self.sync()
         await self._recall_rejections()
-        if self.last_sequence == 0:
+        if self.reader.size == 0:
             if self.genesis is None:
                 raise NotaryError("LEDGER is empty and no genesis entry was given (ailedger init)")
             await self._integrate_genesis(self.genesis)
@@ -192,43 +193,101 @@ class Sequencer:
     # --- catching up with LEDGER --------------------------------------------
 
     async def sync(self) -> None:
-        """Bring the state and the tree up to LEDGER's last entry (at start, after a fence)."""
+        """Bring the state and the tree up to LEDGER's last sealed batch (at start,
+        after a fence), through the sealed reader: seals and roots checked, foreign
+        messages skipped with an alarm, never applied."""
         last = await last_sequence(self.nc, LEDGER)
         position = await self.state_thread.call(self.state.position)
-        await self._check_tree_tail(last)
-        tree_size = await self.state_thread.call(lambda: self.tree.size)
-        for what, have in (("state", position), ("Merkle tree", tree_size)):
-            if have > last:
-                raise NotaryError(
-                    f"the {what} holds {have} entries but LEDGER holds {last}: it belongs to "
-                    "another ledger; delete it to rebuild"
-                )
-        start = min(position, tree_size) + 1
-        if self._sealed_through < last:
-            # Seals before ``start`` are read too (once per process): receipts
-            # and the index -> sequence map need every batch's seal.
-            async for m in read_stream(self.nc, LEDGER, self._sealed_through + 1, start - 1):
-                self._collect_seal(m.sequence, m.headers)
-        if last >= start:
-            chunk: list[tuple[int, bytes]] = []
-            async for m in read_stream(self.nc, LEDGER, start, last):
-                self._collect_seal(m.sequence, m.headers)
-                chunk.append((m.sequence, m.data))
-                if len(chunk) >= 1000:
-                    await self.state_thread.call(self._apply_stored, chunk)
-                    chunk = []
-            if chunk:
-                await self.state_thread.call(self._apply_stored, chunk)
-            reached = await self.state_thread.call(lambda: (self.state.position(), self.tree.size))
-            if reached != (last, last):
-                raise NotaryError(f"state and tree stopped at {reached}, expected LEDGER #{last}")
-            log.info("caught up with LEDGER: %d -> %d", min(position, tree_size), last)
+        if position > last:
+            raise NotaryError(
+                f"the state holds LEDGER #{position} but LEDGER ends at #{last}: it belongs "
+                "to another ledger; delete it to rebuild"
+            )
+        before = self.reader.size
+        async for batch in self.reader.read(last):
+            await self.state_thread.call(self._apply_sealed, batch)
+        tree_ok = await self.state_thread.call(self._tree_matches)
+        if not tree_ok:
+            # Derived data (a crash can leave a torn tail, or another ledger's
+            # file): rebuilt from LEDGER, reading it again from the start.
+            log.warning("the Merkle tree file does not match LEDGER's seals: rebuilding it")
+            await self.state_thread.call(self.tree.reset)
+            self.reader = self._new_reader()
+            async for batch in self.reader.read(last):
+                await self.state_thread.call(self._apply_sealed, batch)
+            if not await self.state_thread.call(self._tree_matches):
+                raise NotaryError("the rebuilt Merkle tree does not match LEDGER's seals")
+        size = self.reader.size
+        reached = await self.state_thread.call(lambda: (self.state.size, min(self.tree.size, size)))
+        if size and reached != (size, size):
+            raise NotaryError(f"state and tree stopped at {reached}, expected {size} entries")
+        if size > before:
+            log.info("caught up with LEDGER: %d -> %d entries (#%d)", before, size, last)
         self.last_sequence = last
-        if last:
-            stored = await get_message(self.nc, LEDGER, last)
-            if stored is None:
-                raise LedgerCorrupt(f"LEDGER #{last} is missing")
-            self.last_integrated = Entry.parse(stored.data).integrated
+        self.last_integrated = self.reader.last_integrated
+
+    def _new_reader(self) -> SealedReader:
+        return SealedReader(self.nc, self._seal_cache, self.signer.name, self.alarms)
+
+    def _apply_sealed(self, batch: SealedBatch) -> None:
+        """On the state thread: a sealed batch into the state and the tree (what
+        either already holds is skipped: they may differ after a crash)."""
+        messages = [(m.sequence, m.data) for m in batch.messages]
+        self.state.replay(messages, first_index=batch.first_index)
+        self._append_leaves(batch.first_index, [e.leaf_hash for e in batch.entries])
+
+    def _tree_matches(self) -> bool:
+        """On the state thread: the tree's first leaves are the sealed leaves read (it
+        may hold more: another notary sharing the file may be ahead)."""
+        size = self.reader.size
+        if self.tree.size < size:
+            return False
+        return size == 0 or self.tree.root(size) == self.reader.frontier.root()
+
+    def seal_of(self, index: int) -> Seal | None:
+        """The seal of the batch holding entry ``index``."""
+        return self.reader.seal_of(index)
+
+    async def receipt_of(self, index: int, event_id: str) -> Receipt | None:
+        """The receipt of an entry already in LEDGER (read back through its seal)."""
+        seal = self.reader.seal_of(index)
+        seq = self.reader.sequence_of(index)
+        if seal is None or seq is None:
+            return None
+        stored = await get_message(self.nc, LEDGER, seq)
+        if stored is None:
+            return None
+        entry = Entry.parse(stored.data)
+        if entry.index != index:
+            return None
+        proof = await self.state_thread.call(self.tree.inclusion_proof, index, seal.size)
+        return make_receipt(entry, event_id, proof, seal)
+
+    def _sealed(self, batch: Batch, seals: list[Seal]) -> None:
+        """The batch LEDGER acknowledged, into the reader (seals, frontier, position),
+        unless a catch-up after a failed recording has read it already."""
+        entries = [a.entry for a in batch.admitted]
+        start = 0
+        for seal in seals:
+            count = seal.size - entries[start].index
+            if seal.size > self.reader.size and seal.seq > self.reader.position:
+                self.reader.add_own(seal, entries[start : start + count])
+            start += count
+
+    def _record(self, batch: Batch) -> None:
+        """On the state thread: the batch LEDGER acknowledged, into the state and the tree."""
+        self.state.commit(batch)
+        self._append_leaves(batch.first_index, [a.entry.leaf_hash for a in batch.admitted])
+
+    def _append_leaves(self, first: int, leaves: list[bytes]) -> None:
+        """On the state thread: leaves ``first``... into the tree file, except those it
+        holds already (another notary on the same home may have written them;
+        roots are checked against the seals on every catch-up)."""
+        size = self.tree.size
+        if first <= size < first + len(leaves):
+            self.tree.append(size, leaves[size - first :])
+        elif size < first:
+            raise NotaryError(f"the tree holds {size} leaves, cannot append leaf {first}")
 
     async def _recall_rejections(self) -> None:
         """Final rejections kept in REJECTED with their signed notes: remembered, so
@@ -260,80 +319,6 @@ class Sequencer:
         if n:
             log.info("remembered %d final rejections from REJECTED", n)
 
-    def _collect_seal(self, sequence: int, headers: dict[str, str]) -> None:
-        if sequence <= self._sealed_through:
-            return
-        self._sealed_through = sequence
-        value = headers.get(HDR_SEAL)
-        if value is None:
-            return
-        try:
-            seal = self._seal_cache.open(base64.b64decode(value, validate=True))
-        except (SealError, ValueError) as e:
-            log.error("LEDGER #%d: seal does not verify: %s", sequence, e)
-            return
-        self._add_seals([seal])
-
-    def _add_seals(self, seals: Sequence[Seal]) -> None:
-        for seal in seals:
-            if not self.seals or seal.size > self.seals[-1].size:
-                self.seals.append(seal)
-
-    def seal_of(self, index: int) -> Seal | None:
-        """The seal of the batch holding entry ``index``."""
-        i = bisect.bisect_right(self.seals, index, key=lambda s: s.size)
-        return self.seals[i] if i < len(self.seals) else None
-
-    def sequence_of(self, index: int) -> int | None:
-        """The LEDGER stream sequence of entry ``index``, through the seals."""
-        i = bisect.bisect_right(self.seals, index, key=lambda s: s.size)
-        if i >= len(self.seals):
-            return None
-        before = self.seals[i - 1].size if i else 0
-        return self.seals[i].seq + index - before
-
-    async def receipt_of(self, index: int, event_id: str) -> Receipt | None:
-        """The receipt of an entry already in LEDGER (read back through its seal)."""
-        seal = self.seal_of(index)
-        seq = self.sequence_of(index)
-        if seal is None or seq is None:
-            return None
-        stored = await get_message(self.nc, LEDGER, seq)
-        if stored is None:
-            return None
-        entry = Entry.parse(stored.data)
-        if entry.index != index:
-            return None
-        proof = await self.state_thread.call(self.tree.inclusion_proof, index, seal.size)
-        return make_receipt(entry, event_id, proof, seal)
-
-    async def _check_tree_tail(self, last: int) -> None:
-        """The tree file is derived data: if its last leaf is not LEDGER's entry (a
-        crash can leave blocks that look like whole records), rebuild it."""
-        size = await self.state_thread.call(lambda: self.tree.size)
-        if size == 0 or size > last:
-            return
-        stored = await get_message(self.nc, LEDGER, size)
-        (leaf,) = await self.state_thread.call(
-            self.tree.read_hashes, [stored_hash_index(0, size - 1)]
-        )
-        if stored is None or leaf != leaf_hash(stored.data):
-            log.warning("tree file's last leaf is not LEDGER #%d: rebuilding the tree", size)
-            await self.state_thread.call(self.tree.reset)
-
-    def _apply_stored(self, messages: list[tuple[int, bytes]]) -> None:
-        """On the state thread: entries read from LEDGER into the state and the tree."""
-        self.state.replay(messages)
-        size = self.tree.size
-        leaves = [leaf_hash(data) for seq, data in messages if seq > size]
-        if leaves:
-            self.tree.append(size, leaves)
-
-    def _record(self, batch: Batch) -> None:
-        """On the state thread: the batch LEDGER acknowledged, into the state and the tree."""
-        self.state.commit(batch)
-        self.tree.append(batch.first_sequence - 1, [a.entry.leaf_hash for a in batch.admitted])
-
     def _integration_time(self) -> datetime:
         now = self.clock.now()
         if self.last_integrated is not None and now < self.last_integrated:
@@ -346,7 +331,7 @@ class Sequencer:
         now = self._integration_time()
 
         def admit() -> Batch:
-            batch = self.state.begin()
+            batch = self.state.begin(first_sequence=self.last_sequence + 1)
             batch.admit(env, event, now)
             return batch
 
@@ -358,8 +343,7 @@ class Sequencer:
             await self.sync()
             return
         await self.state_thread.call(self._record, batch)
-        self._add_seals(seals)
-        self._sealed_through = batch.last_sequence
+        self._sealed(batch, seals)
         self.last_sequence = batch.last_sequence
         self.last_integrated = now
 
@@ -412,8 +396,7 @@ class Sequencer:
                 log.exception("recording state or tree failed; rebuilding from LEDGER")
                 await self.sync()
             # Released only now: a seal of a batch LEDGER refused never leaves.
-            self._add_seals(seals)
-            self._sealed_through = max(self._sealed_through, batch.last_sequence)
+            self._sealed(batch, seals)
             self.last_sequence = batch.last_sequence
             self.last_integrated = batch.admitted[-1].entry.integrated
             break
@@ -441,7 +424,7 @@ class Sequencer:
 
     def _admit_all(self, subs: list[Submission], now: datetime) -> Batch:
         """The sequential pass, on the state thread: decide every submission."""
-        batch = self.state.begin()
+        batch = self.state.begin(first_sequence=self.last_sequence + 1)
         for s in subs:
             if s.early is not None or s.env is None or s.event is None:
                 continue  # rejected before admission, or remembered
@@ -468,14 +451,18 @@ class Sequencer:
             for a in batch.admitted
         ]
         base = batch.admitted[0].entry.index
-        leaves = [a.entry.leaf_hash for a in batch.admitted]
+        if base != self.reader.size:
+            raise NotaryError(
+                f"batch starts at index {base}, the sealed ledger has {self.reader.size}"
+            )
+        frontier = self.reader.frontier.copy()
         seals = []
         for start in range(0, len(messages), 1000):
             chunk = messages[start : start + 1000]
             end = start + len(chunk)
-            root = await self.state_thread.call(
-                root_after, base, self.tree.read_hashes, leaves[:end]
-            )
+            for a in batch.admitted[start:end]:
+                frontier.append(a.entry.leaf_hash)
+            root = frontier.root()
             seal = sign_seal(
                 self.signer,
                 batch.first_sequence + start,

@@ -81,17 +81,19 @@ class Notary:
             batch_size=batch_size,
             verify_threads=verify_threads,
             ack_wait=ack_wait,
+            alarms=self.alarms,
         )
         self.checkpointer = Checkpointer(
             nc,
             self.state_thread,
             signer,
             tree,
-            size=lambda: self.sequencer.last_sequence,
+            size=lambda: self.sequencer.reader.size,  # sealed leaves, not sequences
             catch_up=self.sequencer.sync,
             every=checkpoint_every,
             interval=checkpoint_interval,
             guard=self._may_sign,
+            alarms=self.alarms,
         )
         self.health = Health(
             nc,

@@ -1,0 +1,267 @@
+"""The sealed reader: LEDGER as the notary sealed it, and nothing else.
+
+Every atomic batch the notary appends carries, on its last message, the
+``Ailedger-Seal`` header (:mod:`ledger.formats.seal`). :class:`SealedReader`
+reads LEDGER batch by batch and yields a :class:`SealedBatch` only when
+
+- the seal is a signed note by a log key (valid at the seal's time, when the
+  reader is given a validity check), of this ledger's origin;
+- the batch is the run of messages from the seal's ``seq`` up to the sealed
+  message, holding exactly ``size`` minus the previous size entries, each a
+  well-formed entry with the next index;
+- ``integrated`` never decreases, from the previous batch on, and the seal's
+  ``last`` is the batch's last ``integrated``;
+- the entries fold, after every earlier sealed leaf, to the seal's ``root``.
+
+Anything else is *foreign* (an unsealed message, a wrongly sealed run, a
+replayed seal): it gets no index, is never applied and never covered by a
+checkpoint, and never stops the reader. It is skipped with an alarm
+(``foreign_message``, logged at ERROR). Readers map index to stream sequence
+through the seals (:meth:`SealedReader.sequence_of`).
+
+The reader keeps only the right frontier of the Merkle tree (one hash per
+set bit of its size), so checking roots costs no tree store.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from nats.aio.client import Client as NATS
+
+from ledger.bus.alarms import FOREIGN_MESSAGE, Alarms
+from ledger.bus.streams import LEDGER, StoredMessage, last_sequence, read_stream
+from ledger.formats.entry import Entry, MalformedEntryError
+from ledger.formats.merkle import empty_root, node_hash, stored_hash_index
+from ledger.formats.note import Verifier, Verifiers
+from ledger.formats.seal import HDR_SEAL, Seal, SealCache, SealError
+from ledger.formats.timeutil import format_time
+from ledger.formats.trust import TrustPolicy
+
+__all__ = ["Frontier", "SealedBatch", "SealedReader", "trusted_reader", "trusted_seals"]
+
+log = logging.getLogger("ailedger.sealed")
+
+
+class Frontier:
+    """The roots of the full subtrees of a Merkle tree, largest first: enough to
+    append leaves and compute the RFC 9162 root."""
+
+    def __init__(self, size: int = 0, peaks: Sequence[bytes] = ()) -> None:
+        if len(peaks) != size.bit_count():
+            raise ValueError("a frontier has one peak per set bit of its size")
+        self.size = size
+        self.peaks = list(peaks)
+
+    @staticmethod
+    def of(size: int, read_hashes: Callable[[Sequence[int]], Sequence[bytes]]) -> Frontier:
+        """The frontier of the first ``size`` leaves of a tree store."""
+        indexes = []
+        lo = 0
+        for level in reversed(range(size.bit_length())):
+            if size >> level & 1:
+                indexes.append(stored_hash_index(level, lo >> level))
+                lo += 1 << level
+        return Frontier(size, list(read_hashes(indexes)) if indexes else [])
+
+    def copy(self) -> Frontier:
+        return Frontier(self.size, self.peaks)
+
+    def append(self, leaf_hash: bytes) -> None:
+        h, n = leaf_hash, self.size
+        while n & 1:
+            h = node_hash(self.peaks.pop(), h)
+            n >>= 1
+        self.peaks.append(h)
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self.peaks:
+            return empty_root()
+        h = self.peaks[-1]
+        for p in reversed(self.peaks[:-1]):
+            h = node_hash(p, h)
+        return h
+
+
+@dataclass(frozen=True)
+class SealedBatch:
+    """One sealed batch: its seal, its messages (consecutive sequences) and entries."""
+
+    seal: Seal
+    messages: list[StoredMessage]
+    entries: list[Entry]
+
+    @property
+    def first_index(self) -> int:
+        return self.entries[0].index
+
+    @property
+    def first_sequence(self) -> int:
+        return self.messages[0].sequence
+
+    @property
+    def last_sequence(self) -> int:
+        return self.messages[-1].sequence
+
+
+@dataclass
+class SealedReader:
+    """Reads LEDGER forward from where it stopped, yielding sealed batches only."""
+
+    nc: NATS
+    seals: SealCache
+    origin: str
+    alarms: Alarms = field(default_factory=Alarms)
+    #: Sealed leaves so far (the next index) and their frontier.
+    frontier: Frontier = field(default_factory=Frontier)
+    #: The last stream sequence read (sealed or foreign).
+    position: int = 0
+    last_integrated: datetime | None = None
+    #: Every seal read, in order: (tree size after it, its batch's first sequence).
+    sizes: list[int] = field(default_factory=list)
+    firsts: list[int] = field(default_factory=list)
+    seal_notes: list[Seal] = field(default_factory=list)
+    #: Foreign messages skipped, by stream sequence.
+    foreign: list[int] = field(default_factory=list)
+    keep_seals: bool = True
+
+    @property
+    def size(self) -> int:
+        return self.frontier.size
+
+    def sequence_of(self, index: int) -> int | None:
+        """The stream sequence of sealed entry ``index`` (None: not sealed yet)."""
+        i = bisect.bisect_right(self.sizes, index)
+        if i >= len(self.sizes):
+            return None
+        before = self.sizes[i - 1] if i else 0
+        return self.firsts[i] + index - before
+
+    def seal_of(self, index: int) -> Seal | None:
+        i = bisect.bisect_right(self.sizes, index)
+        return self.seal_notes[i] if self.keep_seals and i < len(self.seal_notes) else None
+
+    def add_own(self, seal: Seal, entries: Sequence[Entry]) -> None:
+        """A batch this process just appended (and LEDGER acknowledged)."""
+        for e in entries:
+            self.frontier.append(e.leaf_hash)
+        self._remember(seal)
+        self.position = max(self.position, seal.seq + len(entries) - 1)
+        self.last_integrated = entries[-1].integrated
+
+    def _remember(self, seal: Seal) -> None:
+        self.sizes.append(seal.size)
+        self.firsts.append(seal.seq)
+        if self.keep_seals:
+            self.seal_notes.append(seal)
+
+    async def read(self, up_to: int | None = None) -> AsyncIterator[SealedBatch]:
+        """Yield the sealed batches after :attr:`position`, up to LEDGER's last
+        message (or ``up_to``); skip foreign messages with an alarm."""
+        last = await last_sequence(self.nc, LEDGER) if up_to is None else up_to
+        pending: list[StoredMessage] = []
+        async for m in read_stream(self.nc, LEDGER, self.position + 1, last):
+            pending.append(m)
+            value = m.headers.get(HDR_SEAL)
+            if value is None:
+                continue
+            batch = self._check(pending, value)
+            self.position = m.sequence
+            pending = []
+            if batch is not None:
+                yield batch
+        if pending:
+            # A committed atomic batch is visible whole, its seal on its last
+            # message: an unsealed tail is not the notary's.
+            self._foreign(pending, "no seal covers it")
+            self.position = pending[-1].sequence
+
+    def _foreign(self, messages: Sequence[StoredMessage], why: str) -> None:
+        for m in messages:
+            self.foreign.append(m.sequence)
+        first, last = messages[0].sequence, messages[-1].sequence
+        where = f"#{first}" if first == last else f"#{first}-#{last}"
+        self.alarms.record(
+            FOREIGN_MESSAGE, f"LEDGER {where} ({messages[0].subject}): {why}; skipped"
+        )
+
+    def _check(self, pending: list[StoredMessage], value: str) -> SealedBatch | None:
+        sealed = pending[-1]
+        try:
+            seal = self.seals.open(base64.b64decode(value, validate=True))
+        except (SealError, binascii.Error, ValueError) as e:
+            self._foreign(pending, f"seal does not verify: {e}")
+            return None
+        if seal.origin != self.origin:
+            self._foreign(pending, f"seal of another log {seal.origin!r}")
+            return None
+        first = pending[0].sequence
+        if not first <= seal.seq <= sealed.sequence:
+            self._foreign(pending, f"seal names sequence {seal.seq}, outside the unsealed run")
+            return None
+        before = [m for m in pending if m.sequence < seal.seq]
+        run = [m for m in pending if m.sequence >= seal.seq]
+        problem = self._verify_run(seal, run)
+        if isinstance(problem, str):
+            self._foreign(pending, problem)
+            return None
+        if before:
+            self._foreign(before, "no seal covers it")
+        entries, frontier = problem
+        self.frontier = frontier
+        self.last_integrated = entries[-1].integrated
+        self._remember(seal)
+        return SealedBatch(seal, run, entries)
+
+    def _verify_run(
+        self, seal: Seal, run: list[StoredMessage]
+    ) -> str | tuple[list[Entry], Frontier]:
+        if seal.size - self.size != len(run):
+            return f"seal says size {seal.size}, the batch makes it {self.size + len(run)}"
+        entries = []
+        previous = self.last_integrated
+        frontier = self.frontier.copy()
+        for m in run:
+            try:
+                entry = Entry.parse(m.data)
+            except MalformedEntryError as e:
+                return f"#{m.sequence} is not an entry: {e}"
+            if entry.index != frontier.size:
+                return f"#{m.sequence} holds index {entry.index}, expected {frontier.size}"
+            if previous is not None and entry.integrated < previous:
+                return (
+                    f"#{m.sequence} integrated {format_time(entry.integrated)} is before "
+                    f"{format_time(previous)}"
+                )
+            previous = entry.integrated
+            frontier.append(entry.leaf_hash)
+            entries.append(entry)
+        if entries[-1].integrated != seal.last:
+            return "seal's last time is not its batch's last integrated"
+        if frontier.root() != seal.root:
+            return f"batch does not fold to the seal's root (size {seal.size})"
+        return entries, frontier
+
+
+def trusted_seals(trust: TrustPolicy) -> SealCache:
+    """Seals checked against the trust policy: signed by one of its log keys, valid
+    at the seal's time."""
+    verifiers = Verifiers(*(Verifier.from_vkey(k) for k in trust.log_vkeys()))
+
+    def valid_at(seal: Seal) -> bool:
+        keys = {(v.name, v.key_hash) for v in map(Verifier.from_vkey, trust.log_vkeys(seal.last))}
+        return any(signer in keys for signer in seal.signed_by)
+
+    return SealCache(verifiers, valid_at=valid_at)
+
+
+def trusted_reader(nc: NATS, trust: TrustPolicy, alarms: Alarms | None = None) -> SealedReader:
+    """A sealed reader of the ledger of ``trust`` (its origin, its log keys)."""
+    return SealedReader(nc, trusted_seals(trust), trust.origin, alarms or Alarms())

@@ -1,0 +1,181 @@
+"""A compromised bus (a raw connection that may publish anywhere) appends to LEDGER
+and CHECKPOINTS: what no seal covers is foreign. The notary and the projector
+skip it with an alarm, never give it an index, never seal it into a
+checkpoint, and the notary keeps serving (DESIGN §3 "Batch seal", issue 9)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from ledger.bus.alarms import FOREIGN_MESSAGE
+from ledger.bus.client import sign_event
+from ledger.bus.home import Home
+from ledger.bus.natsserver import EmbeddedNats
+from ledger.bus.streams import (
+    CHECKPOINT_SUBJECT,
+    CHECKPOINTS,
+    LEDGER,
+    connect,
+    last_sequence,
+    read_stream,
+)
+from ledger.formats.checkpoint import parse_checkpoint
+from ledger.formats.entry import Entry, ledger_subject
+from ledger.formats.keys import generate
+from ledger.formats.merkle import MemoryHashStore
+from ledger.formats.note import Verifier, Verifiers, open_note
+from ledger.law import events as ev
+from ledger.state.application import LedgerState
+from ledger.state.persistence import store_envs
+from ledger.views.store import open_view
+from services.projector import Projector, rebuild
+from tests.conftest import Harness, bus_admin_connection, deployments, running_notary
+
+
+async def _append_foreign(ledger: Harness) -> tuple[list[int], object]:
+    """Three foreign messages in LEDGER: an unsigned entry that would enrol an
+    outsider, a genuinely signed entry back-dated by two days, garbage."""
+    key, client = await ledger.enrol("bank", ["owner"])
+    await ledger.register(client, "scorer")
+    size = ledger.notary.sequencer.reader.size
+    integrated = ledger.notary.sequencer.last_integrated
+    assert integrated is not None
+    outsider = generate("mallory")
+    unsigned = Entry(
+        size,
+        integrated,
+        "actor/mallory",
+        None,
+        b'{"payloadType":"application/vnd.ailedger.event+json; v=1","payload":"e30=",'
+        b'"signatures":[{"keyid":"regulator/'
+        + outsider.fingerprint.encode()
+        + b'","sig":"'
+        + b"A" * 86
+        + b'=="}]}',
+    )
+    measure = client.event(
+        ev.VersionDeployed, subject="system/scorer", version="9", artifact_sha256="cd" * 32
+    )
+    backdated = Entry(
+        size + 1,
+        integrated - timedelta(days=2),
+        "system/scorer",
+        size - 1,
+        sign_event(measure, key),
+    )
+    sequences = []
+    async with bus_admin_connection(ledger) as bus:
+        js = bus.jetstream()
+        for subject, data in (
+            (ledger_subject(unsigned.subject), unsigned.encoded),
+            (ledger_subject(backdated.subject), backdated.encoded),
+            ("ledger.x.y", b"\x00garbage\xff"),
+        ):
+            ack = await js.publish(subject, data, stream=LEDGER)
+            sequences.append(ack.seq)
+    return sequences, client
+
+
+async def _signed(ledger: Harness) -> bool:
+    """A new checkpoint is signed (a first attempt may meet the foreign tail)."""
+    for _ in range(2):
+        if await ledger.notary.checkpoint() is not None:
+            return True
+    return False
+
+
+def _root_of_sealed(messages: list[bytes]) -> bytes:
+    tree = MemoryHashStore()
+    for data in messages:
+        tree.append(data)
+    return tree.root()
+
+
+async def test_foreign_ledger_messages_are_skipped_never_indexed_or_checkpointed(
+    nats_server: EmbeddedNats, home: Home, tmp_path: Path
+) -> None:
+    async with running_notary(nats_server.url, home) as ledger:
+        foreign, client = await _append_foreign(ledger)
+        # The notary keeps serving: the next entries get the next indexes.
+        receipts = [await client.submit(e, timeout=20) for e in deployments(client, "scorer", 3)]  # type: ignore[attr-defined]
+        reader = ledger.notary.sequencer.reader
+        assert reader.foreign == foreign
+        assert ledger.notary.alarms.is_active(FOREIGN_MESSAGE)
+        assert [r.index for r in receipts] == [3, 4, 5]
+        size = reader.size
+        assert size == 6
+        note = await ledger.notary.checkpoint()
+        assert note is not None
+        verifiers = Verifiers(*(Verifier.from_vkey(k) for k in home.trust().log_vkeys()))
+        checkpoint = parse_checkpoint(open_note(note, verifiers).text)
+        assert checkpoint.size == 6
+        # The checkpoint's root is the root of the sealed entries only.
+        nc = await connect(ledger.url)
+        try:
+            last = await last_sequence(nc, LEDGER)
+            stored = [m async for m in read_stream(nc, LEDGER, 1, last)]
+        finally:
+            await nc.close()
+        sealed = [m.data for m in stored if m.sequence not in foreign]
+        assert len(sealed) == 6 and checkpoint.root_hash == _root_of_sealed(sealed)
+
+        # The projector skips the same messages, with its own alarm.
+        nc = await connect(ledger.url)
+        try:
+            (tmp_path / "projector").mkdir()
+            state_env, view_env = store_envs(tmp_path / "projector")
+            projector = Projector(
+                nc, LedgerState(state_env, trust=home.trust()), open_view(view_env)
+            )
+            try:
+                await projector.catch_up()
+                assert projector.reader.foreign == foreign
+                assert projector.alarms.is_active(FOREIGN_MESSAGE)
+                assert projector.state.size == 6
+                mallory = await projector.state_thread.call(projector.state.actor, "mallory")
+                assert mallory is None
+            finally:
+                projector.close()
+            # rebuild (from a dropped store) checks against the checkpoint and skips them too
+            report = await rebuild(nc, home, state_env, view_env)
+            assert report.checkpoint_size == 6
+        finally:
+            await nc.close()
+
+    # A restarted notary skips the same foreign messages and serves.
+    async with running_notary(nats_server.url, home) as ledger:
+        assert ledger.notary.sequencer.reader.foreign == foreign
+        assert ledger.notary.alarms.is_active(FOREIGN_MESSAGE)
+        again = await ledger.client(client.key)  # type: ignore[attr-defined]
+        (event,) = deployments(again, "scorer", 1)
+        receipt = await again.submit(event, timeout=20)
+        assert receipt.index == 6
+
+
+async def test_unsigned_note_in_checkpoints_never_bricks_the_notary(
+    nats_server: EmbeddedNats, home: Home
+) -> None:
+    async with running_notary(nats_server.url, home) as ledger:
+        _, client = await ledger.enrol("bank", ["owner"])
+        assert await ledger.notary.checkpoint() is not None
+        async with bus_admin_connection(ledger) as bus:
+            js = bus.jetstream()
+            body = f"{home.trust().origin}\n99\n{'A' * 43}=\n".encode()
+            await js.publish(CHECKPOINT_SUBJECT, body + b"\n", stream=CHECKPOINTS)
+            await js.publish(CHECKPOINT_SUBJECT, b"\xffgarbage", stream=CHECKPOINTS)
+        # Signing goes on (fenced on the stream's real last sequence, once it
+        # has seen the foreign notes), with an alarm.
+        await ledger.register(client, "scorer")
+        assert await _signed(ledger)
+        assert ledger.notary.alarms.is_active(FOREIGN_MESSAGE)
+        async with bus_admin_connection(ledger) as bus:
+            # The newest message in CHECKPOINTS is foreign when the notary restarts.
+            await bus.jetstream().publish(CHECKPOINT_SUBJECT, body, stream=CHECKPOINTS)
+    async with running_notary(nats_server.url, home) as ledger:
+        # Restarted: the foreign notes are skipped with an alarm.
+        assert ledger.notary.alarms.is_active(FOREIGN_MESSAGE)
+        latest = ledger.notary.latest_checkpoint
+        assert latest is not None and latest[0].size == 3
+        _, client = await ledger.enrol("insurer", ["insurer"])
+        assert await _signed(ledger)
