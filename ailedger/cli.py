@@ -43,20 +43,26 @@ from ledger.bus.client import (
     sign_event,
 )
 from ledger.bus.home import DEFAULT_HOME, Home, init_home, remember_home, resolve_home
-from ledger.bus.logview import LogRow, RejectionRow, describe, read_log, read_rejections
+from ledger.bus.logview import (
+    LogRow,
+    RejectionRow,
+    describe,
+    read_log,
+    read_rejections,
+    sealed_entries,
+)
 from ledger.bus.streams import (
     HDR_DETAIL,
     HDR_EVENT,
     HDR_INTAKE_SUBJECT,
     HDR_REASON,
-    LEDGER,
     REJECTED,
     NatsUnreachable,
     connect,
     last_sequence,
     read_stream,
 )
-from ledger.formats.dsse import EnvelopeError, parse_envelope
+from ledger.formats.dsse import EnvelopeError, add_signature, parse_envelope
 from ledger.formats.entry import Entry
 from ledger.formats.errors import BUG, CHECK_FAILED, USAGE, LedgerError
 from ledger.formats.keys import ActorKey, generate, load_key, save_key
@@ -581,7 +587,9 @@ def schema(
 @app.command()
 @one_line_errors
 def sign(
-    file: Annotated[Path, typer.Argument(help="An event payload (JSON).")],
+    file: Annotated[
+        Path, typer.Argument(help="An event payload (JSON), or a signed envelope to cosign.")
+    ],
     key: Annotated[Path, typer.Option("--key", help="The signer's key file.")],
     out: Annotated[
         Path | None,
@@ -590,12 +598,25 @@ def sign(
 ) -> None:
     """Sign a payload into a DSSE envelope, filling in v, event_id, actor, signed_at.
 
-    Nothing is sent: `ailedger submit ENVELOPE` sends it (without the key).
+    Given a signed envelope, add this key's signature over the same payload bytes
+    (written back to ENVELOPE unless -o): a second regulator root key, when the
+    trust policy requires m-of-n. Nothing is sent: `ailedger submit ENVELOPE`
+    sends it (without the key).
     """
     actor_key = load_key(key)
-    _, doc = _json_object(file)
+    data, doc = _json_object(file)
     if "payloadType" in doc:
-        raise CliError(f"{file} is already a signed envelope: submit it with `ailedger submit`")
+        try:
+            cosigned = add_signature(data, actor_key)
+        except EnvelopeError as e:
+            raise CliError(f"{file}: {e}") from None
+        path = out or file
+        path.write_bytes(cosigned)
+        count = len(parse_envelope(cosigned).signatures)
+        console.print(
+            f"wrote {path}: signature {count} added, by {actor_key.keyid}", highlight=False
+        )
+        return
     envelope, event = _signed(file, doc, actor_key)
     path = out or _envelope_path(file)
     path.write_bytes(envelope)
@@ -717,12 +738,9 @@ def _payload_json(entry: Entry) -> Any:
         return None
 
 
-async def _log_json(nc: Any, start: int, limit: int | None) -> None:
-    """Each entry as one JSON line, with its decoded payload, as it is read."""
-    last = await last_sequence(nc, LEDGER)
-    end = last if limit is None else min(last, start + limit)
-    async for m in read_stream(nc, LEDGER, start + 1, end):
-        entry = Entry.parse(m.data)
+async def _log_json(nc: Any, start: int, limit: int | None, trust: TrustPolicy) -> None:
+    """Each sealed entry as one JSON line, with its decoded payload, as it is read."""
+    async for entry in sealed_entries(nc, trust, start, limit):
         row = describe(entry)
         _emit(
             {
@@ -787,11 +805,15 @@ def log_cmd(
         nc = await _connect(home, nats, "ailedger-log")
         try:
             if as_json:
-                await (_rejected_json(nc, limit) if rejected else _log_json(nc, start, limit))
+                await (
+                    _rejected_json(nc, limit)
+                    if rejected
+                    else _log_json(nc, start, limit, _home(home).trust())
+                )
                 return []
             if rejected:
                 return await read_rejections(nc, limit)
-            return await read_log(nc, start, limit)
+            return await read_log(nc, start, limit, trust=_home(home).trust())
         finally:
             await nc.drain()
 
@@ -852,14 +874,14 @@ def prove(
         if consistency is not None:
             old, new = consistency
             signed = await proofs.find_checkpoint(nc, new)
-            await proofs.sync_tree(nc, tree, new)
+            await proofs.sync_tree(nc, tree, new, trust=_home(home).trust())
             hashes = proofs.consistency(tree, old, new)
             lines = [f"old {old}", f"new {new}", *(base64.b64encode(h).decode() for h in hashes)]
             return ("\n".join(lines) + "\n\n").encode() + signed.note
         if index is None:
             raise CliError("give an entry INDEX, or --consistency OLD NEW")
         signed = await proofs.find_checkpoint(nc, size)
-        await proofs.sync_tree(nc, tree, signed.checkpoint.size)
+        await proofs.sync_tree(nc, tree, signed.checkpoint.size, trust=_home(home).trust())
         return proofs.tlog_proof(tree, index, signed)
 
     sys.stdout.write(asyncio.run(_with_tree(home, nats, job)).decode())
@@ -913,6 +935,7 @@ def export(
             checkpoint_size=at,
             since=since,
             claim=claim,
+            trust=_home(home).trust(),
         )
 
     bundle = asyncio.run(_with_tree(home, nats, job))

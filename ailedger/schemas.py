@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from ledger.bus.streams import Verdict
+from ledger.formats.dsse import MAX_SIGNATURES
 from ledger.formats.keys import SLUG
 from ledger.formats.timeutil import RFC3339_UTC
 from ledger.law import events as ev
@@ -35,11 +36,13 @@ class EnvelopeSignature(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Envelope(msgspec.Struct, forbid_unknown_fields=True):
-    """DSSE v1 envelope with exactly one Ed25519 signature."""
+    """DSSE v1 envelope with one to 16 Ed25519 signatures over the same payload."""
 
     payloadType: Literal["application/vnd.ailedger.event+json; v=1"]
     payload: Annotated[str, msgspec.Meta(description="base64 of the event payload bytes")]
-    signatures: Annotated[list[EnvelopeSignature], msgspec.Meta(min_length=1, max_length=1)]
+    signatures: Annotated[
+        list[EnvelopeSignature], msgspec.Meta(min_length=1, max_length=MAX_SIGNATURES)
+    ]
 
 
 class TrustedKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

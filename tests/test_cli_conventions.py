@@ -168,9 +168,21 @@ def test_sign_writes_the_envelope_beside_the_payload(tmp_path: Path) -> None:
     assert abs(datetime.now(UTC) - event.signed_at) < timedelta(minutes=1)
     out = run("sign", "register.json", "--key", "bank.pem", "-o", "x.json", cwd=tmp_path)
     assert out.returncode == 0 and (tmp_path / "x.json").exists()
-    # an envelope is not signed twice; another actor's payload is not signed with this key
+    # an envelope is not signed twice by one key; another key adds its signature
     again = run("sign", "register.envelope.json", "--key", "bank.pem", cwd=tmp_path)
-    assert again.returncode == 2 and "already a signed envelope" in again.stderr
+    assert again.returncode == 2 and "already signed this envelope" in again.stderr
+    second = generate("bank")
+    save_key(second, tmp_path / "bank2.pem")
+    cosigned = run("sign", "register.envelope.json", "--key", "bank2.pem", cwd=tmp_path)
+    assert cosigned.returncode == 0, cosigned.stderr
+    assert "signature 2 added, by bank/" in cosigned.stdout
+    both = parse_envelope((tmp_path / "register.envelope.json").read_bytes())
+    assert both.payload == parsed.payload and len(both.signatures) == 2
+    assert both.signed_by([key.public_key, second.public_key, generate("x").public_key]) == {
+        key.public_key,
+        second.public_key,
+    }
+    # another actor's payload is not signed with this key
     (tmp_path / "other.json").write_text(json.dumps({**payload, "actor": "insurer"}))
     other = run("sign", "other.json", "--key", "bank.pem", cwd=tmp_path)
     assert other.returncode == 2 and "is by actor 'insurer'" in other.stderr

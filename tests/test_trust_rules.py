@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from ledger.bus.client import LedgerClient, SubmissionRejected, sign_event
@@ -20,18 +21,20 @@ from ledger.bus.home import Home
 from ledger.bus.natsserver import EmbeddedNats
 from ledger.formats import strictjson
 from ledger.formats.checkpoint import CosignatureSigner, cosignature_verifier_key
-from ledger.formats.dsse import sign_envelope
+from ledger.formats.dsse import add_signature, parse_envelope, sign_envelope
 from ledger.formats.entry import Entry
-from ledger.formats.errors import CHECK_FAILED
+from ledger.formats.errors import CHECK_FAILED, LedgerError
 from ledger.formats.keys import ActorKey, generate
 from ledger.formats.note import Verifier, Verifiers, open_note, sign_note
 from ledger.formats.timeutil import SimulatedClock
 from ledger.formats.trust import TrustedKey, TrustError, TrustPolicy
 from ledger.law import events as ev
+from ledger.law.rejections import RootQuorum
+from ledger.law.rulebook import default_parameters
 from ledger.verify.bundle import VerificationError, verify_bundle
 from services.notary import NotaryError
-from tests.conftest import Harness, now, registration_fields, running_notary
-from tests.test_verify import export
+from tests.conftest import Harness, enrolment_fields, now, registration_fields, running_notary
+from tests.test_verify import export, forged_bundle, ledger_entries
 
 HUGE = b"1" * 5000
 NOW = datetime.now(UTC)
@@ -45,8 +48,12 @@ def registration(key: ActorKey, system: str, **kw: object) -> ev.SystemRegistere
 
 
 async def rejected(client: LedgerClient, data: bytes, event_type: str) -> str:
+    try:  # the payload's event id when there is one
+        event_id = ev.decode_event(parse_envelope(data).payload).event_id
+    except (ValueError, LedgerError):
+        event_id = ev.new_event_id()
     with pytest.raises(SubmissionRejected) as r:
-        await client.submit_envelope(data, ev.new_event_id(), event_type, timeout=20)
+        await client.submit_envelope(data, event_id, event_type, timeout=20)
     return r.value.code
 
 
@@ -314,8 +321,102 @@ async def test_the_notary_refuses_a_log_key_the_trust_policy_does_not_make_valid
     async with running_notary(nats_server.url, home, clock=clock) as h:
         _, bank = await h.enrol("bank", ["owner"])
         assert await h.notary.checkpoint() is not None
-        clock.set(until + timedelta(minutes=1))
+        first = h.notary.latest_checkpoint
+        assert first is not None
         await bank.submit(registration(bank.key, "late", signed_at=clock.now()))
+        clock.set(until + timedelta(minutes=1))
         assert await h.notary.checkpoint() is None
         latest = h.notary.latest_checkpoint
-        assert latest is not None and latest[0].size == 2
+        assert latest is not None and latest[0].size == first[0].size
+
+
+# --- m-of-n regulator root keys ----------------------------------------------------------
+
+
+def two_root_home(home: Home, quorum: int = 2) -> ActorKey:
+    """Give ``home`` a second regulator root key: a genesis naming both, signed by both
+    (DSSE with two signatures), and a trust policy requiring ``quorum`` of them."""
+    first = home.regulator_key()
+    second = generate(first.actor)
+    genesis = ev.decode_event(parse_envelope(home.genesis()).payload)
+    assert isinstance(genesis, ev.LedgerGenesis)
+    both = [first.public_key_b64, second.public_key_b64]
+    genesis = msgspec.structs.replace(genesis, regulator_keys=both)
+    home.genesis_path.write_bytes(add_signature(sign_event(genesis, first), second))
+    trust = home.trust()
+    _set_trust(
+        home,
+        regulator_keys=[*trust.regulator_keys, TrustedKey(key=second.public_key_b64)],
+        root_quorum=quorum,
+    )
+    return second
+
+
+def adoption(client: LedgerClient, policy_id: str = "rulebook") -> ev.PolicyAdopted:
+    return client.event(
+        ev.PolicyAdopted,
+        subject=f"policy/{policy_id}",
+        title="rulebook v2",
+        effective_from=now() + timedelta(days=1),
+        parameters=msgspec.convert(default_parameters(), ev.RulebookParameters),
+        legal_references=[],
+    )
+
+
+async def test_the_regulators_acts_need_m_of_n_root_signatures(
+    nats_server: EmbeddedNats, home: Home
+) -> None:
+    second = two_root_home(home)
+    async with running_notary(nats_server.url, home) as h:
+        reg = await h.regulator()
+        alone = sign_event(adoption(reg), reg.key)
+        assert await rejected(reg, alone, "PolicyAdopted") == "root_quorum"
+        # the same signature twice is one key, counted once
+        doc = json.loads(sign_event(adoption(reg), reg.key))
+        doc["signatures"].append(doc["signatures"][0])
+        twice = json.dumps(doc).encode()
+        assert await rejected(reg, twice, "PolicyAdopted") == "root_quorum"
+        receipt = await reg.submit_signed(add_signature(sign_event(adoption(reg), reg.key), second))
+        # an enrolment giving the regulator role needs both; any other role one
+        deputy = generate("deputy")
+        enrolment = reg.event(ev.ActorEnrolled, **enrolment_fields("deputy", ["regulator"], deputy))
+        single = sign_event(enrolment, reg.key)
+        assert await rejected(reg, single, "ActorEnrolled") == "root_quorum"
+        enrolment = msgspec.structs.replace(enrolment, event_id=ev.new_event_id())
+        await reg.submit_signed(add_signature(sign_event(enrolment, reg.key), second))
+        await h.enrol("bank", ["owner"])
+        # a policy id the rules do not read, even with both signatures
+        other = add_signature(sign_event(adoption(reg, "other"), reg.key), second)
+        assert await rejected(reg, other, "PolicyAdopted") == "policy_not_read"
+        bundle = await export(h, subjects=["policy/rulebook", "actor/deputy"])
+        forged_entries = await ledger_entries(h)
+    trust = home.trust()
+    report = verify_bundle(bundle, trust)
+    assert report.chains["policy/rulebook"] == receipt.index
+    # the same bundle against a policy where the second root key had expired
+    (k1, k2) = trust.regulator_keys
+    expired = dataclasses.replace(
+        trust,
+        regulator_keys=[k1, dataclasses.replace(k2, valid_until=datetime(2020, 1, 1, tzinfo=UTC))],
+    )
+    err = verify_failure(bundle, expired)
+    assert err.check == "authority" and err.index == 0 and "root_quorum" in err.message
+    # an operator appends the policy signed by one root key: the verifier refuses it
+    index = len(forged_entries)
+    forged = Entry(index, forged_entries[-1].integrated, "policy/rulebook", receipt.index, alone)
+    entries = [*forged_entries, forged]
+    err = verify_failure(forged_bundle(h, entries, {e.subject: e.index for e in entries}), trust)
+    assert err.check == "authority" and err.index == index
+    assert "PolicyAdopted needs 2 regulator root signatures" in err.message
+
+
+async def test_a_genesis_without_the_root_quorum_is_refused(
+    nats_server: EmbeddedNats, home: Home
+) -> None:
+    two_root_home(home)
+    genesis = json.loads(home.genesis())
+    genesis["signatures"] = genesis["signatures"][:1]
+    home.genesis_path.write_bytes(json.dumps(genesis).encode())
+    with pytest.raises(RootQuorum, match="LedgerGenesis needs 2"):
+        async with running_notary(nats_server.url, home):
+            pass

@@ -2,8 +2,11 @@
 
 The signature is Ed25519 over ``PAE(payloadType, payload)``. Verification runs
 over the exact payload bytes carried in the envelope: nothing is re-serialised
-before verifying. An ailedger envelope carries exactly one signature, whose
-``keyid`` (``<actor>/<fingerprint>``) is only a hint for finding the key.
+before verifying. An ailedger envelope carries one signature or several (at
+most :data:`MAX_SIGNATURES`: the regulator's acts may need m-of-n root keys),
+each over the same PAE bytes; a ``keyid`` (``<actor>/<fingerprint>``) is only
+a hint for finding the key. A key counts once however many of the signatures
+it made (:meth:`ParsedEnvelope.signed_by`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -21,15 +25,19 @@ from ledger.formats.errors import USAGE, LedgerError
 from ledger.formats.keys import ActorKey
 
 __all__ = [
+    "MAX_SIGNATURES",
     "PAYLOAD_TYPE",
     "EnvelopeError",
     "ParsedEnvelope",
+    "add_signature",
     "pae",
     "parse_envelope",
     "sign_envelope",
 ]
 
 PAYLOAD_TYPE = "application/vnd.ailedger.event+json; v=1"
+#: The most signatures an envelope may carry.
+MAX_SIGNATURES = 16
 
 
 class EnvelopeError(LedgerError, ValueError):
@@ -61,30 +69,43 @@ def _b64decode(text: str, what: str) -> bytes:
 
 @dataclass(frozen=True)
 class ParsedEnvelope:
-    """A structurally valid envelope: the decoded payload and its one signature."""
+    """A structurally valid envelope: the decoded payload and its signatures.
+
+    ``keyid`` and ``signature`` are the first signature's (the hint for the
+    signer); ``signatures`` are all of them, as (keyid, signature) pairs."""
 
     raw: bytes
     payload_type: str
     payload: bytes
     keyid: str
     signature: bytes
+    signatures: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def keyid_fingerprint(self) -> str:
         return self.keyid.partition("/")[2]
 
     def verify(self, public_key: bytes | Ed25519PublicKey) -> bool:
-        """True when the signature verifies over PAE of the exact payload bytes."""
+        """True when ``public_key`` made one of the signatures, over PAE of the exact
+        payload bytes."""
         key = (
             Ed25519PublicKey.from_public_bytes(public_key)
             if isinstance(public_key, bytes)
             else public_key
         )
-        try:
-            key.verify(self.signature, pae(self.payload_type, self.payload))
-        except InvalidSignature:
-            return False
-        return True
+        message = pae(self.payload_type, self.payload)
+        for _, sig in self.signatures or (("", self.signature),):
+            try:
+                key.verify(sig, message)
+            except InvalidSignature:
+                continue
+            return True
+        return False
+
+    def signed_by(self, public_keys: Iterable[bytes]) -> set[bytes]:
+        """The distinct keys among ``public_keys`` that made a signature: each counted
+        once, however many signatures it made."""
+        return {k for k in set(public_keys) if self.verify(k)}
 
 
 _FIELDS = ("payloadType", "payload", "signatures")
@@ -117,14 +138,18 @@ def parse_envelope(data: bytes) -> ParsedEnvelope:
     signatures = env["signatures"]
     if not isinstance(signatures, list):
         raise EnvelopeError("not a DSSE envelope: `signatures` must be a list")
-    if len(signatures) != 1:
-        raise EnvelopeError(f"expected exactly one signature, got {len(signatures)}")
-    signature = _check_fields(signatures[0], ("keyid", "sig"), "the signature")
+    if not 1 <= len(signatures) <= MAX_SIGNATURES:
+        raise EnvelopeError(f"expected one to {MAX_SIGNATURES} signatures, got {len(signatures)}")
+    pairs = []
+    for i, item in enumerate(signatures):
+        signature = _check_fields(item, ("keyid", "sig"), f"signature {i}")
+        sig = _b64decode(str(signature["sig"]), "signature")
+        if len(sig) != 64:
+            raise EnvelopeError(f"an Ed25519 signature is 64 bytes, got {len(sig)}")
+        pairs.append((str(signature["keyid"]), sig))
     payload = _b64decode(str(env["payload"]), "payload")
-    sig = _b64decode(str(signature["sig"]), "signature")
-    if len(sig) != 64:
-        raise EnvelopeError(f"an Ed25519 signature is 64 bytes, got {len(sig)}")
-    return ParsedEnvelope(data, payload_type, payload, str(signature["keyid"]), sig)
+    keyid, sig = pairs[0]
+    return ParsedEnvelope(data, payload_type, payload, keyid, sig, tuple(pairs))
 
 
 def sign_envelope(payload: bytes, key: ActorKey, payload_type: str = PAYLOAD_TYPE) -> bytes:
@@ -136,3 +161,18 @@ def sign_envelope(payload: bytes, key: ActorKey, payload_type: str = PAYLOAD_TYP
         "signatures": [{"keyid": key.keyid, "sig": base64.b64encode(sig).decode()}],
     }
     return json.dumps(envelope, separators=(",", ":")).encode()
+
+
+def add_signature(envelope: bytes, key: ActorKey) -> bytes:
+    """Return ``envelope`` with one more signature by ``key`` over the same payload
+    bytes (a second regulator root key, for m-of-n). The payload is not touched;
+    a key that already signed is refused."""
+    parsed = parse_envelope(envelope)
+    if parsed.verify(key.public_key):
+        raise EnvelopeError(f"key {key.keyid} already signed this envelope")
+    if len(parsed.signatures) >= MAX_SIGNATURES:
+        raise EnvelopeError(f"an envelope carries at most {MAX_SIGNATURES} signatures")
+    sig = key.sign(pae(parsed.payload_type, parsed.payload))
+    doc = json.loads(envelope)
+    doc["signatures"].append({"keyid": key.keyid, "sig": base64.b64encode(sig).decode()})
+    return json.dumps(doc, separators=(",", ":")).encode()

@@ -32,7 +32,13 @@ the system is not retired unless the regulator decides
 systems and insurance policies (``actor_already_enrolled``,
 ``unknown_actor``, ``unknown_key``, ``key_revoked``, ``key_not_valid``,
 ``key_in_use``, ``system_already_registered``, ``not_system_party``,
-``party_not_enrolled``, ``not_policy_insurer``).
+``party_not_enrolled``, ``not_policy_insurer``, ``policy_not_read``).
+
+:func:`judge_root_quorum` is the one judgement of the regulator's acts that
+shape the ledger (the genesis, a ``PolicyAdopted``, an enrolment giving the
+regulator role): they need the trust policy's ``root_quorum`` distinct
+regulator root keys, valid at the integration time, among the envelope's
+signatures (``root_quorum``).
 
 Standard library only (with :mod:`ledger.formats` helpers for key
 fingerprints and times): the offline verifier uses it.
@@ -45,13 +51,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from ledger.formats.dsse import ParsedEnvelope
 from ledger.formats.keys import decode_public_key, fingerprint
 from ledger.formats.timeutil import format_time, parse_time
+from ledger.formats.trust import TrustPolicy
 from ledger.law import rejections as errors
 from ledger.law.authority import authorize
 
 __all__ = [
     "KEY_CODES",
+    "ROOT_ACTS",
     "ActorRecord",
     "Admission",
     "Facts",
@@ -63,6 +72,8 @@ __all__ = [
     "Signer",
     "SystemRecord",
     "judge",
+    "judge_root_quorum",
+    "needs_root_quorum",
 ]
 
 #: Reason codes about the signing key or the keys an entry binds (the verifier's
@@ -70,6 +81,10 @@ __all__ = [
 KEY_CODES = frozenset(
     {"unknown_key", "signer_not_actor", "key_not_valid", "key_revoked", "key_in_use"}
 )
+
+#: The regulator's acts that need ``root_quorum`` root signatures (with an
+#: ``ActorEnrolled`` only when it gives the regulator role).
+ROOT_ACTS = frozenset({"LedgerGenesis", "PolicyAdopted", "ActorEnrolled"})
 
 
 # --- keys ----------------------------------------------------------------------
@@ -298,6 +313,28 @@ def judge(facts: Facts, request: Request, *, every_actor_known: bool = True) -> 
         return _refuse(errors.SystemRetired, f"system {ident} is retired")
     refused = _judge_effects(facts, request, every_actor_known)
     return refused if refused is not None else Judgement(decision.role)
+
+
+def needs_root_quorum(request: Request) -> bool:
+    """Whether ``request`` is one of the regulator's acts of :data:`ROOT_ACTS`."""
+    if request.type not in ROOT_ACTS:
+        return False
+    return request.type != "ActorEnrolled" or "regulator" in request.texts("roles")
+
+
+def judge_root_quorum(request: Request, envelope: ParsedEnvelope, trust: TrustPolicy) -> Judgement:
+    """Do enough distinct regulator root keys, valid at ``request.at`` under ``trust``,
+    sign ``envelope`` (each key counted once)? Admitted for any other act."""
+    if not needs_root_quorum(request):
+        return Judgement("regulator")
+    signed = envelope.signed_by(trust.valid_regulator_keys(request.at))
+    if len(signed) < trust.root_quorum:
+        return _refuse(
+            errors.RootQuorum,
+            f"{request.type} needs {trust.root_quorum} regulator root signatures valid at "
+            f"{format_time(request.at)}, it has {len(signed)}",
+        )
+    return Judgement("regulator")
 
 
 def _judge_signing_key(facts: Facts, signer: Signer, request: Request) -> Judgement | None:

@@ -42,7 +42,7 @@ class MalformedJson(Rejection):
 
 
 class MalformedEnvelope(Rejection):
-    """JSON, but not a DSSE envelope with the ailedger payload type and one signature."""
+    """JSON, but not a DSSE envelope with the ailedger payload type and one to 16 signatures."""
 
     code = "malformed_envelope"
 

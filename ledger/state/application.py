@@ -37,7 +37,7 @@ from ledger.formats.keys import decode_public_key, fingerprint
 from ledger.formats.trust import TrustPolicy
 from ledger.law import events as ev
 from ledger.law import rejections as errors
-from ledger.law.admission import Request, judge
+from ledger.law.admission import Request, judge, judge_root_quorum
 from ledger.state.domain import (
     Actor,
     AISystem,
@@ -348,21 +348,25 @@ class Batch(Recording):
         self._touched.clear()
         try:
             key_fp = self._signing_key(env, event, integrated, signatures)
-            judgement = judge(
-                self,
-                Request(
-                    event.type_name,
-                    event.actor,
-                    event.subject,
-                    key_fp,
-                    integrated,
-                    event,
-                    index,
-                    env.keyid,
-                ),
+            request = Request(
+                event.type_name,
+                event.actor,
+                event.subject,
+                key_fp,
+                integrated,
+                event,
+                index,
+                env.keyid,
             )
+            judgement = judge(self, request)
             if not judgement.admitted:
                 raise judgement.rejection()
+            trust = self.state.trust
+            if stored is None and trust is not None:
+                # new admissions only: what LEDGER holds was judged when integrated
+                quorum = judge_root_quorum(request, env, trust)
+                if not quorum.admitted:
+                    raise quorum.rejection()
             head = self._subject_aggregate(event.subject)
             prev = head.chain_head if head is not None else None
             if stored is not None and stored.prev != prev:

@@ -36,7 +36,8 @@ cosigned checkpoint, before its cosignatures, with a skew allowance),
 (DSSE, over the exact bytes), ``key`` (valid when integrated, as the
 notary judged it, and not revealed compromised by a later revocation),
 ``authority`` (the signer could sign that event: role, own system, not
-suspended, not retired), ``consistency`` (with a checkpoint the reader pinned
+suspended, not retired, a policy the rules read; the regulator's acts signed by
+the trust policy's ``root_quorum`` root keys), ``consistency`` (with a checkpoint the reader pinned
 earlier), ``claim`` (the claimed verdict, recomputed).
 """
 
@@ -80,7 +81,7 @@ from ledger.formats.note import (
 )
 from ledger.formats.timeutil import ClockError, format_time, parse_time
 from ledger.formats.trust import TrustPolicy
-from ledger.law.admission import KEY_CODES, Admission, Request
+from ledger.law.admission import KEY_CODES, Admission, Request, judge_root_quorum
 
 __all__ = ["BUNDLE_FORMAT", "Report", "VerificationError", "verify_bundle"]
 
@@ -625,6 +626,9 @@ def _replay(
                     raise VerificationError(
                         "authority", "a rulebook back-dated before its integration", item.index
                     )
+            quorum = judge_root_quorum(request, item.envelope, trust)
+            if not quorum.admitted:
+                raise VerificationError("authority", str(quorum), item.index)
             state.apply(request)
         except (KeyError, ValueError, TypeError) as e:
             raise VerificationError("entry", f"cannot be applied: {e}", item.index) from None
