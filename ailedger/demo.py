@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,15 +78,17 @@ async def play(
     scenario: Scenario,
     clock: SimulatedClock,
     progress: Progress | None = None,
-    may_submit: Callable[[str], bool] | None = None,
+    notary: Notary | None = None,
 ) -> list[Outcome]:
     """Submit every step at its time through each actor's own client.
 
     A client connects with the actor's own bus identity while the server lets
-    the actor submit (``may_submit``); the scenario's outsider and suspended
-    actors go through the gateway identity (DESIGN §7's HTTP gateway, which
-    forwards signed envelopes), so that the refusal shown is the notary's.
+    the actor submit (as ``notary`` last authorized it); the scenario's outsider
+    and suspended actors go through the home's gateway identity (DESIGN §7's HTTP
+    gateway, which forwards signed envelopes), so that the refusal shown is the
+    notary's.
     """
+    permissions = notary.permissions if notary is not None else None
     trust = home.trust()
     identities = home.identities()
     clients: dict[tuple[str, str], LedgerClient] = {}
@@ -97,7 +99,7 @@ async def play(
     try:
         for step in scenario.steps:
             clock.set(step.at)
-            own = may_submit is not None and may_submit(step.actor)
+            own = permissions is not None and permissions.authorizer.allowed.get(step.actor, False)
             identity = identities.get(step.actor if own else GATEWAY)
             name = identity.name if identity is not None else ""
             client = clients.get((step.actor, name))
@@ -208,12 +210,7 @@ async def _run(workdir: Path, console: Console) -> int:
             transient=True,
             disable=not console.is_terminal,  # a bar only on a terminal
         ) as progress:
-            permissions = notary.permissions
-
-            def may_submit(actor: str) -> bool:
-                return permissions is not None and permissions.authorizer.allowed.get(actor, False)
-
-            outcomes = await play(url, home, scenario, clock, progress, may_submit)
+            outcomes = await play(url, home, scenario, clock, progress, notary)
         await notary.checkpoint()  # cover everything, whatever the cadence
         nc = await connect(url, name="ailedger-demo", **home.bus_identity(READER))
         try:

@@ -218,7 +218,8 @@ async def bus_admin_connection(harness: Harness) -> AsyncGenerator[NATS]:
     """A raw NATS connection allowed to publish anywhere: the *compromised bus* of the
     threat model (docs/threat-model.md). Tests append foreign messages to LEDGER or
     CHECKPOINTS through it to show that readers refuse them. Nothing but tests uses it."""
-    nc = await connect(harness.url, name="ailedger-test-bus-admin")
+    identity = harness.home.bus_identity(SUPERUSER)  # none when the server has no users
+    nc = await connect(harness.url, name="ailedger-test-bus-admin", **identity)
     try:
         yield nc
     finally:

@@ -204,9 +204,11 @@ async def test_readers_only_read_and_the_operator_only_creates(ledger: Harness) 
         for subject in ("ledger.x.y", "checkpoint", "rejected.x", "intake.x.y"):
             assert await reader.refused(subject), subject
         assert await reader.refused("$JS.API.DIRECT.GET.INTAKE", b'{"seq": 1}')
-        for op in ("UPDATE", "DELETE", "PURGE"):
-            for stream in ("LEDGER", "CHECKPOINTS", "REJECTED"):
+        for stream in ("LEDGER", "CHECKPOINTS", "REJECTED", "INTAKE"):
+            for op in ("DELETE", "PURGE"):
                 assert await operator.refused(f"$JS.API.STREAM.{op}.{stream}", b"{}")
+            if stream in ("LEDGER", "CHECKPOINTS"):  # history: its settings never change
+                assert await operator.refused(f"$JS.API.STREAM.UPDATE.{stream}", b"{}")
         assert await operator.refused("$JS.API.STREAM.MSG.DELETE.LEDGER", b"{}")
         assert await operator.refused("$JS.API.CONSUMER.DELETE.INTAKE.notary")
         assert await operator.refused("ledger.x.y")

@@ -12,6 +12,7 @@ import pytest
 
 from ailedger.demo import play
 from ailedger.scenario import START, Scenario
+from ledger.bus.auth import GATEWAY, READER
 from ledger.bus.home import init_home
 from ledger.bus.streams import connect
 from ledger.formats.timeutil import SimulatedClock, format_time
@@ -20,7 +21,7 @@ from ledger.law.rules import Fact, evaluate
 from ledger.state.persistence import store_envs
 from ledger.views.compliance import ComplianceView
 from ledger.views.store import open_view
-from services.notary import serve
+from services.notary import Notary, serve
 from services.projector import rebuild
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -463,18 +464,19 @@ def scenario_view(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Complian
     """The scenario played on a real embedded ledger, then projected into views."""
     tmp = tmp_path_factory.mktemp("scenario")
     home = init_home(tmp / "home", origin="scenario.ailedger.kz/test", at=START)
+    home.identities().ensure(GATEWAY)  # outsiders and suspended actors submit through it
 
     async def run() -> None:
         clock = SimulatedClock(START)
         stop = asyncio.Event()
-        ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        ready: asyncio.Future[tuple[str, Notary]] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(
-            serve(home, stop, clock=clock, on_ready=lambda url, _n: ready.set_result(url))
+            serve(home, stop, clock=clock, on_ready=lambda url, n: ready.set_result((url, n)))
         )
-        url = await asyncio.wait_for(asyncio.shield(ready), 30)
-        outcomes = await play(url, home, Scenario(home.regulator_key()), clock)
+        url, notary = await asyncio.wait_for(asyncio.shield(ready), 30)
+        outcomes = await play(url, home, Scenario(home.regulator_key()), clock, notary=notary)
         assert all(o.as_expected for o in outcomes)
-        nc = await connect(url)
+        nc = await connect(url, **home.bus_identity(READER))
         try:
             state_env, view_env = store_envs(home.state_dir)
             await rebuild(nc, home, state_env, view_env)

@@ -326,7 +326,9 @@ async def connect(
             **options,
         )
     except Exception as e:  # nats-py raises several unrelated types here
-        cause = failures[-1] if failures else e
+        # A refused identity says more than the resets of the attempts after it.
+        refused = [f for f in failures if "authorization" in str(f).lower()]
+        cause = refused[-1] if refused else failures[-1] if failures else e
         raise NatsUnreachable(
             f"cannot connect to NATS at {url}: {str(cause) or type(cause).__name__}"
         ) from None
