@@ -43,13 +43,19 @@ from ledger.bus.client import (
     sign_event,
 )
 from ledger.bus.home import DEFAULT_HOME, Home, init_home, remember_home, resolve_home
-from ledger.bus.logview import LogRow, RejectionRow, describe, read_log, read_rejections
+from ledger.bus.logview import (
+    LogRow,
+    RejectionRow,
+    describe,
+    read_log,
+    read_rejections,
+    sealed_entries,
+)
 from ledger.bus.streams import (
     HDR_DETAIL,
     HDR_EVENT,
     HDR_INTAKE_SUBJECT,
     HDR_REASON,
-    LEDGER,
     REJECTED,
     NatsUnreachable,
     connect,
@@ -732,12 +738,9 @@ def _payload_json(entry: Entry) -> Any:
         return None
 
 
-async def _log_json(nc: Any, start: int, limit: int | None) -> None:
-    """Each entry as one JSON line, with its decoded payload, as it is read."""
-    last = await last_sequence(nc, LEDGER)
-    end = last if limit is None else min(last, start + limit)
-    async for m in read_stream(nc, LEDGER, start + 1, end):
-        entry = Entry.parse(m.data)
+async def _log_json(nc: Any, start: int, limit: int | None, trust: TrustPolicy) -> None:
+    """Each sealed entry as one JSON line, with its decoded payload, as it is read."""
+    async for entry in sealed_entries(nc, trust, start, limit):
         row = describe(entry)
         _emit(
             {
@@ -802,11 +805,15 @@ def log_cmd(
         nc = await _connect(home, nats, "ailedger-log")
         try:
             if as_json:
-                await (_rejected_json(nc, limit) if rejected else _log_json(nc, start, limit))
+                await (
+                    _rejected_json(nc, limit)
+                    if rejected
+                    else _log_json(nc, start, limit, _home(home).trust())
+                )
                 return []
             if rejected:
                 return await read_rejections(nc, limit)
-            return await read_log(nc, start, limit)
+            return await read_log(nc, start, limit, trust=_home(home).trust())
         finally:
             await nc.drain()
 
@@ -867,14 +874,14 @@ def prove(
         if consistency is not None:
             old, new = consistency
             signed = await proofs.find_checkpoint(nc, new)
-            await proofs.sync_tree(nc, tree, new)
+            await proofs.sync_tree(nc, tree, new, trust=_home(home).trust())
             hashes = proofs.consistency(tree, old, new)
             lines = [f"old {old}", f"new {new}", *(base64.b64encode(h).decode() for h in hashes)]
             return ("\n".join(lines) + "\n\n").encode() + signed.note
         if index is None:
             raise CliError("give an entry INDEX, or --consistency OLD NEW")
         signed = await proofs.find_checkpoint(nc, size)
-        await proofs.sync_tree(nc, tree, signed.checkpoint.size)
+        await proofs.sync_tree(nc, tree, signed.checkpoint.size, trust=_home(home).trust())
         return proofs.tlog_proof(tree, index, signed)
 
     sys.stdout.write(asyncio.run(_with_tree(home, nats, job)).decode())
@@ -928,6 +935,7 @@ def export(
             checkpoint_size=at,
             since=since,
             claim=claim,
+            trust=_home(home).trust(),
         )
 
     bundle = asyncio.run(_with_tree(home, nats, job))

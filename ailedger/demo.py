@@ -214,11 +214,11 @@ async def _run(workdir: Path, console: Console) -> int:
         await notary.checkpoint()  # cover everything, whatever the cadence
         nc = await connect(url, name="ailedger-demo", **home.bus_identity(READER))
         try:
-            log_rows = await read_log(nc)
+            log_rows = await read_log(nc, trust=home.trust())
             rejected = await read_rejections(nc)
             with TreeStore(home.tree_path) as tree:
                 bundle = await export_bundle(
-                    nc, tree, subjects=[f"system/{BUNDLE_SYSTEM}"], claim=True
+                    nc, tree, subjects=[f"system/{BUNDLE_SYSTEM}"], claim=True, trust=home.trust()
                 )
             state_env, view_env = store_envs(home.state_dir)
             rebuilt = await rebuild(nc, home, state_env, view_env)

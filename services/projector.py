@@ -152,10 +152,10 @@ async def rebuild(
     """
     trust = home.trust()
     try:
-        signed = await find_checkpoint(nc)
-        note = open_note(
-            signed.note, Verifiers(*(Verifier.from_vkey(k) for k in trust.log_vkeys()))
-        )
+        verifiers = Verifiers(*(Verifier.from_vkey(k) for k in trust.log_vkeys()))
+        # Foreign notes in CHECKPOINTS are skipped: the latest the log signed.
+        signed = await find_checkpoint(nc, verifiers=verifiers)
+        note = open_note(signed.note, verifiers)
         checkpoint = parse_checkpoint(note.text)
     except ProofUnavailable:
         checkpoint = None

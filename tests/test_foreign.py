@@ -5,13 +5,17 @@ checkpoint, and the notary keeps serving (DESIGN §3 "Batch seal", issue 9)."""
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import timedelta
 from pathlib import Path
 
 from ledger.bus.alarms import FOREIGN_MESSAGE
 from ledger.bus.client import sign_event
 from ledger.bus.home import Home
+from ledger.bus.logview import read_log
 from ledger.bus.natsserver import EmbeddedNats
+from ledger.bus.proofs import export_bundle
 from ledger.bus.streams import (
     CHECKPOINT_SUBJECT,
     CHECKPOINTS,
@@ -25,6 +29,7 @@ from ledger.formats.entry import Entry, ledger_subject
 from ledger.formats.keys import generate
 from ledger.formats.merkle import MemoryHashStore
 from ledger.formats.note import Verifier, Verifiers, open_note
+from ledger.formats.tree import TreeStore
 from ledger.law import events as ev
 from ledger.state.application import LedgerState
 from ledger.state.persistence import store_envs
@@ -119,6 +124,25 @@ async def test_foreign_ledger_messages_are_skipped_never_indexed_or_checkpointed
             await nc.close()
         sealed = [m.data for m in stored if m.sequence not in foreign]
         assert len(sealed) == 6 and checkpoint.root_hash == _root_of_sealed(sealed)
+
+        # Wherever index -> sequence is needed (log, proofs, bundles): through the seals.
+        nc = await connect(ledger.url)
+        try:
+            rows = await read_log(nc, trust=home.trust())
+            assert [r.index for r in rows] == list(range(6))
+            assert [r.index for r in await read_log(nc, 4, 1, trust=home.trust())] == [4]
+            with TreeStore(tmp_path / "bundle-tree") as tree:
+                bundle = json.loads(
+                    await export_bundle(
+                        nc, tree, subjects=["system/scorer"], claim=True, trust=home.trust()
+                    )
+                )
+        finally:
+            await nc.close()
+        in_bundle = {base64.b64decode(e["entry"]) for e in bundle["entries"]}
+        foreign_bytes = {m.data for m in stored if m.sequence in foreign}
+        assert in_bundle and not in_bundle & foreign_bytes
+        assert {e["index"] for e in bundle["entries"]} <= set(range(6))
 
         # The projector skips the same messages, with its own alarm.
         nc = await connect(ledger.url)

@@ -46,7 +46,7 @@ async def export(h: Harness, **selection: Any) -> bytes:
     nc = await connect(h.url)
     try:
         with TreeStore(h.home.tree_path) as tree:
-            return await export_bundle(nc, tree, **selection)
+            return await export_bundle(nc, tree, trust=h.home.trust(), **selection)
     finally:
         await nc.close()
 

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 
 import msgspec
 from nats.aio.client import Client as NATS
 
+from ledger.bus.sealed import trusted_reader
 from ledger.bus.streams import (
     HDR_DETAIL,
     HDR_EVENT,
     HDR_INTAKE_SUBJECT,
     HDR_REASON,
-    LEDGER,
     REJECTED,
     last_sequence,
     read_stream,
 )
 from ledger.formats.dsse import EnvelopeError, parse_envelope
 from ledger.formats.entry import Entry
+from ledger.formats.trust import TrustPolicy
 
-__all__ = ["LogRow", "RejectionRow", "read_log", "read_rejections"]
+__all__ = ["LogRow", "RejectionRow", "read_log", "read_rejections", "sealed_entries"]
 
 
 @dataclass(frozen=True)
@@ -68,14 +71,28 @@ def describe(entry: Entry) -> LogRow:
     )
 
 
-async def read_log(nc: NATS, start: int = 0, limit: int | None = None) -> list[LogRow]:
-    """Entries from index ``start`` on, in order."""
-    last = await last_sequence(nc, LEDGER)
-    end = last if limit is None else min(last, start + limit)
-    rows = []
-    async for m in read_stream(nc, LEDGER, start + 1, end):
-        rows.append(describe(Entry.parse(m.data)))
-    return rows
+async def read_log(
+    nc: NATS, start: int = 0, limit: int | None = None, *, trust: TrustPolicy
+) -> list[LogRow]:
+    """Sealed entries from index ``start`` on, in order (foreign messages skipped)."""
+    return [describe(e) async for e in sealed_entries(nc, trust, start, limit)]
+
+
+async def sealed_entries(
+    nc: NATS, trust: TrustPolicy, start: int = 0, limit: int | None = None
+) -> AsyncGenerator[Entry]:
+    """LEDGER's sealed entries from index ``start`` on (at most ``limit``), read
+    through their seals (:mod:`ledger.bus.sealed`)."""
+    end = None if limit is None else start + limit
+    reader = trusted_reader(nc, trust)
+    reader.keep_seals = False
+    async with contextlib.aclosing(reader.read()) as batches:
+        async for batch in batches:
+            for e in batch.entries:
+                if e.index >= start and (end is None or e.index < end):
+                    yield e
+            if end is not None and reader.size >= end:
+                return
 
 
 async def read_rejections(nc: NATS, limit: int | None = None) -> list[RejectionRow]:

@@ -9,13 +9,15 @@ hashes, never a recomputation of the tree.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client as NATS
 
+from ledger.bus.sealed import SealedReader, trusted_reader
 from ledger.bus.streams import (
     CHECKPOINTS,
     LEDGER,
@@ -30,8 +32,9 @@ from ledger.formats.checkpoint import Checkpoint, format_tlog_proof, parse_check
 from ledger.formats.dsse import parse_envelope
 from ledger.formats.entry import Entry, ledger_subject
 from ledger.formats.errors import USAGE, LedgerError
-from ledger.formats.merkle import leaf_hash
+from ledger.formats.note import NoteError, Verifier, Verifiers, open_note
 from ledger.formats.tree import TreeStore
+from ledger.formats.trust import TrustPolicy
 from ledger.law.rules import evaluate, fact_from_entry
 from ledger.verify.bundle import BUNDLE_FORMAT, CLAIM_FORMAT
 
@@ -68,14 +71,23 @@ class SignedCheckpoint:
         return SignedCheckpoint(parse_checkpoint(body.decode() + "\n"), note)
 
 
-async def find_checkpoint(nc: NATS, size: int | None = None) -> SignedCheckpoint:
-    """The latest checkpoint, or the one of tree size ``size``."""
+async def find_checkpoint(
+    nc: NATS, size: int | None = None, *, verifiers: Verifiers | None = None
+) -> SignedCheckpoint:
+    """The latest checkpoint, or the one of tree size ``size``. Messages in
+    CHECKPOINTS that are not checkpoints (or, given ``verifiers``, not signed by
+    one of them) are foreign: skipped."""
     last = await last_sequence(nc, CHECKPOINTS)
     if last == 0:
         raise ProofUnavailable("no checkpoint has been signed yet")
     found = None
     async for m in read_stream(nc, CHECKPOINTS, 1, last):
-        signed = SignedCheckpoint.parse(m.data)
+        try:
+            signed = SignedCheckpoint.parse(m.data)
+            if verifiers is not None:
+                open_note(m.data, verifiers)
+        except (ProofUnavailable, NoteError, ValueError):
+            continue
         if size is None or signed.checkpoint.size == size:
             found = signed
     if found is None:
@@ -83,19 +95,43 @@ async def find_checkpoint(nc: NATS, size: int | None = None) -> SignedCheckpoint
     return found
 
 
-async def sync_tree(nc: NATS, tree: TreeStore, up_to: int) -> None:
-    """Append LEDGER's leaves to ``tree`` until it holds ``up_to`` entries."""
-    size = tree.size
-    if size >= up_to:
+async def sealed_pass(
+    nc: NATS,
+    trust: TrustPolicy,
+    size: int,
+    on_entry: Callable[[int, Entry], None] | None = None,
+) -> SealedReader:
+    """Read LEDGER through its seals up to (at least) ``size`` sealed entries, calling
+    ``on_entry(sequence, entry)`` for each entry below ``size``; return the reader,
+    which maps index to sequence. Foreign messages are skipped."""
+    reader = trusted_reader(nc, trust)
+    reader.keep_seals = False
+    async with contextlib.aclosing(reader.read()) as batches:
+        async for batch in batches:
+            if on_entry is not None:
+                for m, e in zip(batch.messages, batch.entries, strict=True):
+                    if e.index < size:
+                        on_entry(m.sequence, e)
+            if reader.size >= size:
+                break
+    if reader.size < size:
+        raise ProofUnavailable(f"LEDGER holds {reader.size} sealed entries, not {size}")
+    return reader
+
+
+async def sync_tree(nc: NATS, tree: TreeStore, up_to: int, *, trust: TrustPolicy) -> None:
+    """Append LEDGER's sealed leaves to ``tree`` until it holds ``up_to`` entries."""
+    if tree.size >= up_to:
         return
     leaves: list[bytes] = []
-    async for m in read_stream(nc, LEDGER, size + 1, up_to):
-        leaves.append(leaf_hash(m.data))
-        if len(leaves) >= 10_000:
-            size = tree.append(size, leaves)
-            leaves = []
+
+    def leaf(seq: int, entry: Entry) -> None:
+        if entry.index >= tree.size + len(leaves):
+            leaves.append(entry.leaf_hash)
+
+    await sealed_pass(nc, trust, up_to, leaf)
     if leaves:
-        tree.append(size, leaves)
+        tree.append(tree.size, leaves)
 
 
 def tlog_proof(tree: TreeStore, index: int, signed: SignedCheckpoint) -> bytes:
@@ -134,32 +170,41 @@ async def export_bundle(
     checkpoint_size: int | None = None,
     since: int | None = None,
     claim: bool = False,
+    trust: TrustPolicy,
 ) -> bytes:
     """An ``ailedger/bundle/v1`` for the chosen subjects, actor or index range.
 
     It carries the complete ``prev`` chain (as of the checkpoint) of every
     chosen subject, of every signer's key history and of the genesis, each
     entry with its inclusion proof; with ``since``, a consistency proof from
-    the reader's pinned checkpoint of that size.
+    the reader's pinned checkpoint of that size. LEDGER is read through its
+    seals (:mod:`ledger.bus.sealed`): foreign messages never enter a bundle.
     """
-    signed = await find_checkpoint(nc, checkpoint_size)
+    verifiers = Verifiers(*(Verifier.from_vkey(k) for k in trust.log_vkeys()))
+    signed = await find_checkpoint(nc, checkpoint_size, verifiers=verifiers)
     size = signed.checkpoint.size
-    await sync_tree(nc, tree, size)
+    wanted = set(subjects)
+    first, last = index_range if index_range is not None else (0, size - 1)
+    if (actor is not None or index_range is not None) and not 0 <= first <= last < size:
+        raise ProofUnavailable(f"range {first}..{last} is not within the checkpoint (size {size})")
+    if actor is not None:
+        wanted.add(f"actor/{actor}")
+    leaves: list[bytes] = []
+
+    def visit(seq: int, entry: Entry) -> None:
+        if entry.index >= tree.size + len(leaves):
+            leaves.append(entry.leaf_hash)
+        in_range = (actor is not None or index_range is not None) and first <= entry.index <= last
+        if in_range and (actor is None or _signer(entry.encoded) == actor):
+            wanted.add(entry.subject)
+
+    reader = await sealed_pass(nc, trust, size, visit)
+    if leaves:
+        tree.append(tree.size, leaves)
     if tree.root(size) != signed.checkpoint.root_hash:
         raise ProofUnavailable(f"LEDGER's first {size} entries do not give the checkpoint's root")
-
-    wanted = set(subjects)
-    if actor is not None or index_range is not None:
-        first, last = index_range if index_range is not None else (0, size - 1)
-        if not 0 <= first <= last < size:
-            raise ProofUnavailable(
-                f"range {first}..{last} is not within the checkpoint (size {size})"
-            )
-        if actor is not None:
-            wanted.add(f"actor/{actor}")
-        async for m in read_stream(nc, LEDGER, first + 1, last + 1):
-            if actor is None or _signer(m.data) == actor:
-                wanted.add(Entry.parse(m.data).subject)
+    last_sequence_covered = reader.sequence_of(size - 1)
+    assert last_sequence_covered is not None
     if not wanted:
         raise ProofUnavailable("choose a system, an actor or an index range")
 
@@ -170,9 +215,13 @@ async def export_bundle(
         if subject in chains:
             continue
         try:
-            messages = await read_subject(nc, LEDGER, ledger_subject(subject), size)
+            messages = await read_subject(
+                nc, LEDGER, ledger_subject(subject), last_sequence_covered
+            )
         except BusError as e:
             raise ProofUnavailable(f"reading {subject}: {e}") from None
+        # Only sealed entries: a foreign message on the subject is not one.
+        messages = [m for m in messages if _sealed_at(reader, m.sequence, m.data)]
         if not messages:
             if subject in wanted:
                 raise ProofUnavailable(
@@ -213,16 +262,28 @@ async def export_bundle(
             "proof": [_b64(h) for h in consistency(tree, since, size)],
         }
     if claim:
-        doc["claim"] = await _claim(nc, entries, wanted, size)
+        doc["claim"] = await _claim(nc, entries, wanted, size, reader)
     return json.dumps(doc, indent=1).encode() + b"\n"
 
 
-async def _claim(nc: NATS, entries: list[Entry], wanted: set[str], size: int) -> dict[str, Any]:
+def _sealed_at(reader: SealedReader, sequence: int, data: bytes) -> bool:
+    """Whether the message at ``sequence`` is the sealed entry the seals put there."""
+    try:
+        entry = Entry.parse(data)
+    except ValueError:
+        return False
+    return reader.sequence_of(entry.index) == sequence
+
+
+async def _claim(
+    nc: NATS, entries: list[Entry], wanted: set[str], size: int, reader: SealedReader
+) -> dict[str, Any]:
     """The exporter's verdict on each system in the bundle, as of the checkpoint:
     the entries up to its last index, judged at that entry's integration time."""
-    last = await get_message(nc, LEDGER, size)
+    seq = reader.sequence_of(size - 1)
+    last = None if seq is None else await get_message(nc, LEDGER, seq)
     if last is None:
-        raise ProofUnavailable(f"LEDGER #{size} is missing")
+        raise ProofUnavailable(f"entry {size - 1} is missing from LEDGER")
     at = Entry.parse(last.data).integrated
     facts = [fact_from_entry(e) for e in entries]
     systems = sorted(s.partition("/")[2] for s in wanted if s.startswith("system/"))

@@ -29,7 +29,7 @@ import base64
 import binascii
 import bisect
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -162,7 +162,7 @@ class SealedReader:
         if self.keep_seals:
             self.seal_notes.append(seal)
 
-    async def read(self, up_to: int | None = None) -> AsyncIterator[SealedBatch]:
+    async def read(self, up_to: int | None = None) -> AsyncGenerator[SealedBatch]:
         """Yield the sealed batches after :attr:`position`, up to LEDGER's last
         message (or ``up_to``); skip foreign messages with an alarm."""
         last = await last_sequence(self.nc, LEDGER) if up_to is None else up_to
