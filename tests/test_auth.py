@@ -10,8 +10,11 @@ the flusher, flush: the -ERR arrives before the PONG), not by waiting for a time
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +23,20 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
-from ledger.bus.auth import NOTARY, OPERATOR, READER, BusIdentities, render_authorization
+from ledger.bus.auth import (
+    NOTARY,
+    OPERATOR,
+    READER,
+    AuthConfigError,
+    BusIdentities,
+    external_apply,
+    render_authorization,
+)
 from ledger.bus.client import LedgerClient, SubmissionTimeout
 from ledger.bus.home import Home
 from ledger.bus.natsserver import EmbeddedNats, NatsServerError
 from ledger.bus.streams import CREDS_ENV, LEDGER, NatsUnreachable, connect, last_sequence
-from ledger.formats.keys import generate
+from ledger.formats.keys import generate, save_key
 from ledger.law import events as ev
 from tests.conftest import Harness, enrolment_fields, registration_fields
 
@@ -263,3 +274,58 @@ def test_an_invalid_authorization_is_refused_and_the_old_one_stays(
         assert asyncio.run(still_works())
     with pytest.raises(NatsServerError):
         server.reload()
+
+
+async def test_creds_issue_and_submit_with_creds_through_the_cli(
+    ledger: Harness, tmp_path: Path
+) -> None:
+    key, _ = await ledger.enrol("bank", ["owner"])
+    save_key(key, tmp_path / "bank.pem")
+    (tmp_path / "register.json").write_text(
+        json.dumps({"type": "SystemRegistered", **registration_fields("bank", "s1")})
+    )
+    env = {k: v for k, v in os.environ.items() if k != CREDS_ENV}  # no fallback identity
+    where = ("--home", str(ledger.home.path), "--nats", ledger.url)
+    issued = await cli(
+        "creds",
+        "issue",
+        "bank",
+        "-o",
+        "bank.creds",
+        "--home",
+        str(ledger.home.path),
+        env=env,
+        cwd=tmp_path,
+    )
+    assert issued.returncode == 0, issued.stderr
+    assert stat.S_IMODE(os.stat(tmp_path / "bank.creds").st_mode) == 0o600
+    # --creds is what the connection uses: a seed the server does not know is refused
+    stranger = BusIdentities(tmp_path / "other").ensure("bank").seed_path
+    wrong = await cli(
+        "submit", "register.json", "--key", "bank.pem", "--creds", str(stranger),
+        "--timeout", "1", *where, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert wrong.returncode == 3 and "authorization violation" in wrong.stderr.lower()
+    sent = await cli(
+        "submit", "register.json", "--key", "bank.pem", "--creds", "bank.creds", "--json", *where,
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(sent.stdout)["index"] == 2
+
+
+def test_a_failing_reload_command_is_an_error(tmp_path: Path) -> None:
+    apply = external_apply(tmp_path / "auth.conf", "exit 3")
+    with pytest.raises(AuthConfigError, match="reload command"):
+        apply(render_authorization({}, {}))
+    assert stat.S_IMODE(os.stat(tmp_path / "auth.conf").st_mode) == 0o600
+
+
+async def cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ailedger", *args, cwd=cwd, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())

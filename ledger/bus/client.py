@@ -2,8 +2,11 @@
 
 ::
 
-    async with await LedgerClient.connect(url, key, trust=trust) as client:
+    async with await LedgerClient.connect(url, key, trust=trust, creds="bank.creds") as client:
         receipt = await client.submit(client.event(ev.SystemRegistered, subject=..., ...))
+
+``creds`` is the actor's bus credentials file (``ailedger creds issue ACTOR``):
+the server lets it publish only to its own intake subjects (docs/authorization.md).
 
 A submission is published to ``intake.<actor>.<type>`` with ``Nats-Msg-Id`` =
 event id, so retries are safe: INTAKE drops duplicates within its window and
