@@ -10,8 +10,10 @@
     <empty line>
     <DSSE envelope bytes exactly as submitted>
 
-``index`` starts at 0 with no gaps and equals the LEDGER stream sequence minus
-one. ``prev`` chains every subject's history, so an omitted entry is
+``index`` starts at 0 with no gaps; it equals the LEDGER stream sequence minus
+one only as long as no foreign message was appended: readers map index to
+sequence through the batch seals (ledger.formats.seal, ledger.bus.sealed).
+``prev`` chains every subject's history, so an omitted entry is
 detectable. Parsing is all-or-nothing: an :class:`Entry` exists only for bytes
 that are exactly in this form.
 """
@@ -80,6 +82,8 @@ class Entry:
 
     @property
     def stream_sequence(self) -> int:
+        """The stream sequence in a LEDGER without foreign messages (tests, the
+        notary's own fresh batches); readers use the seals instead."""
         return self.index + 1
 
     @staticmethod
