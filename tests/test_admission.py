@@ -24,7 +24,6 @@ from eventsourcing.persistence import Tracking
 
 from ledger.bus.client import LedgerClient, SubmissionRejected, sign_event
 from ledger.bus.home import Home, init_home
-from ledger.bus.natsserver import EmbeddedNats
 from ledger.formats import strictjson
 from ledger.formats.dsse import parse_envelope
 from ledger.formats.entry import Entry
@@ -35,7 +34,7 @@ from ledger.law.admission import KEY_CODES, Admission, Judgement, Request
 from ledger.law.rulebook import default_parameters
 from ledger.verify.bundle import VerificationError, verify_bundle
 from ledger.views.store import open_view
-from tests.conftest import ORIGIN, Harness, running_notary
+from tests.conftest import ORIGIN, Harness, authorized_server, running_notary, serving
 from tests.test_verify import export, forged_bundle, ledger_entries
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -426,9 +425,10 @@ async def run_all(tmp: Path) -> Run:
     keys["regulator"] = home.regulator_key()
     clock = SimulatedClock(T0)
     run = Run()
-    with EmbeddedNats(tmp / "nats") as server:
+    with serving(authorized_server(tmp / "nats", home), home) as server:
         async with running_notary(server.url, home, clock) as h:
-            client = await h.regulator()
+            # every actor's envelope goes through one client: the gateway identity
+            client = await h.client(home.regulator_key(), gateway=True)
             for case in CASES:
                 run.outcomes[case.name] = await judge_case(h, client, clock, keys, case, tmp)
             run.entries = await ledger_entries(h)

@@ -35,7 +35,7 @@ from ledger.formats.trust import TrustedKey
 from ledger.law import events as ev
 from ledger.law.rulebook import default_parameters
 from ledger.verify.bundle import VerificationError, verify_bundle
-from tests.conftest import ORIGIN, Harness, running_notary
+from tests.conftest import ORIGIN, Harness, authorized_server, running_notary, serving
 
 
 async def export(h: Harness, **selection: Any) -> bytes:
@@ -219,8 +219,11 @@ async def test_entries_signed_after_a_later_revealed_compromise_fail(
 
 
 async def test_a_forked_ledger_fails_against_a_pinned_checkpoint(tmp_path: Path, home: Any) -> None:
-    a_server, b_server = EmbeddedNats(tmp_path / "a"), EmbeddedNats(tmp_path / "b")
-    with a_server, b_server:
+    a_server, b_server = (
+        authorized_server(tmp_path / "a", home),
+        authorized_server(tmp_path / "b", home),
+    )
+    with serving(a_server, home), serving(b_server, home):
         async with running_notary(a_server.url, home) as a:
             _, bank = await a.enrol("bank", ["owner"])
             await a.register(bank, "scorer")
@@ -341,8 +344,11 @@ async def test_a_notary_refuses_to_sign_over_a_rewritten_history(tmp_path: Path,
     from ledger.bus.streams import CHECKPOINTS
     from services.notary import NotaryError
 
-    a_server, b_server = EmbeddedNats(tmp_path / "a"), EmbeddedNats(tmp_path / "b")
-    with a_server, b_server:
+    a_server, b_server = (
+        authorized_server(tmp_path / "a", home),
+        authorized_server(tmp_path / "b", home),
+    )
+    with serving(a_server, home), serving(b_server, home):
         async with running_notary(a_server.url, home) as a:
             _, bank = await a.enrol("bank", ["owner"])
             await a.register(bank, "scorer")
