@@ -29,6 +29,7 @@ from ledger.formats.entry import Entry, ledger_subject
 from ledger.formats.keys import generate
 from ledger.formats.merkle import MemoryHashStore
 from ledger.formats.note import Verifier, Verifiers, open_note
+from ledger.formats.seal import HDR_SEAL, sign_seal
 from ledger.formats.tree import TreeStore
 from ledger.law import events as ev
 from ledger.state.application import LedgerState
@@ -203,3 +204,44 @@ async def test_unsigned_note_in_checkpoints_never_bricks_the_notary(
         assert latest is not None and latest[0].size == 3
         _, client = await ledger.enrol("insurer", ["insurer"])
         assert await _signed(ledger)
+
+
+async def test_sealed_but_back_dated_or_replayed_seals_are_foreign(ledger: Harness) -> None:
+    """Even signed by the log key, a batch whose ``integrated`` goes back in time is
+    refused (never decreasing along the whole ledger, across batches); a genuine
+    seal copied onto another message does not bind there."""
+    key, client = await ledger.enrol("bank", ["owner"])
+    await ledger.register(client, "scorer")
+    reader = ledger.notary.sequencer.reader
+    size, integrated = reader.size, reader.last_integrated
+    assert integrated is not None
+    event = client.event(
+        ev.VersionDeployed, subject="system/scorer", version="2", artifact_sha256="ef" * 32
+    )
+    entry = Entry(size, integrated - timedelta(hours=1), "system/scorer", size - 1,
+                  sign_event(event, key))  # fmt: skip
+    frontier = reader.frontier.copy()
+    frontier.append(entry.leaf_hash)
+    nc = await connect(ledger.url)
+    try:
+        last = await last_sequence(nc, LEDGER)
+        (sealed,) = [m async for m in read_stream(nc, LEDGER, last, last)]
+        genuine_seal = sealed.headers[HDR_SEAL]
+    finally:
+        await nc.close()
+    seal = sign_seal(ledger.home.notary_signer(), last + 1, size + 1, frontier.root(),
+                     entry.integrated)  # fmt: skip
+    async with bus_admin_connection(ledger) as bus:
+        js = bus.jetstream()
+        await js.publish(
+            ledger_subject(entry.subject),
+            entry.encoded,
+            headers={HDR_SEAL: seal.header_value},
+            stream=LEDGER,
+        )
+        await js.publish("ledger.x.y", b"replayed", headers={HDR_SEAL: genuine_seal}, stream=LEDGER)
+    (deploy,) = deployments(client, "scorer", 1)
+    receipt = await client.submit(deploy, timeout=20)
+    assert receipt.index == size  # neither message got an index
+    assert reader.foreign == [last + 1, last + 2]
+    assert receipt.integrated >= integrated
