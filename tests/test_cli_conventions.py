@@ -22,6 +22,7 @@ from ailedger import resources
 from ailedger.cli import app
 from ledger.bus.home import Home, init_home
 from ledger.bus.natsserver import EmbeddedNats
+from ledger.bus.streams import CREDS_ENV
 from ledger.formats.keys import generate, save_key
 from ledger.formats.timeutil import ClockError, format_moment, format_time, parse_moment
 from ledger.law import events as ev
@@ -451,6 +452,10 @@ async def test_the_readme_sdk_example_runs(ledger: Harness, tmp_path: Path) -> N
     (tmp_path / ".ailedger").mkdir()
     (tmp_path / ".ailedger" / "trust.json").write_bytes(ledger.home.trust_path.read_bytes())
     (tmp_path / "sdk.py").write_text(block)
+    env = {k: v for k, v in os.environ.items() if k != CREDS_ENV}  # only the bank's own creds
+    where = ("--home", str(ledger.home.path))
+    issued = await cli("creds", "issue", "bank", "-o", "bank.creds", *where, cwd=tmp_path)
+    assert issued.returncode == 0, issued.stderr
     # the pre-signed part: an envelope made by `ailedger sign`
     doc = json.loads(
         (await cli("template", "VersionDeployed", "--actor", "bank", cwd=tmp_path)).stdout
@@ -460,7 +465,7 @@ async def test_the_readme_sdk_example_runs(ledger: Harness, tmp_path: Path) -> N
     assert (await cli("sign", "measure.json", "--key", "bank.pem", cwd=tmp_path)).returncode == 0
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "sdk.py", cwd=tmp_path,
-        env={**os.environ, "AILEDGER_NATS_URL": ledger.url},
+        env={**env, "AILEDGER_NATS_URL": ledger.url},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 60)
