@@ -322,8 +322,16 @@ def creds_issue(
     notary has integrated its enrolment, and refuses it while it is suspended.
     """
     h = _home(home)
+    known = h.identities().get(actor) is not None
     out = h.identities().issue(actor, output or Path(f"{actor}.creds"))
     console.print(f"bus credentials of {actor}: {out} (0600; keep it with the actor)")
+    if not known:
+        # The notary makes an actor's identity when it integrates its enrolment.
+        err.print(
+            f"note: {actor} has no enrolment the notary has seen yet: the server accepts "
+            "these credentials once the notary integrates its enrolment (or next reloads)",
+            highlight=False,
+        )
 
 
 @app.command()

@@ -16,6 +16,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from ledger.bus.auth import (
     READER,
     AuthConfigError,
     BusIdentities,
+    UnknownIdentity,
     external_apply,
     render_authorization,
 )
@@ -329,3 +331,14 @@ async def cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Complete
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
+
+
+def test_identity_names_are_actor_names_or_services_and_none_is_lost(tmp_path: Path) -> None:
+    identities = BusIdentities(tmp_path / "bus")
+    for bad in ("bank\n", "Bank", "a.b", "a*", ">", "_INBOX", ""):
+        with pytest.raises(UnknownIdentity):
+            identities.ensure(bad)
+    names = [f"actor{i}" for i in range(24)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(identities.ensure, names))
+    assert sorted(identities.public_keys()) == sorted(names)

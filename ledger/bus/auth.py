@@ -32,8 +32,10 @@ replaces the old one, and the server reloads it without a restart.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
@@ -127,9 +129,7 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def _valid_name(name: str) -> bool:
-    import re
-
-    return name in SERVICES or re.fullmatch(SLUG.strip("^$"), name) is not None
+    return name in SERVICES or re.fullmatch(SLUG, name) is not None
 
 
 class BusIdentities:
@@ -179,15 +179,22 @@ class BusIdentities:
         for d in (self.directory, self.seeds_dir):
             d.mkdir(parents=True, exist_ok=True)
             os.chmod(d, 0o700)
-        seed: bytes = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
-        kp = nkeys.from_seed(bytearray(seed))
-        public: str = kp.public_key.decode()
-        kp.wipe()
-        path = self.seeds_dir / f"{name}.nk"
-        write_private(path, seed + b"\n")
-        keys = self.public_keys()
-        keys[name] = public
-        write_private(self.index_path, (json.dumps(keys, indent=2, sort_keys=True) + "\n").encode())
+        # The notary (at an enrolment) and `ailedger creds issue` may both add one.
+        with open(self.directory / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            found = self.get(name)
+            if found is not None:
+                return found
+            seed: bytes = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+            kp = nkeys.from_seed(bytearray(seed))
+            public: str = kp.public_key.decode()
+            kp.wipe()
+            path = self.seeds_dir / f"{name}.nk"
+            write_private(path, seed + b"\n")
+            keys = self.public_keys()
+            keys[name] = public
+            index = json.dumps(keys, indent=2, sort_keys=True) + "\n"
+            write_private(self.index_path, index.encode())
         return Identity(name, public, path)
 
     def issue(self, name: str, out: Path) -> Path:
