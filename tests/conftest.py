@@ -240,7 +240,9 @@ class running_notary:
         self.kwargs = kwargs
 
     async def __aenter__(self) -> Harness:
-        await setup_bus(self.url, self.home)  # as the operator
+        ack_wait = self.kwargs.get("ack_wait", 10.0)
+        assert isinstance(ack_wait, float | int)
+        await setup_bus(self.url, self.home, ack_wait=ack_wait)  # as the operator
         self.nc = await connect(self.url, name="ailedger-notary", **self.home.bus_identity(NOTARY))
         server = _SERVERS.get(self.url)
         if server is not None and server.authorization is not None:

@@ -37,10 +37,10 @@ from ledger.bus.auth import (
 from ledger.bus.client import LedgerClient, SubmissionTimeout
 from ledger.bus.home import Home
 from ledger.bus.natsserver import EmbeddedNats, NatsServerError
-from ledger.bus.streams import CREDS_ENV, LEDGER, NatsUnreachable, connect, last_sequence
+from ledger.bus.streams import CREDS_ENV, INTAKE, LEDGER, NatsUnreachable, connect, last_sequence
 from ledger.formats.keys import generate, save_key
 from ledger.law import events as ev
-from tests.conftest import Harness, enrolment_fields, registration_fields
+from tests.conftest import Harness, enrolment_fields, registration_fields, running_notary
 
 
 class Conn:
@@ -342,3 +342,16 @@ def test_identity_names_are_actor_names_or_services_and_none_is_lost(tmp_path: P
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(identities.ensure, names))
     assert sorted(identities.public_keys()) == sorted(names)
+
+
+async def test_the_operator_creates_the_notarys_consumer_with_its_ack_wait(
+    nats_server: EmbeddedNats, home: Home
+) -> None:
+    async with running_notary(nats_server.url, home, ack_wait=2.5):
+        nc = await connect(nats_server.url, **home.bus_identity(OPERATOR))
+        try:
+            info = await nc.jetstream().consumer_info(INTAKE, "notary")
+        finally:
+            await nc.close()
+    assert info.config.ack_wait == 2.5
+    assert info.config.durable_name == "notary"

@@ -211,13 +211,13 @@ def _mentions(path: Path, public_key: str | None) -> bool:
         return False
 
 
-async def setup_bus(nats_url: str, home: Home) -> None:
+async def setup_bus(nats_url: str, home: Home, *, ack_wait: float = 10.0) -> None:
     """As the operator: create the streams and the notary's durable consumer if missing.
     The notary itself has no admin rights on the bus (DESIGN §7)."""
     nc = await connect(nats_url, name="ailedger-setup", **home.bus_identity(OPERATOR))
     try:
         await ensure_streams(nc)
-        await ensure_notary_consumer(nc)
+        await ensure_notary_consumer(nc, ack_wait=ack_wait)
     finally:
         await nc.close()
 
@@ -283,7 +283,7 @@ async def serve(
                 # A new home: its services' users, before anyone connects.
                 authorizer.update({home.trust().regulator: True})
         try:
-            await setup_bus(nats_url, home)
+            await setup_bus(nats_url, home, ack_wait=ack_wait)
             nc = await connect(
                 nats_url, name="ailedger-notary", forever=True, **home.bus_identity(NOTARY)
             )
