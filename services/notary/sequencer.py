@@ -35,7 +35,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from ledger.bus.alarms import Alarms
-from ledger.bus.sealed import SealedBatch, SealedReader
+from ledger.bus.sealed import SealedBatch, SealedReader, trusted_seals
 from ledger.bus.streams import (
     HDR_DETAIL,
     HDR_EVENT,
@@ -123,7 +123,13 @@ class Sequencer:
         self.last_sequence = 0
         self.last_integrated: datetime | None = None
         self._consumer: object | None = None
-        self._seal_cache = SealCache(Verifiers(signer.verifier()))
+        # Seals by any log key of the trust policy, valid at the seal's time (a
+        # rotated-out key's seals stay valid), or, without a policy, by this key.
+        self._seal_cache = (
+            trusted_seals(state.trust)
+            if state.trust is not None
+            else SealCache(Verifiers(signer.verifier()))
+        )
         #: LEDGER as sealed: seals (index -> sequence, receipts), the tree's
         #: frontier, foreign messages skipped with an alarm.
         self.reader = self._new_reader()
@@ -293,7 +299,7 @@ class Sequencer:
         """Final rejections kept in REJECTED with their signed notes: remembered, so
         that the same event id only ever gets the same rejection (after a restart too)."""
         last = await last_sequence(self.nc, REJECTED)
-        verifiers = Verifiers(self.signer.verifier())
+        verifiers = self._seal_cache.verifiers
         n = 0
         async for m in read_stream(self.nc, REJECTED, 1, last, subject="rejected.>"):
             value = m.headers.get(HDR_REJECTION)
