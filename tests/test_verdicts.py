@@ -25,7 +25,7 @@ from ledger.bus.streams import (
 from ledger.formats.note import Signer, Verifier, Verifiers, generate_key
 from ledger.formats.receipt import Receipt
 from ledger.formats.rejection import open_rejection, sign_rejection
-from ledger.formats.seal import HDR_SEAL, open_seal_header
+from ledger.formats.seal import HDR_SEAL, open_seal_header, sign_seal
 from ledger.law import events as ev
 from tests.conftest import Harness, bus_admin_connection, deployments, now, running_notary
 
@@ -163,3 +163,30 @@ async def test_final_rejection_is_signed_kept_and_the_same_after_a_restart(
         assert second.value.code == "system_not_registered"
         assert await ledger.ledger_size() == 3
         await asyncio.sleep(0)
+
+
+async def test_sdk_refuses_a_receipt_that_does_not_prove_its_exact_entry(ledger: Harness) -> None:
+    key, client = await ledger.enrol("bank", ["owner"])
+    await ledger.register(client, "scorer")
+    (event,) = deployments(client, "scorer", 1)
+    envelope = sign_event(event, key)
+    receipt = await client.submit_envelope(envelope, event.event_id, event.type_name)
+    genuine = receipt.note.decode()
+    head, _, _ = genuine.partition("\n\n")
+    proof_line = head.splitlines()[-1]
+    assert proof_line and not proof_line.startswith("event ")
+    flipped = ("B" if proof_line[0] != "B" else "C") + proof_line[1:]
+    impostor = Signer.from_skey(generate_key(ledger.home.trust().origin)[0])
+    resealed = sign_seal(impostor, receipt.seal.seq, receipt.seal.size, receipt.seal.root,
+                         receipt.seal.last).note.decode()  # fmt: skip
+    tampered = {
+        "a header line": genuine.replace(f"subject {receipt.subject}", "subject system/other", 1),
+        "a proof hash": genuine.replace(proof_line, flipped, 1),
+        "the seal": head + "\n\n" + resealed,
+    }
+    for text in tampered.values():  # a header line, a proof hash, the seal
+        verdict = Verdict(status="accepted", event_id=event.event_id, receipt=text)
+        with pytest.raises(UnverifiedVerdict, match="does not verify"):
+            client._conclude(verdict, event.event_id, envelope)
+    ok = Verdict(status="accepted", event_id=event.event_id, receipt=genuine)
+    assert client._conclude(ok, event.event_id, envelope) == receipt
