@@ -481,7 +481,7 @@ def up(
 
         def ready(url: str, notary: Notary) -> None:
             console.print(
-                f"notary up: {notary.origin}, {notary.last_sequence} entries, NATS {url} "
+                f"notary up: {notary.origin}, {notary.size} entries, NATS {url} "
                 f"(pid {os.getpid()}); Ctrl-C to stop",
                 highlight=False,
             )

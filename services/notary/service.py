@@ -126,6 +126,11 @@ class Notary:
         return self.sequencer.last_sequence
 
     @property
+    def size(self) -> int:
+        """Sealed entries in LEDGER (foreign messages are not entries)."""
+        return self.sequencer.reader.size
+
+    @property
     def latest_checkpoint(self) -> tuple[Checkpoint, bytes, int] | None:
         """The last checkpoint in CHECKPOINTS: (checkpoint, signed note, stream sequence)."""
         return self.checkpointer.latest
@@ -146,7 +151,7 @@ class Notary:
         await self.checkpointer.start(await self._log_verifiers())
         await self.sequencer.subscribe()
         await self.lookup.subscribe()
-        log.info("notary ready: %s, %d entries", self.origin, self.last_sequence)
+        log.info("notary ready: %s, %d entries", self.origin, self.size)
 
     async def _log_verifiers(self) -> Verifiers:
         """The ledger's notary keys, once this notary's key is proven to be one of them."""
