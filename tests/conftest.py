@@ -268,7 +268,8 @@ class running_notary:
 
     async def __aexit__(self, *exc: object) -> None:
         for c in self.harness.clients:
-            await c.close()
+            with contextlib.suppress(Exception):  # e.g. an actor the server dropped
+                await c.close()
         self.stop.set()
         await self.task
         await self.notary.close()

@@ -355,3 +355,29 @@ async def test_the_operator_creates_the_notarys_consumer_with_its_ack_wait(
             await nc.close()
     assert info.config.ack_wait == 2.5
     assert info.config.durable_name == "notary"
+
+
+async def test_credentials_issued_for_an_actor_the_notary_never_gave_an_identity(
+    ledger: Harness, tmp_path: Path
+) -> None:
+    """A home from before authorization: its actors have no identity until
+    `ailedger creds issue`; the notary picks it up with its next batch."""
+    await ledger.enrol("bank", ["owner"])
+    identities = ledger.home.identities()
+    old = identities.require("bank")
+    old_seed = tmp_path / "old.nk"
+    old_seed.write_bytes(old.seed_path.read_bytes())
+    # as if the home predated bus identities: bank has none
+    keys = identities.public_keys()
+    del keys["bank"]
+    identities.index_path.write_text(json.dumps(keys))
+    old.seed_path.unlink()
+    _, media = await ledger.enrol("media", ["owner"])  # a reload without bank
+    with pytest.raises(nats.errors.Error, match=r"(?i)authorization violation"):
+        await Conn().open(ledger.url, nkeys_seed=str(old_seed), inbox_prefix="_INBOX.bank")
+    creds = identities.issue("bank", tmp_path / "bank.creds")  # a new identity
+    # the next batch, with no enrolment or suspension in it, reloads the users
+    await ledger.register(media, "m1")
+    conn = await Conn().open(ledger.url, nkeys_seed=str(creds), inbox_prefix="_INBOX.bank")
+    assert not await conn.refused("intake.bank.SystemRegistered")
+    await conn.close()

@@ -32,6 +32,15 @@ class BusPermissions:
         self.authorizer = authorizer
         self.state = state
         self.state_thread = state_thread
+        #: identities.json as of the last refresh: an identity added since
+        #: (``ailedger creds issue``) is picked up with the next batch.
+        self._seen: int | None = None
+
+    def _stamp(self) -> int | None:
+        try:
+            return self.authorizer.identities.index_path.stat().st_mtime_ns
+        except OSError:
+            return None
 
     def _statuses(self, names: Iterable[str]) -> dict[str, bool]:
         """Enrolled actors among ``names``: True may submit, False suspended."""
@@ -52,9 +61,11 @@ class BusPermissions:
         except Exception:
             # The old users stay in force; admission still refuses a suspended actor.
             log.exception("bus authorization NOT reloaded")
+        self._seen = self._stamp()
 
     async def integrated(self, events: Sequence[ev.Event]) -> None:
-        """After a LEDGER batch: reload if it enrolled, suspended or reinstated anyone."""
+        """After a LEDGER batch: reload if it enrolled, suspended or reinstated anyone,
+        or if an identity was added to the home since the last reload."""
         changed = [e for e in events if isinstance(e, _CHANGES)]
-        if changed:
+        if changed or self._stamp() != self._seen:
             await self.refresh([_actor_of(e) for e in changed])
