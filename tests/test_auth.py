@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -35,12 +36,13 @@ from ledger.bus.auth import (
     render_authorization,
 )
 from ledger.bus.client import LedgerClient, SubmissionTimeout
-from ledger.bus.home import Home
+from ledger.bus.home import Home, init_home
 from ledger.bus.natsserver import EmbeddedNats, NatsServerError
 from ledger.bus.streams import CREDS_ENV, INTAKE, LEDGER, NatsUnreachable, connect, last_sequence
 from ledger.formats.keys import generate, save_key
 from ledger.law import events as ev
-from tests.conftest import Harness, enrolment_fields, registration_fields, running_notary
+from services.notary import serve
+from tests.conftest import ORIGIN, Harness, enrolment_fields, registration_fields, running_notary
 
 
 class Conn:
@@ -381,3 +383,22 @@ async def test_credentials_issued_for_an_actor_the_notary_never_gave_an_identity
     conn = await Conn().open(ledger.url, nkeys_seed=str(creds), inbox_prefix="_INBOX.bank")
     assert not await conn.refused("intake.bank.SystemRegistered")
     await conn.close()
+
+
+async def test_a_home_from_before_authorization_comes_up_with_it(tmp_path: Path) -> None:
+    home = init_home(tmp_path / "home", origin=ORIGIN)
+    shutil.rmtree(home.bus_dir)  # as made before bus identities existed
+    stop = asyncio.Event()
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(home, stop, on_ready=lambda url, _n: ready.set_result(url)))
+    try:
+        url = await asyncio.wait_for(asyncio.shield(ready), 30)
+        assert home.identities().get(NOTARY) is not None
+        with pytest.raises(nats.errors.Error, match=r"(?i)authorization violation"):
+            await Conn().open(url)
+        reader = await Conn().open(url, **home.bus_identity(READER))
+        assert reader.nc is not None and await last_sequence(reader.nc, LEDGER) == 1
+        await reader.close()
+    finally:
+        stop.set()
+        await task

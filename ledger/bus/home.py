@@ -106,6 +106,14 @@ class Home:
         """The bus identities (nkeys) of this installation."""
         return BusIdentities(self.bus_dir)
 
+    def ensure_bus_identities(self) -> BusIdentities:
+        """The services' identities and the regulator's (enrolled by the genesis entry),
+        generated where missing: a home made before authorization gets them too."""
+        identities = self.identities()
+        for name in (OPERATOR, NOTARY, READER, self.trust().regulator):
+            identities.ensure(name)
+        return identities
+
     def bus_identity(self, name: str) -> dict[str, Any]:
         """Connect options for identity ``name``, or {} when this home has no bus identities
         (a home made before authorization: the server then needs none either)."""
@@ -207,9 +215,7 @@ def init_home(
     home.genesis_path.write_bytes(sign_event(genesis, regulator_key))
     for d in (home.nats_dir, home.state_dir):
         d.mkdir(parents=True, exist_ok=True)
-    identities = home.identities()
-    for name in (OPERATOR, NOTARY, READER, regulator):
-        identities.ensure(name)
+    home.ensure_bus_identities()
     return home
 
 

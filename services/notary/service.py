@@ -268,14 +268,13 @@ async def serve(
         if nats_url is None:
             # Authorization on by default: the services' users now, the actors'
             # as soon as the notary has read the registry.
-            users = identities.public_keys()
+            users = home.ensure_bus_identities().public_keys()
             # The regulator is enrolled by the genesis entry itself.
             regulator = {home.trust().regulator: True}
-            authorization = render_authorization(users, regulator) if users else None
+            authorization = render_authorization(users, regulator)
             server = EmbeddedNats(home.nats_dir, port=port, authorization=authorization)
             nats_url = await asyncio.to_thread(server.start)
-            if authorization is not None:
-                authorizer = Authorizer(identities, server.authorize)
+            authorizer = Authorizer(identities, server.authorize)
             home.url_file.parent.mkdir(parents=True, exist_ok=True)
             home.url_file.write_text(nats_url + "\n")
         elif home.config().get("auth_file"):
