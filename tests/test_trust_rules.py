@@ -19,6 +19,7 @@ import pytest
 from ledger.bus.client import LedgerClient, SubmissionRejected, sign_event
 from ledger.bus.home import Home
 from ledger.bus.natsserver import EmbeddedNats
+from ledger.bus.streams import HDR_MSG_ID, HDR_REPLY, Verdict
 from ledger.formats import strictjson
 from ledger.formats.checkpoint import CosignatureSigner, cosignature_verifier_key
 from ledger.formats.dsse import add_signature, parse_envelope, sign_envelope
@@ -33,7 +34,14 @@ from ledger.law.rejections import RootQuorum
 from ledger.law.rulebook import default_parameters
 from ledger.verify.bundle import VerificationError, verify_bundle
 from services.notary import NotaryError
-from tests.conftest import Harness, enrolment_fields, now, registration_fields, running_notary
+from tests.conftest import (
+    Harness,
+    bus_admin_connection,
+    enrolment_fields,
+    now,
+    registration_fields,
+    running_notary,
+)
 from tests.test_verify import export, forged_bundle, ledger_entries
 
 HUGE = b"1" * 5000
@@ -117,6 +125,36 @@ async def test_a_stale_envelope_is_refused_within_the_window_accepted(ledger: Ha
     assert await rejected(client, sign_event(old, bank), "SystemRegistered") == "stale"
     recent = registration(bank, "recent", signed_at=now() - timedelta(hours=23))
     await client.submit(recent)
+
+
+async def test_an_integrated_event_resubmitted_after_the_window_gets_its_receipt(
+    nats_server: EmbeddedNats, home: Home
+) -> None:
+    """Freshness refuses old signatures, not old answers: the exact envelope of an
+    entry, reaching the notary again a day later, is answered with its receipt, not
+    ``stale``. (A message id of its own passes INTAKE's duplicate window, as any
+    resubmission after that window does.)"""
+    clock = SimulatedClock(now())
+    async with running_notary(nats_server.url, home, clock=clock) as h:
+        bank, client = await h.enrol("bank", ["owner"])
+        event = registration(bank, "kept", signed_at=clock.now())
+        envelope = sign_event(event, bank)
+        first = await client.submit_signed(envelope)
+        clock.advance(timedelta(hours=25))
+        async with bus_admin_connection(h) as nc:
+            inbox = f"_INBOX.bank.resubmitted.{event.event_id}"
+            sub = await nc.subscribe(inbox)
+            await nc.publish(
+                "intake.bank.SystemRegistered",
+                envelope,
+                headers={HDR_MSG_ID: f"again-{event.event_id}", HDR_REPLY: inbox},
+            )
+            verdict = Verdict.decode((await sub.next_msg(timeout=20)).data)
+        assert verdict.status == "accepted", verdict
+        assert verdict.index == first.index and verdict.receipt == first.note.decode()
+        # a new envelope with the same old signing time is still stale
+        late = registration(bank, "late", signed_at=clock.now() - timedelta(hours=25))
+        assert await rejected(client, sign_event(late, bank), "SystemRegistered") == "stale"
 
 
 def _set_trust(home: Home, **changes: object) -> TrustPolicy:

@@ -432,6 +432,14 @@ class Sequencer:
         """The sequential pass, on the state thread: decide every submission."""
         batch = self.state.begin(first_sequence=self.last_sequence + 1)
         for s in subs:
+            if (
+                isinstance(s.early, errors.Stale)
+                and s.event is not None
+                and self.state.event_record(s.event.event_id) is not None
+            ):
+                # Freshness refuses old signatures, not old answers: an event
+                # already in the ledger is judged (its receipt, or a duplicate).
+                s.early = s.outcome = None
             if s.early is not None or s.env is None or s.event is None:
                 continue  # rejected before admission, or remembered
             s.outcome = None
