@@ -64,6 +64,7 @@ __all__ = [
     "is_valid_name",
     "key_hash",
     "open_note",
+    "open_record",
     "sign_note",
     "signer_key",
     "verifier_key",
@@ -431,6 +432,38 @@ def open_note(msg: bytes, verifiers: Verifiers) -> Note:
     if not sigs:
         raise UnverifiedNoteError(note)
     return note
+
+
+def open_record(
+    note: bytes,
+    verifiers: Verifiers,
+    *,
+    header: str,
+    names: tuple[str, ...],
+    what: str,
+    error: type[Exception],
+) -> tuple[Note, str, dict[str, str]]:
+    """Open a note whose body is ``header``, an origin line, then one ``<name> <value>``
+    line per name, signed by a key named after the origin (ailedger's seals and
+    rejections). Returns the note, the origin and the values; any deviation raises
+    ``error`` with ``what`` naming the record."""
+    try:
+        opened = open_note(note, verifiers)
+    except NoteError as e:
+        raise error(f"{what} signature: {e}") from None
+    lines = opened.text.split("\n")
+    if len(lines) != len(names) + 3 or lines[-1] != "" or lines[0] != header:
+        raise error(f"{what} body is not {header}")
+    origin = lines[1]
+    if not any(sig.name == origin for sig in opened.sigs):
+        raise error(f"{what} of {origin!r} is not signed by a key of that name")
+    fields: dict[str, str] = {}
+    for line, name in zip(lines[2:-1], names, strict=True):
+        key, sep, value = line.partition(" ")
+        if key != name or not sep:
+            raise error(f"{what} line {line[:40]!r}: expected {name}")
+        fields[name] = value
+    return opened, origin, fields
 
 
 def sign_note(text: str | Note, *signers: Signer) -> bytes:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ledger.formats.errors import CHECK_FAILED, LedgerError
-from ledger.formats.note import NoteError, Signer, Verifiers, b64decode_strict, open_note, sign_note
+from ledger.formats.note import Signer, Verifiers, b64decode_strict, open_record, sign_note
 from ledger.formats.timeutil import ClockError, format_time, parse_time
 
 __all__ = [
@@ -87,22 +87,14 @@ def sign_rejection(
 
 def open_rejection(note: bytes, verifiers: Verifiers) -> SignedRejection:
     """Verify the signature by a log key named after the origin; parse strictly."""
-    try:
-        opened = open_note(note, verifiers)
-    except NoteError as e:
-        raise RejectionNoteError(f"rejection signature: {e}") from None
-    lines = opened.text.split("\n")
-    if len(lines) != 7 or lines[6] != "" or lines[0] != REJECTION_HEADER:
-        raise RejectionNoteError("rejection body is not ailedger/rejection/v1")
-    origin = lines[1]
-    if not any(sig.name == origin for sig in opened.sigs):
-        raise RejectionNoteError(f"rejection of {origin!r} is not signed by a key of that name")
-    fields: dict[str, str] = {}
-    for line, name in zip(lines[2:6], ("event", "envelope", "code", "at"), strict=True):
-        key, sep, value = line.partition(" ")
-        if key != name or not sep:
-            raise RejectionNoteError(f"rejection line {line[:40]!r}: expected {name}")
-        fields[name] = value
+    opened, origin, fields = open_record(
+        note,
+        verifiers,
+        header=REJECTION_HEADER,
+        names=("event", "envelope", "code", "at"),
+        what="rejection",
+        error=RejectionNoteError,
+    )
     if not _UUID.fullmatch(fields["event"]) or not _CODE.fullmatch(fields["code"]):
         raise RejectionNoteError("rejection event id or code is malformed")
     try:

@@ -34,11 +34,10 @@ from ledger.formats.merkle import (
     tree_hash,
 )
 from ledger.formats.note import (
-    NoteError,
     Signer,
     Verifiers,
     b64decode_strict,
-    open_note,
+    open_record,
     sign_note,
 )
 from ledger.formats.timeutil import ClockError, format_time, parse_time
@@ -117,22 +116,14 @@ def sign_seal(signer: Signer, seq: int, size: int, root: bytes, last: datetime) 
 
 def open_seal(note: bytes, verifiers: Verifiers) -> Seal:
     """Verify the seal's signature by a log key named after its origin; parse strictly."""
-    try:
-        opened = open_note(note, verifiers)
-    except NoteError as e:
-        raise SealError(f"seal signature: {e}") from None
-    lines = opened.text.split("\n")
-    if len(lines) != 7 or lines[6] != "" or lines[0] != SEAL_HEADER:
-        raise SealError("seal body is not ailedger/seal/v1")
-    origin = lines[1]
-    if not any(sig.name == origin for sig in opened.sigs):
-        raise SealError(f"seal of {origin!r} is not signed by a key of that name")
-    fields: dict[str, str] = {}
-    for line, name in zip(lines[2:6], ("seq", "size", "root", "last"), strict=True):
-        key, sep, value = line.partition(" ")
-        if key != name or not sep:
-            raise SealError(f"seal line {line[:40]!r}: expected {name}")
-        fields[name] = value
+    opened, origin, fields = open_record(
+        note,
+        verifiers,
+        header=SEAL_HEADER,
+        names=("seq", "size", "root", "last"),
+        what="seal",
+        error=SealError,
+    )
     seq = parse_uint(fields["seq"], "seq", SealError)
     size = parse_uint(fields["size"], "size", SealError)
     try:
