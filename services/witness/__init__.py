@@ -1,0 +1,1 @@
+"""The witness: an independent C2SP tlog-witness that cosigns consistent checkpoints."""
