@@ -65,6 +65,7 @@ from ledger.bus.streams import (
 from ledger.formats.dsse import EnvelopeError, add_signature, parse_envelope
 from ledger.formats.entry import Entry
 from ledger.formats.errors import BUG, CHECK_FAILED, USAGE, LedgerError
+from ledger.formats.heads import HeadsLeaf
 from ledger.formats.keys import ActorKey, generate, load_key, save_key
 from ledger.formats.receipt import Receipt
 from ledger.formats.timeutil import SystemClock, format_moment, format_time, parse_moment
@@ -739,7 +740,14 @@ def submit(
     sys.stdout.write(receipt.note.decode())
 
 
-def _payload_json(entry: Entry) -> Any:
+def _payload_json(entry: Entry | HeadsLeaf) -> Any:
+    if isinstance(entry, HeadsLeaf):
+        return {
+            "format": "ailedger/heads/v1",
+            "size": entry.size,
+            "subjects": entry.subjects,
+            "root": base64.b64encode(entry.root).decode(),
+        }
     try:
         return json.loads(parse_envelope(entry.envelope).payload)
     except (EnvelopeError, ValueError):
@@ -748,8 +756,8 @@ def _payload_json(entry: Entry) -> Any:
 
 async def _log_json(nc: Any, start: int, limit: int | None, trust: TrustPolicy) -> None:
     """Each sealed entry as one JSON line, with its decoded payload, as it is read."""
-    async for entry in sealed_entries(nc, trust, start, limit):
-        row = describe(entry)
+    async for entry, sealed_at in sealed_entries(nc, trust, start, limit):
+        row = describe(entry, sealed_at)
         _emit(
             {
                 "index": row.index,

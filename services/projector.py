@@ -85,16 +85,18 @@ class Projector:
     ) -> int:
         """Apply every sealed entry not yet applied; return the LEDGER sequence reached.
 
-        ``on_entry`` sees every sealed entry in index order (applied or not)."""
+        ``on_entry`` sees every sealed leaf in index order (applied or not), heads
+        leaves included."""
         last = await last_sequence(self.nc, LEDGER)
         state_pos, view_pos = await self.state_thread.call(self.positions)
         applied = min(state_pos, view_pos)
         async for batch in self.reader.read(last):
-            chunk = [(m.sequence, m.data) for m in batch.messages]
             if on_entry is not None:
-                for seq, data in chunk:
-                    on_entry(seq, data)
-            if chunk[-1][0] > applied:
+                for m in batch.messages:
+                    on_entry(m.sequence, m.data)
+            # Heads leaves are the notary's, about no subject: not projected.
+            chunk = [(m.sequence, m.data) for m, _ in batch.subject_entries()]
+            if chunk and chunk[-1][0] > applied:
                 await self.state_thread.call(self._apply, chunk, batch.first_index)
             if on_progress is not None:
                 on_progress(batch.last_sequence, last)

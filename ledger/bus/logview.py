@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import msgspec
 from nats.aio.client import Client as NATS
 
-from ledger.bus.sealed import trusted_reader
+from ledger.bus.sealed import Leaf, trusted_reader
 from ledger.bus.streams import (
     HDR_DETAIL,
     HDR_EVENT,
@@ -21,7 +21,7 @@ from ledger.bus.streams import (
     read_stream,
 )
 from ledger.formats.dsse import EnvelopeError, parse_envelope
-from ledger.formats.entry import Entry
+from ledger.formats.heads import HeadsLeaf
 from ledger.formats.trust import TrustPolicy
 
 __all__ = ["LogRow", "RejectionRow", "read_log", "read_rejections", "sealed_entries"]
@@ -55,7 +55,23 @@ class _Head(msgspec.Struct):
     event_id: str = "?"
 
 
-def describe(entry: Entry) -> LogRow:
+#: How ``ailedger log`` names the notary's heads leaves (they have no signer or subject).
+HEADS_ROW_SIGNER = "notary"
+HEADS_ROW_TYPE = "HeadsLeaf"
+
+
+def describe(entry: Leaf, sealed_at: datetime | None = None) -> LogRow:
+    """One log row; a heads leaf is a notary row, dated by its seal (``sealed_at``)."""
+    if isinstance(entry, HeadsLeaf):
+        return LogRow(
+            entry.index,
+            sealed_at or datetime.min.replace(tzinfo=UTC),
+            HEADS_ROW_SIGNER,
+            HEADS_ROW_TYPE,
+            f"heads of [0, {entry.size}): {entry.subjects} subjects",
+            None,
+            "-",
+        )
     try:
         head = msgspec.json.decode(parse_envelope(entry.envelope).payload, type=_Head)
     except (EnvelopeError, msgspec.DecodeError, msgspec.ValidationError):
@@ -75,14 +91,14 @@ async def read_log(
     nc: NATS, start: int = 0, limit: int | None = None, *, trust: TrustPolicy
 ) -> list[LogRow]:
     """Sealed entries from index ``start`` on, in order (foreign messages skipped)."""
-    return [describe(e) async for e in sealed_entries(nc, trust, start, limit)]
+    return [describe(e, at) async for e, at in sealed_entries(nc, trust, start, limit)]
 
 
 async def sealed_entries(
     nc: NATS, trust: TrustPolicy, start: int = 0, limit: int | None = None
-) -> AsyncGenerator[Entry]:
-    """LEDGER's sealed entries from index ``start`` on (at most ``limit``), read
-    through their seals (:mod:`ledger.bus.sealed`)."""
+) -> AsyncGenerator[tuple[Leaf, datetime]]:
+    """LEDGER's sealed leaves from index ``start`` on (at most ``limit``), read
+    through their seals (:mod:`ledger.bus.sealed`), each with its seal's time."""
     end = None if limit is None else start + limit
     reader = trusted_reader(nc, trust)
     reader.keep_seals = False
@@ -90,7 +106,7 @@ async def sealed_entries(
         async for batch in batches:
             for e in batch.entries:
                 if e.index >= start and (end is None or e.index < end):
-                    yield e
+                    yield e, batch.seal.last
             if end is not None and reader.size >= end:
                 return
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 
-from ledger.bus.sealed import SealedReader, trusted_reader
+from ledger.bus.sealed import Leaf, SealedReader, trusted_reader
 from ledger.bus.streams import (
     CHECKPOINTS,
     LEDGER,
@@ -32,6 +32,7 @@ from ledger.formats.checkpoint import Checkpoint, format_tlog_proof, parse_check
 from ledger.formats.dsse import parse_envelope
 from ledger.formats.entry import Entry, ledger_subject
 from ledger.formats.errors import USAGE, LedgerError
+from ledger.formats.heads import HeadsLeaf
 from ledger.formats.note import NoteError, Verifier, Verifiers, open_note
 from ledger.formats.tree import TreeStore
 from ledger.formats.trust import TrustPolicy
@@ -99,7 +100,7 @@ async def sealed_pass(
     nc: NATS,
     trust: TrustPolicy,
     size: int,
-    on_entry: Callable[[int, Entry], None] | None = None,
+    on_entry: Callable[[int, Leaf], None] | None = None,
 ) -> SealedReader:
     """Read LEDGER through its seals up to (at least) ``size`` sealed entries, calling
     ``on_entry(sequence, entry)`` for each entry below ``size``; return the reader,
@@ -125,7 +126,7 @@ async def sync_tree(nc: NATS, tree: TreeStore, up_to: int, *, trust: TrustPolicy
         return
     leaves: list[bytes] = []
 
-    def leaf(seq: int, entry: Entry) -> None:
+    def leaf(seq: int, entry: Leaf) -> None:
         if entry.index >= tree.size + len(leaves):
             leaves.append(entry.leaf_hash)
 
@@ -191,9 +192,11 @@ async def export_bundle(
         wanted.add(f"actor/{actor}")
     leaves: list[bytes] = []
 
-    def visit(seq: int, entry: Entry) -> None:
+    def visit(seq: int, entry: Leaf) -> None:
         if entry.index >= tree.size + len(leaves):
             leaves.append(entry.leaf_hash)
+        if isinstance(entry, HeadsLeaf):
+            return
         in_range = (actor is not None or index_range is not None) and first <= entry.index <= last
         if in_range and (actor is None or _signer(entry.encoded) == actor):
             wanted.add(entry.subject)

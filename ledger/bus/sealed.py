@@ -11,7 +11,11 @@ reads LEDGER batch by batch and yields a :class:`SealedBatch` only when
   well-formed entry with the next index;
 - ``integrated`` never decreases, from the previous batch on, and the seal's
   ``last`` is the batch's last ``integrated``;
-- the entries fold, after every earlier sealed leaf, to the seal's ``root``.
+- the entries fold, after every earlier sealed leaf, to the seal's ``root``;
+- a heads leaf (``ailedger/heads/v1``, :mod:`ledger.formats.heads`) stands
+  alone in its batch, at the index equal to its ``size``, and its seal's
+  ``last`` (the notary's time when it sealed it) is not before the previous
+  ``integrated``.
 
 Anything else is *foreign* (an unsealed message, a wrongly sealed run, a
 replayed seal): it gets no index, is never applied and never covered by a
@@ -38,13 +42,31 @@ from nats.aio.client import Client as NATS
 from ledger.bus.alarms import FOREIGN_MESSAGE, Alarms
 from ledger.bus.streams import LEDGER, StoredMessage, last_sequence, read_stream
 from ledger.formats.entry import Entry, MalformedEntryError
+from ledger.formats.heads import HeadsLeaf, MalformedHeadsError, is_heads_leaf
 from ledger.formats.merkle import empty_root, node_hash, stored_hash_index
 from ledger.formats.note import Verifier, Verifiers
 from ledger.formats.seal import HDR_SEAL, Seal, SealCache, SealError
 from ledger.formats.timeutil import format_time
 from ledger.formats.trust import TrustPolicy
 
-__all__ = ["Frontier", "SealedBatch", "SealedReader", "trusted_reader", "trusted_seals"]
+__all__ = [
+    "Frontier",
+    "Leaf",
+    "SealedBatch",
+    "SealedReader",
+    "parse_leaf",
+    "trusted_reader",
+    "trusted_seals",
+]
+
+#: A sealed log leaf: an entry about a subject, or a heads leaf of the notary.
+Leaf = Entry | HeadsLeaf
+
+
+def parse_leaf(data: bytes) -> Leaf:
+    """The leaf stored in ``data``: a heads leaf or an entry (all-or-nothing)."""
+    return HeadsLeaf.parse(data) if is_heads_leaf(data) else Entry.parse(data)
+
 
 log = logging.getLogger("ailedger.sealed")
 
@@ -92,15 +114,28 @@ class Frontier:
 
 @dataclass(frozen=True)
 class SealedBatch:
-    """One sealed batch: its seal, its messages (consecutive sequences) and entries."""
+    """One sealed batch: its seal, its messages (consecutive sequences) and leaves:
+    entries, or one heads leaf alone."""
 
     seal: Seal
     messages: list[StoredMessage]
-    entries: list[Entry]
+    entries: list[Leaf]
 
     @property
     def first_index(self) -> int:
         return self.entries[0].index
+
+    @property
+    def heads(self) -> HeadsLeaf | None:
+        """The heads leaf, if this is the batch of one."""
+        first = self.entries[0]
+        return first if isinstance(first, HeadsLeaf) else None
+
+    def subject_entries(self) -> list[tuple[StoredMessage, Entry]]:
+        """The entries about subjects, with their messages (heads leaves left out)."""
+        return [
+            (m, e) for m, e in zip(self.messages, self.entries, strict=True) if isinstance(e, Entry)
+        ]
 
     @property
     def first_sequence(self) -> int:
@@ -148,13 +183,13 @@ class SealedReader:
         i = bisect.bisect_right(self.sizes, index)
         return self.seal_notes[i] if self.keep_seals and i < len(self.seal_notes) else None
 
-    def add_own(self, seal: Seal, entries: Sequence[Entry]) -> None:
+    def add_own(self, seal: Seal, entries: Sequence[Leaf]) -> None:
         """A batch this process just appended (and LEDGER acknowledged)."""
         for e in entries:
             self.frontier.append(e.leaf_hash)
         self._remember(seal)
         self.position = max(self.position, seal.seq + len(entries) - 1)
-        self.last_integrated = entries[-1].integrated
+        self.last_integrated = seal.last
 
     def _remember(self, seal: Seal) -> None:
         self.sizes.append(seal.size)
@@ -216,16 +251,18 @@ class SealedReader:
             self._foreign(before, "no seal covers it")
         entries, frontier = problem
         self.frontier = frontier
-        self.last_integrated = entries[-1].integrated
+        self.last_integrated = seal.last
         self._remember(seal)
         return SealedBatch(seal, run, entries)
 
     def _verify_run(
         self, seal: Seal, run: list[StoredMessage]
-    ) -> str | tuple[list[Entry], Frontier]:
+    ) -> str | tuple[list[Leaf], Frontier]:
         if seal.size - self.size != len(run):
             return f"seal says size {seal.size}, the batch makes it {self.size + len(run)}"
-        entries = []
+        if any(is_heads_leaf(m.data) for m in run):
+            return self._verify_heads(seal, run)
+        entries: list[Leaf] = []
         previous = self.last_integrated
         frontier = self.frontier.copy()
         for m in run:
@@ -243,11 +280,35 @@ class SealedReader:
             previous = entry.integrated
             frontier.append(entry.leaf_hash)
             entries.append(entry)
-        if entries[-1].integrated != seal.last:
+        if previous != seal.last:
             return "seal's last time is not its batch's last integrated"
         if frontier.root() != seal.root:
             return f"batch does not fold to the seal's root (size {seal.size})"
         return entries, frontier
+
+    def _verify_heads(
+        self, seal: Seal, run: list[StoredMessage]
+    ) -> str | tuple[list[Leaf], Frontier]:
+        m = run[0]
+        if len(run) != 1:
+            return "a heads leaf is sealed alone, not inside a batch"
+        try:
+            heads = HeadsLeaf.parse(m.data)
+        except MalformedHeadsError as e:
+            return f"#{m.sequence} is not a heads leaf: {e}"
+        if heads.size != self.size:
+            return f"#{m.sequence}: heads leaf of size {heads.size} stands at index {self.size}"
+        previous = self.last_integrated
+        if previous is not None and seal.last < previous:
+            return (
+                f"#{m.sequence}: heads leaf sealed at {format_time(seal.last)}, before "
+                f"{format_time(previous)}"
+            )
+        frontier = self.frontier.copy()
+        frontier.append(heads.leaf_hash)
+        if frontier.root() != seal.root:
+            return f"heads leaf does not fold to the seal's root (size {seal.size})"
+        return [heads], frontier
 
 
 def trusted_seals(trust: TrustPolicy) -> SealCache:
