@@ -206,6 +206,7 @@ class LedgerState(EventSourcedProjection[UUID]):
         commit_every: int = 500,
         on_entry: Callable[[Entry], None] | None = None,
         first_index: int | None = None,
+        signatures: SignatureCheck | None = None,
     ) -> int:
         """Apply stored LEDGER entries ``(stream sequence, bytes)`` in order.
 
@@ -213,6 +214,8 @@ class LedgerState(EventSourcedProjection[UUID]):
         a redelivery changes nothing. Returns the number applied. With
         ``first_index`` (a sealed batch: consecutive sequences, the first
         holding that index) the index is not derived from the sequence.
+        ``signatures``: how envelopes are checked (default
+        :func:`trust_hinted_key`; a monitor, which trusts no seal, verifies them).
         """
         applied = 0
         position = self.position()
@@ -227,7 +230,7 @@ class LedgerState(EventSourcedProjection[UUID]):
                 # After a gap (foreign messages): a new batch at this sequence.
                 self._commit_replayed(batch)
                 batch = self.begin(first_sequence=seq)
-            batch.apply_stored(seq, data)
+            batch.apply_stored(seq, data, signatures=signatures or trust_hinted_key)
             applied += 1
             if on_entry is not None:
                 on_entry(batch.admitted[-1].entry)
@@ -300,8 +303,11 @@ class Batch(Recording):
         """
         return self._integrate(env, event, self.next_index, integrated, signatures, None)
 
-    def apply_stored(self, sequence: int, data: bytes) -> Admitted:
-        """Apply an entry read from LEDGER, checking the ledger's own structure."""
+    def apply_stored(
+        self, sequence: int, data: bytes, *, signatures: SignatureCheck | None = None
+    ) -> Admitted:
+        """Apply an entry read from LEDGER, checking the ledger's own structure
+        (signatures with ``signatures``, default :func:`trust_hinted_key`)."""
         try:
             entry = Entry.parse(data)
             env = parse_envelope(entry.envelope)
@@ -314,7 +320,7 @@ class Batch(Recording):
             )
         try:
             return self._integrate(
-                env, event, entry.index, entry.integrated, trust_hinted_key, entry
+                env, event, entry.index, entry.integrated, signatures or trust_hinted_key, entry
             )
         except (errors.Rejection, AlreadyIntegrated) as e:
             raise LedgerCorrupt(f"LEDGER entry {entry.index} breaks a rule: {e}") from None
