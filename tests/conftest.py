@@ -154,6 +154,17 @@ def serving(server: EmbeddedNats, home: Home) -> Iterator[EmbeddedNats]:
         server.stop()
 
 
+@pytest.fixture(autouse=True)
+def own_config_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Each test its own $XDG_CONFIG_HOME: the remembered home and the checkpoints
+    `ailedger verify` pins never leak from one test into another."""
+    path = tmp_path_factory.mktemp("xdg")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(path))
+    return path
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Home:
     path = tmp_path / "home"
