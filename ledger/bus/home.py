@@ -6,6 +6,8 @@
     DIR/genesis.json        LedgerGenesis, signed by the regulator root (becomes index 0)
     DIR/keys/regulator.pem  the regulator's root key (0600)
     DIR/keys/notary.pem     the notary's key: signs receipts and checkpoints (0600)
+    DIR/keys/witness.pem    the local witness's key: cosigns checkpoints (0600)
+    DIR/witness/            the local witness's state (what it cosigned; never derived)
     DIR/nats/               the embedded NATS server's store (``ailedger up``)
     DIR/state/              derived state (SQLite), always rebuildable from LEDGER
     DIR/run/nats.url        the URL of the running embedded server
@@ -36,6 +38,7 @@ from ledger.formats.keys import ActorKey, generate, load_key, save_key
 from ledger.formats.note import Signer, verifier_key
 from ledger.formats.timeutil import SystemClock
 from ledger.formats.trust import TrustedKey, TrustPolicy
+from ledger.formats.witness import create_witness_key, load_witness_key, witness_name
 from ledger.law import events as ev
 from ledger.law.rulebook import default_policy
 
@@ -85,6 +88,16 @@ class Home:
     @property
     def notary_key_path(self) -> Path:
         return self.keys_dir / "notary.pem"
+
+    @property
+    def witness_key_path(self) -> Path:
+        """The key of this home's own witness (``ailedger witness``; 0600)."""
+        return self.keys_dir / "witness.pem"
+
+    @property
+    def witness_dir(self) -> Path:
+        """The witness's durable state: what it cosigned (not derived, never delete it)."""
+        return self.path / "witness"
 
     @property
     def nats_dir(self) -> Path:
@@ -163,6 +176,18 @@ class Home:
     def notary_signer(self) -> Signer:
         key = load_key(self.notary_key_path)
         return Signer.from_private_key(self.trust().origin, key.private_key)
+
+    def witness_name(self) -> str:
+        """The name of this home's witness key: ``<host of the origin>/witness``."""
+        return witness_name(self.trust().origin)
+
+    def ensure_witness_key(self, origin: str | None = None) -> str:
+        """Create the witness key where missing; return its cosignature verifier key.
+        ``origin``: the log's (default: the trust policy's, which must then exist)."""
+        name = witness_name(origin) if origin is not None else self.witness_name()
+        if not self.witness_key_path.exists():
+            return create_witness_key(self.witness_key_path, name)
+        return load_witness_key(self.witness_key_path, name).verifier().vkey
 
     def regulator_key(self) -> ActorKey:
         return load_key(self.regulator_key_path)
