@@ -1347,5 +1347,9 @@ def demo(
     raise typer.Exit(run_demo(console, keep))
 
 
+# Commands in modules of their own register themselves on `app` when imported.
+import ailedger.witnesscmd  # noqa: E402, F401
+
+
 def main() -> None:
     app()

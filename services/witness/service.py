@@ -417,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", type=Path, default=None, help="state directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)  # its start/stop chatter
     try:
         home = Home(resolve_home(args.home))
         if not home.exists():
