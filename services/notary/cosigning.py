@@ -44,7 +44,7 @@ from ledger.formats.witness import (
     parse_size_response,
 )
 
-__all__ = ["MAX_ANSWER", "CosigningError", "ProofFrom", "collect_cosignatures"]
+__all__ = ["MAX_ANSWER", "CosigningError", "ProofFrom", "WitnessRefused", "collect_cosignatures"]
 
 #: A consistency proof from the given old size to the checkpoint's size.
 ProofFrom = Callable[[int], Awaitable[list[bytes]]]
@@ -68,8 +68,12 @@ class CosigningError(LedgerError):
         self.answers = answers
 
 
-class _Refused(Exception):
-    """One witness's answer, when it is not a valid cosignature."""
+class WitnessRefused(LedgerError):
+    """One witness did not give a valid cosignature (its answer is named); only
+    :class:`CosigningError` leaves :func:`collect_cosignatures`."""
+
+    code = "witness_refused"
+    exit_status = UNAVAILABLE
 
 
 async def _post(client: httpx.AsyncClient, url: str, body: bytes) -> tuple[int, str, bytes]:
@@ -79,7 +83,7 @@ async def _post(client: httpx.AsyncClient, url: str, body: bytes) -> tuple[int, 
         async for chunk in response.aiter_bytes():
             data += chunk
             if len(data) > MAX_ANSWER:
-                raise _Refused(f"answer larger than {MAX_ANSWER} bytes")
+                raise WitnessRefused(f"answer larger than {MAX_ANSWER} bytes")
         return response.status_code, response.headers.get("content-type", ""), bytes(data)
 
 
@@ -94,15 +98,15 @@ def _cosignatures(text: bytes, answer: bytes, verifiers: Verifiers) -> list[Sign
     if not answer.endswith(b"\n") or not all(
         line.startswith("— ".encode()) for line in answer[:-1].split(b"\n")
     ):
-        raise _Refused(f"200 without cosignature lines: {_first_line(answer)!r}")
+        raise WitnessRefused(f"200 without cosignature lines: {_first_line(answer)!r}")
     try:
         opened = open_note(text + b"\n" + answer, verifiers)
     except UnverifiedNoteError:
-        raise _Refused("no cosignature by a witness key of the trust policy") from None
+        raise WitnessRefused("no cosignature by a witness key of the trust policy") from None
     except InvalidSignatureError as e:
-        raise _Refused(f"a cosignature that does not verify ({e})") from None
+        raise WitnessRefused(f"a cosignature that does not verify ({e})") from None
     except NoteError as e:
-        raise _Refused(f"malformed cosignature lines ({e})") from None
+        raise WitnessRefused(f"malformed cosignature lines ({e})") from None
     return list(opened.sigs)
 
 
@@ -128,23 +132,23 @@ async def _ask(
             try:
                 theirs = parse_size_response(answer)
             except MalformedWitnessResponse as e:
-                raise _Refused(f"409 {e}") from None
+                raise WitnessRefused(f"409 {e}") from None
             if theirs > size:
-                raise _Refused(
+                raise WitnessRefused(
                     f"409: the witness cosigned size {theirs}, above this checkpoint's {size}"
                 )
             if proof_from is None or theirs == old_size:
-                raise _Refused(
+                raise WitnessRefused(
                     f"409: the witness's latest cosigned size is {theirs}, not {old_size}"
                 )
             try:
                 proof = await proof_from(theirs)
             except LedgerError as e:
-                raise _Refused(f"409: no consistency proof from size {theirs}: {e}") from None
+                raise WitnessRefused(f"409: no consistency proof from size {theirs}: {e}") from None
             old_size = theirs
             continue
-        raise _Refused(f"HTTP {status}: {_first_line(answer)}")
-    raise _Refused(f"409 again after {_RETRIES} retries with the witness's size")
+        raise WitnessRefused(f"HTTP {status}: {_first_line(answer)}")
+    raise WitnessRefused(f"409 again after {_RETRIES} retries with the witness's size")
 
 
 async def _answer(ask: Awaitable[list[Signature]], timeout: float) -> list[Signature] | str:
@@ -152,7 +156,7 @@ async def _answer(ask: Awaitable[list[Signature]], timeout: float) -> list[Signa
     try:
         async with asyncio.timeout(timeout):
             return await ask
-    except _Refused as e:
+    except WitnessRefused as e:
         return str(e)
     except TimeoutError:
         return f"no answer within {timeout:g} s"
