@@ -187,7 +187,7 @@ def rejections_table(rows: list[RejectionRow], title: str = "REJECTED") -> Table
 
 
 async def _run(workdir: Path, console: Console) -> int:
-    home = init_home(workdir / "ledger", origin=DEMO_ORIGIN, at=START)
+    home = init_home(workdir / "ledger", origin=DEMO_ORIGIN, at=START, local_witness=True)
     home.identities().ensure(GATEWAY)
     console.print(f"[bold]ailedger demo[/] in {workdir}")
     console.print(f"  trust policy  {home.trust_path}")

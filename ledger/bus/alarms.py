@@ -39,6 +39,8 @@ HEALTH_SUBJECT = "ailedger.notary.health"
 STREAM_SETTINGS_CHANGED = "stream_settings_changed"
 NATS_DISCONNECTED = "nats_disconnected"
 FOREIGN_MESSAGE = "foreign_message"
+#: A checkpoint was signed but not published: the witnesses' quorum did not cosign it.
+WITNESS_QUORUM = "witness_quorum"
 
 #: Details longer than this are cut (a detail may quote untrusted input).
 MAX_DETAIL = 500

@@ -162,6 +162,12 @@ class Home:
         self.path.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
+    def witness_urls(self) -> list[str]:
+        """The witnesses the notary asks to cosign (``config.json`` ``witnesses``:
+        space-separated tlog-witness URL prefixes); empty: the home's own witness,
+        run beside the notary, if it has one."""
+        return self.config().get("witnesses", "").split()
+
     @property
     def nats_url(self) -> str | None:
         """The external NATS server this home was set up with (``init --nats``), if any."""
@@ -204,8 +210,13 @@ def init_home(
     regulator_name: str = "Ministry of Artificial Intelligence and Digital Development",
     regulator_bin: str = "000000000000",
     at: datetime | None = None,
+    local_witness: bool = False,
 ) -> Home:
-    """Create keys, the trust policy and the signed genesis envelope in ``path``."""
+    """Create keys, the trust policy and the signed genesis envelope in ``path``.
+
+    With ``local_witness``, also a witness key in the home, trusted with quorum 1:
+    ``ailedger up`` and the demo then run that witness beside the notary. This
+    is a demonstration; real deployments name independent witnesses."""
     home = Home(path)
     if home.trust_path.exists() or home.genesis_path.exists():
         raise HomeExists(f"{path} already holds a ledger (trust.json / genesis.json)")
@@ -215,11 +226,14 @@ def init_home(
     save_key(regulator_key, home.regulator_key_path)
     save_key(notary_key, home.notary_key_path)
     notary_vkey = verifier_key(origin, notary_key.public_key)
+    witness_vkeys = [home.ensure_witness_key(origin)] if local_witness else []
     trust = TrustPolicy(
         origin=origin,
         regulator=regulator,
         regulator_keys=[TrustedKey(key=regulator_key.public_key_b64)],
         log_keys=[TrustedKey(key=notary_vkey)],
+        witness_keys=[TrustedKey(key=k) for k in witness_vkeys],
+        witness_quorum=len(witness_vkeys),
     )
     trust.save(home.trust_path)
     genesis = ev.LedgerGenesis(
@@ -233,8 +247,8 @@ def init_home(
         regulator_bin=regulator_bin,
         regulator_keys=[regulator_key.public_key_b64],
         notary_keys=[notary_vkey],
-        witness_keys=[],
-        witness_quorum=0,
+        witness_keys=witness_vkeys,
+        witness_quorum=len(witness_vkeys),
         policy=default_policy(signed_at),
     )
     home.genesis_path.write_bytes(sign_event(genesis, regulator_key))

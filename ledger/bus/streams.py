@@ -33,6 +33,7 @@ from ledger.law.events import EVENT_TYPES
 
 __all__ = [
     "CHECKPOINTS",
+    "HEADS_SUBJECT",
     "INTAKE",
     "LEDGER",
     "REJECTED",
@@ -58,6 +59,8 @@ LEDGER = "LEDGER"
 REJECTED = "REJECTED"
 CHECKPOINTS = "CHECKPOINTS"
 CHECKPOINT_SUBJECT = "checkpoint"
+#: The LEDGER subject of the notary's heads leaves (DESIGN §3), ``Nats-Msg-Id`` ``heads-<m>``.
+HEADS_SUBJECT = "ledger.heads"
 
 #: Where the notary answers "what happened to event <id>?" requests.
 LOOKUP_SUBJECT = "ailedger.notary.lookup"

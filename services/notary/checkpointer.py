@@ -4,6 +4,14 @@ It signs every ``every`` new entries or after ``interval`` seconds with new
 entries, and never two inconsistent checkpoints: not across restarts (the last
 one in CHECKPOINTS must still be a prefix of the tree), not against another
 notary (the publication is fenced on the last CHECKPOINTS sequence).
+
+Checkpoint ``N`` is signed only when leaf ``N-1`` is a heads leaf of size
+``N-1`` (the sequencer appends one first: DESIGN §3), and published only once
+the trust policy's quorum of witnesses cosigned it (``cosign``); without the
+quorum nothing is published and it is tried again, so the log resumes when the
+witnesses come back. When nothing was appended since, the same checkpoint is
+cosigned again every ``recosign_interval`` seconds (no new heads leaf), so
+witnesses and monitors keep seeing fresh times.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client as NATS
 
-from ledger.bus.alarms import FOREIGN_MESSAGE, Alarms
+from ledger.bus.alarms import FOREIGN_MESSAGE, WITNESS_QUORUM, Alarms
 from ledger.bus.proofs import ProofUnavailable, SignedCheckpoint, tlog_proof
 from ledger.bus.streams import (
     CHECKPOINT_SUBJECT,
@@ -25,6 +33,8 @@ from ledger.bus.streams import (
     last_sequence,
 )
 from ledger.formats.checkpoint import Checkpoint, parse_checkpoint
+from ledger.formats.errors import LedgerError
+from ledger.formats.heads import HeadsLeaf
 from ledger.formats.note import NoteError, Signer, Verifiers, open_note, sign_note
 from ledger.formats.tree import TreeStore
 from ledger.state.asyncbridge import StateThread
@@ -49,10 +59,16 @@ class Checkpointer:
         interval: float = 5.0,
         guard: Callable[[], Awaitable[bool]] | None = None,
         alarms: Alarms | None = None,
+        append_heads: Callable[[], Awaitable[HeadsLeaf | None]] | None = None,
+        cosign: Callable[[bytes, int], Awaitable[bytes]] | None = None,
+        recosign_interval: float = 60.0,
     ) -> None:
         """``size`` tells how many LEDGER entries the tree holds; ``catch_up`` brings
         the tree up to LEDGER (after another notary published a checkpoint);
-        ``guard`` is asked before each signature (False: do not sign)."""
+        ``guard`` is asked before each signature (False: do not sign);
+        ``append_heads`` seals the heads leaf the checkpoint ends with (None:
+        nothing to cover); ``cosign(note, old_size)`` returns the note with the
+        witnesses' cosignatures once the quorum cosigned (raises otherwise)."""
         self.nc = nc
         self.js = nc.jetstream(timeout=10)
         self.state_thread = state_thread
@@ -65,6 +81,11 @@ class Checkpointer:
         self.interval = interval
         self.guard = guard
         self.alarms = alarms if alarms is not None else Alarms()
+        self.append_heads = append_heads
+        self.cosign = cosign
+        self.recosign_interval = recosign_interval
+        #: Why the last checkpoint was not published (no witness quorum ...), or None.
+        self.withheld: str | None = None
         #: CHECKPOINTS' last sequence (foreign messages included): the fence.
         self._stream_last = 0
         #: The last checkpoint in CHECKPOINTS: (checkpoint, signed note, stream sequence).
@@ -125,23 +146,40 @@ class Checkpointer:
         return None
 
     async def maybe_checkpoint(self) -> None:
-        """Sign a checkpoint if enough entries are new, or some are and it is time."""
+        """Sign a checkpoint if enough entries are new, or some are and it is time;
+        cosign the same one again when nothing was appended for a while."""
         covered = self.latest[0].size if self.latest else 0
         pending = self.size() - covered
-        due = time.monotonic() - self._last_at >= self.interval
-        if pending >= self.every or (pending > 0 and due):
+        since = time.monotonic() - self._last_at
+        recosign = (
+            pending == 0
+            and self.cosign is not None
+            and self.latest is not None
+            and since >= self.recosign_interval
+        )
+        if pending >= self.every or (pending > 0 and since >= self.interval) or recosign:
             try:
-                await self.checkpoint()
+                await self.checkpoint(again=recosign)
             except BusError as e:
                 log.warning("checkpoint not published: %s", e)
+            if self.withheld is not None:
+                self._last_at = time.monotonic()  # retried at the next interval
 
-    async def checkpoint(self) -> bytes | None:
-        """Sign and publish a checkpoint of the whole tree; None if nothing new to cover."""
-        size = self.size()
+    async def checkpoint(self, *, again: bool = False) -> bytes | None:
+        """Seal a heads leaf, then sign, have cosigned and publish a checkpoint of the
+        whole tree; None if nothing new to cover (unless ``again``: the same
+        checkpoint cosigned anew) or if the witnesses' quorum was not reached."""
         latest = self.latest
-        if latest is not None and latest[0].size >= size:
-            return None
         if self.guard is not None and not await self.guard():
+            return None
+        if self.append_heads is not None:
+            heads = await self.append_heads()
+            if heads is None:
+                return None
+            size = heads.index + 1
+        else:
+            size = self.size()
+        if latest is not None and (latest[0].size > size or (latest[0].size == size and not again)):
             return None
         root, old_root = await self.state_thread.call(
             lambda: (self.tree.root(size), self.tree.root(latest[0].size) if latest else None)
@@ -151,6 +189,14 @@ class Checkpointer:
                 "the tree no longer agrees with the last checkpoint; refusing to sign"
             )
         note = sign_note(Checkpoint(self.origin, size, root).body(), self.signer)
+        if self.cosign is not None:
+            try:
+                note = await self.cosign(note, latest[0].size if latest else 0)
+            except LedgerError as e:
+                self.withheld = str(e)
+                self.alarms.record(WITNESS_QUORUM, f"checkpoint {size} not published: {e}")
+                return None
+        self.withheld = None
         try:
             ack = await self.js.publish(
                 CHECKPOINT_SUBJECT,
@@ -167,6 +213,7 @@ class Checkpointer:
             await self.load()
             return None
         self.latest = (Checkpoint(self.origin, size, root), note, ack.seq)
+        self.alarms.clear(WITNESS_QUORUM)
         self._stream_last = ack.seq
         self._last_at = time.monotonic()
         log.info("checkpoint %d signed", size)

@@ -11,9 +11,14 @@ For each batch pulled from INTAKE it
 4. appends the admitted entries to LEDGER as one atomic batch fenced with
    ``Nats-Expected-Last-Sequence`` (a second notary cannot fork the ledger: its
    batch is refused, it catches up from LEDGER and tries again);
-5. records the state change with its LEDGER tracking position;
+5. records the state change with its LEDGER tracking position, and notes each
+   entry in the head map (:mod:`ledger.formats.headmap`);
 6. answers: a signed receipt once LEDGER has acknowledged, or a reason code
    with the original bytes kept in REJECTED; only then acks INTAKE.
+
+Before each checkpoint it appends a heads leaf (``ailedger/heads/v1``, sealed
+alone, :meth:`Sequencer.append_heads`): the head map's root over every leaf so
+far, so the checkpoint's last leaf commits every subject's newest entry.
 
 A notary killed at any moment loses nothing acknowledged: INTAKE messages are
 acked only after their outcome is durable, and a redelivered submission that is
@@ -30,6 +35,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
+from ledger.formats.headmap import HeadMap, MemoryNodeStore
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -43,6 +49,7 @@ from ledger.bus.streams import (
     HDR_INTAKE_SUBJECT,
     HDR_MSG_ID,
     HDR_REASON,
+    HEADS_SUBJECT,
     INTAKE,
     LEDGER,
     REJECTED,
@@ -57,6 +64,7 @@ from ledger.bus.streams import (
 )
 from ledger.formats.dsse import parse_envelope
 from ledger.formats.entry import Entry, ledger_subject
+from ledger.formats.heads import HeadsLeaf, heads_msg_id
 from ledger.formats.keys import SLUG
 from ledger.formats.note import Signer, Verifiers
 from ledger.formats.receipt import Receipt, make_receipt
@@ -104,6 +112,7 @@ class Sequencer:
         verify_threads: int = 2,
         ack_wait: float = 10.0,
         alarms: Alarms | None = None,
+        heads: HeadMap | None = None,
     ) -> None:
         self.nc = nc
         self.js = nc.jetstream(timeout=10)
@@ -112,6 +121,13 @@ class Sequencer:
         self.state_thread = state_thread
         self.signer = signer
         self.tree = tree
+        #: Subjects' newest entries (derived, like the tree: rebuilt from LEDGER).
+        self.heads = heads if heads is not None else HeadMap(MemoryNodeStore())
+        #: The newest heads leaf sealed in LEDGER, and whether the map's store
+        #: was found to agree with LEDGER's heads leaves (None: nothing wrong).
+        self.last_heads: HeadsLeaf | None = None
+        self._heads_problem: str | None = None
+        self._heads_confirmed = False
         self.rejections = rejections
         self.clock = clock or SystemClock()
         self.genesis = genesis
@@ -213,16 +229,26 @@ class Sequencer:
         async for batch in self.reader.read(last):
             await self.state_thread.call(self._apply_sealed, batch)
         tree_ok = await self.state_thread.call(self._tree_matches)
-        if not tree_ok:
+        heads_problem = self._heads_check_done()
+        if not tree_ok or heads_problem:
             # Derived data (a crash can leave a torn tail, or another ledger's
             # file): rebuilt from LEDGER, reading it again from the start.
-            log.warning("the Merkle tree file does not match LEDGER's seals: rebuilding it")
-            await self.state_thread.call(self.tree.reset)
+            if not tree_ok:
+                log.warning("the Merkle tree file does not match LEDGER's seals: rebuilding it")
+                await self.state_thread.call(self.tree.reset)
+            if heads_problem:
+                log.warning("the head map does not match LEDGER (%s): rebuilding it", heads_problem)
+                await self.state_thread.call(self._reset_heads)
             self.reader = self._new_reader()
             async for batch in self.reader.read(last):
                 await self.state_thread.call(self._apply_sealed, batch)
             if not await self.state_thread.call(self._tree_matches):
                 raise NotaryError("the rebuilt Merkle tree does not match LEDGER's seals")
+            heads_problem = self._heads_check_done()
+            if heads_problem:
+                # Recomputed from LEDGER itself: a heads leaf the log key sealed
+                # is wrong. Never sign on top of it.
+                raise NotaryError(f"LEDGER holds a wrong heads leaf: {heads_problem}")
         size = self.reader.size
         reached = await self.state_thread.call(lambda: (self.state.size, min(self.tree.size, size)))
         if size and reached != (size, size):
@@ -236,11 +262,57 @@ class Sequencer:
         return SealedReader(self.nc, self._seal_cache, self.signer.name, self.alarms)
 
     def _apply_sealed(self, batch: SealedBatch) -> None:
-        """On the state thread: a sealed batch into the state and the tree (what
-        either already holds is skipped: they may differ after a crash)."""
-        messages = [(m.sequence, m.data) for m in batch.messages]
-        self.state.replay(messages, first_index=batch.first_index)
+        """On the state thread: a sealed batch into the state, the tree and the head
+        map (what each already holds is skipped: they may differ after a crash)."""
+        heads = batch.heads
+        if heads is not None:
+            self._append_leaves(heads.index, [heads.leaf_hash])
+            self._check_heads(heads)
+            self.state.size = heads.index + 1
+            return
+        pairs = batch.subject_entries()
+        self.state.replay([(m.sequence, m.data) for m, _ in pairs], first_index=batch.first_index)
         self._append_leaves(batch.first_index, [e.leaf_hash for e in batch.entries])
+        for _, e in pairs:
+            self.heads.note(e.subject, e.index, e.leaf_hash)
+
+    def _check_heads(self, heads: HeadsLeaf) -> None:
+        """On the state thread: a heads leaf read from LEDGER against the head map."""
+        self.last_heads = heads
+        hm = self.heads
+        if self._heads_problem is not None or heads.size < hm.size:
+            return
+        if heads.size == hm.size:
+            if (hm.root, hm.subjects) != (heads.root, heads.subjects):
+                self._heads_problem = f"the stored map differs from heads leaf {heads.index}"
+            else:
+                self._heads_confirmed = True
+            return
+        staged = hm.stage(heads.size)
+        if (staged.root, staged.subjects) != (heads.root, heads.subjects):
+            hm.rollback()
+            self._heads_problem = (
+                f"heads leaf {heads.index} says {heads.subjects} subjects with root "
+                f"{base64.b64encode(heads.root).decode()}, the entries before it give "
+                f"{staged.subjects} subjects with root {base64.b64encode(staged.root).decode()}"
+            )
+            return
+        hm.commit()
+        self._heads_confirmed = True
+
+    def _heads_check_done(self) -> str | None:
+        """After reading LEDGER: what is wrong with the head map, if anything."""
+        if self._heads_problem is None and self.heads.size > 0 and not self._heads_confirmed:
+            self._heads_problem = (
+                f"the stored map covers {self.heads.size} leaves, LEDGER has no heads leaf there"
+            )
+        return self._heads_problem
+
+    def _reset_heads(self) -> None:
+        self.heads.reset()
+        self.last_heads = None
+        self._heads_problem = None
+        self._heads_confirmed = False
 
     def _tree_matches(self) -> bool:
         """On the state thread: the tree's first leaves are the sealed leaves read (it
@@ -281,9 +353,64 @@ class Sequencer:
             start += count
 
     def _record(self, batch: Batch) -> None:
-        """On the state thread: the batch LEDGER acknowledged, into the state and the tree."""
+        """On the state thread: the batch LEDGER acknowledged, into the state, the tree
+        and the head map."""
         self.state.commit(batch)
         self._append_leaves(batch.first_index, [a.entry.leaf_hash for a in batch.admitted])
+        for a in batch.admitted:
+            self.heads.note(a.entry.subject, a.entry.index, a.entry.leaf_hash)
+
+    # --- heads leaves ------------------------------------------------------------
+
+    @property
+    def heads_current(self) -> bool:
+        """Whether the last sealed leaf is a heads leaf (nothing appended since)."""
+        return self.last_heads is not None and self.last_heads.index == self.reader.size - 1
+
+    async def append_heads(self) -> HeadsLeaf | None:
+        """Seal a heads leaf covering every leaf so far and append it to LEDGER alone,
+        fenced like any batch; return it, or the last one if nothing was appended
+        since. None when LEDGER is empty or another notary appended first (this
+        one caught up; the caller tries again later)."""
+        if self.reader.size == 0:
+            return None
+        if self.heads_current:
+            return self.last_heads
+        if self._heads_problem is not None:
+            raise NotaryError(f"not sealing heads over a wrong map: {self._heads_problem}")
+        m = self.reader.size
+        leaf = await self.state_thread.call(self.heads.stage, m)
+        now = self._integration_time()
+        frontier = self.reader.frontier.copy()
+        frontier.append(leaf.leaf_hash)
+        seq = self.last_sequence + 1
+        seal = sign_seal(self.signer, seq, m + 1, frontier.root(), now)
+        headers = {HDR_MSG_ID: heads_msg_id(m), HDR_SEAL: seal.header_value}
+        try:
+            await publish_atomic(self.nc, [(HEADS_SUBJECT, leaf.encoded, headers)], seq - 1)
+        except BusError as e:
+            await self.state_thread.call(self.heads.rollback)
+            self.stats["fenced"] += 1
+            log.info("heads leaf refused (%s): catching up with LEDGER", e)
+            await self.sync()
+            return None
+        except BaseException:
+            await self.state_thread.call(self.heads.rollback)
+            raise
+
+        def record() -> None:
+            self.heads.commit()
+            self._append_leaves(m, [leaf.leaf_hash])
+            self.state.size = m + 1
+
+        await self.state_thread.call(record)
+        self.reader.add_own(seal, [leaf])
+        self.last_sequence = seq
+        self.last_integrated = now
+        self.last_heads = leaf
+        self._heads_confirmed = True
+        log.info("heads leaf %d sealed: %d subjects", m, leaf.subjects)
+        return leaf
 
     def _append_leaves(self, first: int, leaves: list[bytes]) -> None:
         """On the state thread: leaves ``first``... into the tree file, except those it

@@ -8,8 +8,9 @@ import asyncio
 import contextlib
 import fcntl
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from nats.aio.client import Client as NATS
 
@@ -18,7 +19,8 @@ from ledger.bus.auth import NOTARY, OPERATOR, Authorizer, external_apply, render
 from ledger.bus.home import Home
 from ledger.bus.natsserver import EmbeddedNats
 from ledger.bus.streams import connect, ensure_notary_consumer, ensure_streams
-from ledger.formats.checkpoint import Checkpoint
+from ledger.formats.checkpoint import Checkpoint, CosignatureVerifier, parse_checkpoint
+from ledger.formats.headmap import HeadMap, SqliteNodeStore
 from ledger.formats.note import Signer, Verifier, Verifiers
 from ledger.formats.timeutil import Clock
 from ledger.formats.tree import TreeStore
@@ -28,10 +30,12 @@ from ledger.state.persistence import sqlite_env
 from services.notary import NotaryError
 from services.notary.answers import RecentRejections
 from services.notary.checkpointer import Checkpointer
+from services.notary.cosigning import collect_cosignatures
 from services.notary.health import Health
 from services.notary.lookup import Lookup
 from services.notary.permissions import BusPermissions
 from services.notary.sequencer import Sequencer
+from services.witness.service import WitnessConfig, serve_witness
 
 __all__ = ["Notary", "exclusive", "serve", "setup_bus"]
 
@@ -58,6 +62,10 @@ class Notary:
         authorizer: Authorizer | None = None,
         settings_check_interval: float = 5.0,
         alarms: Alarms | None = None,
+        heads: HeadMap | None = None,
+        witnesses: Sequence[str] = (),
+        witness_timeout: float = 5.0,
+        recosign_interval: float = 60.0,
     ) -> None:
         self.nc = nc
         #: What went wrong that an operator must see (``ailedger doctor``).
@@ -82,7 +90,12 @@ class Notary:
             verify_threads=verify_threads,
             ack_wait=ack_wait,
             alarms=self.alarms,
+            heads=heads,
         )
+        #: The witnesses' add-checkpoint URLs (C2SP tlog-witness).
+        self.witnesses = list(witnesses)
+        self.witness_timeout = witness_timeout
+        trust = state.trust
         self.checkpointer = Checkpointer(
             nc,
             self.state_thread,
@@ -94,6 +107,9 @@ class Notary:
             interval=checkpoint_interval,
             guard=self._may_sign,
             alarms=self.alarms,
+            append_heads=self.sequencer.append_heads,
+            cosign=self._cosign if trust is not None and trust.witness_quorum > 0 else None,
+            recosign_interval=recosign_interval,
         )
         self.health = Health(
             nc,
@@ -185,6 +201,30 @@ class Notary:
         """Sign and publish a checkpoint of the whole tree; None if nothing new to cover."""
         return await self.checkpointer.checkpoint()
 
+    async def _cosign(self, note: bytes, old_size: int) -> bytes:
+        """The checkpoint ``note`` with the cosignatures of the trust policy's
+        witness quorum, or :class:`~services.notary.cosigning.CosigningError`."""
+        trust = self.state.trust
+        assert trust is not None
+        verifiers = Verifiers(*(CosignatureVerifier.from_vkey(k) for k in trust.witness_vkeys()))
+
+        async def proof_from(old: int) -> list[bytes]:
+            size = parse_checkpoint(note.partition(b"\n\n")[0].decode() + "\n").size
+            if old in (0, size):
+                return []
+            return await self.state_thread.call(self.tree.consistency_proof, old, size)
+
+        return await collect_cosignatures(
+            note,
+            old_size,
+            await proof_from(old_size),
+            self.witnesses,
+            verifiers,
+            trust.witness_quorum,
+            timeout=self.witness_timeout,
+            proof_from=proof_from,
+        )
+
     def _log_key_problem(self) -> str | None:
         """Why the trust policy does not make this notary's log key valid now, or None."""
         trust = self.state.trust
@@ -207,6 +247,35 @@ class Notary:
         await self.sequencer.unsubscribe()
         self.state_thread.close()
         self.sequencer.close()
+
+
+async def start_local_witness(
+    home: Home, stop: asyncio.Event, clock: Clock | None
+) -> tuple[str, asyncio.Task[object]]:
+    """Run the home's own witness (its key, its state) in this event loop, on the
+    notary's clock, until ``stop``; return its URL and task."""
+    if not home.witness_key_path.exists():
+        raise NotaryError(
+            "the trust policy requires witness cosignatures, but config.json names no "
+            "witnesses and this home has no witness key (ailedger init makes one)"
+        )
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def on_ready(url: str, witness: object) -> None:
+        if not ready.done():
+            ready.set_result(url)
+
+    task: asyncio.Task[object] = asyncio.create_task(
+        serve_witness(WitnessConfig.from_home(home), stop, clock=clock, on_ready=on_ready)
+    )
+    waiting: set[asyncio.Future[Any]] = {task, ready}
+    done, _ = await asyncio.wait(waiting, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if ready not in done:
+        if task.done():
+            task.result()  # its error
+        raise NotaryError("the local witness did not start within 30 s")
+    log.info("local witness at %s (a demonstration: real deployments name others)", ready.result())
+    return ready.result(), task
 
 
 def _mentions(path: Path, public_key: str | None) -> bool:
@@ -254,6 +323,7 @@ async def serve(
     ack_wait: float = 10.0,
     checkpoint_every: int = 256,
     checkpoint_interval: float = 5.0,
+    witnesses: Sequence[str] | None = None,
 ) -> Notary:
     """Run a notary for ``home`` until ``stop`` is set.
 
@@ -292,6 +362,12 @@ async def serve(
                 nats_url, name="ailedger-notary", forever=True, **home.bus_identity(NOTARY)
             )
             state = LedgerState(sqlite_env(state_path), trust=home.trust())
+            # The head map's nodes beside the state: derived, checked against
+            # LEDGER's heads leaves at start and rebuilt from LEDGER if they differ.
+            witness_task: asyncio.Task[object] | None = None
+            heads = HeadMap(
+                SqliteNodeStore(state_path.with_name(state_path.stem + ".heads.sqlite"))
+            )
             notary = Notary(
                 nc,
                 state,
@@ -304,16 +380,25 @@ async def serve(
                 checkpoint_every=checkpoint_every,
                 checkpoint_interval=checkpoint_interval,
                 authorizer=authorizer,
+                heads=heads,
+                witnesses=home.witness_urls() if witnesses is None else witnesses,
             )
             notary.health.server = server  # its exit ends the notary (non-zero)
             try:
+                if witnesses is None and not notary.witnesses and notary.checkpointer.cosign:
+                    # The home's own witness, beside the notary (a demonstration).
+                    url, witness_task = await start_local_witness(home, stop, clock)
+                    notary.witnesses = [url]
                 await notary.start()
                 if on_ready is not None:
                     on_ready(nats_url, notary)
                 await notary.run(stop)
             finally:
                 await notary.close()
+                if witness_task is not None:
+                    await witness_task
                 notary.tree.close()
+                heads.close()
                 with contextlib.suppress(Exception):
                     await nc.drain()
         finally:
