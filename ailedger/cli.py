@@ -384,6 +384,14 @@ def init(
             "its configuration, e.g. 'nats-server --signal reload=PID'.",
         ),
     ] = None,
+    witness: Annotated[
+        bool,
+        typer.Option(
+            "--witness/--no-witness",
+            help="A local witness key, trusted with quorum 1, run by `ailedger up` beside "
+            "the notary: a demonstration (real deployments name independent witnesses).",
+        ),
+    ] = True,
 ) -> None:
     """Create root keys, the trust policy and the genesis entry (integrated as index 0).
 
@@ -402,6 +410,7 @@ def init(
         regulator=regulator,
         regulator_name=regulator_name,
         regulator_bin=regulator_bin,
+        local_witness=witness,
     )
 
     async def integrate_genesis() -> str:
@@ -437,6 +446,10 @@ def init(
     )
     console.print(f"  regulator key  {home.regulator_key_path}  (root key, keep offline)")
     console.print(f"  notary key     {home.notary_key_path}")
+    if witness:
+        console.print(
+            f"  witness key    {home.witness_key_path}  (local witness, quorum 1: a demonstration)"
+        )
     console.print(f"  origin         {origin}")
     if nats:
         console.print(f"  nats           {nats}  (remembered in {home.config_path})")
