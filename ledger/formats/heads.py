@@ -355,10 +355,10 @@ class HeadsProof:
             raise MalformedHeadsError(f"missing {HEADS_PROOF_HEADER} header")
         fields = []
         for line, name in zip(lines[1:4], ("subject", "result", "depth"), strict=True):
-            key, sep, text = line.partition(" ")
+            key, sep, field = line.partition(" ")
             if key != name or not sep:
                 raise MalformedHeadsError(f"expected a {name!r} line, got {line[:40]!r}")
-            fields.append(text)
+            fields.append(field)
         subject, result, depth_text = fields
         if result not in _RESULTS:
             raise MalformedHeadsError(f"unknown result {result[:30]!r}")
