@@ -1364,5 +1364,9 @@ def demo(
 import ailedger.witnesscmd  # noqa: E402, F401
 
 
+# Commands in modules of their own register themselves on `app` when imported.
+import ailedger.monitorcmd  # noqa: E402, F401
+
+
 def main() -> None:
     app()
