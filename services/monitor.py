@@ -118,10 +118,18 @@ class MonitorFinding(LedgerError):
     code = "monitor_finding"
     exit_status = CHECK_FAILED
 
-    def __init__(self, message: str, evidence: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        evidence: dict[str, Any] | None = None,
+        *,
+        problem: _Problem | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.evidence: dict[str, Any] = evidence or {}
+        #: What it points at, until the monitor gathered the evidence from LEDGER.
+        self.problem = problem
 
     @property
     def kind(self) -> str:
@@ -251,8 +259,9 @@ class Report:
 
 
 @dataclass
-class _Problem(Exception):
-    """A finding found on the state thread; the event loop gathers its evidence."""
+class _Problem:
+    """A finding found on the state thread (raised as :meth:`finding`); the event loop
+    gathers its evidence from LEDGER."""
 
     kind: type[MonitorFinding]
     message: str
@@ -263,6 +272,9 @@ class _Problem(Exception):
     #: down to the lowest index (included).
     chains: list[tuple[str, int, int]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def finding(self) -> MonitorFinding:
+        return self.kind(self.message, problem=self)
 
 
 def _b64(data: bytes) -> str:
@@ -353,8 +365,10 @@ class Monitor:
             await self._read_checkpoints(checkpoints_last)
             now = asyncio.get_running_loop().time()
             await self.state_thread.call(self._check_checkpoints, None if final else now)
-        except _Problem as p:
-            raise await self._finding(p) from None
+        except MonitorFinding as f:
+            if f.problem is None:
+                raise
+            raise await self._finding(f.problem) from None
         return self.report
 
     async def follow(
@@ -405,7 +419,7 @@ class Monitor:
                 heads.index,
                 [("offending", heads.index)],
                 extra={"stream_sequence": message.sequence, "stream_subject": message.subject},
-            )
+            ).finding()
         staged = self.heads.stage(heads.size)
         if heads.index != heads.size or (staged.root, staged.subjects, staged.size) != (
             heads.root,
@@ -452,7 +466,7 @@ class Monitor:
                         "heads_proofs": proofs,
                     },
                 },
-            )
+            ).finding()
         self.heads.commit()
         self.pending.clear()
         self.last_heads = heads
@@ -473,7 +487,7 @@ class Monitor:
                     f"entry {e.index} does not hold a signed event: {x}",
                     e.index,
                     [("offending", e.index)],
-                ) from None
+                ).finding() from None
             if event.subject != e.subject or m.subject != ledger_subject(e.subject):
                 raise _Problem(
                     SubjectMismatch,
@@ -482,7 +496,7 @@ class Monitor:
                     e.index,
                     [("offending", e.index)],
                     extra={"stream_sequence": m.sequence, "stream_subject": m.subject},
-                )
+                ).finding()
             # The subject's head as the monitor counted it (pending notes included).
             head = self.heads.value(e.subject)
             expected = None if head is None else head.index
@@ -533,7 +547,7 @@ class Monitor:
                 "computed_prev": None if head is None else head.index,
                 "computed_count": 0 if head is None else head.count,
             },
-        )
+        ).finding()
 
     def _replay(self, batch: SealedBatch, envelopes: list[ParsedEnvelope]) -> None:
         """The batch into the state, judged by the admission rules, every signature
@@ -586,8 +600,8 @@ class Monitor:
                     [("offending", index), ("genesis", 0)],
                     self._actor_chain(event.actor),
                     extra={"actor": event.actor, "keyid": env.keyid},
-                ) from None
-            raise _Problem(RuleBreach, str(x), index, [("offending", index)]) from None
+                ).finding() from None
+            raise _Problem(RuleBreach, str(x), index, [("offending", index)]).finding() from None
 
     def _actor_chain(self, actor: str) -> list[tuple[str, int, int]]:
         """The signer's own chain (its enrolment and key changes), if it has one."""
@@ -648,7 +662,7 @@ class Monitor:
                 "log_size": size,
                 "log_root": _b64(self.tree.root(size)),
             },
-        )
+        ).finding()
 
     def _check_checkpoint(self, seq: int, checkpoint: Checkpoint, note: bytes) -> None:
         size = checkpoint.size
@@ -670,7 +684,7 @@ class Monitor:
                         "proof": [_b64(h) for h in self.tree.inclusion_proof(size - 1, size)],
                     },
                 },
-            )
+            ).finding()
         self.checkpoints.setdefault(size, (checkpoint.root_hash, note, seq))
         self.report.checkpoints += 1
         newest = self.report.newest
@@ -734,7 +748,7 @@ class Monitor:
                 "consistency": consistency,
                 "log_root": _b64(log_root),
             },
-        )
+        ).finding()
 
     def _seal_covering(self, size: int) -> tuple[int, bytes, bytes] | None:
         """The first seal of a tree of at least ``size`` leaves: (size, note, root)."""
