@@ -330,7 +330,7 @@ class Monitor:
         self.witness_verifiers = Verifiers(
             *(CosignatureVerifier.from_vkey(k) for k in trust.witness_vkeys())
         )
-        #: Indexes of the heads leaves read, and the last one with its seal's size.
+        #: Indexes of the heads leaves read, and the last one (it matched the map).
         self.heads_indexes: set[int] = set()
         self.last_heads: HeadsLeaf | None = None
         #: Good checkpoints by size: (root, note, CHECKPOINTS sequence).
