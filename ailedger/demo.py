@@ -37,6 +37,7 @@ from ledger.views.compliance import ComplianceView
 from ledger.views.store import open_view
 from services.notary import Notary, serve
 from services.projector import rebuild
+from services.witness.service import start_local_witness
 
 __all__ = ["DEMO_ORIGIN", "Outcome", "play", "run_demo"]
 
@@ -192,12 +193,22 @@ async def _run(workdir: Path, console: Console) -> int:
     console.print(f"[bold]ailedger demo[/] in {workdir}")
     console.print(f"  trust policy  {home.trust_path}")
     console.print(f"  origin        {DEMO_ORIGIN}")
+    console.print(f"  witness       {home.witness_name()} (local, quorum 1: a demonstration)")
     clock = SimulatedClock(START)
     scenario = Scenario(home.regulator_key())
     stop = asyncio.Event()
+    # The home's own witness, on the simulated clock: a demonstration of the
+    # cosigning every checkpoint needs (quorum 1 in the demo's trust policy).
+    witness_url, witness_task = await start_local_witness(home, stop, clock)
     ready: asyncio.Future[tuple[str, Notary]] = asyncio.get_running_loop().create_future()
     notary_task = asyncio.create_task(
-        serve(home, stop, clock=clock, on_ready=lambda url, n: ready.set_result((url, n)))
+        serve(
+            home,
+            stop,
+            clock=clock,
+            on_ready=lambda url, n: ready.set_result((url, n)),
+            witnesses=[witness_url],
+        )
     )
     try:
         url, notary = await asyncio.wait_for(asyncio.shield(ready), 30)
@@ -230,6 +241,7 @@ async def _run(workdir: Path, console: Console) -> int:
         if not ready.done():
             ready.cancel()
         await notary_task
+        await witness_task
 
     console.print(
         ledger_table(log_rows, f"LEDGER: {len(log_rows)} entries, index 0 is the genesis")

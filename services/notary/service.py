@@ -10,7 +10,6 @@ import fcntl
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from nats.aio.client import Client as NATS
 
@@ -35,7 +34,6 @@ from services.notary.health import Health
 from services.notary.lookup import Lookup
 from services.notary.permissions import BusPermissions
 from services.notary.sequencer import Sequencer
-from services.witness.service import WitnessConfig, serve_witness
 
 __all__ = ["Notary", "exclusive", "serve", "setup_bus"]
 
@@ -249,35 +247,6 @@ class Notary:
         self.sequencer.close()
 
 
-async def start_local_witness(
-    home: Home, stop: asyncio.Event, clock: Clock | None
-) -> tuple[str, asyncio.Task[object]]:
-    """Run the home's own witness (its key, its state) in this event loop, on the
-    notary's clock, until ``stop``; return its URL and task."""
-    if not home.witness_key_path.exists():
-        raise NotaryError(
-            "the trust policy requires witness cosignatures, but config.json names no "
-            "witnesses and this home has no witness key (ailedger init makes one)"
-        )
-    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-    def on_ready(url: str, witness: object) -> None:
-        if not ready.done():
-            ready.set_result(url)
-
-    task: asyncio.Task[object] = asyncio.create_task(
-        serve_witness(WitnessConfig.from_home(home), stop, clock=clock, on_ready=on_ready)
-    )
-    waiting: set[asyncio.Future[Any]] = {task, ready}
-    done, _ = await asyncio.wait(waiting, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-    if ready not in done:
-        if task.done():
-            task.result()  # its error
-        raise NotaryError("the local witness did not start within 30 s")
-    log.info("local witness at %s (a demonstration: real deployments name others)", ready.result())
-    return ready.result(), task
-
-
 def _mentions(path: Path, public_key: str | None) -> bool:
     try:
         return public_key is not None and public_key in path.read_text()
@@ -364,7 +333,6 @@ async def serve(
             state = LedgerState(sqlite_env(state_path), trust=home.trust())
             # The head map's nodes beside the state: derived, checked against
             # LEDGER's heads leaves at start and rebuilt from LEDGER if they differ.
-            witness_task: asyncio.Task[object] | None = None
             heads = HeadMap(
                 SqliteNodeStore(state_path.with_name(state_path.stem + ".heads.sqlite"))
             )
@@ -385,18 +353,18 @@ async def serve(
             )
             notary.health.server = server  # its exit ends the notary (non-zero)
             try:
-                if witnesses is None and not notary.witnesses and notary.checkpointer.cosign:
-                    # The home's own witness, beside the notary (a demonstration).
-                    url, witness_task = await start_local_witness(home, stop, clock)
-                    notary.witnesses = [url]
+                if notary.checkpointer.cosign is not None and not notary.witnesses:
+                    log.error(
+                        "the trust policy requires %d witness cosignatures and no witness is "
+                        "configured (config.json 'witnesses'): checkpoints will be withheld",
+                        home.trust().witness_quorum,
+                    )
                 await notary.start()
                 if on_ready is not None:
                     on_ready(nats_url, notary)
                 await notary.run(stop)
             finally:
                 await notary.close()
-                if witness_task is not None:
-                    await witness_task
                 notary.tree.close()
                 heads.close()
                 with contextlib.suppress(Exception):

@@ -66,6 +66,7 @@ __all__ = [
     "main",
     "make_app",
     "serve_witness",
+    "start_local_witness",
 ]
 
 log = logging.getLogger("ailedger.witness")
@@ -441,3 +442,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e} [{e.code}]", file=sys.stderr)
         return e.exit_status
     return 0
+
+
+async def start_local_witness(
+    home: Home, stop: asyncio.Event, clock: Clock | None
+) -> tuple[str, asyncio.Task[object]]:
+    """Run the home's own witness (its key, its state) in this event loop, on the
+    notary's clock, until ``stop``; return its URL and task."""
+    if not home.witness_key_path.exists():
+        raise WitnessError(
+            "the trust policy requires witness cosignatures, but config.json names no "
+            "witnesses and this home has no witness key (ailedger init makes one)"
+        )
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def on_ready(url: str, witness: object) -> None:
+        if not ready.done():
+            ready.set_result(url)
+
+    task: asyncio.Task[object] = asyncio.create_task(
+        serve_witness(WitnessConfig.from_home(home), stop, clock=clock, on_ready=on_ready)
+    )
+    waiting: set[asyncio.Future[Any]] = {task, ready}
+    done, _ = await asyncio.wait(waiting, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if ready not in done:
+        if task.done():
+            task.result()  # its error
+        raise WitnessError("the local witness did not start within 30 s")
+    log.info("local witness at %s (a demonstration: real deployments name others)", ready.result())
+    return ready.result(), task
