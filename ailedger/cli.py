@@ -482,6 +482,7 @@ def up(
 ) -> None:
     """Run the notary (and the embedded NATS server unless --nats) in the foreground."""
     from services.notary import Notary, serve
+    from services.witness.service import start_local_witness
 
     h = _home(home)
     nats = nats or h.nats_url  # the external server `init --nats` remembered
@@ -501,9 +502,17 @@ def up(
             )
             sys.stdout.flush()  # supervisors read this line through a pipe
 
+        witnesses = h.witness_urls()
+        witness_task = None
+        if not witnesses and h.trust().witness_quorum > 0:
+            # The home's own witness beside the notary (ailedger init --witness).
+            url, witness_task = await start_local_witness(h, stop, None)
+            console.print(f"witness up: {h.witness_name()} at {url} (local: a demonstration)")
+            witnesses = [url]
         notary = await serve(
             h,
             stop,
+            witnesses=witnesses,
             nats_url=nats,
             port=port,
             state_path=state,
@@ -513,6 +522,9 @@ def up(
             checkpoint_every=checkpoint_every,
             checkpoint_interval=checkpoint_interval,
         )
+        stop.set()
+        if witness_task is not None:
+            await witness_task
         stats = ", ".join(f"{k} {v}" for k, v in notary.stats.items())
         console.print(f"notary stopped cleanly: {stats}", highlight=False)
 
