@@ -43,6 +43,7 @@ from ledger.bus.client import (
     sign_event,
 )
 from ledger.bus.home import DEFAULT_HOME, Home, init_home, remember_home, resolve_home
+from ledger.bus.home import _user_config_dir as user_config_dir
 from ledger.bus.logview import (
     LogRow,
     RejectionRow,
@@ -75,7 +76,8 @@ from ledger.law import events as ev
 from ledger.law.rules import SystemVerdict
 from ledger.state.application import LedgerState
 from ledger.state.persistence import store_envs
-from ledger.verify.bundle import VerificationError, verify_bundle
+from ledger.verify.bundle import VerificationError
+from ledger.verify.pins import PinStore, verify_pinned
 from ledger.views.compliance import TimelineRow
 from ledger.views.store import open_view
 from services.projector import Projector, RebuildReport
@@ -966,6 +968,8 @@ def export(
     if system is None and actor is None and rng is None:
         raise CliError("choose what to export: --system ID, --actor ID or --range FIRST..LAST")
 
+    trust_policy = _home(home).trust()
+
     async def job(nc: Any, tree: TreeStore) -> bytes:
         return await proofs.export_bundle(
             nc,
@@ -975,8 +979,10 @@ def export(
             index_range=rng,
             checkpoint_size=at,
             since=since,
+            # what your own `ailedger verify` pinned: it needs the proof from there
+            pinned=_pins().size(trust_policy.origin),
             claim=claim,
-            trust=_home(home).trust(),
+            trust=trust_policy,
         )
 
     bundle = asyncio.run(_with_tree(home, nats, job))
@@ -1010,8 +1016,20 @@ def verify(
     bundle: Annotated[Path, typer.Argument(help="An evidence bundle (ailedger/bundle/v1).")],
     trust: Annotated[Path, typer.Option(help="The regulator's trust policy.")],
     since: Annotated[
-        Path | None, typer.Option(help="A checkpoint you pinned earlier (signed note file).")
+        Path | None,
+        typer.Option(
+            help="A checkpoint you pinned earlier (signed note file), instead of the one "
+            "ailedger verify remembered."
+        ),
     ] = None,
+    no_pin: Annotated[
+        bool,
+        typer.Option(
+            "--no-pin",
+            help="Neither require consistency with the checkpoint remembered for this origin "
+            "nor remember this one.",
+        ),
+    ] = False,
     recompute: Annotated[
         bool,
         typer.Option(
@@ -1024,13 +1042,15 @@ def verify(
 ) -> None:
     """Verify a bundle offline: no network, only the trust policy.
 
-    A claimed verdict in the bundle is always recomputed from its entries.
+    A claimed verdict in the bundle is always recomputed from its entries. The
+    newest checkpoint accepted per origin is remembered (under the user's config
+    directory): the next bundle must extend it.
     """
     policy = TrustPolicy.load(trust)
     data = _read(bundle)
     pinned = _read(since) if since is not None else None
     try:
-        report = verify_bundle(data, policy, since=pinned)
+        report = verify_pinned(data, policy, None if no_pin else _pins(), since=pinned)
     except VerificationError as e:
         if as_json:
             _emit(
@@ -1039,6 +1059,8 @@ def verify(
                     "verified": False,
                     "check": e.check,
                     "index": e.index,
+                    "subject": e.subject,
+                    "notary_misbehaviour": e.misbehaviour,
                     "message": e.message,
                     "code": e.code,
                 }
@@ -1059,6 +1081,18 @@ def verify(
                 "chains": report.chains,
                 "signatures": report.signatures,
                 "consistent_with": report.consistent_with,
+                "completeness": {
+                    subject: {
+                        "complete_as_of": report.size,
+                        "cosigned_at": (
+                            None if report.cosigned_at is None else format_time(report.cosigned_at)
+                        ),
+                        "entries": 0 if head is None else head.count,
+                        "newest": None if head is None else head.index,
+                        "report": report.completeness_line(subject),
+                    }
+                    for subject, head in report.completeness.items()
+                },
                 "claim": report.recomputed,
             }
         )
@@ -1066,6 +1100,11 @@ def verify(
     console.print(f"{bundle}: VERIFIED", highlight=False)
     for line in report.lines:
         console.print(f"  {line}", highlight=False, soft_wrap=True)
+
+
+def _pins() -> PinStore:
+    """The checkpoints ``ailedger verify`` accepted, per origin (the user's config directory)."""
+    return PinStore(user_config_dir() / "pins")
 
 
 def _parse_at(text: str | None) -> datetime | None:
@@ -1373,11 +1412,9 @@ def demo(
 
 
 # Commands in modules of their own register themselves on `app` when imported.
-import ailedger.witnesscmd  # noqa: E402, F401
-
-
 # Commands in modules of their own register themselves on `app` when imported.
-import ailedger.monitorcmd  # noqa: E402, F401
+import ailedger.monitorcmd  # noqa: E402
+import ailedger.witnesscmd  # noqa: E402, F401
 
 
 def main() -> None:

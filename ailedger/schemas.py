@@ -96,6 +96,23 @@ class BundleConsistency(msgspec.Struct, forbid_unknown_fields=True):
     proof: list[Hash]
 
 
+class BundleHeads(msgspec.Struct, forbid_unknown_fields=True):
+    tlog_proof: Annotated[
+        str,
+        msgspec.Meta(
+            description="C2SP tlog-proof of leaf N-1 under the bundle's checkpoint, "
+            "the ailedger/heads/v1 leaf as its extra data"
+        ),
+    ]
+    subjects: Annotated[
+        dict[str, str],
+        msgspec.Meta(
+            description="subject -> its ailedger/heads-proof/v1 under the heads leaf's root: "
+            "every chain, and every subject relied on without one"
+        ),
+    ]
+
+
 class Bundle(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """An evidence bundle (ledger.verify.bundle): entries with proofs under a signed checkpoint."""
 
@@ -107,6 +124,7 @@ class Bundle(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         msgspec.Meta(description="subject -> index of its last entry at the checkpoint"),
     ]
     entries: list[BundleEntry]
+    heads: BundleHeads
     consistency: BundleConsistency | None = None
     claim: dict[str, Any] | None = None
 

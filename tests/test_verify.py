@@ -83,7 +83,8 @@ async def test_a_bundle_from_a_running_ledger_verifies_offline(ledger: Harness) 
     await small_ledger(ledger)
     bundle = await export(ledger)
     report = verify_bundle(bundle, ledger.home.trust())
-    assert report.size == 6 and report.entries == 6 and report.signatures == 6
+    # six entries, then the heads leaf at 6 the checkpoint ends with
+    assert report.size == 7 and report.entries == 6 and report.signatures == 6
     assert report.chains == {
         "actor/bank": 1,
         "actor/insurer": 2,
@@ -162,7 +163,9 @@ async def test_a_hole_in_a_prev_chain_is_found(ledger: Harness) -> None:
     assert failure(without, trust).check == "chain"
     without["chains"].pop("actor/bank")
     err = failure(without, trust)
-    assert err.check == "signer" and "actor/bank" in err.message
+    # the heads leaf says the bank has an entry: the bundle left its key history out
+    assert (err.check, err.subject) == ("completeness", "actor/bank")
+    assert "carries none of them" in err.message
     # an extra entry of the subject that is not on the chain from its head
     shortened = copy.deepcopy(doc)
     shortened["chains"]["system/scorer"] = 4
@@ -198,10 +201,11 @@ async def test_entries_signed_after_a_later_revealed_compromise_fail(
             )
         )
         bundle = await export(h)
-        entries = await ledger_entries(h)
+        entries = [e for e in await ledger_entries(h) if isinstance(e, Entry)]
+    # the first export's checkpoint ended with a heads leaf at 4: the revocation is 5
     err = failure(json.loads(bundle), home.trust())
     assert err.check == "key" and err.index == 3
-    assert "compromised at 2026-05-05T09:00:00Z (revoked in entry 4)" in err.message
+    assert "compromised at 2026-05-05T09:00:00Z (revoked in entry 5)" in err.message
     # the timeline says the same of that entry, and nothing of the earlier ones
     from eventsourcing.persistence import Tracking
 
@@ -210,11 +214,13 @@ async def test_entries_signed_after_a_later_revealed_compromise_fail(
     view = open_view(
         {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(home.path / "v.db")}
     )
-    view.process_event([(e.index + 1, e.encoded) for e in entries], Tracking("LEDGER", 5))
+    view.process_event(
+        [(e.index + 1, e.encoded) for e in entries], Tracking("LEDGER", entries[-1].index + 1)
+    )
     rows = view.timeline("scorer")
     assert [r.verification for r in rows] == [
         "verified",
-        "key compromised at 2026-05-05T09:00:00Z (revoked in entry 4, learnt later)",
+        "key compromised at 2026-05-05T09:00:00Z (revoked in entry 5, learnt later)",
     ]
 
 
@@ -229,20 +235,20 @@ async def test_a_forked_ledger_fails_against_a_pinned_checkpoint(tmp_path: Path,
             await a.register(bank, "scorer")
             await a.notary.checkpoint()
             pinned = a.notary.latest_checkpoint
-            assert pinned is not None and pinned[0].size == 3
+            assert pinned is not None and pinned[0].size == 4  # 3 entries, a heads leaf
             pinned_note = pinned[1]
             await a.enrol("media", ["owner"])
             # the honest ledger grew: it proves it extends the pinned checkpoint
-            honest = await export(a, since=3)
+            honest = await export(a, since=4)
             report = verify_bundle(honest, home.trust(), since=pinned_note)
-            assert report.consistent_with == 3
+            assert report.consistent_with == 4
         # another ledger from the same keys and genesis envelope, other history
         home.tree_path.unlink()
         async with running_notary(b_server.url, home) as b:
             _, bank_b = await b.enrol("bank", ["owner"])
             await b.register(bank_b, "scorer")
             await b.enrol("media", ["owner"])
-            forked = await export(b, since=3)
+            forked = await export(b, since=4)
     # on its own the fork is a well-signed bundle ...
     verify_bundle(forked, home.trust())
     # ... but not an extension of what the reader saw before
@@ -296,7 +302,8 @@ async def test_receipt_gains_a_verified_tlog_proof_once_checkpointed(ledger: Har
     await ledger.notary.checkpoint()
     proof = await bank.inclusion_proof(receipt)
     assert proof.index == receipt.index == 2
-    assert parse_checkpoint(open_note(proof.checkpoint, bank._verifiers).text).size == 3
+    # the checkpoint ends with the heads leaf at 3
+    assert parse_checkpoint(open_note(proof.checkpoint, bank._verifiers).text).size == 4
 
 
 def test_proofs_read_at_most_2_log2_n_stored_hashes(tmp_path: Path) -> None:
@@ -358,6 +365,7 @@ async def test_a_notary_refuses_to_sign_over_a_rewritten_history(tmp_path: Path,
         async with running_notary(b_server.url, home) as b:
             _, bank_b = await b.enrol("bank", ["owner"])
             await b.register(bank_b, "other")
+            await b.enrol("media", ["owner"])  # as many leaves as the checkpoint of a
         nc = await connect(b_server.url)
         try:
             await nc.jetstream().publish("checkpoint", signed, stream=CHECKPOINTS)
@@ -453,24 +461,44 @@ async def test_a_claimed_verdict_is_recomputed_offline(ledger: Harness) -> None:
 
 
 async def ledger_entries(h: Harness) -> list[Any]:
+    """Every leaf of LEDGER (entries and heads leaves), at its index."""
+    from ledger.bus.sealed import parse_leaf
     from ledger.bus.streams import LEDGER, last_sequence, read_stream
-    from ledger.formats.entry import Entry
 
     nc = await connect(h.url)
     try:
         last = await last_sequence(nc, LEDGER)
-        return [Entry.parse(m.data) async for m in read_stream(nc, LEDGER, 1, last)]
+        return [parse_leaf(m.data) async for m in read_stream(nc, LEDGER, 1, last)]
     finally:
         await nc.close()
 
 
 def forged_bundle(h: Harness, entries: list[Any], chains: dict[str, int]) -> dict[str, Any]:
-    """A bundle over ``entries`` (the real ones plus forged ones), with a checkpoint the
-    operator signs with the notary key: what the log key alone allows."""
+    """A bundle over ``entries`` (the real leaves plus forged ones) and a heads leaf over
+    them, with a checkpoint the operator signs with the notary key: what the log key
+    alone allows."""
+    from ledger.formats import strictjson
+    from ledger.formats.checkpoint import format_tlog_proof
+    from ledger.formats.dsse import parse_envelope
+    from ledger.formats.heads import (
+        HeadsLeaf,
+        HeadValue,
+        reference_proof,
+        reference_root,
+        subject_key,
+    )
     from ledger.formats.merkle import MemoryHashStore, prove_record
+    from ledger.law.rulebook import DEFAULT_POLICY_ID
 
-    tree = MemoryHashStore()
+    values: dict[bytes, HeadValue] = {}
     for e in entries:
+        if isinstance(e, Entry):
+            old = values.get(subject_key(e.subject))
+            count = old.count + 1 if old else 1
+            values[subject_key(e.subject)] = HeadValue(e.index, count, e.leaf_hash)
+    heads = HeadsLeaf(len(entries), len(values), reference_root(values))
+    tree = MemoryHashStore()
+    for e in [*entries, heads]:
         tree.append(e.encoded)
     note = sign_note(Checkpoint(ORIGIN, tree.size, tree.root()).body(), h.home.notary_signer())
     wanted = set()
@@ -479,6 +507,11 @@ def forged_bundle(h: Harness, entries: list[Any], chains: dict[str, int]) -> dic
         while index is not None:
             wanted.add(index)
             index = entries[index].prev
+    signers = {
+        str(strictjson.loads(parse_envelope(entries[i].envelope).payload)["actor"]) for i in wanted
+    }
+    relied = {*chains, *(f"actor/{a}" for a in signers), f"policy/{DEFAULT_POLICY_ID}"}
+    heads_proof = prove_record(tree.size, heads.index, tree.read_hashes)
     return {
         "format": "ailedger/bundle/v1",
         "origin": ORIGIN,
@@ -495,6 +528,12 @@ def forged_bundle(h: Harness, entries: list[Any], chains: dict[str, int]) -> dic
             }
             for i in sorted(wanted)
         ],
+        "heads": {
+            "tlog_proof": format_tlog_proof(
+                heads.index, heads_proof, note, extra=heads.encoded
+            ).decode(),
+            "subjects": {s: reference_proof(values, s).encode() for s in sorted(relied)},
+        },
     }
 
 

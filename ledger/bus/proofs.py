@@ -22,7 +22,6 @@ from ledger.bus.streams import (
     CHECKPOINTS,
     LEDGER,
     BusError,
-    get_message,
     last_sequence,
     read_stream,
     read_subject,
@@ -32,6 +31,7 @@ from ledger.formats.checkpoint import Checkpoint, format_tlog_proof, parse_check
 from ledger.formats.dsse import parse_envelope
 from ledger.formats.entry import Entry, ledger_subject
 from ledger.formats.errors import USAGE, LedgerError
+from ledger.formats.headmap import HeadMap, MemoryNodeStore
 from ledger.formats.heads import HeadsLeaf
 from ledger.formats.note import NoteError, Verifier, Verifiers, open_note
 from ledger.formats.tree import TreeStore
@@ -170,6 +170,7 @@ async def export_bundle(
     index_range: tuple[int, int] | None = None,
     checkpoint_size: int | None = None,
     since: int | None = None,
+    pinned: int | None = None,
     claim: bool = False,
     trust: TrustPolicy,
 ) -> bytes:
@@ -177,9 +178,12 @@ async def export_bundle(
 
     It carries the complete ``prev`` chain (as of the checkpoint) of every
     chosen subject, of every signer's key history and of the genesis, each
-    entry with its inclusion proof; with ``since``, a consistency proof from
-    the reader's pinned checkpoint of that size. LEDGER is read through its
-    seals (:mod:`ledger.bus.sealed`): foreign messages never enter a bundle.
+    entry with its inclusion proof; the heads leaf at N-1 with its inclusion
+    proof and a heads proof for every chain and every subject it relies on
+    without a chain (DESIGN §3); with ``since``, a consistency proof from the
+    reader's pinned checkpoint of that size (``pinned``: the same, only when that
+    size is below the exported checkpoint's). LEDGER is read through its seals
+    (:mod:`ledger.bus.sealed`): foreign messages never enter a bundle.
     """
     verifiers = Verifiers(*(Verifier.from_vkey(k) for k in trust.log_vkeys()))
     signed = await find_checkpoint(nc, checkpoint_size, verifiers=verifiers)
@@ -191,12 +195,19 @@ async def export_bundle(
     if actor is not None:
         wanted.add(f"actor/{actor}")
     leaves: list[bytes] = []
+    heads = HeadMap(MemoryNodeStore())
+    found: dict[str, Leaf] = {}
 
     def visit(seq: int, entry: Leaf) -> None:
         if entry.index >= tree.size + len(leaves):
             leaves.append(entry.leaf_hash)
+        if entry.index == size - 1:
+            found["heads"] = entry
         if isinstance(entry, HeadsLeaf):
             return
+        if entry.index < size - 1:
+            heads.note(entry.subject, entry.index, entry.leaf_hash)
+            found["newest"] = entry
         in_range = (actor is not None or index_range is not None) and first <= entry.index <= last
         if in_range and (actor is None or _signer(entry.encoded) == actor):
             wanted.add(entry.subject)
@@ -210,8 +221,23 @@ async def export_bundle(
     assert last_sequence_covered is not None
     if not wanted:
         raise ProofUnavailable("choose a system, an actor or an index range")
+    heads_leaf = found.get("heads")
+    if not isinstance(heads_leaf, HeadsLeaf):
+        raise ProofUnavailable(
+            f"leaf {size - 1} is not a heads leaf: the checkpoint of size {size} commits to no "
+            "subject heads (a notary before heads leaves signed it)"
+        )
+    staged = heads.stage(size - 1)
+    if staged != heads_leaf:
+        raise ProofUnavailable(
+            f"the head map of LEDGER's first {size - 1} entries ({staged.subjects} subjects, "
+            f"root {_b64(staged.root)}) is not the one the heads leaf at {size - 1} commits to "
+            f"({heads_leaf.subjects} subjects, root {_b64(heads_leaf.root)})"
+        )
+    heads.commit()
 
     chains: dict[str, list[Entry]] = {}
+    absent: set[str] = set()
     todo = sorted(wanted | {"ledger/genesis"})
     while todo:
         subject = todo.pop()
@@ -230,7 +256,10 @@ async def export_bundle(
                 raise ProofUnavailable(
                     f"no entries about {subject} up to the checkpoint (size {size})"
                 )
-            continue  # e.g. a regulator with no actor chain: its keys are in the genesis
+            # e.g. a regulator with no actor chain: its keys are in the genesis; its
+            # heads proof shows it has none
+            absent.add(subject)
+            continue
         chains[subject] = [Entry.parse(m.data) for m in messages]
         for entry in chains[subject]:
             signer_chain = f"actor/{_signer(entry.encoded)}"
@@ -258,14 +287,27 @@ async def export_bundle(
             }
             for e in entries
         ],
+        "heads": {
+            "tlog_proof": format_tlog_proof(
+                size - 1,
+                tree.inclusion_proof(size - 1, size),
+                signed.note,
+                extra=heads_leaf.encoded,
+            ).decode(),
+            "subjects": {s: heads.prove(s).encode() for s in sorted(chains.keys() | absent)},
+        },
     }
+    if since is None and pinned is not None and pinned < size:
+        since = pinned
     if since is not None:
         doc["consistency"] = {
             "old_size": since,
             "proof": [_b64(h) for h in consistency(tree, since, size)],
         }
     if claim:
-        doc["claim"] = await _claim(nc, entries, wanted, size, reader)
+        newest = found.get("newest")
+        assert isinstance(newest, Entry)  # the genesis, at least
+        doc["claim"] = _claim(entries, wanted, newest)
     return json.dumps(doc, indent=1).encode() + b"\n"
 
 
@@ -278,19 +320,14 @@ def _sealed_at(reader: SealedReader, sequence: int, data: bytes) -> bool:
     return reader.sequence_of(entry.index) == sequence
 
 
-async def _claim(
-    nc: NATS, entries: list[Entry], wanted: set[str], size: int, reader: SealedReader
-) -> dict[str, Any]:
-    """The exporter's verdict on each system in the bundle, as of the checkpoint:
-    the entries up to its last index, judged at that entry's integration time."""
-    seq = reader.sequence_of(size - 1)
-    last = None if seq is None else await get_message(nc, LEDGER, seq)
-    if last is None:
-        raise ProofUnavailable(f"entry {size - 1} is missing from LEDGER")
-    at = Entry.parse(last.data).integrated
+def _claim(entries: list[Entry], wanted: set[str], newest: Entry) -> dict[str, Any]:
+    """The exporter's verdict on each system in the bundle, as of the checkpoint: the
+    entries up to the newest one it covers (the leaf before its heads leaf), judged at
+    that entry's integration time."""
     facts = [fact_from_entry(e) for e in entries]
     systems = sorted(s.partition("/")[2] for s in wanted if s.startswith("system/"))
+    at, as_of = newest.integrated, newest.index
     return {
         "format": CLAIM_FORMAT,
-        "verdicts": [evaluate(s, facts, at, as_of_index=size - 1).to_json() for s in systems],
+        "verdicts": [evaluate(s, facts, at, as_of_index=as_of).to_json() for s in systems],
     }

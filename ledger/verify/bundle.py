@@ -14,6 +14,8 @@ A bundle is one JSON object::
       "checkpoint": "<C2SP signed note: tlog-checkpoint body, log signature, cosignatures>",
       "chains": {"<subject>": <index of its last entry at the checkpoint>, ...},
       "entries": [{"index": n, "entry": "<base64 entry bytes>", "proof": ["<base64 hash>", ...]}],
+      "heads": {"tlog_proof": "<C2SP tlog-proof of leaf N-1, the heads leaf as its extra>",
+                "subjects": {"<subject>": "<ailedger/heads-proof/v1>", ...}},
       "consistency": {"old_size": m, "proof": ["<base64 hash>", ...]},   (optional)
       "claim": {...}                                                       (optional)
     }
@@ -28,7 +30,12 @@ revocation integrated after the entry whose compromise time precedes it.
 The checks, in order: ``bundle`` (structure), ``checkpoint`` (log signature
 and witness quorum under the trust policy), ``inclusion`` (each entry's RFC
 9162 proof against the checkpoint), ``entry`` (format, index, payload),
-``chain`` (complete ``prev`` chains), ``time`` (integration times never go
+``chain`` (complete ``prev`` chains), ``heads`` (the heads leaf at N-1: its
+index, size and inclusion under the checkpoint), ``completeness`` (each
+chain, and each subject the verdict relies on, against its heads proof: the
+chain ends at the subject's newest entry and holds all of its entries; an
+absence proof contradicted by an included entry is evidence of notary
+misbehaviour), ``time`` (integration times never go
 back along the index, and lie within the witnesses' window: not after the
 covering checkpoint's earliest valid cosignature, nor, past a pinned
 cosigned checkpoint, before its cosignatures, with a skew allowance),
@@ -57,12 +64,21 @@ from ledger.formats.checkpoint import (
     Checkpoint,
     CosignatureVerifier,
     MalformedCheckpointError,
+    MalformedTlogProofError,
     cosignature_timestamp,
     parse_checkpoint,
+    parse_tlog_proof,
 )
 from ledger.formats.dsse import EnvelopeError, ParsedEnvelope, parse_envelope
 from ledger.formats.entry import Entry, MalformedEntryError
 from ledger.formats.errors import CHECK_FAILED, LedgerError
+from ledger.formats.heads import (
+    HeadsLeaf,
+    HeadsProof,
+    HeadsProofError,
+    HeadValue,
+    MalformedHeadsError,
+)
 from ledger.formats.keys import decode_public_key, fingerprint
 from ledger.formats.merkle import (
     HASH_SIZE,
@@ -97,12 +113,26 @@ class VerificationError(LedgerError):
     code = "verify_failed"
     exit_status = CHECK_FAILED
 
-    def __init__(self, check: str, message: str, index: int | None = None) -> None:
+    def __init__(
+        self,
+        check: str,
+        message: str,
+        index: int | None = None,
+        *,
+        subject: str | None = None,
+        misbehaviour: bool = False,
+    ) -> None:
         self.check = check
         self.index = index
+        self.subject = subject
+        #: The bundle proves the notary signed contradicting statements.
+        self.misbehaviour = misbehaviour
         self.message = message
-        where = f" (entry {index})" if index is not None else ""
-        super().__init__(f"{check}{where}: {message}")
+        where = ", ".join(
+            ([subject] if subject is not None else [])
+            + ([f"entry {index}"] if index is not None else [])
+        )
+        super().__init__(f"{check}{f' ({where})' if where else ''}: {message}")
 
 
 @dataclass
@@ -120,6 +150,27 @@ class Report:
     consistent_with: int | None = None
     recomputed: list[str] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
+    #: Each subject with a heads proof: its head as of the checkpoint (None: no entries).
+    completeness: dict[str, HeadValue | None] = field(default_factory=dict)
+    #: The earliest counted witness cosignature of the checkpoint (None: not cosigned).
+    cosigned_at: datetime | None = None
+    #: The bundle's checkpoint, as signed (what a reader pins).
+    checkpoint_note: bytes = b""
+
+    def completeness_line(self, subject: str) -> str:
+        """``complete as of checkpoint N (cosigned at T)``, or that it has no entries."""
+        when = (
+            f"cosigned at {format_time(self.cosigned_at)}"
+            if self.cosigned_at is not None
+            else "not cosigned"
+        )
+        head = self.completeness[subject]
+        if head is None:
+            return f"no entries as of checkpoint {self.size} ({when})"
+        return (
+            f"complete as of checkpoint {self.size} ({when}): {head.count} entries, "
+            f"newest {head.index}"
+        )
 
 
 @dataclass(frozen=True)
@@ -163,6 +214,7 @@ def verify_bundle(
     checkpoint, note = _checkpoint(doc, trust)
     items = _entries(doc, checkpoint)
     chains = _chains(doc, items, checkpoint.size)
+    completeness = _completeness(doc, checkpoint, items, chains)
     cosigned = [t for _, t in _witness_times(note, trust)]
     _times(items, cosigned)
     log_key = _log_key_in_window(note, trust, items, min([now, *cosigned]))
@@ -177,6 +229,9 @@ def verify_bundle(
         entries=len(items),
         chains={s: h for s, h in sorted(chains.items())},
         signatures=len(signing_keys),
+        completeness=completeness,
+        cosigned_at=min(cosigned, default=None),
+        checkpoint_note=doc["checkpoint"].encode(),
     )
     if since is not None:
         report.consistent_with = _consistency(doc, checkpoint, since, trust, items)
@@ -196,7 +251,16 @@ def _structure(data: bytes) -> dict[str, Any]:
         raise VerificationError("bundle", f"not strict JSON: {e}") from None
     if not isinstance(doc, dict):
         raise VerificationError("bundle", "a bundle is a JSON object")
-    allowed = {"format", "origin", "checkpoint", "chains", "entries", "consistency", "claim"}
+    allowed = {
+        "format",
+        "origin",
+        "checkpoint",
+        "chains",
+        "entries",
+        "heads",
+        "consistency",
+        "claim",
+    }
     for name in ("format", "origin", "checkpoint", "chains", "entries"):
         if name not in doc:
             raise VerificationError("bundle", f"missing field {name!r}")
@@ -465,6 +529,170 @@ def _chains(doc: dict[str, Any], items: list[_Item], size: int) -> dict[str, int
     if "ledger/genesis" not in chains or 0 not in by_index:
         raise VerificationError("chain", "the genesis entry (index 0) is missing", 0)
     return chains
+
+
+# --- completeness ------------------------------------------------------------------
+
+
+def _heads_leaf(doc: dict[str, Any], checkpoint: Checkpoint) -> HeadsLeaf:
+    """The heads leaf at N-1, proven in the checkpoint's tree, covering leaves [0, N-1)."""
+    heads = doc.get("heads")
+    if heads is None:
+        raise VerificationError(
+            "heads",
+            "the bundle carries no heads leaf, so nothing shows its chains hold the newest "
+            "entries: export it again with a current ailedger",
+        )
+    if not isinstance(heads, dict) or set(heads) != {"tlog_proof", "subjects"}:
+        raise VerificationError("bundle", "heads needs exactly tlog_proof and subjects")
+    if not isinstance(heads["tlog_proof"], str) or not isinstance(heads["subjects"], dict):
+        raise VerificationError("bundle", "heads.tlog_proof is a string, heads.subjects an object")
+    try:
+        tlog = parse_tlog_proof(heads["tlog_proof"].encode())
+    except (MalformedTlogProofError, UnicodeEncodeError) as e:
+        raise VerificationError("heads", f"malformed tlog-proof of the heads leaf: {e}") from None
+    # Its checkpoint may carry other cosignatures; it must be the same tree head.
+    if tlog.checkpoint.partition(b"\n\n")[0] != doc["checkpoint"].encode().partition(b"\n\n")[0]:
+        raise VerificationError(
+            "heads", "the heads leaf's tlog-proof is under another checkpoint than the bundle's"
+        )
+    m = checkpoint.size - 1
+    if tlog.index != m:
+        raise VerificationError(
+            "heads",
+            f"the tlog-proof is for leaf {tlog.index}; the heads leaf of the checkpoint of "
+            f"size {checkpoint.size} is leaf {m}",
+        )
+    if tlog.extra is None:
+        raise VerificationError("heads", "the tlog-proof carries no heads leaf (extra data)")
+    try:
+        leaf = HeadsLeaf.parse(tlog.extra)
+    except MalformedHeadsError as e:
+        raise VerificationError("heads", f"leaf {m} is not a heads leaf: {e}") from None
+    if leaf.size != m:
+        raise VerificationError(
+            "heads",
+            f"the heads leaf says size {leaf.size}; at leaf {m} it must cover the {m} leaves "
+            "before it",
+        )
+    try:
+        verify_inclusion(leaf.leaf_hash, m, checkpoint.size, list(tlog.proof), checkpoint.root_hash)
+    except ProofError as e:
+        raise VerificationError(
+            "heads", f"the heads leaf is not leaf {m} of the checkpoint's tree: {e}"
+        ) from None
+    return leaf
+
+
+def _relied_on(items: list[_Item], chains: dict[str, int]) -> set[str]:
+    """The subjects whose completeness the verdict relies on: every chain carried, every
+    signer's actor subject (its key history) and the genesis rulebook's policy subject."""
+    subjects = set(chains) | {f"actor/{item.actor}" for item in items}
+    genesis = next((item for item in items if item.index == 0), None)
+    policy = genesis.payload.get("policy") if genesis is not None else None
+    if isinstance(policy, dict) and isinstance(policy.get("policy_id"), str):
+        subjects.add(f"policy/{policy['policy_id']}")
+    return subjects
+
+
+def _completeness(
+    doc: dict[str, Any], checkpoint: Checkpoint, items: list[_Item], chains: dict[str, int]
+) -> dict[str, HeadValue | None]:
+    """Each subject's heads proof against the heads leaf at N-1 (DESIGN §3, "Heads proof"):
+    a carried chain ends at the subject's newest entry, holds all of its entries; a
+    subject without a chain has none. Returns each proven subject's head (None: absent)."""
+    leaf = _heads_leaf(doc, checkpoint)
+    by_index = {item.index: item for item in items}
+    proofs: dict[str, HeadsProof] = {}
+    for subject, text in doc["heads"]["subjects"].items():
+        if not isinstance(text, str):
+            raise VerificationError("bundle", "a heads proof is a string", subject=subject)
+        try:
+            proof = HeadsProof.parse(text)
+        except MalformedHeadsError as e:
+            raise VerificationError(
+                "completeness", f"malformed heads proof: {e}", subject=subject
+            ) from None
+        if proof.subject != subject:
+            raise VerificationError(
+                "completeness", f"its heads proof is about {proof.subject}", subject=subject
+            )
+        try:
+            proof.verify(leaf.root)
+        except HeadsProofError as e:
+            raise VerificationError("completeness", str(e), subject=subject) from None
+        proofs[subject] = proof
+    missing = sorted(_relied_on(items, chains) - proofs.keys())
+    if missing:
+        raise VerificationError(
+            "completeness",
+            "no heads proof: nothing shows the bundle holds its newest entries",
+            subject=missing[0],
+        )
+    out: dict[str, HeadValue | None] = {}
+    under = f"the heads leaf at {leaf.index}, under the signed checkpoint of size {checkpoint.size}"
+    for subject, proof in sorted(proofs.items()):
+        head = chains.get(subject)
+        value = proof.value
+        if value is None:
+            if head is not None:
+                raise VerificationError(
+                    "completeness",
+                    f"EVIDENCE OF NOTARY MISBEHAVIOUR: {under}, proves the subject has no "
+                    f"entries ({proof.result}), yet the bundle includes its entries up to "
+                    f"{head} under the same checkpoint",
+                    head,
+                    subject=subject,
+                    misbehaviour=True,
+                )
+            out[subject] = None
+            continue
+        if head is None:
+            raise VerificationError(
+                "completeness",
+                f"{under}, counts {value.count} entries (newest {value.index}); the bundle "
+                "carries none of them",
+                subject=subject,
+            )
+        if value.index > head:
+            raise VerificationError(
+                "completeness",
+                f"its chain in the bundle ends at entry {head}, but its newest entry at the "
+                f"checkpoint is {value.index} ({under}): the bundle leaves out its newest "
+                "entries",
+                head,
+                subject=subject,
+            )
+        count = 0
+        index: int | None = head
+        while index is not None:
+            count += 1
+            index = by_index[index].entry.prev
+        if value.index < head or value.leaf_hash != leaf_hash(by_index[head].raw):
+            what = (
+                f"its newest entry is {value.index}"
+                if value.index < head
+                else f"entry {head} has another leaf hash"
+            )
+            raise VerificationError(
+                "completeness",
+                f"EVIDENCE OF NOTARY MISBEHAVIOUR: {under}, says {what}, yet the bundle "
+                f"includes entry {head} of this subject under the same checkpoint",
+                head,
+                subject=subject,
+                misbehaviour=True,
+            )
+        if value.count != count:
+            raise VerificationError(
+                "completeness",
+                f"EVIDENCE OF NOTARY MISBEHAVIOUR: {under}, counts {value.count} entries, but "
+                f"the chain from its newest entry {head} down to prev none holds {count}",
+                head,
+                subject=subject,
+                misbehaviour=True,
+            )
+        out[subject] = value
+    return out
 
 
 def _times(items: list[_Item], cosigned: list[datetime]) -> None:
@@ -793,6 +1021,9 @@ def _report_lines(report: Report) -> list[str]:
         f"signatures   {report.signatures} DSSE signatures over the exact bytes, each key "
         "valid at its integration time",
     ]
+    for i, subject in enumerate(report.completeness):
+        label = "completeness" if i == 0 else ""
+        lines.append(f"{label:<12} {subject}: {report.completeness_line(subject)}")
     if report.consistent_with is not None:
         lines.append(
             f"consistency  extends your pinned checkpoint of size {report.consistent_with}"
