@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -22,7 +24,13 @@ from urllib.parse import quote
 from ledger.bus.proofs import export_bundle, sealed_pass
 from ledger.bus.sealed import Leaf
 from ledger.bus.streams import connect
-from ledger.formats.checkpoint import Checkpoint, format_tlog_proof, parse_tlog_proof
+from ledger.formats.checkpoint import (
+    Checkpoint,
+    CosignatureSigner,
+    cosignature_verifier_key,
+    format_tlog_proof,
+    parse_tlog_proof,
+)
 from ledger.formats.entry import Entry
 from ledger.formats.heads import (
     HeadsLeaf,
@@ -32,9 +40,12 @@ from ledger.formats.heads import (
     reference_root,
     subject_key,
 )
+from ledger.formats.keys import generate
 from ledger.formats.merkle import MemoryHashStore, prove_record
-from ledger.formats.note import sign_note
+from ledger.formats.note import Verifier, Verifiers, open_note, sign_note
+from ledger.formats.timeutil import format_time
 from ledger.formats.tree import TreeStore
+from ledger.formats.trust import TrustedKey
 from ledger.law.rulebook import DEFAULT_POLICY_ID
 from ledger.verify.bundle import verify_bundle
 from tests.conftest import ORIGIN, Harness, authorized_server, running_notary, serving
@@ -140,6 +151,27 @@ async def test_an_honest_bundle_reports_each_subject_complete_as_of_its_checkpoi
     assert f"{regulator}: no entries as of checkpoint {size}" in text
     assert report.completeness["system/scorer"].count == 3  # type: ignore[union-attr]
 
+    # cosigned by a witness of the trust policy: the report says when
+    witness = generate("witness")
+    name = "witness.example/w1"
+    moment = int(datetime.now(UTC).timestamp()) + 1
+    log = Verifiers(*(Verifier.from_vkey(k) for k in ledger.home.trust().log_vkeys()))
+    opened = open_note(doc["checkpoint"].encode(), log)
+    signer = CosignatureSigner(name, witness.private_key, clock=lambda: moment)
+    doc["checkpoint"] = sign_note(opened, signer).decode()
+    trust = dataclasses.replace(
+        ledger.home.trust(),
+        witness_keys=[TrustedKey(key=cosignature_verifier_key(name, witness.public_key))],
+        witness_quorum=1,
+    )
+    cosigned = verify_bundle(json.dumps(doc).encode(), trust)
+    when = format_time(datetime.fromtimestamp(moment, UTC))
+    assert cosigned.cosigned_at == datetime.fromtimestamp(moment, UTC)
+    assert (
+        f"system/scorer: complete as of checkpoint {size} (cosigned at {when}): 3 entries, "
+        f"newest {report.chains['system/scorer']}" in "\n".join(cosigned.lines)
+    )
+
 
 async def test_a_claim_is_judged_at_the_newest_entry_before_the_heads_leaf(
     ledger: Harness,
@@ -187,7 +219,7 @@ async def test_a_bundle_without_a_subjects_newest_entry_fails(ledger: Harness) -
     del no_history["chains"]["actor/insurer"]
     err = failure(no_history, trust)
     assert (err.check, err.subject) == ("completeness", "actor/insurer")
-    assert "counts 1 entries" in err.message and "carries none of them" in err.message
+    assert "counts 1 entry" in err.message and "carries none of them" in err.message
 
     # ... nor the heads leaf itself
     err = failure({k: v for k, v in doc.items() if k != "heads"}, trust)

@@ -168,7 +168,7 @@ class Report:
         if head is None:
             return f"no entries as of checkpoint {self.size} ({when})"
         return (
-            f"complete as of checkpoint {self.size} ({when}): {head.count} entries, "
+            f"complete as of checkpoint {self.size} ({when}): {_entries_count(head.count)}, "
             f"newest {head.index}"
         )
 
@@ -584,6 +584,10 @@ def _heads_leaf(doc: dict[str, Any], checkpoint: Checkpoint) -> HeadsLeaf:
     return leaf
 
 
+def _entries_count(n: int) -> str:
+    return "1 entry" if n == 1 else f"{n} entries"
+
+
 def _relied_on(items: list[_Item], chains: dict[str, int]) -> set[str]:
     """The subjects whose completeness the verdict relies on: every chain carried, every
     signer's actor subject (its key history) and the genesis rulebook's policy subject."""
@@ -650,7 +654,7 @@ def _completeness(
         if head is None:
             raise VerificationError(
                 "completeness",
-                f"{under}, counts {value.count} entries (newest {value.index}); the bundle "
+                f"{under}, counts {_entries_count(value.count)} (newest {value.index}); the bundle "
                 "carries none of them",
                 subject=subject,
             )
@@ -685,8 +689,9 @@ def _completeness(
         if value.count != count:
             raise VerificationError(
                 "completeness",
-                f"EVIDENCE OF NOTARY MISBEHAVIOUR: {under}, counts {value.count} entries, but "
-                f"the chain from its newest entry {head} down to prev none holds {count}",
+                f"EVIDENCE OF NOTARY MISBEHAVIOUR: {under}, counts "
+                f"{_entries_count(value.count)}, but the chain from its newest entry {head} "
+                f"down to prev none holds {count}",
                 head,
                 subject=subject,
                 misbehaviour=True,
