@@ -16,6 +16,7 @@ from ledger.bus.home import Home
 from ledger.bus.logview import read_log
 from ledger.bus.natsserver import EmbeddedNats
 from ledger.bus.proofs import export_bundle
+from ledger.bus.sealed import parse_leaf
 from ledger.bus.streams import (
     CHECKPOINT_SUBJECT,
     CHECKPOINTS,
@@ -26,6 +27,7 @@ from ledger.bus.streams import (
 )
 from ledger.formats.checkpoint import parse_checkpoint
 from ledger.formats.entry import Entry, ledger_subject
+from ledger.formats.heads import HeadsLeaf
 from ledger.formats.keys import generate
 from ledger.formats.merkle import MemoryHashStore
 from ledger.formats.note import Verifier, Verifiers, open_note
@@ -115,8 +117,9 @@ async def test_foreign_ledger_messages_are_skipped_never_indexed_or_checkpointed
         assert note is not None
         verifiers = Verifiers(*(Verifier.from_vkey(k) for k in home.trust().log_vkeys()))
         checkpoint = parse_checkpoint(open_note(note, verifiers).text)
-        assert checkpoint.size == 6
-        # The checkpoint's root is the root of the sealed entries only.
+        # The checkpoint ends with the heads leaf the notary sealed before it.
+        assert checkpoint.size == size + 1
+        # The checkpoint's root is the root of the sealed leaves only.
         nc = await connect(ledger.url)
         try:
             last = await last_sequence(nc, LEDGER)
@@ -124,13 +127,16 @@ async def test_foreign_ledger_messages_are_skipped_never_indexed_or_checkpointed
         finally:
             await nc.close()
         sealed = [m.data for m in stored if m.sequence not in foreign]
-        assert len(sealed) == 6 and checkpoint.root_hash == _root_of_sealed(sealed)
+        leaves = [parse_leaf(data) for data in sealed]
+        heads = [leaf.index for leaf in leaves if isinstance(leaf, HeadsLeaf)]
+        assert heads == [size]  # the one heads leaf, last, covering the 6 entries
+        assert len(sealed) == checkpoint.size and checkpoint.root_hash == _root_of_sealed(sealed)
 
         # Wherever index -> sequence is needed (log, proofs, bundles): through the seals.
         nc = await connect(ledger.url)
         try:
             rows = await read_log(nc, trust=home.trust())
-            assert [r.index for r in rows] == list(range(6))
+            assert [r.index for r in rows] == list(range(checkpoint.size))
             assert [r.index for r in await read_log(nc, 4, 1, trust=home.trust())] == [4]
             with TreeStore(tmp_path / "bundle-tree") as tree:
                 bundle = json.loads(
@@ -157,14 +163,15 @@ async def test_foreign_ledger_messages_are_skipped_never_indexed_or_checkpointed
                 await projector.catch_up()
                 assert projector.reader.foreign == foreign
                 assert projector.alarms.is_active(FOREIGN_MESSAGE)
-                assert projector.state.size == 6
+                # The 6 sealed entries are projected; the heads leaf after them is not.
+                assert projector.state.size == size
                 mallory = await projector.state_thread.call(projector.state.actor, "mallory")
                 assert mallory is None
             finally:
                 projector.close()
             # rebuild (from a dropped store) checks against the checkpoint and skips them too
             report = await rebuild(nc, home, state_env, view_env)
-            assert report.checkpoint_size == 6
+            assert report.checkpoint_size == checkpoint.size
         finally:
             await nc.close()
 
@@ -175,7 +182,7 @@ async def test_foreign_ledger_messages_are_skipped_never_indexed_or_checkpointed
         again = await ledger.client(client.key)  # type: ignore[attr-defined]
         (event,) = deployments(again, "scorer", 1)
         receipt = await again.submit(event, timeout=20)
-        assert receipt.index == 6
+        assert receipt.index == checkpoint.size  # after the entries and the heads leaf
 
 
 async def test_unsigned_note_in_checkpoints_never_bricks_the_notary(
@@ -194,6 +201,9 @@ async def test_unsigned_note_in_checkpoints_never_bricks_the_notary(
         await ledger.register(client, "scorer")
         assert await _signed(ledger)
         assert ledger.notary.alarms.is_active(FOREIGN_MESSAGE)
+        signed = ledger.notary.latest_checkpoint
+        # It covers the whole sealed log: 3 entries and a heads leaf per checkpoint.
+        assert signed is not None and signed[0].size == ledger.notary.sequencer.reader.size == 3 + 2
         async with bus_admin_connection(ledger) as bus:
             # The newest message in CHECKPOINTS is foreign when the notary restarts.
             await bus.jetstream().publish(CHECKPOINT_SUBJECT, body, stream=CHECKPOINTS)
@@ -201,7 +211,7 @@ async def test_unsigned_note_in_checkpoints_never_bricks_the_notary(
         # Restarted: the foreign notes are skipped with an alarm.
         assert ledger.notary.alarms.is_active(FOREIGN_MESSAGE)
         latest = ledger.notary.latest_checkpoint
-        assert latest is not None and latest[0].size == 3
+        assert latest is not None and latest[0] == signed[0]
         _, client = await ledger.enrol("insurer", ["insurer"])
         assert await _signed(ledger)
 
