@@ -440,10 +440,12 @@ async def test_the_regulators_acts_need_m_of_n_root_signatures(
     err = verify_failure(bundle, expired)
     assert err.check == "authority" and err.index == 0 and "root_quorum" in err.message
     # an operator appends the policy signed by one root key: the verifier refuses it
-    index = len(forged_entries)
-    forged = Entry(index, forged_entries[-1].integrated, "policy/rulebook", receipt.index, alone)
+    index = len(forged_entries)  # after the heads leaf the export's checkpoint ended with
+    newest = [e for e in forged_entries if isinstance(e, Entry)][-1]
+    forged = Entry(index, newest.integrated, "policy/rulebook", receipt.index, alone)
     entries = [*forged_entries, forged]
-    err = verify_failure(forged_bundle(h, entries, {e.subject: e.index for e in entries}), trust)
+    chains = {e.subject: e.index for e in entries if isinstance(e, Entry)}
+    err = verify_failure(forged_bundle(h, entries, chains), trust)
     assert err.check == "authority" and err.index == index
     assert "PolicyAdopted needs 2 regulator root signatures" in err.message
 
