@@ -15,6 +15,10 @@ Codes in use (stable: monitors match on them):
   problem, answered with a reason code and kept in REJECTED.
 - ``foreign_message``: a message in LEDGER or CHECKPOINTS that the notary did
   not write (unsealed, unsigned or malformed); skipped, never integrated.
+- ``witness_quorum``: a checkpoint was signed but not published because fewer
+  witnesses than the trust policy's quorum cosigned it (down, unreachable, or
+  refusing it as inconsistent); retried at the checkpoint interval, cleared
+  when a checkpoint is published.
 """
 
 from __future__ import annotations

@@ -68,7 +68,8 @@ def describe(entry: Leaf, sealed_at: datetime | None = None) -> LogRow:
             sealed_at or datetime.min.replace(tzinfo=UTC),
             HEADS_ROW_SIGNER,
             HEADS_ROW_TYPE,
-            f"heads of [0, {entry.size}): {entry.subjects} subjects",
+            f"heads of [0, {entry.size}): {entry.subjects} "
+            + ("subject" if entry.subjects == 1 else "subjects"),
             None,
             "-",
         )

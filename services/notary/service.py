@@ -353,7 +353,8 @@ async def serve(
             )
             notary.health.server = server  # its exit ends the notary (non-zero)
             try:
-                if notary.checkpointer.cosign is not None and not notary.witnesses:
+                # (``ailedger init`` only integrates the genesis: ``stop`` is set.)
+                if notary.checkpointer.cosign and not notary.witnesses and not stop.is_set():
                     log.error(
                         "the trust policy requires %d witness cosignatures and no witness is "
                         "configured (config.json 'witnesses'): checkpoints will be withheld",
