@@ -21,6 +21,7 @@ from nats.js.errors import BadRequestError, NoStreamResponseError, ServiceUnavai
 from ledger.bus.alarms import STREAM_SETTINGS_CHANGED, Alarms, request_health
 from ledger.bus.client import LedgerClient
 from ledger.bus.home import Home
+from ledger.bus.logview import HEADS_ROW_SIGNER, HEADS_ROW_TYPE, read_log
 from ledger.bus.natsserver import EmbeddedNats
 from ledger.bus.streams import (
     INTAKE,
@@ -96,6 +97,9 @@ def test_alarms_count_keep_the_last_detail_and_log_at_error(
 
 
 async def test_doctor_on_a_healthy_notary_shows_its_streams_and_exits_0(ledger: Harness) -> None:
+    # Checkpoint now, so the periodic checkpoint appends no heads leaf (which moves
+    # LEDGER's last sequence) while the doctor runs: an idle notary appends none.
+    await ledger.notary.checkpoint()
     status, out, err = await doctor(ledger.url, ledger.home)
     assert status == 0, out + err
     assert "checkpoint signing on" in out
@@ -105,6 +109,11 @@ async def test_doctor_on_a_healthy_notary_shows_its_streams_and_exits_0(ledger: 
     doc = json.loads(out)
     assert status == 0 and doc["ok"] and doc["alarms"] == []
     assert doc["last_sequence"] == ledger.notary.last_sequence
+    nc = await connect(ledger.url)
+    try:
+        assert doc["last_sequence"] == await last_sequence(nc, LEDGER)  # heads leaves counted
+    finally:
+        await nc.close()
 
 
 async def test_doctor_without_a_notary_says_so(nats_server: EmbeddedNats, home: Home) -> None:
@@ -335,7 +344,18 @@ async def test_the_notary_resumes_after_its_nats_server_restarts(
             receipt = await bank.submit(bank.event(ev.SystemRegistered, **fields), timeout=30)
         finally:
             await bank.close()
-        assert receipt.index == 2
+        # The next index after the genesis entry, the enrolment and the heads leaves
+        # the notary appended before checkpoints (before or after the outage).
+        nc = await connect(nats_server.url)
+        try:
+            rows = await read_log(nc, trust=home.trust())
+        finally:
+            await nc.close()
+        assert [r.index for r in rows] == list(range(len(rows)))
+        entries = [r for r in rows if (r.signer, r.type) != (HEADS_ROW_SIGNER, HEADS_ROW_TYPE)]
+        assert [r.type for r in entries] == ["LedgerGenesis", "ActorEnrolled", "SystemRegistered"]
+        heads_before = len([r for r in rows if r not in entries and r.index < receipt.index])
+        assert receipt.index == entries[2].index == 2 + heads_before
         status, out, err = await doctor(nats_server.url, home)
         assert status == 0, out + err  # the nats_disconnected alarm cleared on reconnect
         assert "NATS connection of ailedger-notary lost" in notary.log.read_text()
