@@ -25,7 +25,7 @@ from ailedger.scenario import START, Scenario, Step, Submission
 from ledger.bus.auth import GATEWAY, READER
 from ledger.bus.client import LedgerClient, SubmissionRejected
 from ledger.bus.home import Home, init_home
-from ledger.bus.logview import LogRow, RejectionRow, read_log, read_rejections
+from ledger.bus.logview import HEADS_ROW_TYPE, LogRow, RejectionRow, read_log, read_rejections
 from ledger.bus.proofs import export_bundle
 from ledger.bus.streams import connect
 from ledger.formats.receipt import Receipt
@@ -243,8 +243,13 @@ async def _run(workdir: Path, console: Console) -> int:
         await notary_task
         await witness_task
 
+    heads = sum(1 for r in log_rows if r.type == HEADS_ROW_TYPE)
     console.print(
-        ledger_table(log_rows, f"LEDGER: {len(log_rows)} entries, index 0 is the genesis")
+        ledger_table(
+            log_rows,
+            f"LEDGER: {len(log_rows) - heads} entries and {heads} heads "
+            f"{'leaf' if heads == 1 else 'leaves'} (the notary's), index 0 is the genesis",
+        )
     )
     console.print()
     console.print(

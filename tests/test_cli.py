@@ -32,7 +32,7 @@ def test_demo_plays_the_scenario_and_exits_zero(tmp_path: Path) -> None:
     result = ailedger("demo", "--keep", str(tmp_path / "demo"), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "LEDGER: 36 entries, index 0 is the genesis" in out
+    assert "LEDGER: 36 entries and 1 heads leaf (the notary's), index 0 is the genesis" in out
     assert "REJECTED: 10 submissions" in out
     for code in ("not_system_party", "bad_signature", "unknown_actor", "clock_skew"):
         assert code in out
@@ -53,7 +53,8 @@ def test_keygen_init_up_submit_log(tmp_path: Path) -> None:
 
     up_command = [sys.executable, "-m", "ailedger", "up", "--home", str(home)]
     up = subprocess.Popen(
-        [*up_command, "--checkpoint-interval", "0.2"],
+        # A checkpoint once the three entries below are in: a heads leaf at 3, size 4.
+        [*up_command, "--checkpoint-every", "3", "--checkpoint-interval", "3600"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -117,35 +118,42 @@ def test_keygen_init_up_submit_log(tmp_path: Path) -> None:
 
         log = ailedger("log", "--home", str(home), "--json", cwd=tmp_path)
         rows = [json.loads(x) for x in log.stdout.splitlines()]
-        assert [(r["index"], r["type"], r["signer"]) for r in rows] == [
+        assert [(r["index"], r["type"], r["signer"]) for r in rows][:3] == [
             (0, "LedgerGenesis", "regulator"),
             (1, "ActorEnrolled", "regulator"),
             (2, "SystemRegistered", "bank"),
         ]
+        # Then, once the checkpoint is due, the notary's heads leaf.
+        assert [(r["index"], r["type"], r["signer"]) for r in rows][3:] in (
+            [],
+            [(3, "HeadsLeaf", "notary")],
+        )
         table = ailedger("log", "--home", str(home), cwd=tmp_path)
         assert "system/scorer" in table.stdout
         rejected = ailedger("log", "--home", str(home), "--rejected", "--json", cwd=tmp_path)
         assert json.loads(rejected.stdout)["code"] == "system_already_registered"
 
-        # proofs: wait for the checkpoint covering all three entries
+        # proofs: wait for the checkpoint covering all three entries and the heads leaf
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             cp = ailedger("checkpoint", "--home", str(home), cwd=tmp_path)
-            if cp.returncode == 0 and cp.stdout.startswith("cli.ailedger.kz/test\n3\n"):
+            if cp.returncode == 0 and cp.stdout.startswith("cli.ailedger.kz/test\n4\n"):
                 break
             time.sleep(0.3)
-        assert cp.stdout.startswith("cli.ailedger.kz/test\n3\n"), cp.stdout + cp.stderr
+        assert cp.stdout.startswith("cli.ailedger.kz/test\n4\n"), cp.stdout + cp.stderr
+        # cosigned by the home's own witness, which `ailedger up` runs
+        assert "— cli.ailedger.kz/witness " in cp.stdout
         proof = ailedger("prove", "2", "--home", str(home), cwd=tmp_path)
         assert proof.stdout.startswith("c2sp.org/tlog-proof@v1\nindex 2\n"), proof.stderr
-        consistent = ailedger("prove", "--consistency", "1", "3", "--home", str(home), cwd=tmp_path)
-        assert consistent.stdout.startswith("old 1\nnew 3\n"), consistent.stderr
+        consistent = ailedger("prove", "--consistency", "1", "4", "--home", str(home), cwd=tmp_path)
+        assert consistent.stdout.startswith("old 1\nnew 4\n"), consistent.stderr
 
         bundle = tmp_path / "scorer.bundle.json"
         exported = ailedger(
             "export", "--system", "scorer", "-o", str(bundle), "--home", str(home), cwd=tmp_path
         )
         assert exported.returncode == 0, exported.stderr
-        assert "3 entries, 3 chains, checkpoint size 3" in exported.stdout
+        assert "3 entries, 3 chains, checkpoint size 4" in exported.stdout
         trust = str(home / "trust.json")
         ok = ailedger("verify", str(bundle), "--trust", trust, cwd=tmp_path)
         assert ok.returncode == 0 and "VERIFIED" in ok.stdout, ok.stderr
@@ -172,7 +180,9 @@ def test_keygen_init_up_submit_log(tmp_path: Path) -> None:
             "SystemRegistered",
         )
         rebuilt = ailedger("rebuild", "--home", str(home), cwd=tmp_path)
-        assert "rebuilt 3 entries" in rebuilt.stdout and "state digest" in rebuilt.stdout
+        assert (
+            "rebuilt 4 entries" in rebuilt.stdout
+        )  # LEDGER messages, the heads leaf too and "state digest" in rebuilt.stdout
         claimed = tmp_path / "claimed.bundle.json"
         args = ("export", "--system", "scorer", "--claim", "-o", str(claimed), "--home", str(home))
         assert ailedger(*args, cwd=tmp_path).returncode == 0
