@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -202,16 +203,20 @@ class SealedReader:
         message (or ``up_to``); skip foreign messages with an alarm."""
         last = await last_sequence(self.nc, LEDGER) if up_to is None else up_to
         pending: list[StoredMessage] = []
-        async for m in read_stream(self.nc, LEDGER, self.position + 1, last):
-            pending.append(m)
-            value = m.headers.get(HDR_SEAL)
-            if value is None:
-                continue
-            batch = self._check(pending, value)
-            self.position = m.sequence
-            pending = []
-            if batch is not None:
-                yield batch
+        # Closed with this generator (a reader that stops early), not left to the
+        # garbage collector after the connection is gone.
+        messages = read_stream(self.nc, LEDGER, self.position + 1, last)
+        async with contextlib.aclosing(messages):
+            async for m in messages:
+                pending.append(m)
+                value = m.headers.get(HDR_SEAL)
+                if value is None:
+                    continue
+                batch = self._check(pending, value)
+                self.position = m.sequence
+                pending = []
+                if batch is not None:
+                    yield batch
         if pending:
             # A committed atomic batch is visible whole, its seal on its last
             # message: an unsealed tail is not the notary's.

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -565,7 +565,7 @@ async def read_stream(
     subject: str | None = None,
     batch: int = 500,
     timeout: float = 10.0,
-) -> AsyncIterator[StoredMessage]:
+) -> AsyncGenerator[StoredMessage]:
     """Yield the messages with sequences ``start..end`` in order.
 
     Reads in request/response batches (batched direct get), so a slow reader
