@@ -42,8 +42,14 @@ from ledger.bus.client import (
     envelope_head,
     sign_event,
 )
-from ledger.bus.home import DEFAULT_HOME, Home, init_home, remember_home, resolve_home
-from ledger.bus.home import _user_config_dir as user_config_dir
+from ledger.bus.home import (
+    DEFAULT_HOME,
+    Home,
+    init_home,
+    remember_home,
+    resolve_home,
+    user_config_dir,
+)
 from ledger.bus.logview import (
     LogRow,
     RejectionRow,
@@ -498,7 +504,8 @@ def up(
 
         def ready(url: str, notary: Notary) -> None:
             console.print(
-                f"notary up: {notary.origin}, {notary.size} entries, NATS {url} "
+                f"notary up: {notary.origin}, {notary.size} "
+                f"{'entry' if notary.size == 1 else 'entries'}, NATS {url} "
                 f"(pid {os.getpid()}); Ctrl-C to stop",
                 highlight=False,
             )

@@ -66,7 +66,7 @@ def test_keygen_init_up_submit_log(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         while "notary up" not in line and time.monotonic() < deadline:
             line = up.stdout.readline()
-        assert "notary up: cli.ailedger.kz/test, 1 entries" in line
+        assert "notary up: cli.ailedger.kz/test, 1 entry" in line
 
         # the regulator enrols a bank whose key was made with keygen
         gen = ailedger("keygen", "bank", "--out", str(tmp_path / "bank.pem"), cwd=tmp_path)

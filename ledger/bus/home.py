@@ -50,6 +50,7 @@ __all__ = [
     "remember_home",
     "remembered_home",
     "resolve_home",
+    "user_config_dir",
 ]
 
 #: The home in the working directory, used when nothing else names one.
@@ -258,14 +259,15 @@ def init_home(
     return home
 
 
-def _user_config_dir() -> Path:
+def user_config_dir() -> Path:
+    """The user's ailedger configuration directory (`$XDG_CONFIG_HOME/ailedger`)."""
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "ailedger"
 
 
 def remember_home(path: Path) -> None:
     """Remember ``path`` (made absolute) as the user's ledger home."""
-    directory = _user_config_dir()
+    directory = user_config_dir()
     try:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "home").write_text(f"{path.resolve()}\n")
@@ -276,7 +278,7 @@ def remember_home(path: Path) -> None:
 def remembered_home() -> Path | None:
     """The home the last ``ailedger init`` remembered, if it still exists."""
     try:
-        text = (_user_config_dir() / "home").read_text().strip()
+        text = (user_config_dir() / "home").read_text().strip()
     except OSError:
         return None
     return Path(text) if text and Home(Path(text)).exists() else None
