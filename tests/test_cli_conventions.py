@@ -21,8 +21,9 @@ from typer.testing import CliRunner
 from ailedger import resources
 from ailedger.cli import app
 from ledger.bus.home import Home, init_home
+from ledger.bus.logview import HEADS_ROW_SIGNER, HEADS_ROW_TYPE, LogRow, read_log
 from ledger.bus.natsserver import EmbeddedNats
-from ledger.bus.streams import CREDS_ENV
+from ledger.bus.streams import CREDS_ENV, connect
 from ledger.formats.keys import generate, save_key
 from ledger.formats.timeutil import ClockError, format_moment, format_time, parse_moment
 from ledger.law import events as ev
@@ -247,6 +248,19 @@ async def _bank(ledger: Harness, tmp_path: Path) -> Path:
     return tmp_path / "bank.pem"
 
 
+async def _entries(ledger: Harness) -> list[LogRow]:
+    """LEDGER's entries in index order, read through the seals, without the heads
+    leaves the notary appends before each checkpoint (notary rows of their own:
+    whether one falls between two submissions depends on the checkpoint timer)."""
+    nc = await connect(ledger.url)
+    try:
+        rows = await read_log(nc, trust=ledger.home.trust())
+    finally:
+        await nc.close()
+    assert [r.index for r in rows] == list(range(len(rows)))
+    return [r for r in rows if (r.signer, r.type) != (HEADS_ROW_SIGNER, HEADS_ROW_TYPE)]
+
+
 async def test_a_presigned_envelope_is_submitted_without_the_key(
     ledger: Harness, tmp_path: Path
 ) -> None:
@@ -263,12 +277,12 @@ async def test_a_presigned_envelope_is_submitted_without_the_key(
     assert sent.returncode == 0, sent.stderr
     (receipt,) = [json.loads(line) for line in sent.stdout.splitlines()]
     assert receipt["status"] == "accepted" and receipt["event_id"] == doc["event_id"]
-    assert receipt["index"] == 3 and receipt["type"] == "VersionDeployed"
+    assert receipt["type"] == "VersionDeployed"  # its index: checked against the log below
     assert receipt["receipt"].startswith("ailedger/receipt/v2\n")
     # a rejected envelope: exit 1, the reason in the one JSON object
     rejected = await cli("submit", "deploy.envelope.json", *where, "--json", cwd=tmp_path)
     assert rejected.returncode == 0  # the same envelope again: the same receipt
-    assert json.loads(rejected.stdout)["index"] == 3
+    assert json.loads(rejected.stdout)["index"] == receipt["index"]
     doc["event_id"] = ev.new_event_id()
     doc["subject"] = "system/ghost"
     (tmp_path / "ghost.json").write_text(json.dumps(doc))
@@ -279,9 +293,24 @@ async def test_a_presigned_envelope_is_submitted_without_the_key(
 
     log = await cli("log", *where, "--json", cwd=tmp_path)
     rows = [json.loads(line) for line in log.stdout.splitlines()]
-    assert [r["index"] for r in rows] == [0, 1, 2, 3]
-    assert rows[3]["payload"]["event_id"] == receipt["event_id"]
-    assert rows[3]["payload"]["version"] == doc["version"]
+    assert [r["index"] for r in rows] == list(range(len(rows)))
+    # the notary's heads leaves (one before each checkpoint) are rows of their own
+    heads = [r for r in rows if r["type"] == HEADS_ROW_TYPE]
+    for r in heads:
+        assert r["signer"] == HEADS_ROW_SIGNER and r["payload"]["format"] == "ailedger/heads/v1"
+        assert r["payload"]["size"] == r["index"]  # it covers the leaves before it
+    entries = [r for r in rows if r not in heads]
+    assert [r["type"] for r in entries] == [
+        "LedgerGenesis", "ActorEnrolled", "SystemRegistered", "VersionDeployed"
+    ]  # fmt: skip
+    deployed = entries[3]
+    assert (
+        receipt["index"]
+        == deployed["index"]
+        == 3 + len([r for r in heads if r["index"] < deployed["index"]])
+    )
+    assert deployed["payload"]["event_id"] == receipt["event_id"]
+    assert deployed["payload"]["version"] == doc["version"]
     refused = await cli("log", *where, "--rejected", "--json", cwd=tmp_path)
     (row,) = [json.loads(line) for line in refused.stdout.splitlines()]
     assert row["code"] == "system_not_registered"
@@ -339,23 +368,28 @@ async def test_json_outputs_and_times(ledger: Harness, tmp_path: Path) -> None:
     assert row["type"] == "SystemRegistered"
     # export and verify: one object each
     await ledger.notary.checkpoint()
+    signed = ledger.notary.latest_checkpoint
+    assert signed is not None
+    size = signed[0].size
+    assert size == 3 + 1  # the 3 entries and the heads leaf sealed before the checkpoint
     exported = await cli(
         "export", "--system", "credit-scorer", "--claim", "-o", "b.json", *where, "--json",
         cwd=tmp_path,
     )  # fmt: skip
     summary = json.loads(exported.stdout)
     assert summary == {
-        "bundle": "b.json", "entries": 3, "chains": 3, "checkpoint_size": 3, "claim": True
+        "bundle": "b.json", "entries": 3, "chains": 3, "checkpoint_size": size, "claim": True
     }  # fmt: skip
     trust = str(ledger.home.trust_path)
     verified = await cli("verify", "b.json", "--trust", trust, "--json", cwd=tmp_path)
     report = json.loads(verified.stdout)
-    assert report["verified"] is True and report["size"] == 3
+    assert report["verified"] is True and report["size"] == size
     assert "matches the claim" in report["claim"][0]
     # the progress bar is for terminals only
     rebuilt = await cli("rebuild", *where, cwd=tmp_path)
     assert rebuilt.returncode == 0, rebuilt.stderr
-    assert rebuilt.stdout.startswith("rebuilt 3 entries"), rebuilt.stdout
+    # it counts the LEDGER messages replayed: the entries and the heads leaf
+    assert rebuilt.stdout.startswith(f"rebuilt {size} entries"), rebuilt.stdout
 
 
 async def test_verify_always_recomputes_a_claim(ledger: Harness, tmp_path: Path) -> None:
@@ -471,5 +505,7 @@ async def test_the_readme_sdk_example_runs(ledger: Harness, tmp_path: Path) -> N
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
     lines = out.decode().splitlines()
-    assert lines[0].startswith("entry 3, leaf ")
-    assert lines[1] == "entry 4 (pre-signed)"
+    entries = await _entries(ledger)
+    assert [r.type for r in entries][3:] == ["IncidentReported", "VersionDeployed"]
+    assert lines[0].startswith(f"entry {entries[3].index}, leaf ")
+    assert lines[1] == f"entry {entries[4].index} (pre-signed)"
