@@ -23,6 +23,9 @@ import pytest
 
 from ledger.bus.home import Home
 from ledger.bus.natsserver import EmbeddedNats
+from ledger.bus.sealed import parse_leaf
+from ledger.bus.streams import LEDGER, connect, get_message, last_sequence, read_stream
+from ledger.formats.heads import HeadsLeaf
 from ledger.formats.receipt import Receipt
 from tests.conftest import NotaryProcess, deployments, prepare
 
@@ -135,6 +138,28 @@ def digest_of(output: str) -> tuple[int, str]:
     return int(m.group(1)), m.group(2)
 
 
+async def _settled_leaves(url: str, timeout: float = 60) -> tuple[int, int, int, int]:
+    """Once the notary has sealed the heads leaf after the newest entry (it appends
+    one before each checkpoint, none while idle): LEDGER's last sequence, the
+    sequence of its newest entry and its numbers of entries and of heads leaves,
+    read raw."""
+    nc = await connect(url)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            last = await last_sequence(nc, LEDGER)
+            newest = await get_message(nc, LEDGER, last)
+            if newest is not None and isinstance(parse_leaf(newest.data), HeadsLeaf):
+                break
+            assert time.monotonic() < deadline, "no heads leaf after the newest entry"
+            await asyncio.sleep(0.5)
+        leaves = [(m.sequence, parse_leaf(m.data)) async for m in read_stream(nc, LEDGER, 1, last)]
+    finally:
+        await nc.close()
+    entries = [seq for seq, leaf in leaves if not isinstance(leaf, HeadsLeaf)]
+    return last, entries[-1], len(entries), len(leaves) - len(entries)
+
+
 def killed_projector_matches_a_rebuild(
     tmp_path: Path, server: EmbeddedNats, home: Home, env: dict[str, str]
 ) -> None:
@@ -173,11 +198,19 @@ def killed_projector_matches_a_rebuild(
         time.sleep(1)
         projector.kill()  # one last time, wherever it is
         assert projector.log.read_text().count("--- start ---") == 4
+        # LEDGER no longer moves: the resumed projector and the rebuild read the same
+        last, newest_entry, entries, heads = asyncio.run(_settled_leaves(server.url))
+        assert entries == 1 + 3 + 3 + 6 * 3 * 40 and heads >= 1
+        assert last == entries + heads  # no foreign message
         resumed = digest_of(projector.run("project", "--once"))
         rebuilt = projector.run("rebuild")
         assert "matches the signed checkpoint" in rebuilt or "no checkpoint" in rebuilt
-        assert digest_of(rebuilt) == resumed
-        assert resumed[0] == 1 + 3 + 3 + 6 * 3 * 40
+        assert digest_of(rebuilt)[1] == resumed[1]
+        # The numbers printed are LEDGER sequences: `project --once` the position of
+        # the newest entry it applied (heads leaves are not projected), `rebuild` the
+        # last sequence it read (the heads leaf LEDGER ends with).
+        assert resumed[0] == newest_entry == last - 1
+        assert digest_of(rebuilt)[0] == last
     finally:
         for p in (projector, notary):
             if p.proc is not None and p.proc.poll() is None:
