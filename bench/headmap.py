@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256, help="notes per checkpoint")
     parser.add_argument("--rounds", type=int, default=50, help="checkpoints timed")
     parser.add_argument("--build-batch", type=int, default=20_000)
-    parser.add_argument("--cache-nodes", type=int, default=200_000, help="SqliteNodeStore's")
+    parser.add_argument("--cache-nodes", type=int, default=1_000_000, help="SqliteNodeStore's")
     args = parser.parse_args()
 
     rng = random.Random(7)

@@ -350,10 +350,15 @@ def test_a_tampered_bucket_is_caught_on_open(tmp_path: Path) -> None:
 
 
 def test_bucket_depth_follows_cache_nodes() -> None:
+    assert depth_for(1_000_000) == 18  # 2^19 top prefixes <= 1,000,000 (the default)
     assert depth_for(200_000) == 16  # 2^17 top prefixes <= 200,000
-    assert depth_for(1_000_000) == 18
     assert depth_for(1) == 0
-    assert (2 << depth_for(200_000)) <= 200_000 < (2 << (depth_for(200_000) + 1))
+    for n in (200_000, 1_000_000):
+        assert (2 << depth_for(n)) <= n < (2 << (depth_for(n) + 1))
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqliteNodeStore(Path(tmp) / "heads.sqlite")
+        assert store.depth == 18
+        store.close()
 
 
 # -- the negative cases of DESIGN §3, on real proofs ------------------------------------

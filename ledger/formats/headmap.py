@@ -11,7 +11,7 @@ and ``2p + 1``.
 *Top and buckets.* The map is cut at a fixed *bucket depth* ``D``. Above it, the
 :class:`HeadMap` holds, for every prefix of at most ``D`` bits, the number of keys
 under it and its subtree hash (EMPTY, the lone key's LEAF, or NODE), in two flat
-arrays of ``2^(D+1)`` entries: 5 MiB for ``D = 16``, whatever the size of the map.
+arrays of ``2^(D+1)`` entries: 20 MiB for ``D = 18``, whatever the size of the map.
 Below it, a *bucket* (a prefix of exactly ``D`` bits) is small (``n / 2^D`` keys on
 average) and its subtree is recomputed from its values whenever one of its keys
 changes. The store keeps the values and, per bucket, its count and hash; nothing
@@ -40,11 +40,12 @@ One process writes a store; a :class:`HeadMap` may be used from several threads
 in turn, never at once.
 
 *Scale.* Staging costs about one SHA-256 per prefix on the batch's paths plus the
-bucket-internal hashes of the buckets it touches: pick the bucket depth near
-``log2(subjects)`` (``cache_nodes`` of :class:`SqliteNodeStore`: 200,000 gives
-``D = 16``, right for 10^5 subjects; 1,000,000 gives ``D = 18``, about 20 MiB, right for
-10^6). A rebuild should stage every few thousand to hundred thousand notes: a stage
-holds its new values in memory until it is committed.
+bucket-internal hashes of the buckets it touches: the bucket depth is best near
+``log2(subjects) - 2`` (``cache_nodes`` of :class:`SqliteNodeStore`: its default,
+1,000,000, gives ``D = 18``, about 20 MiB, right for 10^5 to a few 10^6 subjects;
+200,000 gives ``D = 16``, 5 MiB, twice as slow to stage at 10^6). A rebuild should
+stage every few thousand to hundred thousand notes: a stage holds its new values in
+memory until it is committed.
 
 Only the standard library and :mod:`ledger.formats.heads`.
 """
@@ -226,11 +227,11 @@ class SqliteNodeStore:
     """The map's values and bucket summaries on disk (SQLite, WAL).
 
     ``cache_nodes`` bounds the map's memory: a new store gets the bucket depth whose
-    top arrays hold at most that many prefixes (:func:`depth_for`: 16 for the default,
-    about 5 MiB); an existing one keeps the depth it was made with.
+    top arrays hold at most that many prefixes (:func:`depth_for`: 18 for the default,
+    about 20 MiB); an existing one keeps the depth it was made with.
     """
 
-    def __init__(self, path: Path, *, cache_nodes: int = 200_000) -> None:
+    def __init__(self, path: Path, *, cache_nodes: int = 1_000_000) -> None:
         wanted = depth_for(cache_nodes)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
