@@ -87,7 +87,8 @@ DEFAULT_DEPTH = 16
 #: The deepest bucket depth allowed: 2^25 entries in the top arrays (1.3 GiB) is too many.
 MAX_DEPTH = 24
 _NO_HEADS = HeadsLeaf(0, 0, EMPTY)
-_SCHEMA_VERSION = 1
+#: 2: values of 80 bytes (with their LEAF hash); files of earlier drafts are refused.
+_SCHEMA_VERSION = 2
 #: SQLite's page cache, in KiB (negative cache_size): bounded, whatever the file size.
 _PAGE_CACHE_KIB = 8192
 #: Small pages: a commit rewrites one page per new value and per changed bucket.
