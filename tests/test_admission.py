@@ -306,10 +306,10 @@ def request_of(entry: Entry) -> Request:
     )
 
 
-def replayed(entries: list[Entry]) -> Admission:
+def replayed(leaves: list[Any]) -> Admission:
     """The pure state machine fed the ledger: it admits every entry the notary did."""
     state = Admission()
-    for entry in entries:
+    for entry in only_entries(leaves):
         request = request_of(entry)
         if request.type == "LedgerGenesis":
             state.apply(request)
@@ -347,10 +347,16 @@ def envelope_of(case: Case, keys: dict[str, ActorKey], at: datetime) -> bytes:
     return sign_event(event, posing).replace(posing.keyid.encode(), key.keyid.encode())
 
 
-def timeline_of(entries: list[Entry], path: Path, system: str) -> dict[int, str]:
+def only_entries(leaves: list[Any]) -> list[Entry]:
+    """The entries of LEDGER's leaves: the notary's heads leaves are about no subject."""
+    return [e for e in leaves if isinstance(e, Entry)]
+
+
+def timeline_of(leaves: list[Any], path: Path, system: str) -> dict[int, str]:
+    entries = only_entries(leaves)
     view = open_view({"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)})
     view.process_event(
-        [(e.index + 1, e.encoded) for e in entries], Tracking("LEDGER", len(entries))
+        [(e.index + 1, e.encoded) for e in entries], Tracking("LEDGER", entries[-1].index + 1)
     )
     return {row.index: row.verification for row in view.timeline(system)}
 
@@ -364,8 +370,8 @@ def verified(bundle: bytes | dict[str, Any], home: Home) -> VerificationError | 
     return None
 
 
-def all_chains(entries: list[Entry]) -> dict[str, int]:
-    return {e.subject: e.index for e in entries}
+def all_chains(leaves: list[Any]) -> dict[str, int]:
+    return {e.subject: e.index for e in only_entries(leaves)}
 
 
 async def judge_case(
@@ -398,10 +404,13 @@ async def judge_case(
     kind, _, ident = case.subject.partition("/")
     if not notary_code:
         entries = await ledger_entries(h)
-        assert entries[-1].index == index and entries[-1].integrated == at
+        last = only_entries(entries)[-1]
+        assert last.index == index and last.integrated == at
         bundle: bytes | dict[str, Any] = await export(h, subjects=[case.subject])
     else:
-        prev = max((e.index for e in before if e.subject == case.subject), default=None)
+        prev = max(
+            (e.index for e in only_entries(before) if e.subject == case.subject), default=None
+        )
         forged = Entry(index, at, case.subject, prev, envelope)
         entries = [*before, forged]
         bundle = forged_bundle(h, entries, all_chains(entries))
@@ -434,7 +443,8 @@ async def run_all(tmp: Path) -> Run:
             run.entries = await ledger_entries(h)
             state = replayed(run.entries)
             run.revealed = {
-                e.index: state.compromise_revealed_later(request_of(e)) for e in run.entries
+                e.index: state.compromise_revealed_later(request_of(e))
+                for e in only_entries(run.entries)
             }
             run.verifier_at_end = verified(await export(h, subjects=["system/summariser"]), home)
     run.timeline_at_end = timeline_of(run.entries, tmp / "view-end.db", "summariser")
