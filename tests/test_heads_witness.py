@@ -317,3 +317,23 @@ async def test_a_wrong_head_map_store_is_rebuilt_and_a_wrong_heads_leaf_stops_th
             with pytest.raises(NotaryError, match="wrong heads leaf"):
                 async with running_notary(url, home, witnesses=[w]):
                     pass
+
+
+def test_an_unreadable_head_map_store_is_replaced_not_fatal(tmp_path: Path) -> None:
+    from services.notary.service import open_head_map
+
+    path = tmp_path / "notary.heads.sqlite"
+    path.write_bytes(b"not a head map, nor SQLite at all" * 100)
+    heads = open_head_map(path)
+    try:
+        assert (heads.size, heads.subjects) == (0, 0)
+        heads.note("system/scorer", 0, b"\x01" * 32)
+        leaf = heads.stage(1)
+        heads.commit()
+        assert (
+            heads.root
+            == leaf.root
+            == reference_root({subject_key("system/scorer"): HeadValue(0, 1, b"\x01" * 32)})
+        )
+    finally:
+        heads.close()

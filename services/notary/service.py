@@ -19,7 +19,7 @@ from ledger.bus.home import Home
 from ledger.bus.natsserver import EmbeddedNats
 from ledger.bus.streams import connect, ensure_notary_consumer, ensure_streams
 from ledger.formats.checkpoint import Checkpoint, CosignatureVerifier, parse_checkpoint
-from ledger.formats.headmap import HeadMap, SqliteNodeStore
+from ledger.formats.headmap import HeadMap, HeadStoreError, SqliteNodeStore
 from ledger.formats.note import Signer, Verifier, Verifiers
 from ledger.formats.timeutil import Clock
 from ledger.formats.tree import TreeStore
@@ -247,6 +247,18 @@ class Notary:
         self.sequencer.close()
 
 
+def open_head_map(path: Path) -> HeadMap:
+    """The notary's head map store at ``path``; one that cannot be read (another
+    version, a torn or foreign file) is derived data: removed and rebuilt from LEDGER."""
+    try:
+        return HeadMap(SqliteNodeStore(path))
+    except HeadStoreError as e:
+        log.warning("head map store %s unusable (%s): rebuilding it from LEDGER", path, e)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return HeadMap(SqliteNodeStore(path))
+
+
 def _mentions(path: Path, public_key: str | None) -> bool:
     try:
         return public_key is not None and public_key in path.read_text()
@@ -333,9 +345,7 @@ async def serve(
             state = LedgerState(sqlite_env(state_path), trust=home.trust())
             # The head map's nodes beside the state: derived, checked against
             # LEDGER's heads leaves at start and rebuilt from LEDGER if they differ.
-            heads = HeadMap(
-                SqliteNodeStore(state_path.with_name(state_path.stem + ".heads.sqlite"))
-            )
+            heads = open_head_map(state_path.with_name(state_path.stem + ".heads.sqlite"))
             notary = Notary(
                 nc,
                 state,
