@@ -35,7 +35,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
-from ledger.formats.headmap import HeadMap, MemoryNodeStore
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -64,6 +63,7 @@ from ledger.bus.streams import (
 )
 from ledger.formats.dsse import parse_envelope
 from ledger.formats.entry import Entry, ledger_subject
+from ledger.formats.headmap import HeadMap, MemoryNodeStore
 from ledger.formats.heads import HeadsLeaf, heads_msg_id
 from ledger.formats.keys import SLUG
 from ledger.formats.note import Signer, Verifiers
