@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -31,6 +32,7 @@ import pickle
 import platform
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -279,6 +281,14 @@ def stop_notary(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(10)
 
 
+def commit() -> str:
+    """The commit measured (with '+' when the work tree differs from it)."""
+    git = ["git", "-C", str(HERE)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD", "--", "ledger", "services"])
+    return head.stdout.strip() + ("+" if dirty.returncode else "")
+
+
 def file_mb(*paths: Path) -> float:
     return sum(p.stat().st_size for p in paths if p.exists()) / 2**20
 
@@ -327,6 +337,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         state = home.state_dir / "notary.heads.sqlite"
         sqlite_mb = file_mb(state)
         sqlite_all_mb = file_mb(state, Path(f"{state}-wal"), Path(f"{state}-shm"))
+        with contextlib.closing(sqlite3.connect(state)) as db:
+            depth = db.execute("SELECT depth FROM meta").fetchone()[0]
         added = heads.subjects - before.subjects
         if added != run.accepted:
             print(f"  !! the map gained {added:,} subjects for {run.accepted:,} accepted events")
@@ -340,6 +352,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
+        "commit": commit(),
         "command": " ".join(["python", "bench/heads_rss.py", *sys.argv[1:]]),
         "subjects_requested": args.subjects,
         "accepted": run.accepted,
@@ -359,6 +372,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "notary_rss_mb_at": {k: v for k, v in by_mark.items() if k.endswith("accepted")},
         "nats_rss_mb_peak": peak_nats,
         "nats_rss_mb_final": final["nats_rss_mb"],
+        "heads_bucket_depth": depth,
         "heads_sqlite_mb": round(sqlite_mb, 1),
         "heads_sqlite_with_wal_mb": round(sqlite_all_mb, 1),
         "samples": run.samples,
@@ -381,6 +395,7 @@ def table(r: dict[str, Any]) -> str:
         *((f"notary RSS at {k}", f"{v:.0f} MB") for k, v in r["notary_rss_mb_at"].items()),
         ("nats-server RSS peak / final", nats),
         ("heads.sqlite on disk (with WAL)", disk),
+        ("head map bucket depth (top arrays)", str(r.get("heads_bucket_depth", "?"))),
     ]  # fmt: skip
     width = max(len(a) for a, _ in rows)
     return "\n".join(f"{a:<{width}}  {b}" for a, b in rows)
