@@ -37,7 +37,6 @@ from ledger.views.compliance import ComplianceView
 from ledger.views.store import open_view
 from services.notary import Notary, serve
 from services.projector import rebuild
-from services.witness.service import start_local_witness
 
 __all__ = ["DEMO_ORIGIN", "Outcome", "play", "run_demo"]
 
@@ -199,6 +198,9 @@ async def _run(workdir: Path, console: Console) -> int:
     stop = asyncio.Event()
     # The home's own witness, on the simulated clock: a demonstration of the
     # cosigning every checkpoint needs (quorum 1 in the demo's trust policy).
+    # (Imported here: HTTP serving is not loaded by every `ailedger` command.)
+    from services.witness.service import start_local_witness
+
     witness_url, witness_task = await start_local_witness(home, stop, clock)
     ready: asyncio.Future[tuple[str, Notary]] = asyncio.get_running_loop().create_future()
     notary_task = asyncio.create_task(

@@ -52,6 +52,7 @@ Only the standard library and :mod:`ledger.formats.heads`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 from array import array
@@ -344,41 +345,37 @@ class SqliteNodeStore:
         buckets: Mapping[int, tuple[int, bytes]],
         heads: HeadsLeaf,
     ) -> None:
-        db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany("INSERT OR REPLACE INTO leaves VALUES (?, ?)", values.items())
-                db.executemany(
-                    "INSERT OR REPLACE INTO buckets VALUES (?, ?, ?)",
-                    ((b, count, h) for b, (count, h) in buckets.items()),
-                )
-                db.execute("UPDATE meta SET heads = ? WHERE id = 0", (heads.encoded,))
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as e:
-            raise HeadStoreError(f"cannot write the head map {self.path}: {e}") from None
+        with self._transaction("write") as db:
+            db.executemany("INSERT OR REPLACE INTO leaves VALUES (?, ?)", values.items())
+            db.executemany(
+                "INSERT OR REPLACE INTO buckets VALUES (?, ?, ?)",
+                ((b, count, h) for b, (count, h) in buckets.items()),
+            )
+            db.execute("UPDATE meta SET heads = ? WHERE id = 0", (heads.encoded,))
         self._heads = heads
 
     def clear(self) -> None:
+        with self._transaction("clear") as db:
+            db.execute("DELETE FROM leaves")
+            db.execute("DELETE FROM buckets")
+            db.execute("UPDATE meta SET heads = ? WHERE id = 0", (_NO_HEADS.encoded,))
+        self._heads = _NO_HEADS
+
+    @contextlib.contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed whole, or rolled back and named."""
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.execute("DELETE FROM leaves")
-                db.execute("DELETE FROM buckets")
-                db.execute("UPDATE meta SET heads = ? WHERE id = 0", (_NO_HEADS.encoded,))
+                yield db
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as e:
-            raise HeadStoreError(f"cannot clear the head map {self.path}: {e}") from None
-        self._heads = _NO_HEADS
+            raise HeadStoreError(f"cannot {what} the head map {self.path}: {e}") from None
 
     def close(self) -> None:
         self._db.close()
