@@ -54,6 +54,7 @@ __all__ = [
     "format_tlog_proof",
     "parse_checkpoint",
     "parse_tlog_proof",
+    "parse_uint64",
 ]
 
 ALG_COSIGNATURE_V1 = 0x04
@@ -85,7 +86,7 @@ class MalformedTlogProofError(LedgerError, ValueError):
     exit_status = USAGE
 
 
-def _parse_uint64(s: str) -> int | None:
+def parse_uint64(s: str) -> int | None:
     """Parse ASCII decimal without sign, spaces or leading zeros; None if not a uint64."""
     if len(s) > 20 or _DECIMAL.fullmatch(s) is None:
         return None
@@ -134,7 +135,7 @@ def parse_checkpoint(text: str) -> Checkpoint:
     if len(lines) < 3:
         raise MalformedCheckpointError("checkpoint has fewer than three lines")
     origin, size_line, root_line, *extensions = lines
-    size = _parse_uint64(size_line)
+    size = parse_uint64(size_line)
     if size is None:
         raise MalformedCheckpointError(f"tree size {size_line!r} is not canonical decimal")
     try:
@@ -293,7 +294,7 @@ def parse_tlog_proof(data: bytes) -> TlogProof:
         pos += 1
     if pos == len(lines) or not lines[pos].startswith("index "):
         raise MalformedTlogProofError("missing index line")
-    index = _parse_uint64(lines[pos].removeprefix("index "))
+    index = parse_uint64(lines[pos].removeprefix("index "))
     if index is None:
         raise MalformedTlogProofError("index is not canonical decimal")
     hash_lines = lines[pos + 1 :]

@@ -34,12 +34,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
 
+from ledger.formats.checkpoint import parse_uint64
 from ledger.formats.errors import CHECK_FAILED, USAGE, LedgerError
 from ledger.formats.merkle import leaf_hash
 
@@ -70,7 +70,6 @@ EMPTY = bytes(32)
 #: Keys are SHA-256 digests: no path is longer than 256 bits.
 MAX_DEPTH = 256
 _U64 = (1 << 64) - 1
-_NUMBER = re.compile(r"^(0|[1-9][0-9]{0,19})$")
 
 ProofResult = Literal["inclusion", "absent-empty", "absent-leaf"]
 _RESULTS: tuple[ProofResult, ...] = ("inclusion", "absent-empty", "absent-leaf")
@@ -195,9 +194,10 @@ def _unb64(text: str, what: str) -> bytes:
 
 
 def _number(text: str, what: str) -> int:
-    if not _NUMBER.fullmatch(text) or int(text) > _U64:
+    n = parse_uint64(text)
+    if n is None:
         raise MalformedHeadsError(f"{what} {text[:30]!r} is not a decimal uint64")
-    return int(text)
+    return n
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ from ledger.formats.checkpoint import (
     MalformedCheckpointError,
     cosignature_verifier_key,
     parse_checkpoint,
+    parse_uint64,
 )
 from ledger.formats.errors import CHECK_FAILED, USAGE, LedgerError
 from ledger.formats.keys import ActorKey, load_key, save_key
@@ -121,16 +122,6 @@ class WitnessKeyError(LedgerError, ValueError):
     exit_status = USAGE
 
 
-def _uint64(text: str) -> int | None:
-    """ASCII decimal, no sign, spaces or leading zeros ("0" itself is fine); None otherwise."""
-    if not text or len(text) > 20 or not text.isascii() or not text.isdigit():
-        return None
-    if text != "0" and text.startswith("0"):
-        return None
-    n = int(text)
-    return n if n <= _MAX_UINT64 else None
-
-
 @dataclass(frozen=True)
 class AddCheckpoint:
     """A parsed add-checkpoint request: old size, consistency proof, checkpoint note."""
@@ -169,7 +160,7 @@ def parse_add_checkpoint(body: bytes) -> AddCheckpoint:
     first, *hash_lines = lines
     if not first.startswith("old "):
         raise MalformedWitnessRequest("the first line is not `old <size>`")
-    old_size = _uint64(first.removeprefix("old "))
+    old_size = parse_uint64(first.removeprefix("old "))
     if old_size is None:
         raise MalformedWitnessRequest(f"old size {first[4:24]!r} is not canonical decimal")
     if len(hash_lines) > MAX_PROOF_LINES:
@@ -201,7 +192,7 @@ def parse_size_response(body: bytes) -> int:
         text = body.decode("ascii")
     except UnicodeDecodeError:
         text = ""
-    size = _uint64(text[:-1]) if text.endswith("\n") else None
+    size = parse_uint64(text[:-1]) if text.endswith("\n") else None
     if size is None:
         raise MalformedWitnessResponse(f"not a tree size: {body[:40]!r}")
     return size
