@@ -291,6 +291,27 @@ def test_proofs_read_log_n_hashes(big_store: TreeStore) -> None:
     assert store.reads <= 1 + math.log2(N_BIG)
 
 
+def test_batch_proofs_equal_single_proofs_and_read_each_hash_once(big_store: TreeStore) -> None:
+    """A batch's receipts: the same proofs as one by one, fewer stored hashes read."""
+    rng = random.Random(7)
+    for first, count, size in [(0, 1, 1), (N_BIG - 500, 500, N_BIG), (1000, 257, 1300)]:
+        indexes = list(range(first, first + count))
+        store = big_store
+        store.reads = 0
+        proofs = store.inclusion_proofs(indexes, size)
+        batch_reads = store.reads
+        store.reads = 0
+        assert proofs == [store.inclusion_proof(i, size) for i in indexes]
+        assert batch_reads <= store.reads
+        if count > 100:
+            assert batch_reads < store.reads / 4, (batch_reads, store.reads)
+        root = store.root(size)
+        i = rng.randrange(count)
+        merkle.verify_inclusion(synthetic_leaf(indexes[i]), indexes[i], size, proofs[i], root)
+    with pytest.raises(TreeError):
+        big_store.inclusion_proofs([N_BIG], N_BIG)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     batches=st.lists(

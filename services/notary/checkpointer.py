@@ -12,13 +12,20 @@ quorum nothing is published and it is tried again, so the log resumes when the
 witnesses come back. When nothing was appended since, the same checkpoint is
 cosigned again every ``recosign_interval`` seconds (no new heads leaf), so
 witnesses and monitors keep seeing fresh times.
+
+The heads leaf and the log's signature are made on the sequencing path (in turn
+with the batches); the cosigning and the publication run in the background, one
+checkpoint in flight, so INTAKE batches keep flowing while the witnesses answer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
 
@@ -43,6 +50,16 @@ from services.notary import NotaryError
 __all__ = ["Checkpointer"]
 
 log = logging.getLogger("ailedger.notary")
+
+
+@dataclass(frozen=True)
+class _Signed:
+    """A checkpoint signed by the log, not yet cosigned nor published."""
+
+    size: int
+    root: bytes
+    note: bytes
+    old_size: int
 
 
 class Checkpointer:
@@ -92,6 +109,10 @@ class Checkpointer:
         self.latest: tuple[Checkpoint, bytes, int] | None = None
         self._last_at = time.monotonic()
         self._verifiers: Verifiers | None = None
+        #: The checkpoint being cosigned and published in the background, if any.
+        self._inflight: asyncio.Task[bytes | None] | None = None
+        #: Set when a background publication lost a race: reload before the next.
+        self._reload = False
 
     async def start(self, verifiers: Verifiers) -> None:
         """Load the last checkpoint, which must verify with one of ``verifiers``."""
@@ -147,7 +168,22 @@ class Checkpointer:
 
     async def maybe_checkpoint(self) -> None:
         """Sign a checkpoint if enough entries are new, or some are and it is time;
-        cosign the same one again when nothing was appended for a while."""
+        cosign the same one again when nothing was appended for a while.
+
+        Off the sequencing path: the heads leaf and the signature are made here
+        (they are LEDGER appends and tree reads, ordered with the batches), the
+        witnesses' cosigning and the publication run in the background, one
+        checkpoint in flight at a time; the next one waits for it."""
+        if self._inflight is not None:
+            if not self._inflight.done():
+                return
+            self._reap()
+        if self._reload:
+            # A publication lost a race with another notary: catch up with LEDGER
+            # (on the sequencing path, never beside a batch), take its checkpoint.
+            self._reload = False
+            await self.catch_up()
+            await self.load()
         covered = self.latest[0].size if self.latest else 0
         pending = self.size() - covered
         since = time.monotonic() - self._last_at
@@ -159,16 +195,44 @@ class Checkpointer:
         )
         if pending >= self.every or (pending > 0 and since >= self.interval) or recosign:
             try:
-                await self.checkpoint(again=recosign)
+                signed = await self._sign(again=recosign)
             except BusError as e:
                 log.warning("checkpoint not published: %s", e)
-            if self.withheld is not None:
+                return
+            if signed is not None:
+                self._inflight = asyncio.create_task(self._publish(signed, background=True))
+            elif self.withheld is not None:
                 self._last_at = time.monotonic()  # retried at the next interval
 
     async def checkpoint(self, *, again: bool = False) -> bytes | None:
         """Seal a heads leaf, then sign, have cosigned and publish a checkpoint of the
         whole tree; None if nothing new to cover (unless ``again``: the same
         checkpoint cosigned anew) or if the witnesses' quorum was not reached."""
+        await self.wait_published()
+        signed = await self._sign(again=again)
+        if signed is None:
+            return None
+        return await self._publish(signed, background=False)
+
+    async def wait_published(self) -> None:
+        """Wait for the checkpoint in flight, if any, to be published or withheld."""
+        if self._inflight is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._inflight)
+            self._reap()
+
+    async def close(self) -> None:
+        """Let the checkpoint in flight finish (bounded by the cosigning timeout)."""
+        await self.wait_published()
+
+    def _reap(self) -> None:
+        task, self._inflight = self._inflight, None
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.error("checkpoint publication failed", exc_info=task.exception())
+
+    async def _sign(self, *, again: bool) -> _Signed | None:
+        """On the sequencing path: the heads leaf, then the log's signature over the
+        checkpoint that ends with it."""
         latest = self.latest
         if self.guard is not None and not await self.guard():
             return None
@@ -189,35 +253,49 @@ class Checkpointer:
                 "the tree no longer agrees with the last checkpoint; refusing to sign"
             )
         note = sign_note(Checkpoint(self.origin, size, root).body(), self.signer)
-        if self.cosign is not None:
-            try:
-                note = await self.cosign(note, latest[0].size if latest else 0)
-            except LedgerError as e:
-                self.withheld = str(e)
-                self.alarms.record(WITNESS_QUORUM, f"checkpoint {size} not published: {e}")
-                return None
-        self.withheld = None
+        return _Signed(size, root, note, latest[0].size if latest else 0)
+
+    async def _publish(self, signed: _Signed, *, background: bool) -> bytes | None:
+        """Have ``signed`` cosigned by the witnesses' quorum, then publish it, fenced
+        on CHECKPOINTS' last sequence."""
+        note = signed.note
+        size = signed.size
         try:
-            ack = await self.js.publish(
-                CHECKPOINT_SUBJECT,
-                note,
-                stream=CHECKPOINTS,
-                headers={"Nats-Expected-Last-Sequence": str(self._stream_last)},
-                timeout=5,
-            )
-        except Exception as e:
-            # Another notary published first: catch up with LEDGER, then take its
-            # checkpoint (after checking it against our tree).
-            log.info("checkpoint race (%s); reloading", e)
-            await self.catch_up()
-            await self.load()
-            return None
-        self.latest = (Checkpoint(self.origin, size, root), note, ack.seq)
-        self.alarms.clear(WITNESS_QUORUM)
-        self._stream_last = ack.seq
-        self._last_at = time.monotonic()
-        log.info("checkpoint %d signed", size)
-        return note
+            if self.cosign is not None:
+                try:
+                    note = await self.cosign(note, signed.old_size)
+                except LedgerError as e:
+                    self.withheld = str(e)
+                    self.alarms.record(WITNESS_QUORUM, f"checkpoint {size} not published: {e}")
+                    return None
+            self.withheld = None
+            try:
+                ack = await self.js.publish(
+                    CHECKPOINT_SUBJECT,
+                    note,
+                    stream=CHECKPOINTS,
+                    headers={"Nats-Expected-Last-Sequence": str(self._stream_last)},
+                    timeout=5,
+                )
+            except Exception as e:
+                # Another notary published first: catch up with LEDGER, then take its
+                # checkpoint (after checking it against our tree).
+                log.info("checkpoint race (%s); reloading", e)
+                if background:
+                    self._reload = True
+                else:
+                    await self.catch_up()
+                    await self.load()
+                return None
+            self.latest = (Checkpoint(self.origin, size, signed.root), note, ack.seq)
+            self.alarms.clear(WITNESS_QUORUM)
+            self._stream_last = ack.seq
+            self._last_at = time.monotonic()
+            log.info("checkpoint %d signed", size)
+            return note
+        finally:
+            if self.withheld is not None:
+                self._last_at = time.monotonic()  # retried at the next interval
 
     def tlog_proof(self, index: int) -> bytes | None:
         """C2SP tlog-proof of entry ``index`` under the latest checkpoint (state thread);

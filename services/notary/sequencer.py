@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 
 from nats.aio.client import Client as NATS
@@ -74,7 +76,14 @@ from ledger.formats.timeutil import Clock, SystemClock
 from ledger.formats.tree import TreeStore
 from ledger.law import events as ev
 from ledger.law import rejections as errors
-from ledger.state.application import Admitted, AlreadyIntegrated, Batch, LedgerCorrupt, LedgerState
+from ledger.state.application import (
+    Admitted,
+    AlreadyIntegrated,
+    Batch,
+    LedgerCorrupt,
+    LedgerState,
+    SignatureCheck,
+)
 from ledger.state.asyncbridge import StateThread
 from services.notary import NotaryError
 from services.notary.answers import RecentRejections, accepted, is_inbox
@@ -139,6 +148,8 @@ class Sequencer:
         self.last_sequence = 0
         self.last_integrated: datetime | None = None
         self._consumer: object | None = None
+        #: The next batch, fetched and verified while the current one is integrated.
+        self._ahead: asyncio.Task[_Prepared | None] | None = None
         # Seals by any log key of the trust policy, valid at the seal's time (a
         # rotated-out key's seals stay valid), or, without a policy, by this key.
         self._seal_cache = (
@@ -185,24 +196,53 @@ class Sequencer:
         )
 
     async def step(self) -> None:
-        """Fetch one batch from INTAKE (waiting up to half a second) and integrate it."""
+        """Integrate one batch from INTAKE (waiting up to half a second for one).
+
+        Pipelined: while a batch is admitted, appended and answered, the next one
+        is already fetched, prechecked and its signatures verified (work that
+        needs no state), so the verification threads and the LEDGER fsync overlap.
+        Admission, appends and answers stay strictly one batch after the other."""
         assert self._consumer is not None, "start() first"
-        try:
-            msgs = await self._consumer.fetch(self.batch_size, timeout=0.5)  # type: ignore[attr-defined]
-        except TimeoutError:
+        task, self._ahead = self._ahead, None
+        prepared = await (task if task is not None else self._fetch_prepared())
+        if prepared is None:
             return
+        self._ahead = asyncio.create_task(self._fetch_prepared())
+        try:
+            await self._integrate(prepared)
+        except Exception:
+            # Unacked messages come back after ack_wait; nothing is lost.
+            log.exception("batch of %d failed; it will be redelivered", len(prepared.subs))
+            await asyncio.sleep(0.5)
+
+    async def _fetch_prepared(self) -> _Prepared | None:
+        """The next INTAKE batch, prechecked and its signatures verified; None if
+        none came within half a second (or the fetch failed)."""
+        try:
+            msgs = await self._consumer.fetch(self.batch_size, timeout=0.5)  # type: ignore[union-attr]
+        except TimeoutError:
+            return None
         except Exception as e:
             log.warning("fetch from INTAKE failed: %s", e)
             await asyncio.sleep(0.5)
-            return
+            return None
         try:
-            await self.process(msgs)
+            return await self.prepare(msgs)
         except Exception:
-            # Unacked messages come back after ack_wait; nothing is lost.
-            log.exception("batch of %d failed; it will be redelivered", len(msgs))
-            await asyncio.sleep(0.5)
+            log.exception("preparing a batch of %d failed; it will be redelivered", len(msgs))
+            await _nak_all(msgs)
+            return None
 
     async def unsubscribe(self) -> None:
+        task, self._ahead = self._ahead, None
+        if task is not None:
+            # A batch fetched ahead and not integrated: back to INTAKE at once
+            # (not after ack_wait).
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                prepared = await task
+                if prepared is not None:
+                    await _nak_all([s.msg for s in prepared.subs])
         if self._consumer is not None:
             try:
                 await self._consumer.unsubscribe()  # type: ignore[attr-defined]
@@ -483,15 +523,29 @@ class Sequencer:
     # --- one batch ------------------------------------------------------------
 
     async def process(self, msgs: Sequence[Msg]) -> None:
+        """Integrate one batch of INTAKE messages (not pipelined)."""
+        await self._integrate(await self.prepare(msgs))
+
+    async def prepare(self, msgs: Sequence[Msg]) -> _Prepared:
+        """What needs no state: prechecks, then each signature verified once, in
+        parallel, against the hinted key if known."""
         subs = [Submission(m) for m in msgs]
-        self.signatures.results.clear()  # keyed by envelope object: valid for one batch
         now = self._integration_time()
         trust = self.state.trust
         freshness = trust.freshness if trust is not None else DEFAULT_FRESHNESS
+        for s in subs:
+            precheck(s, now, freshness)
+        results = await self._preverify([s for s in subs if s.early is None and s.env is not None])
+        return _Prepared(subs, results)
+
+    async def _integrate(self, prepared: _Prepared) -> None:
+        """Admit, append, record and answer one prepared batch."""
+        subs = prepared.subs
+        signatures = self.signatures.checker(prepared.results)
+        now = self._integration_time()
         self._remembered.clear()
         self._rejection_verdicts.clear()
         for s in subs:
-            precheck(s, now, freshness)
             event_id = s.event.event_id if s.event is not None else _event_id_of(s)
             known = self.rejections.get(event_id) if event_id else None
             if known is not None and known.rejection is not None:
@@ -500,9 +554,8 @@ class Sequencer:
                 s.outcome = None
                 s.early = None
                 s.env = None
-        await self._preverify([s for s in subs if s.early is None and s.env is not None])
         for attempt in range(1, 11):
-            batch = await self.state_thread.call(self._admit_all, subs, now)
+            batch = await self.state_thread.call(self._admit_all, subs, now, signatures)
             if not batch.admitted:
                 # Nothing to append, so no fence proves the state was current.
                 # Refusals judged on a stale state (another notary appended
@@ -541,21 +594,25 @@ class Sequencer:
         await self._sign_receipts(subs)
         await self._answer(subs)
 
-    async def _preverify(self, subs: list[Submission]) -> None:
+    async def _preverify(self, subs: list[Submission]) -> dict[tuple[int, bytes], bool]:
         """Verify each signature once, in parallel, against the hinted key if known."""
         jobs = self.signatures.jobs(subs)
         if not jobs:
-            return
+            return {}
         loop = asyncio.get_running_loop()
         n = self.verify_threads if len(jobs) >= 32 else 1
         chunks = [jobs[i::n] for i in range(n)]
         results = await asyncio.gather(
             *(loop.run_in_executor(self.verify_pool, verify_chunk, c) for c in chunks)
         )
+        verified: dict[tuple[int, bytes], bool] = {}
         for part in results:
-            self.signatures.results.update(part)
+            verified.update(part)
+        return verified
 
-    def _admit_all(self, subs: list[Submission], now: datetime) -> Batch:
+    def _admit_all(
+        self, subs: list[Submission], now: datetime, signatures: SignatureCheck
+    ) -> Batch:
         """The sequential pass, on the state thread: decide every submission."""
         batch = self.state.begin(first_sequence=self.last_sequence + 1)
         for s in subs:
@@ -571,7 +628,7 @@ class Sequencer:
                 continue  # rejected before admission, or remembered
             s.outcome = None
             try:
-                s.outcome = batch.admit(s.env, s.event, now, signatures=self.signatures.check)
+                s.outcome = batch.admit(s.env, s.event, now, signatures=signatures)
             except (errors.Rejection, AlreadyIntegrated) as outcome:
                 s.outcome = outcome
             except LedgerCorrupt:
@@ -632,14 +689,20 @@ class Sequencer:
                     s.outcome = errors.InternalError(f"no seal covers entry {record.index} yet")
 
     def _receipts_of_new(self, subs: list[Submission]) -> None:
-        """On the state thread (the tree): proofs of the just appended entries."""
+        """On the state thread (the tree): proofs of the just appended entries, read
+        once per seal (neighbouring proofs share their stored hashes)."""
+        by_seal: dict[int, tuple[Seal, list[Submission]]] = {}
         for s in subs:
             assert isinstance(s.outcome, Admitted)
-            entry = s.outcome.entry
-            seal = self.seal_of(entry.index)
+            seal = self.seal_of(s.outcome.entry.index)
             assert seal is not None, "the batch was sealed"
-            proof = self.tree.inclusion_proof(entry.index, seal.size)
-            s.receipt = make_receipt(entry, s.outcome.event.event_id, proof, seal)
+            by_seal.setdefault(seal.size, (seal, []))[1].append(s)
+        for seal, group in by_seal.values():
+            entries = [s.outcome.entry for s in group]  # type: ignore[union-attr]
+            proofs = self.tree.inclusion_proofs([e.index for e in entries], seal.size)
+            for s, entry, proof in zip(group, entries, proofs, strict=True):
+                assert isinstance(s.outcome, Admitted)
+                s.receipt = make_receipt(entry, s.outcome.event.event_id, proof, seal)
 
     async def _answer(self, subs: list[Submission]) -> None:
         """Keep rejections in REJECTED, answer every submitter, then ack INTAKE."""
@@ -733,6 +796,21 @@ TRANSIENT_CODES = frozenset({errors.InternalError.code})
 #: The signed rejection note kept with a rejected submission in REJECTED (base64).
 HDR_REJECTION = "Ailedger-Rejection"
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+@dataclass
+class _Prepared:
+    """An INTAKE batch prechecked, its signatures verified (not yet admitted)."""
+
+    subs: list[Submission]
+    #: (id(envelope), public key) -> verified, for this batch's envelopes.
+    results: dict[tuple[int, bytes], bool]
+
+
+async def _nak_all(msgs: Sequence[Msg]) -> None:
+    for m in msgs:
+        with contextlib.suppress(Exception):
+            await m.nak()
 
 
 def _event_id_of(s: Submission) -> str | None:

@@ -250,6 +250,7 @@ class Notary:
         await self.health.unsubscribe()
         await self.lookup.unsubscribe()
         await self.sequencer.unsubscribe()
+        await self.checkpointer.close()
         self.state_thread.close()
         self.sequencer.close()
         if self._http is not None:

@@ -5,6 +5,7 @@ subject, clock skew; then its signature, verified once, in parallel threads."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -55,15 +56,22 @@ class Submission:
 class SignatureCache:
     """Signatures verified once, in parallel, before the sequential admission pass."""
 
-    results: dict[tuple[int, bytes], bool] = field(default_factory=dict)
     known_keys: dict[str, bytes] = field(default_factory=dict)
 
-    def check(self, env: ParsedEnvelope, public_key: bytes) -> bool:
-        found = self.results.get((id(env), public_key))
-        if found is None:
-            found = env.verify(public_key)
-            self.known_keys[fingerprint(public_key)] = public_key
-        return found
+    def checker(
+        self, results: dict[tuple[int, bytes], bool]
+    ) -> Callable[[ParsedEnvelope, bytes], bool]:
+        """The signature check of one batch: ``results`` verified ahead, any other
+        (envelope, key) pair verified now (and its key remembered for later batches)."""
+
+        def check(env: ParsedEnvelope, public_key: bytes) -> bool:
+            found = results.get((id(env), public_key))
+            if found is None:
+                found = env.verify(public_key)
+                self.known_keys[fingerprint(public_key)] = public_key
+            return found
+
+        return check
 
     def jobs(self, subs: list[Submission]) -> list[tuple[ParsedEnvelope, bytes]]:
         """The signatures to verify ahead: each envelope against its hinted key, if known."""
