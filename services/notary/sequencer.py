@@ -160,10 +160,10 @@ class Sequencer:
         #: LEDGER as sealed: seals (index -> sequence, receipts), the tree's
         #: frontier, foreign messages skipped with an alarm.
         self.reader = self._new_reader()
-        #: Per submission of the batch in progress: a remembered final verdict,
-        #: or the verdict of a rejection (signed once, kept with it in REJECTED).
-        self._remembered: dict[int, Verdict] = {}
-        self._rejection_verdicts: dict[int, Verdict] = {}
+        #: The last integrated batch's answers (receipts, verdicts, acks) in
+        #: progress, and the event ids it rejects.
+        self._answering: asyncio.Task[None] | None = None
+        self._answering_rejected: set[str] = set()
         #: Called with the events of each appended batch, before any answer
         #: (the bus permissions follow enrolments and suspensions).
         self.on_integrated: Callable[[list[ev.Event]], Awaitable[None]] | None = None
@@ -234,6 +234,7 @@ class Sequencer:
             return None
 
     async def unsubscribe(self) -> None:
+        await self._wait_answered()
         task, self._ahead = self._ahead, None
         if task is not None:
             # A batch fetched ahead and not integrated: back to INTAKE at once
@@ -392,13 +393,22 @@ class Sequencer:
                 self.reader.add_own(seal, entries[start : start + count])
             start += count
 
-    def _record(self, batch: Batch) -> None:
+    def _record(self, batch: Batch, seals: Sequence[Seal] = ()) -> list[list[bytes]]:
         """On the state thread: the batch LEDGER acknowledged, into the state, the tree
-        and the head map."""
+        and the head map; then the inclusion proofs of its entries under ``seals``
+        (the receipts' proofs, read while the tree's pages are warm)."""
         self.state.commit(batch)
         self._append_leaves(batch.first_index, [a.entry.leaf_hash for a in batch.admitted])
         for a in batch.admitted:
             self.heads.note(a.entry.subject, a.entry.index, a.entry.leaf_hash)
+        proofs: list[list[bytes]] = []
+        start = 0
+        for seal in seals:
+            end = seal.size - batch.first_index
+            indexes = [a.entry.index for a in batch.admitted[start:end]]
+            proofs += self.tree.inclusion_proofs(indexes, seal.size)
+            start = end
+        return proofs
 
     # --- heads leaves ------------------------------------------------------------
 
@@ -523,8 +533,9 @@ class Sequencer:
     # --- one batch ------------------------------------------------------------
 
     async def process(self, msgs: Sequence[Msg]) -> None:
-        """Integrate one batch of INTAKE messages (not pipelined)."""
+        """Integrate one batch of INTAKE messages and answer it (not pipelined)."""
         await self._integrate(await self.prepare(msgs))
+        await self._wait_answered()
 
     async def prepare(self, msgs: Sequence[Msg]) -> _Prepared:
         """What needs no state: prechecks, then each signature verified once, in
@@ -539,21 +550,28 @@ class Sequencer:
         return _Prepared(subs, results)
 
     async def _integrate(self, prepared: _Prepared) -> None:
-        """Admit, append, record and answer one prepared batch."""
+        """Admit, append and record one prepared batch; its receipts and answers
+        go out in the background (one batch answering at a time, in order) while
+        the next batch is admitted."""
         subs = prepared.subs
         signatures = self.signatures.checker(prepared.results)
         now = self._integration_time()
-        self._remembered.clear()
-        self._rejection_verdicts.clear()
+        if self._answering is not None and any(
+            _event_id_of(s) in self._answering_rejected for s in subs
+        ):
+            # A rejection of the batch being answered becomes final when it is
+            # kept in REJECTED: wait for it, so that the same event id gets it.
+            await self._wait_answered()
         for s in subs:
-            event_id = s.event.event_id if s.event is not None else _event_id_of(s)
+            event_id = _event_id_of(s)
             known = self.rejections.get(event_id) if event_id else None
             if known is not None and known.rejection is not None:
                 # Rejected for good before: the same signed rejection, never judged again.
-                self._remembered[id(s)] = known
+                s.remembered = known
                 s.outcome = None
                 s.early = None
                 s.env = None
+        proofs: list[list[bytes]] | None = None
         for attempt in range(1, 11):
             batch = await self.state_thread.call(self._admit_all, subs, now, signatures)
             if not batch.admitted:
@@ -577,7 +595,7 @@ class Sequencer:
                 now = self._integration_time()
                 continue
             try:
-                await self.state_thread.call(self._record, batch)
+                proofs = await self.state_thread.call(self._record, batch, seals)
             except Exception:
                 log.exception("recording state or tree failed; rebuilding from LEDGER")
                 await self.sync()
@@ -589,10 +607,48 @@ class Sequencer:
         else:
             log.error("could not append a batch after 10 attempts; leaving it to redelivery")
             return
-        if self.on_integrated is not None and batch.admitted:
-            await self.on_integrated([a.event for a in batch.admitted])
-        await self._sign_receipts(subs)
-        await self._answer(subs)
+        admitted: list[ev.Event] = [a.event for a in batch.admitted]
+        new = self._new_receipts(subs, proofs)
+        previous = self._answering
+        # Every event id rejected by a batch not yet answered (the previous
+        # batch's answers may still be going out).
+        unanswered = self._answering_rejected if previous and not previous.done() else set()
+        self._answering_rejected = unanswered | {
+            event_id
+            for s in subs
+            if isinstance(s.outcome, errors.Rejection) and (event_id := _event_id_of(s))
+        }
+        self._answering = asyncio.create_task(self._answer_batch(previous, subs, admitted, new))
+
+    async def _answer_batch(
+        self,
+        previous: asyncio.Task[None] | None,
+        subs: list[Submission],
+        admitted: list[ev.Event],
+        new: list[tuple[Submission, Admitted, Seal, list[bytes] | None]],
+    ) -> None:
+        """After the previous batch's answers: permissions, receipts, answers, acks."""
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await previous
+        try:
+            if self.on_integrated is not None and admitted:
+                await self.on_integrated(admitted)
+            await self._sign_receipts(subs, new)
+            await self._answer(subs)
+        except Exception:
+            # Unanswered, unacked: redelivered after ack_wait, answered then.
+            log.exception("answering a batch of %d failed; it will be redelivered", len(subs))
+
+    async def _wait_answered(self) -> None:
+        """Wait until every integrated batch has been answered."""
+        task = self._answering
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+            if self._answering is task:
+                self._answering = None
+                self._answering_rejected = set()
 
     async def _preverify(self, subs: list[Submission]) -> dict[tuple[int, bytes], bool]:
         """Verify each signature once, in parallel, against the hinted key if known."""
@@ -675,12 +731,39 @@ class Sequencer:
 
     # --- answers ----------------------------------------------------------------
 
-    async def _sign_receipts(self, subs: list[Submission]) -> None:
+    def _new_receipts(
+        self, subs: list[Submission], proofs: list[list[bytes]] | None
+    ) -> list[tuple[Submission, Admitted, Seal, list[bytes] | None]]:
+        """The admitted submissions with their seal and, if recorded, their proof."""
+        by_index: dict[int, list[bytes]] = {}
+        new: list[tuple[Submission, Admitted, Seal, list[bytes] | None]] = []
+        for s in subs:
+            if isinstance(s.outcome, Admitted):
+                seal = self.seal_of(s.outcome.entry.index)
+                assert seal is not None, "the batch was sealed"
+                new.append((s, s.outcome, seal, None))
+        if proofs is not None and len(proofs) == len(new):
+            # _record proved the batch's entries in index order, as admitted.
+            by_index = {n[1].entry.index: p for n, p in zip(new, proofs, strict=True)}
+            new = [(s, a, seal, by_index[a.entry.index]) for s, a, seal, _ in new]
+        return new
+
+    async def _sign_receipts(
+        self,
+        subs: list[Submission],
+        new: list[tuple[Submission, Admitted, Seal, list[bytes] | None]],
+    ) -> None:
         """Receipts v2: each entry's proof under its batch's seal (no signature of
         its own); duplicates get the receipt of the entry already in LEDGER."""
-        new = [s for s in subs if isinstance(s.outcome, Admitted)]
-        if new:
-            await self.state_thread.call(self._receipts_of_new, new)
+        if any(proof is None for *_, proof in new):
+            # Not proved when recorded (a catch-up rebuilt the state): read them now.
+            proofs = await self.state_thread.call(
+                self._proofs_of, [(a, seal) for _, a, seal, _ in new]
+            )
+            new = [(s, a, seal, p) for (s, a, seal, _), p in zip(new, proofs, strict=True)]
+        for s, admitted, seal, proof in new:
+            assert proof is not None
+            s.receipt = make_receipt(admitted.entry, admitted.event.event_id, proof, seal)
         for s in subs:
             if isinstance(s.outcome, AlreadyIntegrated):
                 record = s.outcome.record
@@ -688,21 +771,20 @@ class Sequencer:
                 if s.receipt is None:
                     s.outcome = errors.InternalError(f"no seal covers entry {record.index} yet")
 
-    def _receipts_of_new(self, subs: list[Submission]) -> None:
-        """On the state thread (the tree): proofs of the just appended entries, read
-        once per seal (neighbouring proofs share their stored hashes)."""
-        by_seal: dict[int, tuple[Seal, list[Submission]]] = {}
-        for s in subs:
-            assert isinstance(s.outcome, Admitted)
-            seal = self.seal_of(s.outcome.entry.index)
-            assert seal is not None, "the batch was sealed"
-            by_seal.setdefault(seal.size, (seal, []))[1].append(s)
-        for seal, group in by_seal.values():
-            entries = [s.outcome.entry for s in group]  # type: ignore[union-attr]
-            proofs = self.tree.inclusion_proofs([e.index for e in entries], seal.size)
-            for s, entry, proof in zip(group, entries, proofs, strict=True):
-                assert isinstance(s.outcome, Admitted)
-                s.receipt = make_receipt(entry, s.outcome.event.event_id, proof, seal)
+    def _proofs_of(self, new: list[tuple[Admitted, Seal]]) -> list[list[bytes]]:
+        """On the state thread (the tree): inclusion proofs of appended entries,
+        each stored hash read once per seal (neighbouring proofs share theirs)."""
+        proofs: list[list[bytes]] = []
+        start = 0
+        while start < len(new):
+            seal = new[start][1]
+            end = start
+            while end < len(new) and new[end][1].size == seal.size:
+                end += 1
+            indexes = [admitted.entry.index for admitted, _ in new[start:end]]
+            proofs += self.tree.inclusion_proofs(indexes, seal.size)
+            start = end
+        return proofs
 
     async def _answer(self, subs: list[Submission]) -> None:
         """Keep rejections in REJECTED, answer every submitter, then ack INTAKE."""
@@ -729,14 +811,14 @@ class Sequencer:
 
     def _verdict(self, s: Submission) -> Verdict:
         outcome = s.outcome
-        remembered = self._remembered.pop(id(s), None)
+        remembered = s.remembered
         if remembered is not None:
             self.stats["rejected"] += 1
             return remembered
-        event_id = s.event.event_id if s.event is not None else _event_id_of(s)
+        event_id = _event_id_of(s)
         if isinstance(outcome, errors.Rejection):
             self.stats["rejected"] += 1
-            verdict = self._rejection_verdicts.pop(id(s), None) or self._rejection_verdict(s)
+            verdict = s.rejection_verdict or self._rejection_verdict(s)
             if event_id is not None and verdict.rejection is not None:
                 self.rejections.remember(event_id, verdict)
             return verdict
@@ -752,7 +834,7 @@ class Sequencer:
         """The verdict of a rejection: signed (``ailedger/rejection/v1``) when it is
         final, unsigned (not a verdict: the client retries) when it is transient."""
         assert isinstance(s.outcome, errors.Rejection)
-        event_id = s.event.event_id if s.event is not None else _event_id_of(s)
+        event_id = _event_id_of(s)
         verdict = Verdict(
             status="rejected", event_id=event_id, code=s.outcome.code, detail=s.outcome.detail
         )
@@ -766,7 +848,7 @@ class Sequencer:
     async def _keep_rejection(self, s: Submission) -> bool:
         assert isinstance(s.outcome, errors.Rejection)
         verdict = self._rejection_verdict(s)
-        self._rejection_verdicts[id(s)] = verdict
+        s.rejection_verdict = verdict
         token = s.msg.subject.split(".")[1] if s.msg.subject.count(".") >= 2 else ""
         actor = token if _is_slug(token) else "_invalid"
         headers = {
@@ -814,8 +896,10 @@ async def _nak_all(msgs: Sequence[Msg]) -> None:
 
 
 def _event_id_of(s: Submission) -> str | None:
-    """The event id of a submission whose payload could not be read: its message id
-    (the SDK sets it to the event id), if it is one."""
+    """The event id of a submission: its payload's, or, if the payload could not be
+    read, its message id (the SDK sets it to the event id), if it is one."""
+    if s.event is not None:
+        return s.event.event_id
     msg_id = (s.msg.headers or {}).get(HDR_MSG_ID, "")
     return msg_id if _UUID.fullmatch(msg_id) else None
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from nats.aio.msg import Msg
 
-from ledger.bus.streams import HDR_REPLY
+from ledger.bus.streams import HDR_REPLY, Verdict
 from ledger.formats.dsse import EnvelopeError, ParsedEnvelope, parse_envelope
 from ledger.formats.keys import fingerprint
 from ledger.formats.receipt import Receipt
@@ -42,6 +42,10 @@ class Submission:
     early: errors.Rejection | None = None
     outcome: Admitted | AlreadyIntegrated | errors.Rejection | None = None
     receipt: Receipt | None = None
+    #: A final rejection of the same event id remembered from before: answered again.
+    remembered: Verdict | None = None
+    #: The verdict of this submission's rejection (signed once, kept in REJECTED).
+    rejection_verdict: Verdict | None = None
 
     @property
     def reply_to(self) -> str | None:
