@@ -54,10 +54,13 @@ import base64
 import binascii
 import itertools
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ledger.formats import strictjson
 from ledger.formats.checkpoint import (
@@ -105,6 +108,9 @@ BUNDLE_FORMAT = "ailedger/bundle/v1"
 CLAIM_FORMAT = "ailedger/verdict/v1"
 #: Clock skew allowed between the notary's ``integrated`` and witnesses' times.
 WITNESS_SKEW = timedelta(minutes=5)
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 class VerificationError(LedgerError):
@@ -212,13 +218,14 @@ def verify_bundle(
     now = now or datetime.now(UTC)
     doc = _structure(data)
     checkpoint, note = _checkpoint(doc, trust)
-    items = _entries(doc, checkpoint)
-    chains = _chains(doc, items, checkpoint.size)
-    completeness = _completeness(doc, checkpoint, items, chains)
-    cosigned = [t for _, t in _witness_times(note, trust)]
-    _times(items, cosigned)
-    log_key = _log_key_in_window(note, trust, items, min([now, *cosigned]))
-    signing_keys = _signing_keys(items, threads)
+    with _Signatures(threads or min(32, os.cpu_count() or 1)) as signatures:
+        items = _entries(doc, checkpoint, signatures)
+        chains = _chains(doc, items, checkpoint.size)
+        completeness = _completeness(doc, checkpoint, items, chains)
+        cosigned = [t for _, t in _witness_times(note, trust)]
+        _times(items, cosigned)
+        log_key = _log_key_in_window(note, trust, items, min([now, *cosigned]))
+        signing_keys = _signing_keys(items, signatures)
     _replay(items, signing_keys, trust)
     report = Report(
         origin=checkpoint.origin,
@@ -288,11 +295,27 @@ def _b64(text: object, what: str, index: int | None = None) -> bytes:
     return raw
 
 
-def _hashes(value: object, what: str, index: int | None = None) -> list[bytes]:
+def _hashes(
+    value: object, what: str, index: int | None = None, seen: dict[str, bytes] | None = None
+) -> list[bytes]:
+    """Each base64 hash of ``value``, decoded. ``seen`` holds hashes already decoded
+    (the inclusion proofs of a bundle's entries share most of their upper nodes):
+    the same text always decodes the same way, so each distinct text is checked once."""
     if not isinstance(value, list):
         raise VerificationError("bundle", f"{what} must be a list of base64 hashes", index)
-    out = [_b64(h, what, index) for h in value]
-    if any(len(h) != HASH_SIZE for h in out):
+    seen = {} if seen is None else seen
+    out = []
+    short = False
+    for text in value:
+        raw = seen.get(text) if isinstance(text, str) else None
+        if raw is None:
+            raw = _b64(text, what, index)
+            if len(raw) == HASH_SIZE:
+                seen[str(text)] = raw
+            else:
+                short = True
+        out.append(raw)
+    if short:
         raise VerificationError("bundle", f"{what} holds a hash that is not 32 bytes", index)
     return out
 
@@ -434,9 +457,10 @@ def _log_key_in_window(
 # --- entries ------------------------------------------------------------------------
 
 
-def _entries(doc: dict[str, Any], checkpoint: Checkpoint) -> list[_Item]:
+def _entries(doc: dict[str, Any], checkpoint: Checkpoint, signatures: _Signatures) -> list[_Item]:
     items: list[_Item] = []
     last = -1
+    hashes: dict[str, bytes] = {}
     for position, raw_item in enumerate(doc["entries"]):
         if not isinstance(raw_item, dict) or set(raw_item) != {"index", "entry", "proof"}:
             raise VerificationError("bundle", f"entries[{position}] needs index, entry, proof")
@@ -447,7 +471,7 @@ def _entries(doc: dict[str, Any], checkpoint: Checkpoint) -> list[_Item]:
             raise VerificationError("bundle", "entries must be in increasing index order", index)
         last = index
         raw = _b64(raw_item["entry"], "entry", index)
-        proof = _hashes(raw_item["proof"], "proof", index)
+        proof = _hashes(raw_item["proof"], "proof", index, hashes)
         if index >= checkpoint.size:
             raise VerificationError(
                 "inclusion", f"index beyond the checkpoint's tree size {checkpoint.size}", index
@@ -460,7 +484,9 @@ def _entries(doc: dict[str, Any], checkpoint: Checkpoint) -> list[_Item]:
                 f"not in the tree of the checkpoint (size {checkpoint.size}): {e}",
                 index,
             ) from None
-        items.append(_parse_item(index, raw, proof))
+        item = _parse_item(index, raw, proof)
+        signatures.parsed(item)
+        items.append(item)
     if not items:
         raise VerificationError("bundle", "no entries")
     return items
@@ -730,78 +756,213 @@ def _time_field(item: _Item, name: str) -> datetime:
         raise VerificationError("entry", f"{name}: {e}", item.index) from None
 
 
+def _keys_in(item: _Item) -> tuple[str, list[object]]:
+    """Whose keys an entry of a key history lists, and those keys (as written)."""
+    target = item.entry.subject.partition("/")[2]
+    p = item.payload
+    found: list[object] = []
+    if item.type == "LedgerGenesis":
+        target, found = item.actor, list(p.get("regulator_keys") or [])
+    elif item.type == "ActorEnrolled":
+        found = list(p.get("public_keys") or [])
+    elif item.type == "KeyRotated":
+        found = [p.get("new_key")]
+    return target, found
+
+
 def _enrolled_keys(items: list[_Item]) -> dict[str, list[str]]:
     """Every public key each actor ever had in the bundle's histories."""
     keys: dict[str, list[str]] = {}
     for item in items:
-        target = item.entry.subject.partition("/")[2]
-        p = item.payload
-        found: list[object] = []
-        if item.type == "LedgerGenesis":
-            target, found = item.actor, list(p.get("regulator_keys") or [])
-        elif item.type == "ActorEnrolled":
-            found = list(p.get("public_keys") or [])
-        elif item.type == "KeyRotated":
-            found = [p.get("new_key")]
+        target, found = _keys_in(item)
         keys.setdefault(target, []).extend(str(k) for k in found)
     return keys
 
 
-def _signing_keys(items: list[_Item], threads: int | None) -> dict[int, tuple[str, bytes | None]]:
+#: Signatures checked ahead are handed to the pool in batches of this many.
+AHEAD_BATCH = 64
+
+
+class _Signatures:
+    """The DSSE signature checks of one verification, in a pool of threads sized to
+    the cores (``cryptography``'s Ed25519 releases the GIL).
+
+    While the entries are parsed, each one's signature is checked ahead with the
+    key its key id names among the keys enrolled in entries before it (the key
+    the notary found, in every bundle it exported). :func:`_signing_keys` then
+    decides which key signed as before; a check it needs that was made ahead is
+    not made again, so each (entry, key) pair is verified at most once."""
+
+    def __init__(self, threads: int) -> None:
+        self.workers = max(1, threads)
+        self.pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
+        self._objects: dict[bytes, Ed25519PublicKey] = {}
+        self._fingerprints: dict[bytes, str] = {}
+        self._known: dict[str, bytes] = {}
+        self._batch: list[tuple[_Item, bytes, Ed25519PublicKey]] = []
+        self._futures: list[Future[list[tuple[int, bytes, bool]]]] = []
+        self._done: dict[tuple[int, bytes], bool] = {}
+
+    def __enter__(self) -> _Signatures:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def fingerprint(self, public: bytes) -> str:
+        fp = self._fingerprints.get(public)
+        if fp is None:
+            fp = self._fingerprints[public] = fingerprint(public)
+        return fp
+
+    def key(self, public: bytes) -> Ed25519PublicKey:
+        """The key object of raw key bytes, made once (in the calling thread)."""
+        obj = self._objects.get(public)
+        if obj is None:
+            obj = self._objects[public] = Ed25519PublicKey.from_public_bytes(public)
+        return obj
+
+    def parsed(self, item: _Item) -> None:
+        """Learn the keys a parsed entry enrols; check its signature ahead with the
+        key its key id names, if one was enrolled before it."""
+        if item.type in ("LedgerGenesis", "ActorEnrolled", "KeyRotated"):
+            for text in _keys_in(item)[1]:
+                try:
+                    public = decode_public_key(str(text))
+                except ValueError:
+                    continue  # judged (and reported) by _signing_keys
+                self._known.setdefault(self.fingerprint(public), public)
+        named = self._known.get(item.envelope.keyid_fingerprint)
+        if named is None:
+            return
+        self._batch.append((item, named, self.key(named)))
+        if len(self._batch) >= AHEAD_BATCH:
+            self._submit()
+
+    def _submit(self) -> None:
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        if self.pool is None:
+            self._done.update(((i, p), ok) for i, p, ok in _verify_batch(batch))
+        else:
+            self._futures.append(self.pool.submit(_verify_batch, batch))
+
+    def settle(self) -> None:
+        """Wait for every check made ahead."""
+        self._submit()
+        for future in self._futures:
+            self._done.update(((i, p), ok) for i, p, ok in future.result())
+        self._futures = []
+
+    def verified(self, item: _Item, public: bytes) -> bool | None:
+        """Whether ``public`` made a signature of ``item``, if checked already."""
+        return self._done.get((item.index, public))
+
+    def verify(self, item: _Item, public: bytes, obj: Ed25519PublicKey) -> bool:
+        ok = self._done.get((item.index, public))
+        return item.envelope.verify(obj) if ok is None else ok
+
+    def map(self, fn: Callable[[_T], _R], jobs: list[_T]) -> list[_R]:
+        """``fn`` over ``jobs``, in order, in a few chunks per thread."""
+        if self.pool is None or len(jobs) < 2:
+            return [fn(job) for job in jobs]
+        size = max(1, -(-len(jobs) // (self.workers * 4)))
+        chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        done = self.pool.map(lambda chunk: [fn(job) for job in chunk], chunks)
+        return [result for chunk in done for result in chunk]
+
+
+def _verify_batch(
+    batch: list[tuple[_Item, bytes, Ed25519PublicKey]],
+) -> list[tuple[int, bytes, bool]]:
+    return [(item.index, public, item.envelope.verify(obj)) for item, public, obj in batch]
+
+
+#: Which keys may have made an entry's signature, tried in order (the key its key id
+#: names first), whether that first one is the signer's own, and another actor's
+#: key the key id names (None: none, or it is the signer's).
+_Plan = tuple[
+    list[tuple[str, bytes, Ed25519PublicKey]], bool, tuple[bytes, Ed25519PublicKey] | None
+]
+
+
+def _signing_keys(
+    items: list[_Item], signatures: _Signatures
+) -> dict[int, tuple[str, bytes | None]]:
     """Which key made each entry's DSSE signature, as the notary finds it: one of the
     signer's keys that verifies; else the key id's key when it is another actor's
     key that verifies (signer_not_actor) or no key in the bundle (unknown_key, with
-    no public key). Each signature is checked once, in parallel threads
-    (``cryptography`` releases the GIL)."""
+    no public key). Each (entry, key) is checked once, in parallel threads."""
     enrolled = _enrolled_keys(items)
+    decoded: dict[str, list[bytes] | ValueError] = {}
+    plans: dict[tuple[str, str], _Plan] = {}
     everyone: dict[str, bytes] | None = None
-    jobs: list[tuple[_Item, list[bytes], bool, bytes | None]] = []
+    jobs: list[tuple[_Item, _Plan]] = []
     for item in items:
-        if item.actor not in enrolled:
+        actor, hint = item.actor, item.envelope.keyid_fingerprint
+        if actor not in enrolled:
             raise VerificationError(
                 "signer",
-                f"signed by {item.actor}, whose key history (actor/{item.actor}) is not in "
-                "the bundle",
+                f"signed by {actor}, whose key history (actor/{actor}) is not in the bundle",
                 item.index,
             )
-        try:
-            candidates = [decode_public_key(k) for k in enrolled[item.actor]]
-        except ValueError as e:
-            raise VerificationError("entry", f"a key of {item.actor}: {e}", item.index) from None
-        hint = item.envelope.keyid_fingerprint
-        candidates.sort(key=lambda k: fingerprint(k) != hint)
-        hinted_own = bool(candidates) and fingerprint(candidates[0]) == hint
-        other = None
-        if not hinted_own:
-            everyone = _every_key(enrolled) if everyone is None else everyone
-            other = everyone.get(hint)
-        jobs.append((item, candidates, hinted_own, other))
+        plan = plans.get((actor, hint))
+        if plan is None:
+            keys = decoded.get(actor)
+            if keys is None:
+                try:
+                    keys = [decode_public_key(k) for k in enrolled[actor]]
+                except ValueError as e:
+                    keys = e
+                decoded[actor] = keys
+            if isinstance(keys, ValueError):
+                raise VerificationError("entry", f"a key of {actor}: {keys}", item.index)
+            candidates = [(signatures.fingerprint(k), k, signatures.key(k)) for k in keys]
+            candidates.sort(key=lambda c: c[0] != hint)
+            hinted_own = bool(candidates) and candidates[0][0] == hint
+            other = None
+            if not hinted_own:
+                everyone = _every_key(enrolled) if everyone is None else everyone
+                public = everyone.get(hint)
+                other = None if public is None else (public, signatures.key(public))
+            plan = plans[(actor, hint)] = (candidates, hinted_own, other)
+        jobs.append((item, plan))
+    signatures.settle()
 
-    def check(
-        job: tuple[_Item, list[bytes], bool, bytes | None],
-    ) -> tuple[_Item, tuple[str, bytes | None] | None]:
-        item, candidates, hinted_own, other = job
-        for public in candidates:
-            if item.envelope.verify(public):
-                return item, (fingerprint(public), public)
+    def check(job: tuple[_Item, _Plan]) -> tuple[str, bytes | None] | None:
+        item, (candidates, hinted_own, other) = job
+        for fp, public, obj in candidates:
+            if signatures.verify(item, public, obj):
+                return fp, public
         hint = item.envelope.keyid_fingerprint
         if hinted_own:
-            return item, None
+            return None
         if other is None:
-            return item, (hint, None)
-        return item, ((hint, other) if item.envelope.verify(other) else None)
+            return hint, None
+        return (hint, other[0]) if signatures.verify(item, *other) else None
 
-    workers = threads or min(32, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        results = list(pool.map(check, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
-    found: dict[int, tuple[str, bytes | None]] = {}
-    for item, signing in results:
+    # Most were checked ahead with their first candidate: only the rest go to the pool.
+    found: dict[int, tuple[str, bytes | None] | None] = {}
+    rest = []
+    for item, plan in jobs:
+        candidates = plan[0]
+        if candidates and signatures.verified(item, candidates[0][1]):
+            found[item.index] = candidates[0][:2]
+        else:
+            rest.append((item, plan))
+    for (item, _), signing in zip(rest, signatures.map(check, rest), strict=True):
+        found[item.index] = signing
+    out: dict[int, tuple[str, bytes | None]] = {}
+    for item in items:
+        signing = found[item.index]
         if signing is None:
             raise VerificationError(
                 "signature", f"no key of {item.actor} verifies its DSSE signature", item.index
             )
-        found[item.index] = signing
-    return found
+        out[item.index] = signing
+    return out
 
 
 def _every_key(enrolled: dict[str, list[str]]) -> dict[str, bytes]:
