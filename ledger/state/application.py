@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar, cast
@@ -27,7 +27,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
 from eventsourcing.domain import Aggregate, DomainEventProtocol
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, Tracking
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, Tracking, Transcoder
 from eventsourcing.projection import EventSourcedProjection
 
 from ledger.formats.dsse import EnvelopeError, ParsedEnvelope, parse_envelope
@@ -47,6 +47,8 @@ from ledger.state.domain import (
     ProvenanceAsDict,
 )
 from ledger.state.recording import Recording
+from ledger.state.stored import recorded_ids
+from ledger.state.transcoding import FastJSONTranscoder
 
 __all__ = [
     "AlreadyIntegrated",
@@ -94,6 +96,26 @@ class LedgerCorrupt(LedgerError, RuntimeError):
 
 
 @dataclass(frozen=True)
+class _Stored:
+    """A LEDGER message parsed: the entry, its envelope and its event."""
+
+    sequence: int
+    entry: Entry
+    env: ParsedEnvelope
+    event: ev.AnyEvent
+
+
+def _parse_stored(sequence: int, data: bytes) -> _Stored:
+    try:
+        entry = Entry.parse(data)
+        env = parse_envelope(entry.envelope)
+        event = ev.decode_event(env.payload)
+    except (MalformedEntryError, EnvelopeError, ev.SchemaError) as e:
+        raise LedgerCorrupt(f"LEDGER #{sequence}: {e}") from None
+    return _Stored(sequence, entry, env, event)
+
+
+@dataclass(frozen=True)
 class Admitted:
     """A submission that passed every check, with the entry that will carry it."""
 
@@ -123,6 +145,12 @@ class LedgerState(EventSourcedProjection[UUID]):
         #: reads LEDGER through its seals (ledger.bus.sealed), kept by commits.
         self.size: int | None = None
 
+    def construct_transcoder(self) -> Transcoder:
+        # JSONTranscoder's format (so its bytes), written by msgspec.
+        transcoder = FastJSONTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
+
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         transcoder.register(ProvenanceAsDict())
@@ -148,6 +176,11 @@ class LedgerState(EventSourcedProjection[UUID]):
                 f"aggregate {aggregate_id} is a {type(agg).__name__}, not {cls.__name__}"
             )
         return agg
+
+    def recorded(self, aggregate_ids: Sequence[UUID]) -> set[UUID]:
+        """Which of ``aggregate_ids`` have been recorded: one query for all of them,
+        much cheaper than a ``get`` that finds nothing (see :mod:`ledger.state.stored`)."""
+        return recorded_ids(self.recorder, aggregate_ids)
 
     def actor(self, actor_id: str) -> Actor | None:
         return self.get(Actor, Actor.create_id(actor_id))
@@ -217,28 +250,56 @@ class LedgerState(EventSourcedProjection[UUID]):
         ``signatures``: how envelopes are checked (default
         :func:`trust_hinted_key`; a monitor, which trusts no seal, verifies them).
         """
-        applied = 0
+        check = signatures or trust_hinted_key
         position = self.position()
         if first_index is not None:
             messages = list(messages)
             self.size = first_index + sum(1 for seq, _ in messages if seq <= position)
-        batch = self.begin()
+        applied = 0
+        run: list[tuple[int, bytes]] = []
+        last = position
         for seq, data in messages:
-            if seq <= batch.last_sequence:
+            if seq <= last:
                 continue
-            if seq != batch.last_sequence + 1:
-                # After a gap (foreign messages): a new batch at this sequence.
-                self._commit_replayed(batch)
-                batch = self.begin(first_sequence=seq)
-            batch.apply_stored(seq, data, signatures=signatures or trust_hinted_key)
-            applied += 1
+            if run and (seq != last + 1 or len(run) >= commit_every):
+                # A full batch, or a gap (foreign messages): the next batch
+                # starts at this sequence.
+                applied += self._replay_run(run, check, on_entry)
+                run = []
+            run.append((seq, data))
+            last = seq
+        if run:
+            applied += self._replay_run(run, check, on_entry)
+        return applied
+
+    def _replay_run(
+        self,
+        run: list[tuple[int, bytes]],
+        signatures: SignatureCheck,
+        on_entry: Callable[[Entry], None] | None,
+    ) -> int:
+        """Consecutive stored entries as one batch: parsed first, so that one query
+        tells which of their event ids are recorded already; applied in order
+        (``on_entry`` after each), then committed. An entry that does not parse
+        stops the run where it stands, after the entries before it."""
+        batch = self.begin(first_sequence=run[0][0])
+        parsed: list[_Stored] = []
+        broken: LedgerCorrupt | None = None
+        for seq, data in run:
+            try:
+                parsed.append(_parse_stored(seq, data))
+            except LedgerCorrupt as e:
+                broken = e
+                break
+        batch.prefetch([p.event.event_id for p in parsed])
+        for p in parsed:
+            batch._apply_parsed(p, signatures)
             if on_entry is not None:
                 on_entry(batch.admitted[-1].entry)
-            if len(batch.admitted) >= commit_every:
-                self._commit_replayed(batch)
-                batch = self.begin()
+        if broken is not None:
+            raise broken
         self._commit_replayed(batch)
-        return applied
+        return len(parsed)
 
     def digest(self) -> str:
         """SHA-256 over every recorded domain event (sorted by aggregate and version),
@@ -286,6 +347,36 @@ class Batch(Recording):
     :class:`~ledger.state.recording.Recording`.
     """
 
+    #: Whether the records of event ids (their aggregate ids) are recorded in the
+    #: state, as :meth:`prefetch` found.
+    _prefetched: dict[UUID, bool] | None = None
+
+    def prefetch(self, event_ids: Sequence[str]) -> None:
+        """Ask the store once which of these event ids it has recorded, so that
+        admitting them needs no query each (the duplicate check). Optional: an
+        event id not prefetched is looked up when admitted."""
+        ids = set()
+        for event_id in event_ids:
+            try:
+                ids.add(EventRecord.create_id(event_id))
+            except ValueError:
+                continue
+        ids.difference_update(self.records)
+        found = self.state.recorded(list(ids))
+        if self._prefetched is None:
+            self._prefetched = {}
+        self._prefetched.update((i, i in found) for i in ids)
+
+    def _recorded_event(self, record_id: UUID) -> EventRecord | None:
+        """The record of an event id: of this batch, else of the state."""
+        record = self.records.get(record_id)
+        if record is not None:
+            return record
+        known = self._prefetched.get(record_id) if self._prefetched is not None else None
+        if known is None:
+            known = bool(self.state.recorded([record_id]))
+        return self.state.get(EventRecord, record_id) if known else None
+
     # --- admission -------------------------------------------------------
 
     def admit(
@@ -308,19 +399,17 @@ class Batch(Recording):
     ) -> Admitted:
         """Apply an entry read from LEDGER, checking the ledger's own structure
         (signatures with ``signatures``, default :func:`trust_hinted_key`)."""
-        try:
-            entry = Entry.parse(data)
-            env = parse_envelope(entry.envelope)
-            event = ev.decode_event(env.payload)
-        except (MalformedEntryError, EnvelopeError, ev.SchemaError) as e:
-            raise LedgerCorrupt(f"LEDGER #{sequence}: {e}") from None
-        if sequence != self.last_sequence + 1 or entry.index != self.next_index:
+        return self._apply_parsed(_parse_stored(sequence, data), signatures or trust_hinted_key)
+
+    def _apply_parsed(self, stored: _Stored, signatures: SignatureCheck) -> Admitted:
+        entry = stored.entry
+        if stored.sequence != self.last_sequence + 1 or entry.index != self.next_index:
             raise LedgerCorrupt(
-                f"LEDGER #{sequence} holds index {entry.index}, expected {self.next_index}"
+                f"LEDGER #{stored.sequence} holds index {entry.index}, expected {self.next_index}"
             )
         try:
             return self._integrate(
-                env, event, entry.index, entry.integrated, signatures or trust_hinted_key, entry
+                stored.env, stored.event, entry.index, entry.integrated, signatures, entry
             )
         except (errors.Rejection, AlreadyIntegrated) as e:
             raise LedgerCorrupt(f"LEDGER entry {entry.index} breaks a rule: {e}") from None
@@ -336,7 +425,7 @@ class Batch(Recording):
     ) -> Admitted:
         envelope_sha256 = hashlib.sha256(env.raw).hexdigest()
         record_id = EventRecord.create_id(event.event_id)
-        record = self.records.get(record_id) or self.state.get(EventRecord, record_id)
+        record = self._recorded_event(record_id)
         if record is not None:
             if record.envelope_sha256 == envelope_sha256:
                 raise AlreadyIntegrated(record)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid5
 
@@ -54,6 +54,18 @@ def _id(name: str) -> UUID:
     return uuid5(NAMESPACE, name)
 
 
+@functools.lru_cache(maxsize=4096)
+def _format_utc(t: datetime) -> str:
+    return format_time(t)
+
+
+def _format(t: datetime) -> str:
+    """:func:`format_time`, remembered for the few times a batch repeats (every
+    event of a batch has its ``integrated``). Only for ``datetime.UTC`` itself:
+    an equal instant in another zone is refused by ``format_time`` as before."""
+    return _format_utc(t) if t.tzinfo is UTC else format_time(t)
+
+
 @dataclass(frozen=True)
 class Provenance:
     """Where a domain event comes from: one integrated, signed ledger entry."""
@@ -77,8 +89,8 @@ class ProvenanceAsDict(Transcoding):
             "event_id": obj.event_id,
             "actor": obj.actor,
             "key": obj.key_fingerprint,
-            "signed_at": format_time(obj.signed_at),
-            "integrated": format_time(obj.integrated),
+            "signed_at": _format(obj.signed_at),
+            "integrated": _format(obj.integrated),
             "subject": obj.subject,
         }
 

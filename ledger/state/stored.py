@@ -1,0 +1,79 @@
+"""Which aggregates a state store has recorded, asked in one query.
+
+The duplicate check looks up an event id's record for every new submission and
+nearly always finds none. eventsourcing answers a ``Repository.get`` that finds
+nothing with a transaction, a full ``select_events`` and an exception; here one
+indexed query (on the events table's primary key, ``originator_version = 1``:
+every aggregate's first event) answers for a whole batch of ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from eventsourcing.persistence import AggregateRecorder
+from eventsourcing.sqlite import SQLiteAggregateRecorder
+
+__all__ = ["recorded_ids"]
+
+#: Ids per SQLite query (under SQLite's smallest limit of bound parameters, 999).
+_CHUNK = 900
+
+
+def recorded_ids(recorder: AggregateRecorder, ids: Sequence[UUID]) -> set[UUID]:
+    """The ids in ``ids`` with a stored first event in ``recorder``."""
+    if not ids:
+        return set()
+    if isinstance(recorder, SQLiteAggregateRecorder):
+        return _sqlite(recorder, ids)
+    try:
+        from eventsourcing.postgres import PostgresAggregateRecorder
+    except ImportError:  # pragma: no cover - without the postgres extra
+        pass
+    else:
+        if (
+            isinstance(recorder, PostgresAggregateRecorder)
+            and recorder.datastore.originator_id_type == "uuid"
+        ):
+            return _postgres(recorder, ids)
+    return {i for i in ids if recorder.select_events(i, lte=1, limit=1)}
+
+
+def _sqlite(recorder: SQLiteAggregateRecorder, ids: Sequence[UUID]) -> set[UUID]:
+    by_hex = {i.hex: i for i in ids}
+    hexes = list(by_hex)
+    found: set[UUID] = set()
+    table = recorder.events_table_name
+    # Outside a transaction: in SQLite's autocommit mode one SELECT reads one
+    # consistent snapshot, and needs no BEGIN and ROLLBACK around it.
+    with recorder.datastore.get_connection(commit=False) as conn:
+        for start in range(0, len(hexes), _CHUNK):
+            part = hexes[start : start + _CHUNK]
+            marks = ",".join("?" * len(part))
+            with conn.cursor() as curs:
+                curs.execute(
+                    f"SELECT originator_id FROM {table} "
+                    f"WHERE originator_version=1 AND originator_id IN ({marks})",
+                    part,
+                )
+                found.update(by_hex[row[0]] for row in curs.fetchall())
+    return found
+
+
+def _postgres(recorder: object, ids: Sequence[UUID]) -> set[UUID]:
+    from eventsourcing.postgres import PostgresAggregateRecorder
+    from psycopg.sql import SQL, Identifier
+
+    assert isinstance(recorder, PostgresAggregateRecorder)
+    statement = SQL(
+        "SELECT originator_id FROM {schema}.{table} "
+        "WHERE originator_version = 1 AND originator_id = ANY(%s)"
+    ).format(
+        schema=Identifier(recorder.datastore.schema),
+        table=Identifier(recorder.events_table_name),
+    )
+    wanted = {str(i): i for i in ids}
+    with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+        curs.execute(statement, [list(ids)], prepare=True)
+        return {wanted[str(row["originator_id"])] for row in curs.fetchall()}

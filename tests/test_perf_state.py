@@ -1,0 +1,234 @@
+"""The state's fast paths decide and store exactly what the general ones do.
+
+The transcoder writes eventsourcing's JSONTranscoder bytes; ``recorded`` answers
+as a ``get`` would, on each store; a prefetched duplicate check judges as the
+one-by-one check; a replay that meets a corrupt entry stops at it as before.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import pytest
+from eventsourcing.persistence import JSONTranscoder
+
+from ledger.bus.home import init_home
+from ledger.formats.dsse import parse_envelope
+from ledger.formats.keys import generate
+from ledger.law import events as ev
+from ledger.law import rejections as errors
+from ledger.state.application import AlreadyIntegrated, LedgerCorrupt, LedgerState
+from ledger.state.domain import EventRecord, Provenance
+from ledger.state.persistence import sqlite_env
+from tests.conftest import enrolment_fields, registration_fields
+from tests.test_projector import postgres_schema  # noqa: F401 - a fixture
+from tests.test_state import World
+
+T0 = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
+
+
+def history(world: World) -> None:
+    """Every kind of aggregate and of field: keys, lists, dicts, datetimes, texts."""
+    world.enrol("bank", ["owner"])
+    world.enrol("auditor", ["auditor"])
+    world.register("bank", "scorer")
+    t1 = T0 + timedelta(hours=1)
+    world.admit(
+        world.event(
+            "bank",
+            ev.VersionDeployed,
+            t1,
+            subject="system/scorer",
+            version="2 — «тест» \u2028 \x7f",
+            artifact_sha256="b" * 64,
+        ),
+        t1,
+    )
+    world.admit(
+        world.event(
+            "auditor",
+            ev.AuditCompleted,
+            t1,
+            subject="system/scorer",
+            scope="full",
+            audited_version_sha256="b" * 64,
+            result="pass",
+            findings=[{"severity": "low", "text": 'quote " and \\ and é'}],
+            report_sha256="c" * 64,
+            valid_until=t1 + timedelta(days=365),
+        ),
+        t1,
+    )
+
+
+@pytest.fixture
+def sqlite_world(tmp_path: Path) -> World:
+    home = init_home(tmp_path / "home", origin="state.ailedger.kz/test", at=T0)
+    return World(home, sqlite_env(tmp_path / "state.sqlite"))
+
+
+def test_the_fast_transcoder_writes_and_reads_the_bytes_of_jsontranscoder(
+    sqlite_world: World,
+) -> None:
+    history(sqlite_world)
+    state = sqlite_world.state
+    fast = state.mapper.transcoder
+    slow = JSONTranscoder()
+    state.register_transcodings(slow)
+    assert type(fast) is not JSONTranscoder
+    notifications = state.recorder.select_notifications(1, 1000)
+    assert len(notifications) > 10
+    for n in notifications:
+        decoded = slow.decode(n.state)
+        assert fast.decode(n.state) == decoded
+        assert fast.encode(decoded) == slow.encode(decoded) == n.state
+    # What msgspec would write otherwise goes through the standard library.
+    at = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    prov = Provenance(7, "e", "a", "k", at, at, "system/s")
+    for value in [
+        {"f": [1e16, 0.1, 1e-7, 2.5e300, -0.0]},
+        {"big": 2**64, "neg": -(2**63) - 1, "ok": 2**64 - 1},
+        {"keys": {1: "int", "s": "str"}},
+        {"nested": [{"at": at, "p": prov}, (1, "two", None, True)]},
+        {"text": '\x00\x1f\u2028é"\\'},
+    ]:
+        assert fast.encode(value) == slow.encode(value)
+        assert fast.decode(slow.encode(value)) == slow.decode(slow.encode(value))
+    with pytest.raises(TypeError):
+        fast.encode({"x": object()})
+
+
+def test_recorded_answers_as_a_get_would(sqlite_world: World) -> None:
+    state = sqlite_world.state
+    sqlite_world.enrol("bank", ["owner"])
+    bank = state.actor("bank")
+    assert bank is not None
+    ids = [bank.id] + [r.id for r in _records(state)]
+    assert len(ids) == 3
+    unknown = [uuid4() for _ in range(1500)]  # more than one SQLite query's worth
+    assert state.recorded(ids + unknown) == set(ids)
+    assert state.recorded([]) == set()
+
+
+def _records(state: LedgerState) -> list[EventRecord]:
+    out = []
+    for n in state.recorder.select_notifications(1, 1000):
+        if n.topic.endswith("EventRecord.Integrated"):
+            record = state.get(EventRecord, UUID(str(n.originator_id)))
+            assert record is not None
+            out.append(record)
+    return out
+
+
+def test_recorded_and_digests_on_memory_sqlite_and_postgres(
+    tmp_path: Path,
+    postgres_schema: dict[str, str],  # noqa: F811
+) -> None:
+    home = init_home(tmp_path / "home", origin="state.ailedger.kz/test", at=T0)
+    world = World(home)  # in memory
+    history(world)
+    states = [world.state]
+    for env in (sqlite_env(tmp_path / "replayed.sqlite"), postgres_schema):
+        replayed = LedgerState(env, trust=home.trust())
+        assert replayed.replay(world.stored, commit_every=2) == len(world.stored)
+        states.append(replayed)
+    for state in states:
+        records = _records(state)
+        assert len(records) == len(world.stored) == 6
+        ids = [r.id for r in records]
+        assert state.recorded([*ids, uuid4(), uuid4()]) == set(ids)
+    assert len({state.digest() for state in states}) == 1
+    for state in states:
+        state.close()
+
+
+def test_a_prefetched_duplicate_check_judges_as_one_by_one(sqlite_world: World) -> None:
+    w = sqlite_world
+    w.enrol("bank", ["owner"])
+    w.register("bank", "scorer")
+    t1 = T0 + timedelta(minutes=5)
+    key = w.keys["bank"]
+
+    def deploy(version: str, event_id: str) -> bytes:
+        from ledger.bus.client import sign_event
+
+        return sign_event(
+            ev.VersionDeployed(
+                v=1,
+                event_id=event_id,
+                actor="bank",
+                signed_at=t1,
+                subject="system/scorer",
+                version=version,
+                artifact_sha256="a" * 64,
+            ),
+            key,
+        )
+
+    ids = [ev.new_event_id() for _ in range(4)]
+    w.admit_all([deploy("1", ids[0]), deploy("2", ids[1])], t1)
+    submissions = [
+        deploy("1", ids[0]),  # resubmitted: its receipt
+        deploy("other", ids[1]),  # the same id, other bytes
+        deploy("3", ids[2]),  # new
+        deploy("3", ids[2]),  # new, twice in the batch
+        deploy("4", ids[3]),  # new
+    ]
+
+    def judged(prefetch: bool) -> list[str]:
+        batch = w.state.begin()
+        if prefetch:
+            batch.prefetch([*ids, "not an event id"])
+        out = []
+        for raw in submissions:
+            env = parse_envelope(raw)
+            try:
+                admitted = batch.admit(env, ev.decode_event(env.payload), t1)
+                out.append(f"admitted {admitted.entry.index}")
+            except AlreadyIntegrated as e:
+                out.append(f"receipt of {e.record.index}")
+            except errors.Rejection as e:
+                out.append(e.code)
+        return out
+
+    expected = [
+        "receipt of 3",
+        "duplicate_event_id",
+        "admitted 5",
+        "receipt of 5",
+        "admitted 6",
+    ]
+    assert judged(prefetch=False) == expected
+    assert judged(prefetch=True) == expected
+
+
+def test_a_replay_stops_at_a_corrupt_entry_after_the_entries_before_it(
+    sqlite_world: World, tmp_path: Path
+) -> None:
+    w = sqlite_world
+    owner = generate("bank")
+    w.keys["bank"] = owner
+    raw = [
+        w.event("regulator", ev.ActorEnrolled, T0, **enrolment_fields("bank", ["owner"], owner)),
+        w.event("bank", ev.SystemRegistered, T0, **registration_fields("bank", "scorer")),
+    ]
+    w.admit_all(raw, T0)
+    stored = list(w.stored)
+    assert len(stored) == 3
+    broken = [*stored[:2], (stored[2][0], stored[2][1][:-5] + b"xxxxx")]
+    fresh = LedgerState(sqlite_env(tmp_path / "fresh.sqlite"), trust=w.home.trust())
+    seen: list[int] = []
+    for commit_every, position in [(3, 0), (2, 2)]:
+        # the entries before the corrupt one are applied (a monitor names the
+        # offending entry after the last one it saw), the batch holding it is not
+        # recorded, the batches before it are
+        seen.clear()
+        with pytest.raises(LedgerCorrupt, match="LEDGER #3"):
+            fresh.replay(broken, on_entry=lambda e: seen.append(e.index), commit_every=commit_every)
+        assert seen == [0, 1]
+        assert fresh.position() == position
+    fresh.replay(stored)
+    assert fresh.digest() == w.state.digest()
+    assert w.rebuilt().digest() == w.state.digest()
