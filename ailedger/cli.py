@@ -483,10 +483,10 @@ def up(
     ] = 10.0,
     checkpoint_every: Annotated[
         int, typer.Option(help="Sign a checkpoint after this many new entries ...")
-    ] = 256,
+    ] = 10_000,
     checkpoint_interval: Annotated[
         float, typer.Option(help="... or after this many seconds with new entries.")
-    ] = 5.0,
+    ] = 1.0,
 ) -> None:
     """Run the notary (and the embedded NATS server unless --nats) in the foreground."""
     from services.notary import Notary, serve

@@ -40,6 +40,14 @@ __all__ = ["Notary", "exclusive", "serve", "setup_bus"]
 
 log = logging.getLogger("ailedger.notary")
 
+#: Checkpoint cadence: after this many new entries, or this many seconds with new
+#: entries. Receipts do not wait for checkpoints (seals prove them at once), so
+#: the cadence is about freshness for third parties, and each checkpoint costs a
+#: heads leaf on the sequencing path (~16 ms at 10^6 subjects) and a cosigning
+#: round: at 5,000 entries/s, 256 entries would mean 20 a second.
+CHECKPOINT_EVERY = 10_000
+CHECKPOINT_INTERVAL = 1.0
+
 
 class Notary:
     """Sequencer, checkpointer and lookup server of one ledger, over one state."""
@@ -56,8 +64,8 @@ class Notary:
         batch_size: int = 500,
         verify_threads: int = 2,
         ack_wait: float = 10.0,
-        checkpoint_every: int = 256,
-        checkpoint_interval: float = 5.0,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+        checkpoint_interval: float = CHECKPOINT_INTERVAL,
         authorizer: Authorizer | None = None,
         settings_check_interval: float = 5.0,
         alarms: Alarms | None = None,
@@ -312,8 +320,8 @@ async def serve(
     on_ready: Callable[[str, Notary], None] | None = None,
     batch_size: int = 500,
     ack_wait: float = 10.0,
-    checkpoint_every: int = 256,
-    checkpoint_interval: float = 5.0,
+    checkpoint_every: int = CHECKPOINT_EVERY,
+    checkpoint_interval: float = CHECKPOINT_INTERVAL,
     witnesses: Sequence[str] | None = None,
 ) -> Notary:
     """Run a notary for ``home`` until ``stop`` is set.
