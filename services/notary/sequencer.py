@@ -671,6 +671,8 @@ class Sequencer:
     ) -> Batch:
         """The sequential pass, on the state thread: decide every submission."""
         batch = self.state.begin(first_sequence=self.last_sequence + 1)
+        # The duplicate check of the whole batch in one query.
+        batch.prefetch([s.event.event_id for s in subs if s.event is not None and s.early is None])
         for s in subs:
             if (
                 isinstance(s.early, errors.Stale)
