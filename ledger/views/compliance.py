@@ -1,11 +1,22 @@
 """Read models of the ledger for point-in-time questions: an eventsourcing ``Projection``.
 
 :class:`ComplianceView` keeps one row per LEDGER entry (index, subject, type,
-signer, integration time, key, payload) in a table of its own, recorded
+signer, integration time, key, payload, slot) in a table of its own, recorded
 together with its own ``Tracking("LEDGER", sequence)`` in one transaction, so
-each entry is applied exactly once. ``status(system, at=T)`` reads the rows
-of the system's chain and of the rulebook up to T and runs the rule engine
-(:mod:`ledger.law.rules`) on them; ``timeline`` lists who did what.
+each entry is applied exactly once. ``status(system, at=T)`` runs the rule
+engine (:func:`ledger.law.rules.evaluate`) on the rows of the rulebook and of
+the system's chain up to T; ``timeline`` lists who did what.
+
+Status at any T without reading the system's whole history: the rules read
+only the latest fact of some kinds (the operation status, the deployed
+version, ...: :func:`slot_of`), so each row names the *slot* it fills, and an
+as-of query fetches, through one index on (subject, slot, integration time,
+index), the latest row of each slot up to T plus every row that fills no slot
+(registrations, audits, incidents, ...). The verdict is the one the whole
+chain gives (tests/test_views_status.py checks it on random histories): only
+the facts fetched change, never how they are judged. Integration times never
+decrease along the ledger (the sealed reader refuses a batch that goes back),
+so "integrated by T" is "up to the last index integrated by T".
 
 The recorder is chosen by ``PERSISTENCE_MODULE`` as eventsourcing does:
 SQLite (one database file, tables not prefixed) or PostgreSQL (tables named
@@ -14,16 +25,18 @@ after the view, in ``POSTGRES_SCHEMA``).
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import astuple, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from eventsourcing.persistence import Tracking, TrackingRecorder
 from eventsourcing.projection import Projection
-from eventsourcing.sqlite import SQLiteTrackingRecorder
+from eventsourcing.sqlite import SQLiteCursor, SQLiteTrackingRecorder
 
 from ledger.formats import strictjson
 from ledger.formats.dsse import parse_envelope
@@ -34,15 +47,78 @@ from ledger.law.rules import Fact, SystemVerdict, evaluate, fact_from_entry, sum
 
 __all__ = [
     "COLUMNS",
+    "SCHEMA_VERSION",
     "ComplianceView",
     "ComplianceViewRecorder",
     "EntryRow",
     "TimelineRow",
     "epoch_micros",
     "select_rows",
+    "slot_of",
+    "status_rows_sql",
 ]
 
 TRACKING_NAME = "LEDGER"
+#: The layout of the view's rows (columns, slots, indexes), kept in the view's
+#: tracking table under :data:`SCHEMA_TRACKING`: a store of another version is
+#: emptied when opened, and the projector refills it from LEDGER.
+SCHEMA_VERSION = 2
+SCHEMA_TRACKING = "compliance-view-schema"
+#: Above any ledger index: "no bound".
+_NO_BOUND = 2**62
+
+
+def slot_of(subject: str, type_: str, actor: str, payload: _Head, first: bool) -> str:
+    """The slot a fact fills in what the rules read of its system, or "" for none.
+
+    :func:`ledger.law.rules.evaluate` folds a system's chain keeping only the
+    latest fact of each of these (so an earlier one changes no verdict once a
+    later one of the same slot is integrated): the operation status, the
+    deployed version, the labelling attestation, each signer's risk
+    classification (the owner's and the regulator's override), each insurance
+    policy number, each overseer's assignment. Every other fact (the first of
+    a chain, registrations, withdrawals of oversight, audits, insurance-free
+    events, incidents, ...) fills no slot and is always read."""
+    if first or not subject.startswith("system/"):
+        return ""
+    if type_ == "OperationStatusChanged":
+        return "status"
+    if type_ == "VersionDeployed":
+        return "deployment"
+    if type_ == "LabelingAttested":
+        return "labeling"
+    if type_ == "RiskClassified":
+        return f"classification/{actor}"
+    if type_ == "InsurancePolicyChanged" and payload.policy_number is not None:
+        return f"insurance/{payload.policy_number}"
+    if type_ == "HumanOversightAssigned" and payload.overseer is not None:
+        return f"oversight/{payload.overseer}"
+    return ""
+
+
+class _Signature(msgspec.Struct):
+    keyid: str
+
+
+class _Envelope(msgspec.Struct):
+    """What the view reads of a DSSE envelope (the notary checked it in full)."""
+
+    payload: str
+    signatures: list[_Signature]
+
+
+class _Head(msgspec.Struct):
+    """What the view reads of an event's payload besides keeping its text."""
+
+    type: str
+    actor: str
+    policy_number: str | None = None
+    overseer: str | None = None
+
+
+_read_envelope = msgspec.json.Decoder(_Envelope)
+_read_head = msgspec.json.Decoder(_Head)
+_URLSAFE = str.maketrans("-_", "+/")
 
 
 @dataclass(frozen=True)
@@ -55,11 +131,46 @@ class EntryRow:
     integrated: str
     key_fingerprint: str
     payload: str
+    slot: str = ""
 
     @staticmethod
     def of(entry: Entry) -> EntryRow:
+        """The row of a sealed entry: its envelope and payload decoded once, for what
+        the row keeps (the notary checked them in full when it integrated the entry)."""
+        try:
+            envelope = _read_envelope.decode(entry.envelope)
+            text = envelope.payload
+            if "-" in text or "_" in text:  # DSSE allows the URL-safe alphabet
+                text = text.translate(_URLSAFE)
+            payload = binascii.a2b_base64(text, strict_mode=True)
+            head = _read_head.decode(payload)
+            keyid = envelope.signatures[0].keyid
+        except (msgspec.DecodeError, binascii.Error, ValueError, IndexError):
+            return EntryRow._strictly(entry)
+        return EntryRow(
+            entry.index,
+            entry.subject,
+            head.type,
+            head.actor,
+            epoch_micros(entry.integrated),
+            format_time(entry.integrated),
+            keyid.partition("/")[2],
+            payload.decode(),
+            slot_of(entry.subject, head.type, head.actor, head, entry.prev is None),
+        )
+
+    @staticmethod
+    def _strictly(entry: Entry) -> EntryRow:
+        """The row as the rules' own parser reads the entry (raises what it raises)."""
         envelope = parse_envelope(entry.envelope)
         fact = fact_from_entry(entry, envelope)
+        number, overseer = fact.payload.get("policy_number"), fact.payload.get("overseer")
+        head = _Head(
+            fact.type,
+            fact.actor,
+            number if isinstance(number, str) else None,
+            overseer if isinstance(overseer, str) else None,
+        )
         return EntryRow(
             entry.index,
             entry.subject,
@@ -69,6 +180,7 @@ class EntryRow:
             format_time(entry.integrated),
             fact.key_fingerprint,
             envelope.payload.decode(),
+            slot_of(entry.subject, fact.type, fact.actor, head, entry.prev is None),
         )
 
     def fact(self) -> Fact:
@@ -88,7 +200,17 @@ def epoch_micros(t: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-COLUMNS = ("idx", "subject", "type", "actor", "integrated_us", "integrated", "key_fp", "payload")
+COLUMNS = (
+    "idx",
+    "subject",
+    "type",
+    "actor",
+    "integrated_us",
+    "integrated",
+    "key_fp",
+    "payload",
+    "slot",
+)
 
 
 class ComplianceViewRecorder(TrackingRecorder, ABC):
@@ -107,10 +229,21 @@ class ComplianceViewRecorder(TrackingRecorder, ABC):
     ) -> list[EntryRow]: ...
 
     @abstractmethod
+    def status_rows(
+        self, system_subject: str, rulebook_subjects: Sequence[str], up_to_index: int, up_to: int
+    ) -> list[EntryRow]:
+        """The rows :func:`status_rows_sql` selects (``up_to``: microseconds since the
+        epoch), in index order."""
+
+    @abstractmethod
     def subjects(self, kind: str) -> list[str]: ...
 
     @abstractmethod
     def row(self, index: int) -> EntryRow | None: ...
+
+    @abstractmethod
+    def integrated_before(self, index: int) -> int | None:
+        """The integration time (epoch microseconds) of the last row at or before ``index``."""
 
     @abstractmethod
     def all_rows(self, after: int, limit: int) -> list[EntryRow]: ...
@@ -135,8 +268,60 @@ def select_rows(
     return sql, params
 
 
+def status_rows_sql(
+    table: str,
+    placeholder: str,
+    system_subject: str,
+    rulebook_subjects: Sequence[str],
+    up_to_index: int,
+    up_to: int,
+) -> tuple[str, list[Any]]:
+    """One query for what a verdict at ``up_to`` (epoch microseconds, and index
+    ``up_to_index``) reads: the rulebook's rows and the system's rows that fill no
+    slot, up to then, and the latest row of each of the system's slots up to then.
+
+    Every step is an index seek on (subject, slot, integrated_us, idx): the
+    slots are enumerated one seek each (a loose index scan), then each slot's
+    latest row is one seek backwards from ``up_to``."""
+    p, cols = placeholder, ", ".join(COLUMNS)
+    bound = f"integrated_us <= {p} AND idx <= {p}"
+    subjects = [system_subject, *rulebook_subjects]
+    sql = (
+        "WITH RECURSIVE slots(slot) AS ("
+        f"SELECT (SELECT slot FROM {table} WHERE subject = {p} AND slot > '' "
+        "ORDER BY slot LIMIT 1) "
+        "UNION ALL "
+        f"SELECT (SELECT e.slot FROM {table} e WHERE e.subject = {p} AND e.slot > slots.slot "
+        "ORDER BY e.slot LIMIT 1) FROM slots WHERE slots.slot IS NOT NULL) "
+        f"SELECT {cols} FROM {table} WHERE idx IN ("
+        f"SELECT (SELECT e.idx FROM {table} e WHERE e.subject = {p} AND e.slot = slots.slot "
+        f"AND e.integrated_us <= {p} AND e.idx <= {p} "
+        "ORDER BY e.integrated_us DESC, e.idx DESC LIMIT 1) "
+        "FROM slots WHERE slots.slot IS NOT NULL) "
+        "UNION ALL "
+        f"SELECT {cols} FROM {table} WHERE subject IN ({', '.join([p] * len(subjects))}) "
+        f"AND slot = '' AND {bound} "
+        "ORDER BY idx"
+    )
+    params: list[Any] = [
+        system_subject,
+        system_subject,
+        system_subject,
+        up_to,
+        up_to_index,
+        *subjects,
+        up_to,
+        up_to_index,
+    ]
+    return sql, params
+
+
 def row_of(values: Sequence[Any]) -> EntryRow:
     return EntryRow(*values)
+
+
+def row_values(rows: Iterable[EntryRow]) -> list[tuple[Any, ...]]:
+    return [astuple(r) for r in rows]
 
 
 class SQLiteComplianceView(SQLiteTrackingRecorder, ComplianceViewRecorder):
@@ -146,18 +331,42 @@ class SQLiteComplianceView(SQLiteTrackingRecorder, ComplianceViewRecorder):
             "CREATE TABLE IF NOT EXISTS entries ("
             "idx INTEGER PRIMARY KEY, subject TEXT NOT NULL, type TEXT NOT NULL, "
             "actor TEXT NOT NULL, integrated_us INTEGER NOT NULL, integrated TEXT NOT NULL, "
-            "key_fp TEXT NOT NULL, payload TEXT NOT NULL)",
-            "CREATE INDEX IF NOT EXISTS entries_subject ON entries (subject, idx)",
+            "key_fp TEXT NOT NULL, payload TEXT NOT NULL, slot TEXT NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS entries_slot "
+            "ON entries (subject, slot, integrated_us, idx)",
         ]
+
+    def _create_table(self, c: SQLiteCursor) -> None:
+        c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        tables = {r[0] for r in c.fetchall()}
+        if "entries" in tables:
+            version = None
+            if "tracking" in tables:
+                c.execute(self.select_max_tracking_id_statement, (SCHEMA_TRACKING,))
+                version = c.fetchone()[0]
+            if version != SCHEMA_VERSION:
+                # Rows of another layout: emptied, and refilled from LEDGER.
+                c.execute("DROP TABLE entries")
+                if "tracking" in tables:
+                    c.execute("DELETE FROM tracking WHERE application_name = ?", (TRACKING_NAME,))
+        super()._create_table(c)
+        c.execute(self.select_max_tracking_id_statement, (SCHEMA_TRACKING,))
+        if c.fetchone()[0] != SCHEMA_VERSION:
+            self._insert_tracking(c, Tracking(SCHEMA_TRACKING, SCHEMA_VERSION))
 
     def record(self, rows: Sequence[EntryRow], tracking: Tracking) -> None:
         with self.datastore.transaction(commit=True) as c:
             c.executemany(
                 f"INSERT INTO entries ({', '.join(COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(COLUMNS))})",
-                [tuple(r.__dict__.values()) for r in rows],
+                row_values(rows),
             )
             self._insert_tracking(c, tracking)
+
+    def _select(self, sql: str, params: Sequence[Any]) -> list[EntryRow]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(sql, params)
+            return [row_of(tuple(r)) for r in c.fetchall()]
 
     def rows(
         self,
@@ -173,9 +382,15 @@ class SQLiteComplianceView(SQLiteTrackingRecorder, ComplianceViewRecorder):
             up_to_index,
             None if up_to_time is None else epoch_micros(up_to_time),
         )
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(sql, params)
-            return [row_of(tuple(r)) for r in c.fetchall()]
+        return self._select(sql, params)
+
+    def status_rows(
+        self, system_subject: str, rulebook_subjects: Sequence[str], up_to_index: int, up_to: int
+    ) -> list[EntryRow]:
+        sql, params = status_rows_sql(
+            "entries", "?", system_subject, rulebook_subjects, up_to_index, up_to
+        )
+        return self._select(sql, params)
 
     def subjects(self, kind: str) -> list[str]:
         with self.datastore.transaction(commit=False) as c:
@@ -186,18 +401,23 @@ class SQLiteComplianceView(SQLiteTrackingRecorder, ComplianceViewRecorder):
             return [r[0] for r in c.fetchall()]
 
     def row(self, index: int) -> EntryRow | None:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(f"SELECT {', '.join(COLUMNS)} FROM entries WHERE idx = ?", (index,))
-            found = c.fetchone()
-            return None if found is None else row_of(tuple(found))
+        found = self._select(f"SELECT {', '.join(COLUMNS)} FROM entries WHERE idx = ?", (index,))
+        return found[0] if found else None
 
-    def all_rows(self, after: int, limit: int) -> list[EntryRow]:
+    def integrated_before(self, index: int) -> int | None:
         with self.datastore.transaction(commit=False) as c:
             c.execute(
-                f"SELECT {', '.join(COLUMNS)} FROM entries WHERE idx > ? ORDER BY idx LIMIT ?",
-                (after, limit),
+                "SELECT integrated_us FROM entries WHERE idx <= ? ORDER BY idx DESC LIMIT 1",
+                (index,),
             )
-            return [row_of(tuple(r)) for r in c.fetchall()]
+            found = c.fetchone()
+            return None if found is None else int(found[0])
+
+    def all_rows(self, after: int, limit: int) -> list[EntryRow]:
+        return self._select(
+            f"SELECT {', '.join(COLUMNS)} FROM entries WHERE idx > ? ORDER BY idx LIMIT ?",
+            (after, limit),
+        )
 
 
 @dataclass(frozen=True)
@@ -219,10 +439,19 @@ class ComplianceView(Projection[ComplianceViewRecorder]):
 
     name = "compliance"
 
+    def __init__(self, view: ComplianceViewRecorder) -> None:
+        super().__init__(view)
+        self._rulebook: list[str] | None = None
+
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        """``domain_event`` is a run of stored LEDGER entries ``(sequence, bytes)``."""
+        """``domain_event`` is a run of stored LEDGER entries ``(sequence, entry)``, each
+        entry as stored (bytes) or parsed (:class:`Entry`); recorded in one transaction."""
         position = self.position()
-        rows = [EntryRow.of(Entry.parse(data)) for seq, data in domain_event if seq > position]
+        rows = [
+            EntryRow.of(data if isinstance(data, Entry) else Entry.parse(data))
+            for seq, data in domain_event
+            if seq > position
+        ]
         if rows:
             self.view.record(rows, tracking)
 
@@ -235,25 +464,39 @@ class ComplianceView(Projection[ComplianceViewRecorder]):
         return [s.partition("/")[2] for s in self.view.subjects("system")]
 
     def _rulebook_subjects(self) -> list[str]:
-        genesis = self.view.row(0)
-        if genesis is None:
-            raise LookupError("the ledger is empty")
-        policy_id = strictjson.loads(genesis.payload.encode())["policy"]["policy_id"]
-        return ["ledger/genesis", f"policy/{policy_id}"]
+        if self._rulebook is None:
+            genesis = self.view.row(0)
+            if genesis is None:
+                raise LookupError("the ledger is empty")
+            policy_id = strictjson.loads(genesis.payload.encode())["policy"]["policy_id"]
+            self._rulebook = ["ledger/genesis", f"policy/{policy_id}"]
+        return self._rulebook
 
     def status(
         self, system: str, *, at: datetime | None = None, at_index: int | None = None
     ) -> SystemVerdict:
-        """The system's verdict as of time ``at`` or as of ledger index ``at_index``."""
+        """The system's verdict as of time ``at`` or as of ledger index ``at_index``.
+
+        Reads the rulebook, the system's facts that fill no slot and the latest of
+        each slot (:func:`slot_of`), up to then: a few index seeks, however long the
+        system's history."""
         if at is None:
             if at_index is None:
                 raise ValueError("give a time or an index")
             row = self.view.row(at_index)
             if row is None:
                 raise LookupError(f"no entry {at_index}")
-            at = row.fact().integrated
-        rows = self.view.rows(
-            [f"system/{system}", *self._rulebook_subjects()], up_to_index=at_index, up_to_time=at
+            at = parse_time(row.integrated)
+        up_to = epoch_micros(at)
+        if at_index is not None:
+            # Times never decrease along the ledger: nothing after at_index counts.
+            last = self.view.integrated_before(at_index)
+            up_to = min(up_to, last if last is not None else -1)
+        rows = self.view.status_rows(
+            f"system/{system}",
+            self._rulebook_subjects(),
+            _NO_BOUND if at_index is None else at_index,
+            up_to,
         )
         return evaluate(system, [r.fact() for r in rows], at, as_of_index=at_index)
 

@@ -8,15 +8,22 @@ from typing import Any
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
+from psycopg import Cursor
+from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from ledger.views.compliance import (
     COLUMNS,
+    SCHEMA_TRACKING,
+    SCHEMA_VERSION,
+    TRACKING_NAME,
     ComplianceViewRecorder,
     EntryRow,
     epoch_micros,
     row_of,
+    row_values,
     select_rows,
+    status_rows_sql,
 )
 
 __all__ = ["PostgresComplianceView"]
@@ -34,15 +41,52 @@ class PostgresComplianceView(PostgresTrackingRecorder, ComplianceViewRecorder):
                 "CREATE TABLE IF NOT EXISTS {0} ("
                 "idx bigint PRIMARY KEY, subject text NOT NULL, type text NOT NULL, "
                 "actor text NOT NULL, integrated_us bigint NOT NULL, integrated text NOT NULL, "
-                "key_fp text NOT NULL, payload text NOT NULL)"
+                "key_fp text NOT NULL, payload text NOT NULL, slot text NOT NULL)"
             ).format(table)
         )
         self.sql_create_statements.append(
-            SQL("CREATE INDEX IF NOT EXISTS {0} ON {1} (subject, idx)").format(
-                Identifier(self.entries_table + "_subject"), table
+            SQL("CREATE INDEX IF NOT EXISTS {0} ON {1} (subject, slot, integrated_us, idx)").format(
+                Identifier(self.entries_table + "_slot"), table
             )
         )
         self._table = table
+        self._tracking = SQL("{0}.{1}").format(
+            Identifier(self.datastore.schema), Identifier(self.tracking_table_name)
+        )
+
+    def _create_table(self, curs: Cursor[DictRow]) -> None:
+        def exists(name: str) -> bool:
+            curs.execute(
+                "SELECT to_regclass(%s) IS NOT NULL AS found",
+                [f'"{self.datastore.schema}"."{name}"'],
+            )
+            found = curs.fetchone()
+            return bool(found and found["found"])
+
+        if exists(self.entries_table):
+            tracked = exists(self.tracking_table_name)
+            version = self._schema_version(curs) if tracked else None
+            if version != SCHEMA_VERSION:
+                # Rows of another layout: emptied, and refilled from LEDGER.
+                curs.execute(SQL("DROP TABLE {0}").format(self._table))
+                if tracked:
+                    curs.execute(
+                        SQL("DELETE FROM {0} WHERE application_name = %s").format(self._tracking),
+                        [TRACKING_NAME],
+                    )
+        super()._create_table(curs)
+        if self._schema_version(curs) != SCHEMA_VERSION:
+            self._insert_tracking(curs, Tracking(SCHEMA_TRACKING, SCHEMA_VERSION))
+
+    def _schema_version(self, curs: Cursor[DictRow]) -> int | None:
+        curs.execute(
+            SQL("SELECT MAX(notification_id) AS v FROM {0} WHERE application_name = %s").format(
+                self._tracking
+            ),
+            [SCHEMA_TRACKING],
+        )
+        found = curs.fetchone()
+        return None if found is None or found["v"] is None else int(found["v"])
 
     def record(self, rows: Sequence[EntryRow], tracking: Tracking) -> None:
         insert = SQL("INSERT INTO {0} ({1}) VALUES ({2})").format(
@@ -51,13 +95,16 @@ class PostgresComplianceView(PostgresTrackingRecorder, ComplianceViewRecorder):
             SQL(", ").join(SQL("%s") for _ in COLUMNS),
         )
         with self.datastore.transaction(commit=True) as c:
-            c.executemany(insert, [tuple(r.__dict__.values()) for r in rows])
+            c.executemany(insert, row_values(rows))
             self._insert_tracking(c, tracking)
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
         with self.datastore.transaction(commit=False) as c:
             c.execute(SQL(sql).format(self._table), params)
             return list(c.fetchall())
+
+    def _rows(self, sql: str, params: Sequence[Any]) -> list[EntryRow]:
+        return [row_of([r[c] for c in COLUMNS]) for r in self._query(sql, params)]
 
     def rows(
         self,
@@ -73,7 +120,15 @@ class PostgresComplianceView(PostgresTrackingRecorder, ComplianceViewRecorder):
             up_to_index,
             None if up_to_time is None else epoch_micros(up_to_time),
         )
-        return [row_of([r[c] for c in COLUMNS]) for r in self._query(sql, params)]
+        return self._rows(sql, params)
+
+    def status_rows(
+        self, system_subject: str, rulebook_subjects: Sequence[str], up_to_index: int, up_to: int
+    ) -> list[EntryRow]:
+        sql, params = status_rows_sql(
+            "{0}", "%s", system_subject, rulebook_subjects, up_to_index, up_to
+        )
+        return self._rows(sql, params)
 
     def subjects(self, kind: str) -> list[str]:
         found = self._query(
@@ -82,12 +137,17 @@ class PostgresComplianceView(PostgresTrackingRecorder, ComplianceViewRecorder):
         return [r["subject"] for r in found]
 
     def row(self, index: int) -> EntryRow | None:
-        found = self._query(f"SELECT {', '.join(COLUMNS)} FROM {{0}} WHERE idx = %s", [index])
-        return row_of([found[0][c] for c in COLUMNS]) if found else None
+        found = self._rows(f"SELECT {', '.join(COLUMNS)} FROM {{0}} WHERE idx = %s", [index])
+        return found[0] if found else None
+
+    def integrated_before(self, index: int) -> int | None:
+        found = self._query(
+            "SELECT integrated_us FROM {0} WHERE idx <= %s ORDER BY idx DESC LIMIT 1", [index]
+        )
+        return int(found[0]["integrated_us"]) if found else None
 
     def all_rows(self, after: int, limit: int) -> list[EntryRow]:
-        found = self._query(
+        return self._rows(
             f"SELECT {', '.join(COLUMNS)} FROM {{0}} WHERE idx > %s ORDER BY idx LIMIT %s",
             [after, limit],
         )
-        return [row_of([r[c] for c in COLUMNS]) for r in found]
