@@ -312,6 +312,25 @@ def test_batch_proofs_equal_single_proofs_and_read_each_hash_once(big_store: Tre
         big_store.inclusion_proofs([N_BIG], N_BIG)
 
 
+def test_proofs_of_the_newest_leaves_from_memory(tmp_path: Path) -> None:
+    """merkle.prove_newest (a batch just appended, its leaves in memory, one stored
+    hash read per level) gives prove_record's proofs, for every batch shape."""
+    rng = random.Random(11)
+    leaves = [synthetic_leaf(i) for i in range(3000)]
+    with TreeStore(tmp_path / "tree") as store:
+        size = 0
+        while size < len(leaves):
+            m = min(rng.choice([1, 2, 3, 4, 5, 7, 8, 63, 64, 65, 255, 500]), len(leaves) - size)
+            store.append(size, leaves[size : size + m])
+            size += m
+            store.reads = 0
+            proofs = merkle.prove_newest(size, leaves[size - m : size], store.read_hashes)
+            assert store.reads <= math.ceil(math.log2(size)) if size > 1 else store.reads == 0
+            assert proofs == [store.inclusion_proof(i, size) for i in range(size - m, size)]
+        with pytest.raises(ValueError):
+            merkle.prove_newest(2, leaves[:3], store.read_hashes)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     batches=st.lists(

@@ -250,6 +250,43 @@ def prove_record(size: int, index: int, read_hashes: HashReader) -> list[bytes]:
     return proof
 
 
+def prove_newest(size: int, newest: Sequence[bytes], read_hashes: HashReader) -> list[list[bytes]]:
+    """Inclusion proofs of the newest leaves of the tree of ``size`` leaves, at once.
+
+    ``newest`` are the leaf hashes of leaves ``size - len(newest)`` to ``size - 1``
+    (a batch just appended, in memory); ``read_hashes`` is asked for at most one
+    stored hash per level (the complete subtree left of the batch). The proofs
+    equal :func:`prove_record`'s: RFC 9162's tree is the level-by-level tree in
+    which a node without a right sibling is carried up unchanged.
+    """
+    m = len(newest)
+    if not 0 <= m <= size:
+        raise ValueError(f"tlog: {m} newest leaves of a tree of size {size}")
+    first = size - m
+    level, start, width = 0, first, size
+    row = list(newest)
+    proofs: list[list[bytes]] = [[] for _ in range(m)]
+    while width > 1:
+        if start % 2 == 1:
+            # The left sibling of the leftmost node: a complete subtree, stored.
+            (left,) = _read(read_hashes, [stored_hash_index(level, start - 1)])
+            row.insert(0, left)
+            start -= 1
+        shift = level
+        for t in range(m):
+            sibling = ((first + t) >> shift) ^ 1
+            if sibling < width:
+                proofs[t].append(row[sibling - start])
+        row = [
+            node_hash(row[k], row[k + 1]) if k + 1 < len(row) else row[k]
+            for k in range(0, len(row), 2)
+        ]
+        start //= 2
+        width = (width + 1) // 2
+        level += 1
+    return proofs
+
+
 def _tree_proof_index(lo: int, hi: int, n: int, need: list[int]) -> None:
     if n == hi:
         if lo != 0:

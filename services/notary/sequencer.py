@@ -63,6 +63,7 @@ from ledger.bus.streams import (
     rejected_copy,
     rejected_subject,
 )
+from ledger.formats import merkle
 from ledger.formats.dsse import parse_envelope
 from ledger.formats.entry import Entry, ledger_subject
 from ledger.formats.headmap import HeadMap, MemoryNodeStore
@@ -404,9 +405,10 @@ class Sequencer:
         proofs: list[list[bytes]] = []
         start = 0
         for seal in seals:
+            # Each seal ends its chunk: the chunk's leaves are the tree's newest.
             end = seal.size - batch.first_index
-            indexes = [a.entry.index for a in batch.admitted[start:end]]
-            proofs += self.tree.inclusion_proofs(indexes, seal.size)
+            leaves = [a.entry.leaf_hash for a in batch.admitted[start:end]]
+            proofs += merkle.prove_newest(seal.size, leaves, self.tree.read_hashes)
             start = end
         return proofs
 
