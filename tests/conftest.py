@@ -248,6 +248,10 @@ class running_notary:
         self.url = url
         self.home = home
         self.clock = clock or SystemClock()
+        # The tests' cadence (ailedger up's is 10,000 entries or 1 s): tests count
+        # LEDGER messages, and a heads leaf every second would land among them.
+        kwargs.setdefault("checkpoint_every", 256)
+        kwargs.setdefault("checkpoint_interval", 5.0)
         self.kwargs = kwargs
 
     async def __aenter__(self) -> Harness:

@@ -408,7 +408,15 @@ class Sequencer:
             # Each seal ends its chunk: the chunk's leaves are the tree's newest.
             end = seal.size - batch.first_index
             leaves = [a.entry.leaf_hash for a in batch.admitted[start:end]]
-            proofs += merkle.prove_newest(seal.size, leaves, self.tree.read_hashes)
+            chunk = merkle.prove_newest(seal.size, leaves, self.tree.read_hashes)
+            # Checked at both ends against the seal's root (every proof of the
+            # chunk comes from the same levels); receipts then skip the check.
+            for i in {0, len(chunk) - 1}:
+                entry = batch.admitted[start + i].entry
+                merkle.verify_inclusion(
+                    entry.leaf_hash, entry.index, seal.size, chunk[i], seal.root
+                )
+            proofs += chunk
             start = end
         return proofs
 
@@ -759,15 +767,19 @@ class Sequencer:
     ) -> None:
         """Receipts v2: each entry's proof under its batch's seal (no signature of
         its own); duplicates get the receipt of the entry already in LEDGER."""
+        checked = True
         if any(proof is None for *_, proof in new):
             # Not proved when recorded (a catch-up rebuilt the state): read them now.
+            checked = False
             proofs = await self.state_thread.call(
                 self._proofs_of, [(a, seal) for _, a, seal, _ in new]
             )
             new = [(s, a, seal, p) for (s, a, seal, _), p in zip(new, proofs, strict=True)]
         for s, admitted, seal, proof in new:
             assert proof is not None
-            s.receipt = make_receipt(admitted.entry, admitted.event.event_id, proof, seal)
+            s.receipt = make_receipt(
+                admitted.entry, admitted.event.event_id, proof, seal, checked=checked
+            )
         for s in subs:
             if isinstance(s.outcome, AlreadyIntegrated):
                 record = s.outcome.record
