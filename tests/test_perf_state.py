@@ -7,6 +7,8 @@ one-by-one check; a replay that meets a corrupt entry stops at it as before.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -61,6 +63,14 @@ def history(world: World) -> None:
         ),
         t1,
     )
+
+
+@pytest.fixture
+def world_with_history(tmp_path: Path) -> World:
+    home = init_home(tmp_path / "home", origin="state.ailedger.kz/test", at=T0)
+    world = World(home)
+    history(world)
+    return world
 
 
 @pytest.fixture
@@ -232,3 +242,80 @@ def test_a_replay_stops_at_a_corrupt_entry_after_the_entries_before_it(
     fresh.replay(stored)
     assert fresh.digest() == w.state.digest()
     assert w.rebuilt().digest() == w.state.digest()
+
+
+def test_an_event_record_built_directly_is_the_one_eventsourcing_builds() -> None:
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    fields: dict[str, object] = {
+        "event_id": "e-1",
+        "index": 12,
+        "subject": "system/s",
+        "integrated": at,
+        "leaf_hash": "bGVhZg==",
+        "envelope_sha256": "f" * 64,
+    }
+    fast = EventRecord.new(**fields)  # type: ignore[arg-type]
+    slow = EventRecord(**fields)
+
+    def without_times(d: dict[str, object]) -> list[tuple[str, object]]:
+        times = {"_created_on", "_modified_on", "timestamp", "_pending_events"}
+        return [(k, v) for k, v in d.items() if k not in times]
+
+    assert type(fast) is type(slow)
+    assert sorted(without_times(vars(fast))) == sorted(without_times(vars(slow)))
+    assert fast.created_on == fast.modified_on
+    (fast_event,) = fast.collect_events()
+    (slow_event,) = slow.collect_events()
+    assert type(fast_event) is type(slow_event)
+    assert without_times(vars(fast_event)) == without_times(vars(slow_event))  # same order
+    assert list(vars(fast_event)) == list(vars(slow_event))
+    assert fast_event.timestamp == fast.created_on
+    # it projects back into the same aggregate
+    state = LedgerState()
+    state.save(fast)
+    again = state.get(EventRecord, fast.id)
+    assert again is not None
+    assert sorted(without_times(vars(again))) == sorted(without_times(vars(slow)))
+    assert again.version == 1
+
+
+def _mutable_parts(obj: object) -> dict[int, object]:
+    """Every mutable object reachable from ``obj`` (immutable values and frozen
+    containers are walked through, not counted)."""
+    immutable = (str, int, bool, float, bytes, type(None), datetime, UUID)
+    out: dict[int, object] = {}
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, immutable) or id(o) in out:
+            continue
+        frozen = isinstance(o, (tuple, frozenset)) or (
+            dataclasses.is_dataclass(o) and type(o).__dataclass_params__.frozen  # type: ignore[attr-defined]
+        )
+        if not frozen:
+            out[id(o)] = o
+        if isinstance(o, dict):
+            stack.extend(o.keys())
+            stack.extend(o.values())
+        elif isinstance(o, (list, tuple, set, frozenset)):
+            stack.extend(o)
+        if hasattr(o, "__dict__"):
+            stack.extend(vars(o).values())
+    return out
+
+
+def test_a_copy_of_an_aggregate_shares_nothing_mutable_with_it(world_with_history: World) -> None:
+    state = world_with_history.state
+    aggregates = []
+    for n in state.recorder.select_notifications(1, 1000):
+        agg = state.repository.get(n.originator_id)
+        agg.trigger_event(type(agg).Event)  # a pending event too
+        aggregates.append(agg)
+    kinds = {type(a).__name__ for a in aggregates}
+    assert kinds >= {"LedgerInfo", "Actor", "KeyBinding", "Rulebook", "AISystem", "Audit"}
+    for agg in aggregates:
+        copied = copy.deepcopy(agg)
+        assert copied == agg
+        assert type(copied) is type(agg)
+        shared = _mutable_parts(agg).keys() & _mutable_parts(copied).keys()
+        assert not shared, (type(agg).__name__, [type(_mutable_parts(agg)[i]) for i in shared])

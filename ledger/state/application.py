@@ -17,6 +17,7 @@ Persistence is chosen by the environment, as eventsourcing does it:
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -72,10 +73,21 @@ def verify_now(env: ParsedEnvelope, public_key: bytes) -> bool:
     return env.verify(public_key)
 
 
+@functools.lru_cache(maxsize=4096)
+def _enrolled_key(encoded: str) -> tuple[bytes, str]:
+    """An enrolled key's raw bytes and fingerprint, decoded once (every entry an
+    actor signs tries its keys)."""
+    public = decode_public_key(encoded)
+    return public, fingerprint(public)
+
+
+_fingerprint = functools.lru_cache(maxsize=4096)(fingerprint)
+
+
 def trust_hinted_key(env: ParsedEnvelope, public_key: bytes) -> bool:
     """For replays: LEDGER entries were verified when integrated; only a wrong
     key-id hint needs a real verification to tell which key signed."""
-    if fingerprint(public_key) == env.keyid_fingerprint:
+    if _fingerprint(public_key) == env.keyid_fingerprint:
         return True
     return env.verify(public_key)
 
@@ -484,13 +496,13 @@ class Batch(Recording):
         self._touched.clear()
 
         entry = stored or Entry(index, integrated, event.subject, prev, env.raw)
-        new_record = EventRecord(
-            event_id=event.event_id,
-            index=index,
-            subject=event.subject,
-            integrated=integrated,
-            leaf_hash=base64.b64encode(entry.leaf_hash).decode(),
-            envelope_sha256=envelope_sha256,
+        new_record = EventRecord.new(
+            event.event_id,
+            index,
+            event.subject,
+            integrated,
+            base64.b64encode(entry.leaf_hash).decode(),
+            envelope_sha256,
         )
         self.records[record_id] = new_record
         admitted = Admitted(entry, event, new_record)
@@ -520,9 +532,9 @@ class Batch(Recording):
         candidates = [hinted] if hinted is not None else []
         candidates += [k for fp, k in actor.keys.items() if fp != hint]
         for key in candidates:
-            public = decode_public_key(key.public_key)
+            public, key_fp = _enrolled_key(key.public_key)
             if signatures(env, public):
-                return fingerprint(public)
+                return key_fp
         if hinted is not None:
             raise errors.BadSignature(f"signature does not verify with {event.actor}/{hint}")
         binding = self.key_binding(hint)

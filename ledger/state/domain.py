@@ -17,6 +17,8 @@ the next entry with that subject): ``ledger/genesis`` -> :class:`LedgerInfo`,
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +27,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import Transcoding
+from eventsourcing.utils import get_topic
 
 from ledger.formats.timeutil import format_time, parse_time
 from ledger.law import rejections as errors
@@ -82,6 +85,8 @@ class Provenance:
 class ProvenanceAsDict(Transcoding):
     type = Provenance
     name = "provenance"
+    #: Encodes to strings and integers only (see ledger.state.transcoding).
+    plain_json = True
 
     def encode(self, obj: Provenance) -> dict[str, Any]:
         return {
@@ -106,7 +111,71 @@ class ProvenanceAsDict(Transcoding):
         )
 
 
-class SubjectAggregate(Aggregate):
+_SHARED = frozenset({str, int, bool, float, bytes, type(None), datetime, UUID})
+
+
+def _copied(value: Any, memo: dict[int, Any]) -> Any:
+    """A deep copy of an aggregate's attribute, quicker than ``copy.deepcopy``
+    for what aggregates hold: immutable values are shared, lists, dicts, key
+    rings and dataclasses of immutable values are copied here, anything else
+    by ``copy.deepcopy``."""
+    t = type(value)
+    if t in _SHARED:
+        return value
+    known = memo.get(id(value))
+    if known is not None:
+        return known
+    new: Any
+    if t is list:
+        new = memo[id(value)] = []
+        new.extend(_copied(v, memo) for v in value)
+    elif t is dict or t is KeyRing:
+        new = memo[id(value)] = t()
+        for k, v in value.items():
+            new[k] = _copied(v, memo)
+    elif _plain_dataclass(t) and all(type(v) in _SHARED for v in vars(value).values()):
+        new = memo[id(value)] = object.__new__(t)
+        new.__dict__.update(vars(value))
+    else:
+        new = copy.deepcopy(value, memo)
+    return new
+
+
+_PLAIN_DATACLASSES: dict[type, bool] = {}
+
+
+def _plain_dataclass(t: type) -> bool:
+    """A dataclass without slots or copy hooks of its own."""
+    plain = _PLAIN_DATACLASSES.get(t)
+    if plain is None:
+        plain = _PLAIN_DATACLASSES[t] = (
+            dataclasses.is_dataclass(t)
+            and not hasattr(t, "__slots__")
+            and not any(
+                h in vars(c)
+                for c in t.__mro__[:-1]
+                for h in ("__deepcopy__", "__reduce__", "__reduce_ex__", "__getstate__")
+            )
+        )
+    return plain
+
+
+class StateAggregate(Aggregate):
+    """The aggregates of the state: copied quickly. The repository hands out a
+    deep copy of a cached aggregate for every batch that touches it (the
+    overlay's changes must not reach the cache before they are recorded), and
+    ``copy.deepcopy``'s generic path was most of the cost of a batch touching
+    many subjects. tests/test_perf_state.py checks that a copy shares nothing
+    mutable with its original."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> StateAggregate:
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update({k: _copied(v, memo) for k, v in self.__dict__.items()})
+        return new
+
+
+class SubjectAggregate(StateAggregate):
     """An aggregate that owns a ledger subject and so its ``prev`` chain."""
 
     # Declared for type checkers only: eventsourcing would take class-level
@@ -200,7 +269,7 @@ class Actor(SubjectAggregate):
         self._track(prov)
 
 
-class KeyBinding(Aggregate):
+class KeyBinding(StateAggregate):
     """A public key belongs to exactly one actor, for ever."""
 
     @staticmethod
@@ -368,7 +437,7 @@ class AISystem(SubjectAggregate):
             raise errors.IncidentAlreadyClosed(f"incident {incident_id} is already closed")
 
 
-class Incident(Aggregate):
+class Incident(StateAggregate):
     """A reported incident and the preventive measures taken for it."""
 
     @staticmethod
@@ -401,7 +470,7 @@ class Incident(Aggregate):
         pass
 
 
-class Audit(Aggregate):
+class Audit(StateAggregate):
     """One completed audit by an accredited auditor (Art. 20)."""
 
     @staticmethod
@@ -425,7 +494,7 @@ class Audit(Aggregate):
         pass
 
 
-class InsurancePolicy(Aggregate):
+class InsurancePolicy(StateAggregate):
     """A liability insurance policy of one system, as its insurer reported it."""
 
     @staticmethod
@@ -443,7 +512,7 @@ class InsurancePolicy(Aggregate):
         pass
 
 
-class EventRecord(Aggregate):
+class EventRecord(StateAggregate):
     """Which ledger entry carries an event id: answers duplicates with the same receipt."""
 
     @staticmethod
@@ -467,3 +536,58 @@ class EventRecord(Aggregate):
         self.integrated = integrated
         self.leaf_hash = leaf_hash
         self.envelope_sha256 = envelope_sha256
+
+    @classmethod
+    def new(
+        cls,
+        event_id: str,
+        index: int,
+        subject: str,
+        integrated: datetime,
+        leaf_hash: str,
+        envelope_sha256: str,
+    ) -> EventRecord:
+        """``EventRecord(...)``, built directly: one per admitted entry, and
+        eventsourcing's generic constructor (argument coercion, signature
+        filtering, a frozen dataclass's ``__init__``) costs more than the rest of
+        the entry's bookkeeping. The same aggregate with the same pending
+        "Integrated" event, field for field and in the same order (so the same
+        stored bytes): tests/test_perf_state.py compares the two."""
+        record_id = cls.create_id(event_id)
+        created = _INTEGRATED.create_timestamp()
+        integrated_event = object.__new__(_INTEGRATED)
+        # As eventsourcing's Mapper makes events from stored ones.
+        object.__setattr__(
+            integrated_event,
+            "__dict__",
+            {
+                "originator_id": record_id,
+                "originator_version": 1,
+                "timestamp": created,
+                "originator_topic": _RECORD_TOPIC,
+                "event_id": event_id,
+                "index": index,
+                "subject": subject,
+                "integrated": integrated,
+                "leaf_hash": leaf_hash,
+                "envelope_sha256": envelope_sha256,
+            },
+        )
+        record = object.__new__(cls)
+        record.__dict__.update(
+            _id=record_id,
+            _version=1,
+            _created_on=created,
+            _modified_on=created,
+            _pending_events=[integrated_event],
+            event_id=event_id,
+            index=index,
+            integrated=integrated,
+            leaf_hash=leaf_hash,
+            envelope_sha256=envelope_sha256,
+        )
+        return record
+
+
+_INTEGRATED: Any = EventRecord.Integrated  # type: ignore[attr-defined]
+_RECORD_TOPIC = get_topic(EventRecord)

@@ -21,7 +21,13 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from eventsourcing.persistence import JSONTranscoder
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    DecimalAsStr,
+    JSONTranscoder,
+    Transcoding,
+    UUIDAsHex,
+)
 
 __all__ = ["FastJSONTranscoder"]
 
@@ -39,6 +45,18 @@ class FastJSONTranscoder(JSONTranscoder):
         super().__init__()
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder()
+        #: Types whose transcodings encode to strings and integers only, which
+        #: need no walk (an integer msgspec refuses still falls back).
+        self._plain: set[type] = set()
+
+    def register(self, transcoding: Transcoding) -> None:
+        super().register(transcoding)
+        if type(transcoding) in (UUIDAsHex, DecimalAsStr, DatetimeAsISO) or getattr(
+            transcoding, "plain_json", False
+        ):
+            self._plain.add(transcoding.type)
+        else:
+            self._plain.discard(transcoding.type)
 
     def encode(self, obj: Any) -> bytes:
         try:
@@ -65,7 +83,10 @@ class FastJSONTranscoder(JSONTranscoder):
         transcoding = self.types.get(t)
         if transcoding is None:
             raise _Fallback  # floats, and what JSONTranscoder refuses
-        return {"_type_": transcoding.name, "_data_": self._prepare(transcoding.encode(o))}
+        data = transcoding.encode(o)
+        if t not in self._plain:
+            data = self._prepare(data)
+        return {"_type_": transcoding.name, "_data_": data}
 
     def _prepare_dict(self, o: dict[Any, Any]) -> dict[str, Any]:
         out = {}
