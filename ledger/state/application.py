@@ -174,6 +174,15 @@ class LedgerState(EventSourcedProjection[UUID]):
         return self.recorder.max_tracking_id(TRACKING_NAME) or 0
 
     def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        cache = self.repository.cache
+        if cache is not None:
+            try:
+                cache.get(aggregate_id)
+            except KeyError:
+                # Not cached: most often not there at all (a new subject, key or
+                # record), which one indexed query tells cheaper than a get.
+                if not self.recorded([aggregate_id]):
+                    return None
         try:
             agg: Aggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
