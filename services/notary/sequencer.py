@@ -32,6 +32,7 @@ import base64
 import contextlib
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -582,8 +583,10 @@ class Sequencer:
                 s.early = None
                 s.env = None
         proofs: list[list[bytes]] | None = None
+        t0 = time.perf_counter()
         for attempt in range(1, 11):
             batch = await self.state_thread.call(self._admit_all, subs, now, signatures)
+            t1 = time.perf_counter()
             if not batch.admitted:
                 # Nothing to append, so no fence proves the state was current.
                 # Refusals judged on a stale state (another notary appended
@@ -604,6 +607,7 @@ class Sequencer:
                 await self.sync()
                 now = self._integration_time()
                 continue
+            t2 = time.perf_counter()
             try:
                 proofs = await self.state_thread.call(self._record, batch, seals)
             except Exception:
@@ -613,6 +617,15 @@ class Sequencer:
             self._sealed(batch, seals)
             self.last_sequence = batch.last_sequence
             self.last_integrated = batch.admitted[-1].entry.integrated
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "batch of %d: %d admitted, admit %.1f ms, append %.1f ms, record %.1f ms",
+                    len(subs),
+                    len(batch.admitted),
+                    (t1 - t0) * 1000,
+                    (t2 - t1) * 1000,
+                    (time.perf_counter() - t2) * 1000,
+                )
             break
         else:
             log.error("could not append a batch after 10 attempts; leaving it to redelivery")
