@@ -179,22 +179,19 @@ class Report:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Item:
+    """One entry of the bundle, parsed once (never changed after)."""
+
     index: int
     raw: bytes
     proof: list[bytes]
     entry: Entry
     envelope: ParsedEnvelope
     payload: dict[str, Any]
-
-    @property
-    def actor(self) -> str:
-        return str(self.payload["actor"])
-
-    @property
-    def type(self) -> str:
-        return str(self.payload["type"])
+    #: The payload's ``actor`` and ``type`` (strings, checked by :func:`_parse_item`).
+    actor: str
+    type: str
 
 
 def verify_bundle(
@@ -287,10 +284,10 @@ def _b64(text: object, what: str, index: int | None = None) -> bytes:
     if not isinstance(text, str):
         raise VerificationError("bundle", f"{what} must be a base64 string", index)
     try:
-        raw = base64.b64decode(text, validate=True)
+        raw = binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
         raise VerificationError("bundle", f"{what} is not valid base64", index) from None
-    if base64.b64encode(raw).decode() != text:
+    if binascii.b2a_base64(raw, newline=False) != text.encode():
         raise VerificationError("bundle", f"{what} is not canonical base64", index)
     return raw
 
@@ -513,7 +510,7 @@ def _parse_item(index: int, raw: bytes, proof: list[bytes]) -> _Item:
         raise VerificationError(
             "entry", f"payload subject {payload['subject']!r} is not the entry's", index
         )
-    return _Item(index, raw, proof, entry, envelope, payload)
+    return _Item(index, raw, proof, entry, envelope, payload, payload["actor"], payload["type"])
 
 
 def _chains(doc: dict[str, Any], items: list[_Item], size: int) -> dict[str, int]:
