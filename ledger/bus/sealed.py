@@ -198,14 +198,17 @@ class SealedReader:
         if self.keep_seals:
             self.seal_notes.append(seal)
 
-    async def read(self, up_to: int | None = None) -> AsyncGenerator[SealedBatch]:
+    async def read(
+        self, up_to: int | None = None, *, request_size: int = 500
+    ) -> AsyncGenerator[SealedBatch]:
         """Yield the sealed batches after :attr:`position`, up to LEDGER's last
-        message (or ``up_to``); skip foreign messages with an alarm."""
+        message (or ``up_to``); skip foreign messages with an alarm.
+        ``request_size``: messages asked for per direct-get request."""
         last = await last_sequence(self.nc, LEDGER) if up_to is None else up_to
         pending: list[StoredMessage] = []
         # Closed with this generator (a reader that stops early), not left to the
         # garbage collector after the connection is gone.
-        messages = read_stream(self.nc, LEDGER, self.position + 1, last)
+        messages = read_stream(self.nc, LEDGER, self.position + 1, last, batch=request_size)
         async with contextlib.aclosing(messages):
             async for m in messages:
                 pending.append(m)

@@ -593,7 +593,12 @@ async def read_stream(
             got = 0
             while True:
                 try:
-                    msg = await asyncio.wait_for(queue.get(), timeout)
+                    # Messages already delivered are taken without a timer each.
+                    msg = (
+                        queue.get_nowait()
+                        if queue.qsize()
+                        else await asyncio.wait_for(queue.get(), timeout)
+                    )
                 except TimeoutError:
                     raise BusError(
                         f"reading {stream} from #{seq}: no answer in {timeout}s"

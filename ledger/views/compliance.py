@@ -29,8 +29,8 @@ import binascii
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import astuple, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -153,7 +153,7 @@ class EntryRow:
             head.type,
             head.actor,
             epoch_micros(entry.integrated),
-            format_time(entry.integrated),
+            _integrated_text(entry),
             keyid.partition("/")[2],
             payload.decode(),
             slot_of(entry.subject, head.type, head.actor, head, entry.prev is None),
@@ -195,9 +195,19 @@ class EntryRow:
         )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def epoch_micros(t: datetime) -> int:
-    delta = t - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (t - _EPOCH) // _MICROSECOND
+
+
+def _integrated_text(entry: Entry) -> str:
+    """``format_time(entry.integrated)``, as the entry's bytes already spell it (its
+    third line, ``integrated <time>``: the form :attr:`Entry.encoded` writes)."""
+    line = entry.encoded.split(b"\n", 3)[2]
+    return line[len(b"integrated ") :].decode("ascii")
 
 
 COLUMNS = (
@@ -246,7 +256,9 @@ class ComplianceViewRecorder(TrackingRecorder, ABC):
         """The integration time (epoch microseconds) of the last row at or before ``index``."""
 
     @abstractmethod
-    def all_rows(self, after: int, limit: int) -> list[EntryRow]: ...
+    def row_texts(self, after: int, limit: int) -> list[tuple[int, str]]:
+        """The rows after index ``after`` in index order, at most ``limit``: each its
+        index and its columns as text joined by U+001F (made by the database)."""
 
 
 def select_rows(
@@ -321,7 +333,8 @@ def row_of(values: Sequence[Any]) -> EntryRow:
 
 
 def row_values(rows: Iterable[EntryRow]) -> list[tuple[Any, ...]]:
-    return [astuple(r) for r in rows]
+    """The rows' column values, in :data:`COLUMNS` order."""
+    return [tuple(r.__dict__.values()) for r in rows]
 
 
 class SQLiteComplianceView(SQLiteTrackingRecorder, ComplianceViewRecorder):
@@ -413,11 +426,14 @@ class SQLiteComplianceView(SQLiteTrackingRecorder, ComplianceViewRecorder):
             found = c.fetchone()
             return None if found is None else int(found[0])
 
-    def all_rows(self, after: int, limit: int) -> list[EntryRow]:
-        return self._select(
-            f"SELECT {', '.join(COLUMNS)} FROM entries WHERE idx > ? ORDER BY idx LIMIT ?",
-            (after, limit),
-        )
+    def row_texts(self, after: int, limit: int) -> list[tuple[int, str]]:
+        joined = " || char(31) || ".join(COLUMNS)
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT idx, {joined} FROM entries WHERE idx > ? ORDER BY idx LIMIT ?",
+                (after, limit),
+            )
+            return [(r[0], r[1]) for r in c.fetchall()]
 
 
 @dataclass(frozen=True)
@@ -563,13 +579,13 @@ class ComplianceView(Projection[ComplianceViewRecorder]):
         return out
 
     def digest(self) -> str:
+        """SHA-256 over every row, in index order, and the tracking position."""
         h = hashlib.sha256()
-        after, count = -1, 0
-        while batch := self.view.all_rows(after, 5000):
-            for r in batch:
-                h.update(repr(tuple(r.__dict__.values())).encode())
-                count += 1
-            after = batch[-1].index
+        after = -1
+        while batch := self.view.row_texts(after, 5000):
+            h.update("\x1e".join(text for _, text in batch).encode())
+            h.update(b"\x1e")
+            after = batch[-1][0]
         h.update(f"tracking {self.position()}".encode())
         return h.hexdigest()
 

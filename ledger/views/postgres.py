@@ -146,8 +146,10 @@ class PostgresComplianceView(PostgresTrackingRecorder, ComplianceViewRecorder):
         )
         return int(found[0]["integrated_us"]) if found else None
 
-    def all_rows(self, after: int, limit: int) -> list[EntryRow]:
-        return self._rows(
-            f"SELECT {', '.join(COLUMNS)} FROM {{0}} WHERE idx > %s ORDER BY idx LIMIT %s",
+    def row_texts(self, after: int, limit: int) -> list[tuple[int, str]]:
+        found = self._query(
+            f"SELECT idx, concat_ws(chr(31), {', '.join(COLUMNS)}) AS text FROM {{0}} "
+            "WHERE idx > %s ORDER BY idx LIMIT %s",
             [after, limit],
         )
+        return [(int(r["idx"]), str(r["text"])) for r in found]
