@@ -385,7 +385,9 @@ async def raw_publish_rates(tmp: Path, plan: Plan, size: int) -> dict[str, float
         n = plan.raw_batched
         cpu0, start = cpu_seconds(server.pid), time.perf_counter()
         for b in range(n // 1000):
-            batch = [(f"raw2.system.sys{i % 10_000}", data, {}) for i in range(1000)]
+            batch: list[tuple[str, bytes, dict[str, str]]] = [
+                (f"raw2.system.sys{i % 10_000}", data, {}) for i in range(1000)
+            ]
             await publish_atomic(nc, batch, b * 1000)
         wall = time.perf_counter() - start
         out["batched"] = n // 1000 * 1000 / wall
@@ -478,7 +480,7 @@ def worker_main(conn: Connection, cfg: dict[str, Any]) -> None:
 async def _worker(conn: Connection, cfg: dict[str, Any]) -> None:
     trust = TrustPolicy.load(Path(cfg["trust"]))
     keys: dict[str, ActorKey] = {name: load_key(Path(p), name) for name, p in cfg["owners"]}
-    systems: list[tuple[str, str]] = [tuple(s) for s in cfg["systems"]]  # type: ignore[misc]
+    systems: list[tuple[str, str]] = [(s[0], s[1]) for s in cfg["systems"]]
     clients: dict[str, LedgerClient] = {}
     clock = SystemClock()
     pending: list[Job] = []
