@@ -54,6 +54,8 @@ import base64
 import binascii
 import itertools
 import os
+import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -778,6 +780,32 @@ def _enrolled_keys(items: list[_Item]) -> dict[str, list[str]]:
 
 #: Signatures checked ahead are handed to the pool in batches of this many.
 AHEAD_BATCH = 64
+#: The GIL switch interval while signatures are checked beside the parsing (seconds).
+SWITCH_INTERVAL = 1e-4
+
+_switching = threading.Lock()
+_switch_users = 0
+_switch_saved = 0.0
+
+
+def _switch_often(start: bool) -> None:
+    """Let a thread back from an Ed25519 verification take the GIL within
+    :data:`SWITCH_INTERVAL`, not CPython's default 5 ms, while the main thread
+    parses entries (else each verifying thread waits out the parsing thread's
+    interval after every signature, and the checks made ahead barely overlap
+    the parsing). Process-wide, so counted: the first verification to start
+    lowers the interval, the last to end restores it."""
+    global _switch_users, _switch_saved
+    with _switching:
+        if start:
+            if _switch_users == 0:
+                _switch_saved = sys.getswitchinterval()
+                sys.setswitchinterval(min(_switch_saved, SWITCH_INTERVAL))
+            _switch_users += 1
+        else:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_saved)
 
 
 class _Signatures:
@@ -801,11 +829,14 @@ class _Signatures:
         self._done: dict[tuple[int, bytes], bool] = {}
 
     def __enter__(self) -> _Signatures:
+        if self.pool is not None:
+            _switch_often(True)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+            _switch_often(False)
 
     def fingerprint(self, public: bytes) -> str:
         fp = self._fingerprints.get(public)

@@ -1,0 +1,116 @@
+"""The offline verifier's parallel signature checks (issue 11): each signature is verified
+once, checks made ahead while parsing never change a judgement, and the process-wide
+GIL switch interval it lowers is restored."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import sys
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from ledger.bus.client import LedgerClient
+from ledger.formats.dsse import PAYLOAD_TYPE, ParsedEnvelope, pae
+from ledger.formats.entry import Entry
+from ledger.formats.keys import ActorKey
+from ledger.law import events as ev
+from ledger.verify.bundle import VerificationError, verify_bundle
+from tests.conftest import Harness
+from tests.test_verify import export, forged_bundle, ledger_entries, small_ledger
+
+
+def hinted_wrongly(client: LedgerClient, key: ActorKey, event: ev.Event) -> bytes:
+    """``event`` signed by ``key``, its key id naming a fingerprint no key has: only a
+    hint, so the signer is found among the actor's keys."""
+    payload = ev.encode_event(event)
+    sig = key.sign(pae(PAYLOAD_TYPE, payload))
+    return json.dumps(
+        {
+            "payloadType": PAYLOAD_TYPE,
+            "payload": base64.b64encode(payload).decode(),
+            "signatures": [
+                {"keyid": f"{key.actor}/0123456789abcdef", "sig": base64.b64encode(sig).decode()}
+            ],
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def deploy(client: LedgerClient, version: str) -> ev.Event:
+    return client.event(
+        ev.VersionDeployed, subject="system/scorer", version=version, artifact_sha256="b" * 64
+    )
+
+
+async def test_each_signature_is_verified_once_and_a_wrong_key_id_still_finds_the_signer(
+    ledger: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await small_ledger(ledger)
+    bank = next(c for c in ledger.clients if c.key.actor == "bank")
+    for i in range(40):
+        await bank.submit(deploy(bank, f"2.{i}"))
+    odd = deploy(bank, "3.0")
+    await bank.submit_envelope(hinted_wrongly(bank, bank.key, odd), odd.event_id, odd.type_name)
+    data = await export(ledger)
+    trust = ledger.home.trust()
+    doc = json.loads(data)
+
+    calls: Counter[bytes] = Counter()
+    verify = ParsedEnvelope.verify
+
+    def counted(self: ParsedEnvelope, public_key: Any) -> bool:
+        calls[self.raw] += 1
+        return verify(self, public_key)
+
+    monkeypatch.setattr(ParsedEnvelope, "verify", counted)
+    reports = [verify_bundle(data, trust, threads=n) for n in (1, 2, 4)]
+    assert {r.signatures for r in reports} == {len(doc["entries"])}
+    assert len({tuple(r.lines) for r in reports}) == 1
+    # The regulator's acts are checked again for the root quorum (every root key);
+    # every other entry's signature once per verification, the wrongly hinted one too.
+    bank_envelopes = [e for e in calls if b'"keyid":"bank/' in e]
+    assert len(bank_envelopes) == 43  # registration, 1.0, 40 deployments, the odd one
+    assert {calls[e] for e in bank_envelopes} == {3}
+
+
+async def test_a_bad_signature_is_the_same_failure_whatever_the_threads(ledger: Harness) -> None:
+    """An operator's entry whose signature does not verify (the tree and checkpoint are
+    the operator's, well signed): the signature check names it, with one thread or many,
+    though the entries after it were checked ahead in other threads."""
+    _, bank = await ledger.enrol("bank", ["owner"])
+    await ledger.register(bank, "scorer")
+    for i in range(30):
+        await bank.submit(deploy(bank, f"1.{i}"))
+    leaves = [e for e in await ledger_entries(ledger) if isinstance(e, Entry)]
+    bad = leaves[12]
+    assert bad.subject == "system/scorer"
+    env = json.loads(bad.envelope)
+    sig = bytearray(base64.b64decode(env["signatures"][0]["sig"]))
+    sig[5] ^= 1
+    env["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
+    leaves[12] = dataclasses.replace(bad, envelope=json.dumps(env, separators=(",", ":")).encode())
+    chains = {"ledger/genesis": 0, "actor/bank": 1, "system/scorer": len(leaves) - 1}
+    bundle = json.dumps(forged_bundle(ledger, leaves, chains)).encode()
+    for n in (1, 2, 4):
+        with pytest.raises(VerificationError) as e:
+            verify_bundle(bundle, ledger.home.trust(), threads=n)
+        assert (e.value.check, e.value.index) == ("signature", 12), e.value
+        assert "no key of bank verifies its DSSE signature" in str(e.value)
+
+
+async def test_the_switch_interval_is_restored(ledger: Harness) -> None:
+    await small_ledger(ledger)
+    data = await export(ledger)
+    trust = ledger.home.trust()
+    before = sys.getswitchinterval()
+    verify_bundle(data, trust, threads=2)
+    assert sys.getswitchinterval() == before
+    broken = json.loads(data)
+    broken["chains"].pop("system/scorer")
+    with pytest.raises(VerificationError):
+        verify_bundle(json.dumps(broken).encode(), trust, threads=2)
+    assert sys.getswitchinterval() == before
