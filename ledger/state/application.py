@@ -46,6 +46,7 @@ from ledger.state.domain import (
     LedgerInfo,
     Provenance,
     ProvenanceAsDict,
+    project,
 )
 from ledger.state.recording import Recording
 from ledger.state.stored import recorded_ids
@@ -173,9 +174,10 @@ class LedgerState(EventSourcedProjection[UUID]):
         """The LEDGER stream sequence of the last applied entry (0 when empty)."""
         return self.recorder.max_tracking_id(TRACKING_NAME) or 0
 
-    def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
+    def get(self, cls: type[A], aggregate_id: UUID, *, recorded: bool = False) -> A | None:
+        """The aggregate, or None. ``recorded``: known to be recorded (no need to ask)."""
         cache = self.repository.cache
-        if cache is not None:
+        if cache is not None and not recorded:
             try:
                 cache.get(aggregate_id)
             except KeyError:
@@ -184,7 +186,7 @@ class LedgerState(EventSourcedProjection[UUID]):
                 if not self.recorded([aggregate_id]):
                     return None
         try:
-            agg: Aggregate = self.repository.get(aggregate_id)
+            agg: Aggregate = self.repository.get(aggregate_id, projector_func=project)
         except AggregateNotFoundError:
             return None
         return self.checked(cls, aggregate_id, agg)
@@ -396,7 +398,7 @@ class Batch(Recording):
         known = self._prefetched.get(record_id) if self._prefetched is not None else None
         if known is None:
             known = bool(self.state.recorded([record_id]))
-        return self.state.get(EventRecord, record_id) if known else None
+        return self.state.get(EventRecord, record_id, recorded=True) if known else None
 
     # --- admission -------------------------------------------------------
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,8 @@ __all__ = [
     "Provenance",
     "ProvenanceAsDict",
     "Rulebook",
+    "StateAggregate",
+    "project",
 ]
 
 #: Namespace of the name-based (UUID v5) ids of aggregates.
@@ -60,6 +63,10 @@ def _id(name: str) -> UUID:
 @functools.lru_cache(maxsize=4096)
 def _format_utc(t: datetime) -> str:
     return format_time(t)
+
+
+#: :func:`parse_time`, remembered likewise (datetimes are immutable: sharing one is safe).
+_parse = functools.lru_cache(maxsize=4096)(parse_time)
 
 
 def _format(t: datetime) -> str:
@@ -105,8 +112,8 @@ class ProvenanceAsDict(Transcoding):
             data["event_id"],
             data["actor"],
             data["key"],
-            parse_time(data["signed_at"]),
-            parse_time(data["integrated"]),
+            _parse(data["signed_at"]),
+            _parse(data["integrated"]),
             data["subject"],
         )
 
@@ -158,6 +165,16 @@ def _plain_dataclass(t: type) -> bool:
             )
         )
     return plain
+
+
+def project(aggregate: Any, events: Iterable[Any]) -> Any:
+    """eventsourcing's ``project_aggregate`` without its assertion that each event
+    is a ``CanMutateProtocol``: an ``isinstance`` against a runtime Protocol, which
+    cost more than decoding and applying the event (every aggregate loaded from the
+    store, event by event)."""
+    for domain_event in events:
+        aggregate = domain_event.mutate(aggregate)
+    return aggregate
 
 
 class StateAggregate(Aggregate):

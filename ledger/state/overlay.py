@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import project_aggregate
 from eventsourcing.domain import Aggregate
 
 from ledger.state.domain import (
@@ -18,6 +17,7 @@ from ledger.state.domain import (
     LedgerInfo,
     Rulebook,
     SubjectAggregate,
+    project,
 )
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class Overlay:
             elif len(agg.pending_events) > before:
                 kept = list(agg.pending_events[:before])
                 base = self.state.get(type(agg), agg_id)  # None if created in this batch
-                restored = project_aggregate(base, kept)
+                restored = project(base, kept)
                 assert restored is not None
                 restored.pending_events.extend(kept)
                 self.overlay[agg_id] = restored

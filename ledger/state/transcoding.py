@@ -111,9 +111,14 @@ class FastJSONTranscoder(JSONTranscoder):
         t = type(o)
         if t is dict:
             restore = self._restore
-            d = {k: restore(v) for k, v in o.items()}
-            return self._decode_obj(d)
+            d = {}
+            for k, v in o.items():
+                tv = type(v)
+                d[k] = restore(v) if tv is dict or tv is list else v
+            if len(d) == 2 and "_type_" in d:
+                return self._decode_obj(d)
+            return d
         if t is list:
             restore = self._restore
-            return [restore(v) for v in o]
+            return [restore(v) if type(v) in (dict, list) else v for v in o]
         return o
