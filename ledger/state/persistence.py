@@ -49,8 +49,9 @@ class DatabaseSettingsError(LedgerError):
 
 
 def sqlite_env(path: Path) -> dict[str, str]:
-    """eventsourcing settings for a state store in one SQLite file."""
-    return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)}
+    """eventsourcing settings for a store in one SQLite file (``synchronous=NORMAL``:
+    derived data, see :mod:`ledger.state.sqlite`)."""
+    return {"PERSISTENCE_MODULE": "ledger.state.sqlite", "SQLITE_DBNAME": str(path)}
 
 
 def store_envs(state_dir: Path, suffix: str = "") -> tuple[dict[str, str], dict[str, str]]:
