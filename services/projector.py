@@ -17,8 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+import pickle
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from eventsourcing.persistence import Tracking
 from nats.aio.client import Client as NATS
@@ -54,6 +57,8 @@ log = logging.getLogger("ailedger.projector")
 CHUNK_ENTRIES = 4096
 #: Chunks read ahead while one is being applied.
 READ_AHEAD = 2
+#: LEDGER messages from which ``rebuild`` replays the state in a worker process.
+WORKER_FROM = 10_000
 
 
 @dataclass
@@ -65,6 +70,10 @@ class _Chunk:
     size: int = 0
     #: The last LEDGER sequence read, heads leaves and foreign messages included.
     read_to: int = 0
+
+    def stored_runs(self) -> list[tuple[int, list[tuple[int, bytes]]]]:
+        """The runs as the state replays them: ``(sequence, stored bytes)``."""
+        return [(first, [(seq, e.encoded) for seq, e in run]) for first, run in self.runs]
 
     def add(self, entries: list[tuple[int, Entry]]) -> None:
         first = entries[0][1].index
@@ -78,15 +87,141 @@ class _Chunk:
         self.size += len(entries)
 
 
+#: A chunk for the state: runs of consecutive indexes, as ``(first index, [(sequence,
+#: stored bytes)])``.
+Runs = Sequence[tuple[int, Sequence[tuple[int, bytes]]]]
+
+
+def _replay_runs(state: LedgerState, runs: Runs) -> None:
+    """Each run into ``state`` in one transaction."""
+    for first_index, run in runs:
+        state.replay(run, first_index=first_index, commit_every=len(run))
+
+
+class StateWorker:
+    """The projector's :class:`LedgerState` in a process of its own, for bulk replays
+    (``rebuild``): the state's CPU-bound replay runs on another core than the
+    reading of LEDGER, the seal checks and the view, instead of sharing one
+    interpreter lock with them. Requests and answers are pickles, length-prefixed,
+    on the child's stdin and stdout; the child exits when its stdin closes (also
+    when this process is killed), after the transaction it is in."""
+
+    def __init__(self, trust: TrustPolicy) -> None:
+        self.trust = trust
+        #: Entries applied (the next index), after each replay.
+        self.size: int | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+        self._broken: str | None = None
+
+    async def start(self) -> None:
+        """Start the child (it imports the state's modules meanwhile)."""
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "from services.projector import state_worker_main; state_worker_main()",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+
+    async def open(self, env: Mapping[str, str]) -> None:
+        """Open the state store ``env`` names, in the child."""
+        await self._call("open", dict(env), self.trust)
+
+    async def position(self) -> int:
+        return int(await self._call("position"))
+
+    async def replay(self, runs: Runs) -> None:
+        self.size = await self._call("replay", runs)
+
+    async def digest(self) -> str:
+        return str(await self._call("digest"))
+
+    async def _call(self, *request: Any) -> Any:
+        async with self._lock:
+            proc = self._proc
+            if self._broken is not None or proc is None:
+                raise RebuildError(
+                    f"the state worker is not available: {self._broken or 'not started'}"
+                )
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                payload = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
+                proc.stdin.write(len(payload).to_bytes(8, "big"))
+                proc.stdin.write(payload)
+                await proc.stdin.drain()
+                size = int.from_bytes(await proc.stdout.readexactly(8), "big")
+                status, value = pickle.loads(await proc.stdout.readexactly(size))
+            except BaseException as e:
+                # Interrupted between a request and its answer: never reused.
+                self._broken = f"{type(e).__name__} during {request[0]}"
+                if isinstance(e, (asyncio.IncompleteReadError, ConnectionError)):
+                    raise RebuildError(
+                        f"the state worker stopped (exit status {await proc.wait()})"
+                    ) from None
+                raise
+        if status == "error":
+            raise value
+        return value
+
+    async def close(self) -> None:
+        """Let the child finish and exit (stdin closed); killed if it does not."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+def state_worker_main() -> None:
+    """The child of :class:`StateWorker`: answers requests until its stdin closes."""
+    requests, answers = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing printed can get between two answers
+    state: LedgerState | None = None
+    while len(header := requests.read(8)) == 8:
+        op, *args = pickle.loads(requests.read(int.from_bytes(header, "big")))
+        try:
+            if op == "open":
+                state = LedgerState(args[0], trust=args[1])
+                value: Any = None
+            elif state is None:
+                raise RebuildError("the state worker has no store open")
+            elif op == "replay":
+                _replay_runs(state, args[0])
+                value = state.size
+            elif op == "position":
+                value = state.position()
+            elif op == "digest":
+                value = state.digest()
+            else:
+                raise RebuildError(f"unknown request {op!r}")
+            answer = pickle.dumps(("ok", value), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as e:
+            try:
+                answer = pickle.dumps(("error", e), protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception:
+                answer = pickle.dumps(("error", RebuildError(f"{type(e).__name__}: {e}")))
+        answers.write(len(answer).to_bytes(8, "big"))
+        answers.write(answer)
+        answers.flush()
+
+
 class Projector:
     def __init__(
         self,
         nc: NATS,
-        state: LedgerState,
+        state: LedgerState | StateWorker,
         view: ComplianceView,
         *,
         alarms: Alarms | None = None,
     ) -> None:
+        """``state``: the state store, applied on this process's state thread, or a
+        :class:`StateWorker` applying it in a process of its own."""
         self.nc = nc
         self.state = state
         self.view = view
@@ -99,20 +234,42 @@ class Projector:
         self.reader: SealedReader = trusted_reader(nc, state.trust, self.alarms)
 
     def positions(self) -> tuple[int, int]:
-        return self.state.position(), self.view.position()
+        """On the state thread: the LEDGER sequences the state and the view applied."""
+        state = self.state
+        if isinstance(state, StateWorker):
+            raise TypeError("the state is in a worker process: use positions_now()")
+        return state.position(), self.view.position()
+
+    async def positions_now(self) -> tuple[int, int]:
+        state = self.state
+        if isinstance(state, StateWorker):
+            view = self.state_thread.call(self.view.position)
+            return await asyncio.gather(state.position(), view)
+        return await self.state_thread.call(self.positions)
 
     def _apply(self, chunk: _Chunk) -> None:
         """On the state thread: sealed entries into the state (one transaction per run
         of consecutive indexes) and then into the view (one transaction)."""
-        for first_index, run in chunk.runs:
-            self.state.replay(
-                [(seq, entry.encoded) for seq, entry in run],
-                first_index=first_index,
-                commit_every=len(run),
-            )
+        state = self.state
+        assert isinstance(state, LedgerState)
+        _replay_runs(state, chunk.stored_runs())
+        self._apply_view(chunk)
+
+    def _apply_view(self, chunk: _Chunk) -> None:
         entries = [item for _, run in chunk.runs for item in run]
         if entries[-1][0] > self.view.position():
             self.view.process_event(entries, Tracking("LEDGER", entries[-1][0]))
+
+    async def _apply_chunk(self, chunk: _Chunk) -> None:
+        state = self.state
+        if isinstance(state, StateWorker):
+            # Each store skips what it has applied: neither waits for the other.
+            await asyncio.gather(
+                state.replay(chunk.stored_runs()),
+                self.state_thread.call(self._apply_view, chunk),
+            )
+        else:
+            await self.state_thread.call(self._apply, chunk)
 
     async def catch_up(
         self,
@@ -127,7 +284,7 @@ class Projector:
         ``on_batch`` sees every sealed batch in order (applied or not), heads leaves
         included; ``on_progress`` the sequence applied up to, after each chunk."""
         last = await last_sequence(self.nc, LEDGER)
-        state_pos, view_pos = await self.state_thread.call(self.positions)
+        state_pos, view_pos = await self.positions_now()
         applied = min(state_pos, view_pos)
         chunks: asyncio.Queue[_Chunk | None] = asyncio.Queue(READ_AHEAD)
 
@@ -151,7 +308,7 @@ class Projector:
         async def apply() -> None:
             while (chunk := await chunks.get()) is not None:
                 if chunk.runs:
-                    await self.state_thread.call(self._apply, chunk)
+                    await self._apply_chunk(chunk)
                 if on_progress is not None:
                     on_progress(chunk.read_to, last)
 
@@ -186,9 +343,14 @@ class Projector:
                 await asyncio.wait_for(stop.wait(), poll)
 
     async def digest(self) -> str:
-        state = await self.state_thread.call(self.state.digest)
-        view = await self.state_thread.call(self.view.digest)
-        return f"{state[:32]}{view[:32]}"
+        view_digest = self.state_thread.call(self.view.digest)
+        state = self.state
+        if isinstance(state, StateWorker):
+            state_digest, view = await asyncio.gather(state.digest(), view_digest)
+        else:
+            state_digest = await self.state_thread.call(state.digest)
+            view = await view_digest
+        return f"{state_digest[:32]}{view[:32]}"
 
     def close(self) -> None:
         self.state_thread.close()
@@ -214,8 +376,14 @@ async def rebuild(
     state_env: Mapping[str, str],
     view_env: Mapping[str, str],
     on_progress: Callable[[int, int], None] | None = None,
+    *,
+    worker: bool | None = None,
 ) -> RebuildReport:
     """Drop the projector's stores and replay LEDGER into them from the first entry.
+
+    ``worker``: replay the state in a :class:`StateWorker` process (default: when
+    LEDGER holds at least :data:`WORKER_FROM` messages, where the child's start-up
+    is small beside the replay).
 
     The entries replayed must hash to the root of the latest signed checkpoint
     (checked against the trust policy's log keys), so the rebuilt state is the
@@ -223,6 +391,27 @@ async def rebuild(
     leaf into its Merkle frontier and checks each batch's root against its seal;
     the checkpoint's root is compared with that frontier at the checkpoint's size.
     """
+    trust = home.trust()
+    if worker is None:
+        worker = await last_sequence(nc, LEDGER) >= WORKER_FROM
+    if not worker:
+        return await _rebuild(nc, home, None, state_env, view_env, on_progress)
+    process = StateWorker(trust)
+    await process.start()  # importing, while the checkpoint is found
+    try:
+        return await _rebuild(nc, home, process, state_env, view_env, on_progress)
+    finally:
+        await process.close()
+
+
+async def _rebuild(
+    nc: NATS,
+    home: Home,
+    worker: StateWorker | None,
+    state_env: Mapping[str, str],
+    view_env: Mapping[str, str],
+    on_progress: Callable[[int, int], None] | None,
+) -> RebuildReport:
     trust = home.trust()
     try:
         verifiers = Verifiers(*(Verifier.from_vkey(k) for k in trust.log_vkeys()))
@@ -233,7 +422,13 @@ async def rebuild(
     except ProofUnavailable:
         checkpoint = None
     drop_stores(state_env, view_env)
-    projector = Projector(nc, LedgerState(state_env, trust=trust), open_view(view_env))
+    state: LedgerState | StateWorker
+    if worker is None:
+        state = LedgerState(state_env, trust=trust)
+    else:
+        await worker.open(state_env)
+        state = worker
+    projector = Projector(nc, state, open_view(view_env))
     before = projector.reader.frontier.copy()  # the frontier before each batch
     root: bytes | None = None
 

@@ -19,10 +19,10 @@ from ledger.bus.streams import CHECKPOINT_SUBJECT, CHECKPOINTS, LEDGER, connect,
 from ledger.formats.checkpoint import Checkpoint
 from ledger.formats.merkle import leaf_hash
 from ledger.formats.note import sign_note
-from ledger.state.application import LedgerState
+from ledger.state.application import LedgerCorrupt, LedgerState
 from ledger.state.persistence import store_envs
 from ledger.views.store import open_view
-from services.projector import Projector, RebuildError, rebuild
+from services.projector import Projector, RebuildError, StateWorker, rebuild
 from tests.conftest import deployments, running_notary
 
 
@@ -133,9 +133,12 @@ async def test_rebuild_checks_the_checkpoint_root_at_its_size(
                 await bus.close()
 
         state_env, view_env = store_envs(tmp_path)
-        report = await rebuild(nc, home, state_env, view_env)
+        # the state replayed in a worker process, or on the projector's state thread
+        report = await rebuild(nc, home, state_env, view_env, worker=True)
         assert report.entries == await last_sequence(nc, LEDGER)
         assert report.checkpoint_size == len(leaves)
+        in_thread = await rebuild(nc, home, state_env, view_env, worker=False)
+        assert in_thread == report
 
         await latest_checkpoint(inside, root(inside))
         report = await rebuild(nc, home, state_env, view_env)
@@ -147,3 +150,23 @@ async def test_rebuild_checks_the_checkpoint_root_at_its_size(
                 await rebuild(nc, home, state_env, view_env)
     finally:
         await nc.close()
+
+
+async def test_a_state_worker_that_dies_is_an_error_not_a_hang(tmp_path: Path, home: Home) -> None:
+    worker = StateWorker(home.trust())
+    await worker.start()
+    try:
+        state_env, _ = store_envs(tmp_path)
+        await worker.open(state_env)
+        assert await worker.position() == 0
+        with pytest.raises(LedgerCorrupt, match="LEDGER #1"):
+            await worker.replay([(0, [(1, b"not an entry")])])  # its errors come back
+        assert await worker.position() == 0
+        assert worker._proc is not None
+        worker._proc.kill()
+        with pytest.raises(RebuildError, match="state worker stopped"):
+            await worker.position()
+        with pytest.raises(RebuildError, match="not available"):
+            await worker.digest()
+    finally:
+        await worker.close()
