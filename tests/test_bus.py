@@ -14,6 +14,7 @@ from ledger.bus.streams import (
     INTAKE,
     LEDGER,
     REJECTED,
+    BatchRejected,
     Fenced,
     UnsafeLedgerStream,
     api,
@@ -92,6 +93,24 @@ async def test_atomic_batch_is_fenced_on_the_last_sequence(nats_server: Embedded
             await publish_atomic(nc, batch, 0)
         assert await last_sequence(nc, LEDGER) == 5
         assert await publish_atomic(nc, batch[:2], 5) == 7
+    finally:
+        await nc.close()
+
+
+async def test_one_message_is_a_plain_fenced_publish(nats_server: EmbeddedNats) -> None:
+    """A batch of one goes as a plain publish (no ADR-50 staging), fenced the same
+    way; a duplicate message id, which the server would drop, is refused too."""
+    nc = await connect(nats_server.url)
+    try:
+        await ensure_streams(nc)
+        one = [("ledger.system.a", b"e1", {"Nats-Msg-Id": "m1"})]
+        assert await publish_atomic(nc, one, 0) == 1
+        with pytest.raises(Fenced):
+            await publish_atomic(nc, [("ledger.system.a", b"e2", {"Nats-Msg-Id": "m2"})], 0)
+        with pytest.raises(BatchRejected):
+            await publish_atomic(nc, one, 1)  # same id: the server keeps the first, adds none
+        assert await last_sequence(nc, LEDGER) == 1
+        assert await publish_atomic(nc, [("ledger.system.a", b"e2", {"Nats-Msg-Id": "m2"})], 1) == 2
     finally:
         await nc.close()
 
