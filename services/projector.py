@@ -9,13 +9,20 @@ redelivered entry is skipped. Both can be dropped and rebuilt from LEDGER.
 
 LEDGER is read through :class:`ledger.bus.sealed.SealedReader`: only batches
 sealed by a log key of the trust policy, whose entries fold to the seal's
-root, are applied; a foreign message is skipped with an alarm.
+root, are applied; a foreign message is skipped with an alarm. The reader's
+own state (stream position, Merkle frontier, last integration time) is recorded
+with the view's rows in the same transaction, so a projector started again
+(``ailedger status``, ``project``) reads and checks only what is new, from that
+frontier on, when the state has applied as far as the view; otherwise it reads
+LEDGER from its first message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import logging
 import pickle
 import sys
@@ -29,13 +36,14 @@ from nats.aio.client import Client as NATS
 from ledger.bus.alarms import Alarms
 from ledger.bus.home import Home
 from ledger.bus.proofs import ProofUnavailable, find_checkpoint
-from ledger.bus.sealed import SealedBatch, SealedReader, trusted_reader
+from ledger.bus.sealed import Frontier, SealedBatch, SealedReader, trusted_reader
 from ledger.bus.streams import LEDGER, ensure_open, last_sequence
 from ledger.formats.checkpoint import parse_checkpoint
 from ledger.formats.entry import Entry
 from ledger.formats.errors import CHECK_FAILED, LedgerError
 from ledger.formats.merkle import empty_root
 from ledger.formats.note import Verifier, Verifiers, open_note
+from ledger.formats.timeutil import format_time, parse_time
 from ledger.formats.trust import TrustPolicy
 from ledger.state.application import LedgerState
 from ledger.state.asyncbridge import StateThread
@@ -70,6 +78,8 @@ class _Chunk:
     size: int = 0
     #: The last LEDGER sequence read, heads leaves and foreign messages included.
     read_to: int = 0
+    #: The reader's state once it had read up to ``read_to`` (:func:`reader_state`).
+    reader: bytes | None = None
 
     def stored_runs(self) -> list[tuple[int, list[tuple[int, bytes]]]]:
         """The runs as the state replays them: ``(sequence, stored bytes)``."""
@@ -211,6 +221,38 @@ def state_worker_main() -> None:
         answers.flush()
 
 
+def reader_state(reader: SealedReader) -> bytes:
+    """What a reader needs to go on reading LEDGER after a restart: the stream
+    position, the Merkle frontier of the sealed leaves, the last integration time."""
+    last = reader.last_integrated
+    return json.dumps(
+        {
+            "v": 1,
+            "position": reader.position,
+            "size": reader.size,
+            "peaks": [base64.b64encode(p).decode() for p in reader.frontier.peaks],
+            "last_integrated": None if last is None else format_time(last),
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def resumed_reader(fresh: SealedReader, state: bytes) -> SealedReader:
+    """``fresh`` (a reader that has read nothing) set to a recorded :func:`reader_state`."""
+    doc = json.loads(state)
+    if doc["v"] != 1 or fresh.position or fresh.size:
+        raise ValueError("not a reader state of this version, or not a fresh reader")
+    peaks = [base64.b64decode(p, validate=True) for p in doc["peaks"]]
+    if any(len(p) != 32 for p in peaks):
+        raise ValueError("a frontier hash is not 32 bytes")
+    frontier = Frontier(int(doc["size"]), peaks)
+    position = int(doc["position"])
+    last = doc["last_integrated"]
+    last_integrated = None if last is None else parse_time(str(last))
+    fresh.frontier, fresh.position, fresh.last_integrated = frontier, position, last_integrated
+    return fresh
+
+
 class Projector:
     def __init__(
         self,
@@ -258,7 +300,22 @@ class Projector:
     def _apply_view(self, chunk: _Chunk) -> None:
         entries = [item for _, run in chunk.runs for item in run]
         if entries[-1][0] > self.view.position():
-            self.view.process_event(entries, Tracking("LEDGER", entries[-1][0]))
+            self.view.process_event(entries, Tracking("LEDGER", entries[-1][0]), chunk.reader)
+
+    def _resume(self, state_position: int, view_position: int) -> None:
+        """On the state thread: a fresh reader continues from the reader state the view
+        recorded, if the view is where it recorded it and the state got as far."""
+        if self.reader.position or self.reader.size:
+            return
+        saved = self.view.view.reader_state()
+        if saved is None or saved[0] != view_position or state_position < saved[0]:
+            return
+        try:
+            resumed = resumed_reader(self.reader, saved[1])
+        except (ValueError, KeyError, TypeError) as e:
+            log.warning("the view's reader state is unreadable (%s): reading LEDGER again", e)
+            return
+        self.reader = resumed
 
     async def _apply_chunk(self, chunk: _Chunk) -> None:
         state = self.state
@@ -285,6 +342,7 @@ class Projector:
         included; ``on_progress`` the sequence applied up to, after each chunk."""
         last = await last_sequence(self.nc, LEDGER)
         state_pos, view_pos = await self.positions_now()
+        await self.state_thread.call(self._resume, state_pos, view_pos)
         applied = min(state_pos, view_pos)
         chunks: asyncio.Queue[_Chunk | None] = asyncio.Queue(READ_AHEAD)
 
@@ -299,9 +357,11 @@ class Projector:
                     chunk.add(entries)
                 chunk.read_to = batch.last_sequence
                 if chunk.size >= chunk_size:
+                    chunk.reader = reader_state(self.reader)
                     await chunks.put(chunk)
                     chunk = _Chunk()
             chunk.read_to = last
+            chunk.reader = reader_state(self.reader)
             await chunks.put(chunk)
             await chunks.put(None)
 
@@ -318,8 +378,9 @@ class Projector:
                 tasks.create_task(apply())
         except BaseExceptionGroup as group:
             # What was read ahead but not applied is not read again by this reader:
-            # the next catch-up starts over from LEDGER's first message (entries
-            # already applied are skipped), checking the seals again.
+            # the next catch-up starts over with a fresh one (from the reader state
+            # the view recorded, or from LEDGER's first message; entries already
+            # applied are skipped), checking the seals again.
             self.reader = trusted_reader(self.nc, self.reader_trust, self.alarms)
             raise group.exceptions[0] from None
         return last

@@ -170,3 +170,63 @@ async def test_a_state_worker_that_dies_is_an_error_not_a_hang(tmp_path: Path, h
             await worker.digest()
     finally:
         await worker.close()
+
+
+async def test_a_projector_started_again_reads_only_what_is_new(
+    tmp_path: Path, nats_server: EmbeddedNats, home: Home
+) -> None:
+    await _ledger_with_batches(nats_server, home)
+    nc = await connect(nats_server.url)
+    try:
+        first = _projector(nc, home, tmp_path / "stores")
+        try:
+            last = await first.catch_up(chunk_size=50)
+            size = first.reader.size
+        finally:
+            first.close()
+
+        def again() -> tuple[Projector, list[int]]:
+            state_env, view_env = store_envs(tmp_path / "stores")
+            state = LedgerState(state_env, trust=home.trust())
+            return Projector(nc, state, open_view(view_env)), []
+
+        # nothing new: nothing read, the reader where the first one stopped
+        second, batches = again()
+        try:
+            assert await second.catch_up(on_batch=lambda b: batches.append(b.first_index)) == last
+            assert batches == [] and second.reader.size == size
+            assert second.reader.position == last
+        finally:
+            second.close()
+
+        # new entries: only they are read, seals checked from the recorded frontier on
+        async with running_notary(nats_server.url, home) as ledger:
+            _, client = await ledger.enrol("late", ["owner"])
+            await ledger.register(client, "late-sys")
+            await client.submit_many(deployments(client, "late-sys", 20), concurrency=10)
+        third, batches = again()
+        try:
+            newest = await third.catch_up(on_batch=lambda b: batches.append(b.first_index))
+            assert batches and min(batches) >= size
+            assert third.reader.foreign == [] and newest > last
+            resumed = await third.digest()
+        finally:
+            third.close()
+        whole = _projector(nc, home, tmp_path / "whole")
+        try:
+            assert await whole.catch_up() == newest
+            assert await whole.digest() == resumed
+        finally:
+            whole.close()
+
+        # a state behind the view's reader state (here: its store dropped): all read again
+        for suffix in ("", "-wal", "-shm"):
+            (tmp_path / "stores" / f"projector.sqlite{suffix}").unlink(missing_ok=True)
+        fourth, batches = again()
+        try:
+            await fourth.catch_up(on_batch=lambda b: batches.append(b.first_index))
+            assert batches[0] == 0 and await fourth.digest() == resumed
+        finally:
+            fourth.close()
+    finally:
+        await nc.close()

@@ -62,7 +62,7 @@ TRACKING_NAME = "LEDGER"
 #: The layout of the view's rows (columns, slots, indexes), kept in the view's
 #: tracking table under :data:`SCHEMA_TRACKING`: a store of another version is
 #: emptied when opened, and the projector refills it from LEDGER.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_TRACKING = "compliance-view-schema"
 #: Above any ledger index: "no bound".
 _NO_BOUND = 2**62
@@ -227,7 +227,15 @@ class ComplianceViewRecorder(TrackingRecorder, ABC):
     """The rows, with the view's tracking, in one store."""
 
     @abstractmethod
-    def record(self, rows: Sequence[EntryRow], tracking: Tracking) -> None: ...
+    def record(
+        self, rows: Sequence[EntryRow], tracking: Tracking, reader: bytes | None = None
+    ) -> None:
+        """The rows and the tracking, in one transaction; with ``reader``, the state of
+        whoever reads LEDGER for the view, to resume from (:meth:`reader_state`)."""
+
+    @abstractmethod
+    def reader_state(self) -> tuple[int, bytes] | None:
+        """The last ``reader`` recorded and the tracking recorded with it."""
 
     @abstractmethod
     def rows(
@@ -347,6 +355,8 @@ class SQLiteComplianceView(SQLiteTrackingRecorder, ComplianceViewRecorder):
             "key_fp TEXT NOT NULL, payload TEXT NOT NULL, slot TEXT NOT NULL)",
             "CREATE INDEX IF NOT EXISTS entries_slot "
             "ON entries (subject, slot, integrated_us, idx)",
+            "CREATE TABLE IF NOT EXISTS reader (id INTEGER PRIMARY KEY CHECK (id = 0), "
+            "tracking INTEGER NOT NULL, state BLOB NOT NULL)",
         ]
 
     def _create_table(self, c: SQLiteCursor) -> None:
@@ -360,6 +370,7 @@ class SQLiteComplianceView(SQLiteTrackingRecorder, ComplianceViewRecorder):
             if version != SCHEMA_VERSION:
                 # Rows of another layout: emptied, and refilled from LEDGER.
                 c.execute("DROP TABLE entries")
+                c.execute("DROP TABLE IF EXISTS reader")
                 if "tracking" in tables:
                     c.execute("DELETE FROM tracking WHERE application_name = ?", (TRACKING_NAME,))
         super()._create_table(c)
@@ -367,7 +378,9 @@ class SQLiteComplianceView(SQLiteTrackingRecorder, ComplianceViewRecorder):
         if c.fetchone()[0] != SCHEMA_VERSION:
             self._insert_tracking(c, Tracking(SCHEMA_TRACKING, SCHEMA_VERSION))
 
-    def record(self, rows: Sequence[EntryRow], tracking: Tracking) -> None:
+    def record(
+        self, rows: Sequence[EntryRow], tracking: Tracking, reader: bytes | None = None
+    ) -> None:
         with self.datastore.transaction(commit=True) as c:
             c.executemany(
                 f"INSERT INTO entries ({', '.join(COLUMNS)}) "
@@ -375,6 +388,18 @@ class SQLiteComplianceView(SQLiteTrackingRecorder, ComplianceViewRecorder):
                 row_values(rows),
             )
             self._insert_tracking(c, tracking)
+            if reader is not None:
+                c.execute(
+                    "INSERT INTO reader VALUES (0, ?, ?) ON CONFLICT (id) DO UPDATE "
+                    "SET tracking = excluded.tracking, state = excluded.state",
+                    (tracking.notification_id, reader),
+                )
+
+    def reader_state(self) -> tuple[int, bytes] | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT tracking, state FROM reader WHERE id = 0")
+            found = c.fetchone()
+            return None if found is None else (int(found[0]), bytes(found[1]))
 
     def _select(self, sql: str, params: Sequence[Any]) -> list[EntryRow]:
         with self.datastore.transaction(commit=False) as c:
@@ -459,9 +484,12 @@ class ComplianceView(Projection[ComplianceViewRecorder]):
         super().__init__(view)
         self._rulebook: list[str] | None = None
 
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+    def process_event(
+        self, domain_event: Any, tracking: Tracking, reader: bytes | None = None
+    ) -> None:
         """``domain_event`` is a run of stored LEDGER entries ``(sequence, entry)``, each
-        entry as stored (bytes) or parsed (:class:`Entry`); recorded in one transaction."""
+        entry as stored (bytes) or parsed (:class:`Entry`); recorded in one transaction,
+        with ``reader`` (see :meth:`ComplianceViewRecorder.record`)."""
         position = self.position()
         rows = [
             EntryRow.of(data if isinstance(data, Entry) else Entry.parse(data))
@@ -469,7 +497,7 @@ class ComplianceView(Projection[ComplianceViewRecorder]):
             if seq > position
         ]
         if rows:
-            self.view.record(rows, tracking)
+            self.view.record(rows, tracking, reader)
 
     def position(self) -> int:
         return self.view.max_tracking_id(TRACKING_NAME) or 0

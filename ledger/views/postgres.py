@@ -50,6 +50,16 @@ class PostgresComplianceView(PostgresTrackingRecorder, ComplianceViewRecorder):
             )
         )
         self._table = table
+        self.reader_table = tracking_table_name.removesuffix("_tracking") + "_reader"
+        self._reader = SQL("{0}.{1}").format(
+            Identifier(self.datastore.schema), Identifier(self.reader_table)
+        )
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {0} (id int PRIMARY KEY CHECK (id = 0), "
+                "tracking bigint NOT NULL, state bytea NOT NULL)"
+            ).format(self._reader)
+        )
         self._tracking = SQL("{0}.{1}").format(
             Identifier(self.datastore.schema), Identifier(self.tracking_table_name)
         )
@@ -63,12 +73,16 @@ class PostgresComplianceView(PostgresTrackingRecorder, ComplianceViewRecorder):
             found = curs.fetchone()
             return bool(found and found["found"])
 
-        if exists(self.entries_table):
+        if not exists(self.entries_table):
+            # A reader state left by stores dropped without it: not this view's.
+            curs.execute(SQL("DROP TABLE IF EXISTS {0}").format(self._reader))
+        else:
             tracked = exists(self.tracking_table_name)
             version = self._schema_version(curs) if tracked else None
             if version != SCHEMA_VERSION:
                 # Rows of another layout: emptied, and refilled from LEDGER.
                 curs.execute(SQL("DROP TABLE {0}").format(self._table))
+                curs.execute(SQL("DROP TABLE IF EXISTS {0}").format(self._reader))
                 if tracked:
                     curs.execute(
                         SQL("DELETE FROM {0} WHERE application_name = %s").format(self._tracking),
@@ -88,7 +102,9 @@ class PostgresComplianceView(PostgresTrackingRecorder, ComplianceViewRecorder):
         found = curs.fetchone()
         return None if found is None or found["v"] is None else int(found["v"])
 
-    def record(self, rows: Sequence[EntryRow], tracking: Tracking) -> None:
+    def record(
+        self, rows: Sequence[EntryRow], tracking: Tracking, reader: bytes | None = None
+    ) -> None:
         insert = SQL("INSERT INTO {0} ({1}) VALUES ({2})").format(
             self._table,
             SQL(", ").join(map(Identifier, COLUMNS)),
@@ -97,6 +113,20 @@ class PostgresComplianceView(PostgresTrackingRecorder, ComplianceViewRecorder):
         with self.datastore.transaction(commit=True) as c:
             c.executemany(insert, row_values(rows))
             self._insert_tracking(c, tracking)
+            if reader is not None:
+                c.execute(
+                    SQL(
+                        "INSERT INTO {0} VALUES (0, %s, %s) ON CONFLICT (id) DO UPDATE "
+                        "SET tracking = excluded.tracking, state = excluded.state"
+                    ).format(self._reader),
+                    [tracking.notification_id, reader],
+                )
+
+    def reader_state(self) -> tuple[int, bytes] | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(SQL("SELECT tracking, state FROM {0} WHERE id = 0").format(self._reader))
+            found = c.fetchone()
+            return None if found is None else (int(found["tracking"]), bytes(found["state"]))
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
         with self.datastore.transaction(commit=False) as c:
