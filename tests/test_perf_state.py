@@ -18,11 +18,12 @@ from eventsourcing.persistence import JSONTranscoder
 
 from ledger.bus.home import init_home
 from ledger.formats.dsse import parse_envelope
+from ledger.formats.entry import Entry
 from ledger.formats.keys import generate
 from ledger.law import events as ev
 from ledger.law import rejections as errors
 from ledger.state.application import AlreadyIntegrated, LedgerCorrupt, LedgerState
-from ledger.state.domain import EventRecord, Provenance
+from ledger.state.domain import EventRecord, Provenance, StateAggregate
 from ledger.state.persistence import sqlite_env
 from tests.conftest import enrolment_fields, registration_fields
 from tests.test_projector import postgres_schema  # noqa: F401 - a fixture
@@ -319,3 +320,46 @@ def test_a_copy_of_an_aggregate_shares_nothing_mutable_with_it(world_with_histor
         assert type(copied) is type(agg)
         shared = _mutable_parts(agg).keys() & _mutable_parts(copied).keys()
         assert not shared, (type(agg).__name__, [type(_mutable_parts(agg)[i]) for i in shared])
+
+
+def test_a_state_with_a_tiny_cache_loads_what_it_evicted_and_judges_alike(
+    tmp_path: Path,
+) -> None:
+    home = init_home(tmp_path / "home", origin="state.ailedger.kz/test", at=T0)
+    env = {**sqlite_env(tmp_path / "tiny.sqlite"), "AGGREGATE_CACHE_MAXSIZE": "2"}
+    tiny = World(home, env)
+    history(tiny)
+    t2 = T0 + timedelta(hours=2)
+    # judged on aggregates loaded back from the store: an auditor deploys nothing,
+    # and an entry's own envelope is already integrated
+    assert tiny.refused(deploy_of(tiny, "auditor", t2), t2) == "role_not_allowed"
+    last = Entry.parse(tiny.stored[-1][1])
+    (again,) = tiny.admit_all([last.envelope], t2)
+    assert isinstance(again, AlreadyIntegrated) and again.record.index == last.index
+    tiny.admit(deploy_of(tiny, "bank", t2), t2)
+
+    roomy = LedgerState(sqlite_env(tmp_path / "roomy.sqlite"), trust=home.trust())
+    roomy.replay(tiny.stored)
+    assert roomy.digest() == tiny.state.digest()
+    times = {"_created_on", "_modified_on"}
+    for n in tiny.state.recorder.select_notifications(1, 1000):
+        aggregate_id = UUID(str(n.originator_id))
+        a = tiny.state.get(StateAggregate, aggregate_id)
+        b = roomy.get(StateAggregate, aggregate_id)
+        assert a is not None and b is not None
+        assert type(a) is type(b)
+        assert {k: v for k, v in vars(a).items() if k not in times} == {
+            k: v for k, v in vars(b).items() if k not in times
+        }
+    assert tiny.state.get(EventRecord, uuid4()) is None
+
+
+def deploy_of(world: World, actor: str, at: datetime) -> bytes:
+    return world.event(
+        actor,
+        ev.VersionDeployed,
+        at,
+        subject="system/scorer",
+        version="3",
+        artifact_sha256="d" * 64,
+    )

@@ -1,4 +1,5 @@
-"""Which aggregates a state store has recorded, asked in one query.
+"""Which aggregates a state store has recorded, and their stored events, asked
+in one query.
 
 The duplicate check looks up an event id's record for every new submission and
 nearly always finds none. eventsourcing answers a ``Repository.get`` that finds
@@ -12,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from eventsourcing.persistence import AggregateRecorder
+from eventsourcing.persistence import AggregateRecorder, StoredEvent
 from eventsourcing.sqlite import SQLiteAggregateRecorder
 
-__all__ = ["recorded_ids"]
+__all__ = ["recorded_ids", "stored_events"]
 
 #: Ids per SQLite query (under SQLite's smallest limit of bound parameters, 999).
 _CHUNK = 900
@@ -77,3 +78,20 @@ def _postgres(recorder: object, ids: Sequence[UUID]) -> set[UUID]:
     with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
         curs.execute(statement, [list(ids)], prepare=True)
         return {wanted[str(row["originator_id"])] for row in curs.fetchall()}
+
+
+def stored_events(recorder: AggregateRecorder, aggregate_id: UUID) -> list[StoredEvent]:
+    """Every stored event of one aggregate, in order (none: not recorded).
+
+    On SQLite one SELECT outside a transaction (``select_events`` wraps it in
+    BEGIN and ROLLBACK and the pool's locking, which cost as much as the query);
+    elsewhere ``select_events``."""
+    if not isinstance(recorder, SQLiteAggregateRecorder):
+        return list(recorder.select_events(aggregate_id))
+    with recorder.datastore.get_connection(commit=False) as conn, conn.cursor() as curs:
+        curs.execute(
+            f"SELECT originator_version, topic, state FROM {recorder.events_table_name} "
+            "WHERE originator_id=? ORDER BY originator_version",
+            (aggregate_id.hex,),
+        )
+        return [StoredEvent(aggregate_id, row[0], row[1], row[2]) for row in curs.fetchall()]
