@@ -62,7 +62,7 @@ log = logging.getLogger("ailedger.projector")
 
 
 #: Entries applied per transaction (of the state and of the view).
-CHUNK_ENTRIES = 4096
+CHUNK_ENTRIES = 2048
 #: Chunks read ahead while one is being applied.
 READ_AHEAD = 2
 #: LEDGER messages from which ``rebuild`` replays the state in a worker process.

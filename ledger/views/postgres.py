@@ -105,13 +105,13 @@ class PostgresComplianceView(PostgresTrackingRecorder, ComplianceViewRecorder):
     def record(
         self, rows: Sequence[EntryRow], tracking: Tracking, reader: bytes | None = None
     ) -> None:
-        insert = SQL("INSERT INTO {0} ({1}) VALUES ({2})").format(
-            self._table,
-            SQL(", ").join(map(Identifier, COLUMNS)),
-            SQL(", ").join(SQL("%s") for _ in COLUMNS),
+        copy = SQL("COPY {0} ({1}) FROM STDIN").format(
+            self._table, SQL(", ").join(map(Identifier, COLUMNS))
         )
         with self.datastore.transaction(commit=True) as c:
-            c.executemany(insert, row_values(rows))
+            with c.copy(copy) as rows_in:
+                for values in row_values(rows):
+                    rows_in.write_row(values)
             self._insert_tracking(c, tracking)
             if reader is not None:
                 c.execute(
