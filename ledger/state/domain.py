@@ -135,11 +135,12 @@ def _copied(value: Any, memo: dict[int, Any]) -> Any:
     new: Any
     if t is list:
         new = memo[id(value)] = []
-        new.extend(_copied(v, memo) for v in value)
+        if value:
+            new.extend([v if type(v) in _SHARED else _copied(v, memo) for v in value])
     elif t is dict or t is KeyRing:
         new = memo[id(value)] = t()
         for k, v in value.items():
-            new[k] = _copied(v, memo)
+            new[k] = v if type(v) in _SHARED else _copied(v, memo)
     elif _plain_dataclass(t) and all(type(v) in _SHARED for v in vars(value).values()):
         new = memo[id(value)] = object.__new__(t)
         new.__dict__.update(vars(value))
@@ -188,7 +189,9 @@ class StateAggregate(Aggregate):
     def __deepcopy__(self, memo: dict[int, Any]) -> StateAggregate:
         new = object.__new__(type(self))
         memo[id(self)] = new
-        new.__dict__.update({k: _copied(v, memo) for k, v in self.__dict__.items()})
+        new.__dict__.update(
+            {k: v if type(v) in _SHARED else _copied(v, memo) for k, v in self.__dict__.items()}
+        )
         return new
 
 
