@@ -927,8 +927,11 @@ def _signing_keys(
     decoded: dict[str, list[bytes] | ValueError] = {}
     plans: dict[tuple[str, str], _Plan] = {}
     everyone: dict[str, bytes] | None = None
-    jobs: list[tuple[_Item, _Plan]] = []
-    for item in items:
+    signatures.settle()
+    # Most were checked ahead with their first candidate: only the rest go to the pool.
+    found: list[tuple[str, bytes | None] | None] = []
+    rest: list[tuple[int, _Item, _Plan]] = []
+    for position, item in enumerate(items):
         actor, hint = item.actor, item.envelope.keyid_fingerprint
         if actor not in enrolled:
             raise VerificationError(
@@ -956,11 +959,15 @@ def _signing_keys(
                 public = everyone.get(hint)
                 other = None if public is None else (public, signatures.key(public))
             plan = plans[(actor, hint)] = (candidates, hinted_own, other)
-        jobs.append((item, plan))
-    signatures.settle()
+        first = plan[0][0] if plan[0] else None
+        if first is not None and signatures.verified(item, first[1]):
+            found.append((first[0], first[1]))
+        else:
+            found.append(None)
+            rest.append((position, item, plan))
 
-    def check(job: tuple[_Item, _Plan]) -> tuple[str, bytes | None] | None:
-        item, (candidates, hinted_own, other) = job
+    def check(job: tuple[int, _Item, _Plan]) -> tuple[str, bytes | None] | None:
+        _, item, (candidates, hinted_own, other) = job
         for fp, public, obj in candidates:
             if signatures.verify(item, public, obj):
                 return fp, public
@@ -971,20 +978,10 @@ def _signing_keys(
             return hint, None
         return (hint, other[0]) if signatures.verify(item, *other) else None
 
-    # Most were checked ahead with their first candidate: only the rest go to the pool.
-    found: dict[int, tuple[str, bytes | None] | None] = {}
-    rest = []
-    for item, plan in jobs:
-        candidates = plan[0]
-        if candidates and signatures.verified(item, candidates[0][1]):
-            found[item.index] = candidates[0][:2]
-        else:
-            rest.append((item, plan))
-    for (item, _), signing in zip(rest, signatures.map(check, rest), strict=True):
-        found[item.index] = signing
+    for (position, _, _), signing in zip(rest, signatures.map(check, rest), strict=True):
+        found[position] = signing
     out: dict[int, tuple[str, bytes | None]] = {}
-    for item in items:
-        signing = found[item.index]
+    for item, signing in zip(items, found, strict=True):
         if signing is None:
             raise VerificationError(
                 "signature", f"no key of {item.actor} verifies its DSSE signature", item.index
