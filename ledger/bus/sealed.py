@@ -29,14 +29,16 @@ set bit of its size), so checking roots costs no tree store.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import bisect
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from nats.aio.client import Client as NATS
 
@@ -206,25 +208,48 @@ class SealedReader:
         ``request_size``: messages asked for per direct-get request."""
         last = await last_sequence(self.nc, LEDGER) if up_to is None else up_to
         pending: list[StoredMessage] = []
-        # Closed with this generator (a reader that stops early), not left to the
-        # garbage collector after the connection is gone.
-        messages = read_stream(self.nc, LEDGER, self.position + 1, last, batch=request_size)
-        async with contextlib.aclosing(messages):
-            async for m in messages:
-                pending.append(m)
-                value = m.headers.get(HDR_SEAL)
-                if value is None:
-                    continue
-                batch = self._check(pending, value)
-                self.position = m.sequence
-                pending = []
-                if batch is not None:
-                    yield batch
-        if pending:
-            # A committed atomic batch is visible whole, its seal on its last
-            # message: an unsealed tail is not the notary's.
-            self._foreign(pending, "no seal covers it")
-            self.position = pending[-1].sequence
+        start = self.position + 1
+        while True:
+            # Closed with this generator (a reader that stops early), not left to the
+            # garbage collector after the connection is gone.
+            messages = read_stream(self.nc, LEDGER, start, last, batch=request_size)
+            async with contextlib.aclosing(messages):
+                async for m in messages:
+                    pending.append(m)
+                    value = m.headers.get(HDR_SEAL)
+                    if value is None:
+                        continue
+                    batch = self._check(pending, value)
+                    self.position = m.sequence
+                    pending = []
+                    if batch is not None:
+                        yield batch
+            if not pending:
+                return
+            # An unsealed run at the end: an atomic batch being committed is applied
+            # message by message, and readers see its first messages before its last,
+            # sealed one (no isolated reads, nats-io/nats-server#7128). Its commit
+            # takes milliseconds: read on when LEDGER grows; still unsealed after
+            # IN_PROGRESS_SECONDS, it is not the notary's.
+            grown = await self._more_after(pending[-1], last)
+            if grown is None:
+                self._foreign(pending, "no seal covers it")
+                self.position = pending[-1].sequence
+                return
+            start, last = last + 1, grown
+
+    async def _more_after(self, tail: StoredMessage, last: int) -> int | None:
+        """LEDGER's new last sequence once it grows past ``last``, or None if it does
+        not within :data:`IN_PROGRESS_SECONDS` (at once if ``tail`` is old)."""
+        if not _recent(tail, 60.0):
+            return None
+        deadline = time.monotonic() + IN_PROGRESS_SECONDS
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            current = await last_sequence(self.nc, LEDGER)
+            if current > last:
+                return current
+        return None
 
     def _foreign(self, messages: Sequence[StoredMessage], why: str) -> None:
         for m in messages:
@@ -334,3 +359,21 @@ def trusted_seals(trust: TrustPolicy) -> SealCache:
 def trusted_reader(nc: NATS, trust: TrustPolicy, alarms: Alarms | None = None) -> SealedReader:
     """A sealed reader of the ledger of ``trust`` (its origin, its log keys)."""
     return SealedReader(nc, trusted_seals(trust), trust.origin, alarms or Alarms())
+
+
+#: How long an unsealed run at the end of LEDGER may be a batch still being
+#: committed (which takes milliseconds) before it is taken as foreign.
+IN_PROGRESS_SECONDS = 2.0
+
+
+def _recent(m: StoredMessage, seconds: float) -> bool:
+    """Whether ``m`` was stored less than ``seconds`` ago by its ``Nats-Time-Stamp``
+    (a message without a readable stamp is not recent)."""
+    stamp = m.headers.get("Nats-Time-Stamp", "")
+    try:
+        # RFC 3339 with nanoseconds: microseconds are enough here.
+        head, _, frac = stamp.rstrip("Z").partition(".")
+        stored = datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00")
+    except ValueError:
+        return False
+    return (datetime.now(UTC) - stored).total_seconds() < seconds

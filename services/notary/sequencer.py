@@ -87,6 +87,7 @@ from ledger.state.application import (
     SignatureCheck,
 )
 from ledger.state.asyncbridge import StateThread
+from ledger.state.successor import begin_after
 from services.notary import NotaryError
 from services.notary.answers import RecentRejections, accepted, is_inbox
 from services.notary.submission import (
@@ -152,6 +153,8 @@ class Sequencer:
         self._consumer: object | None = None
         #: The next batch, fetched and verified while the current one is integrated.
         self._ahead: asyncio.Task[_Prepared | None] | None = None
+        #: The batch sent to LEDGER and not yet recorded (at most one).
+        self._inflight: _InFlight | None = None
         # Seals by any log key of the trust policy, valid at the seal's time (a
         # rotated-out key's seals stay valid), or, without a policy, by this key.
         self._seal_cache = (
@@ -200,14 +203,26 @@ class Sequencer:
     async def step(self) -> None:
         """Integrate one batch from INTAKE (waiting up to half a second for one).
 
-        Pipelined: while a batch is admitted, appended and answered, the next one
-        is already fetched, prechecked and its signatures verified (work that
-        needs no state), so the verification threads and the LEDGER fsync overlap.
-        Admission, appends and answers stay strictly one batch after the other."""
+        Pipelined: while batch k is appended to LEDGER (nats-server making it
+        durable), batch k+1 is already admitted on the state as it will be once k
+        is recorded (:func:`ledger.state.successor.begin_after`), and batch k+2 is
+        fetched, prechecked and its signatures verified. Appends stay one after the
+        other (k+1's is sent only once k's is acknowledged, fenced on k's last
+        sequence), records and answers in order. If LEDGER refuses k, k+1's
+        admission is dropped unrecorded and both are judged again after a catch-up."""
         assert self._consumer is not None, "start() first"
-        task, self._ahead = self._ahead, None
-        prepared = await (task if task is not None else self._fetch_prepared())
+        ahead = self._ahead or asyncio.create_task(self._fetch_prepared())
+        self._ahead = None
+        inflight = self._inflight
+        if inflight is not None and not ahead.done():
+            # Whichever comes first: the next batch, or the batch in flight being
+            # durable (then it is recorded and answered at once, not after the fetch).
+            await asyncio.wait({ahead, inflight.append}, return_when=asyncio.FIRST_COMPLETED)
+            if not ahead.done():
+                await self._settle_logged()
+        prepared = await ahead
         if prepared is None:
+            await self._settle_logged()
             return
         self._ahead = asyncio.create_task(self._fetch_prepared())
         try:
@@ -215,6 +230,7 @@ class Sequencer:
         except Exception:
             # Unacked messages come back after ack_wait; nothing is lost.
             log.exception("batch of %d failed; it will be redelivered", len(prepared.subs))
+            await self._settle_logged()
             await asyncio.sleep(0.5)
 
     async def _fetch_prepared(self) -> _Prepared | None:
@@ -236,6 +252,7 @@ class Sequencer:
             return None
 
     async def unsubscribe(self) -> None:
+        await self._settle_logged()
         await self._wait_answered()
         task, self._ahead = self._ahead, None
         if task is not None:
@@ -298,7 +315,8 @@ class Sequencer:
             raise NotaryError(f"state and tree stopped at {reached}, expected {size} entries")
         if size > before:
             log.info("caught up with LEDGER: %d -> %d entries (#%d)", before, size, last)
-        self.last_sequence = last
+        # The reader may have read on past ``last`` (a batch being committed).
+        self.last_sequence = max(last, self.reader.position)
         self.last_integrated = self.reader.last_integrated
 
     def _new_reader(self) -> SealedReader:
@@ -433,6 +451,7 @@ class Sequencer:
         fenced like any batch; return it, or the last one if nothing was appended
         since. None when LEDGER is empty or another notary appended first (this
         one caught up; the caller tries again later)."""
+        await self._settle()  # LEDGER appends one at a time: the batch in flight first
         if self.reader.size == 0:
             return None
         if self.heads_current:
@@ -546,6 +565,7 @@ class Sequencer:
     async def process(self, msgs: Sequence[Msg]) -> None:
         """Integrate one batch of INTAKE messages and answer it (not pipelined)."""
         await self._integrate(await self.prepare(msgs))
+        await self._settle()
         await self._wait_answered()
 
     async def prepare(self, msgs: Sequence[Msg]) -> _Prepared:
@@ -557,16 +577,19 @@ class Sequencer:
         freshness = trust.freshness if trust is not None else DEFAULT_FRESHNESS
         for s in subs:
             precheck(s, now, freshness)
+            s.prechecked = s.early
         results = await self._preverify([s for s in subs if s.early is None and s.env is not None])
         return _Prepared(subs, results)
 
     async def _integrate(self, prepared: _Prepared) -> None:
-        """Admit, append and record one prepared batch; its receipts and answers
-        go out in the background (one batch answering at a time, in order) while
-        the next batch is admitted."""
+        """Admit one prepared batch and send it to LEDGER (in flight: recorded and
+        answered by :meth:`_settle`), on top of the batch in flight if there is one."""
         subs = prepared.subs
         signatures = self.signatures.checker(prepared.results)
-        now = self._integration_time()
+        inflight = self._inflight
+        if inflight is not None and any(_event_id_of(s) in inflight.rejected for s in subs):
+            # Judged again only once the rejection in flight is final (below).
+            await self._settle()
         if self._answering is not None and any(
             _event_id_of(s) in self._answering_rejected for s in subs
         ):
@@ -582,11 +605,32 @@ class Sequencer:
                 s.outcome = None
                 s.early = None
                 s.env = None
-        proofs: list[list[bytes]] | None = None
-        t0 = time.perf_counter()
-        for attempt in range(1, 11):
-            batch = await self.state_thread.call(self._admit_all, subs, now, signatures)
-            t1 = time.perf_counter()
+        inflight = self._inflight
+        if inflight is not None:
+            now = self._integration_time()
+            t0 = time.perf_counter()
+            batch = await self.state_thread.call(
+                self._admit_all, subs, now, signatures, inflight.batch
+            )
+            admitted_in = time.perf_counter() - t0
+            if await self._settle() and batch.admitted:
+                self._launch(prepared, signatures, batch, admitted_in)
+                return
+            # The batch in flight did not reach LEDGER (this one was admitted on
+            # top of it: dropped), or nothing to append (judged again below, with
+            # the check that the state it was judged on is LEDGER's).
+        await self._integrate_now(prepared, signatures)
+
+    async def _integrate_now(self, prepared: _Prepared, signatures: SignatureCheck) -> None:
+        """Admit on the recorded state and send what is admitted to LEDGER (in flight);
+        rejections only, judged again until the state they were judged on is
+        LEDGER's (another notary may have appended)."""
+        assert self._inflight is None
+        subs = prepared.subs
+        now = self._integration_time()
+        for _ in range(10):
+            t0 = time.perf_counter()
+            batch = await self.state_thread.call(self._admit_all, subs, now, signatures, None)
             if not batch.admitted:
                 # Nothing to append, so no fence proves the state was current.
                 # Refusals judged on a stale state (another notary appended
@@ -598,39 +642,110 @@ class Sequencer:
                         await self.sync()
                         now = self._integration_time()
                         continue
-                break
-            try:
-                seals = await self._append(batch)
-            except BusError as e:
-                self.stats["fenced"] += 1
-                log.info("append refused (%s), attempt %d: catching up with LEDGER", e, attempt)
-                await self.sync()
-                now = self._integration_time()
-                continue
-            t2 = time.perf_counter()
-            try:
-                proofs = await self.state_thread.call(self._record, batch, seals)
-            except Exception:
-                log.exception("recording state or tree failed; rebuilding from LEDGER")
-                await self.sync()
-            # Released only now: a seal of a batch LEDGER refused never leaves.
-            self._sealed(batch, seals)
-            self.last_sequence = batch.last_sequence
-            self.last_integrated = batch.admitted[-1].entry.integrated
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "batch of %d: %d admitted, admit %.1f ms, append %.1f ms, record %.1f ms",
-                    len(subs),
-                    len(batch.admitted),
-                    (t1 - t0) * 1000,
-                    (t2 - t1) * 1000,
-                    (time.perf_counter() - t2) * 1000,
-                )
-            break
-        else:
-            log.error("could not append a batch after 10 attempts; leaving it to redelivery")
+                self._answer_later(subs, [], None)
+                return
+            # In flight: settled (recorded, answered; judged again if refused) by
+            # the next step, or as soon as LEDGER acknowledges it.
+            self._launch(prepared, signatures, batch, time.perf_counter() - t0)
             return
-        admitted: list[ev.Event] = [a.event for a in batch.admitted]
+        log.error("could not judge a batch on a current state after 10 catch-ups; leaving it")
+
+    def _launch(
+        self,
+        prepared: _Prepared,
+        signatures: SignatureCheck,
+        batch: Batch,
+        admit_seconds: float,
+        attempt: int = 1,
+    ) -> None:
+        """Send an admitted batch to LEDGER; it is in flight until :meth:`_settle`."""
+        assert self._inflight is None
+        rejected = {
+            event_id
+            for s in prepared.subs
+            if isinstance(s.outcome, errors.Rejection) and (event_id := _event_id_of(s))
+        }
+        self._inflight = _InFlight(
+            prepared,
+            signatures,
+            batch,
+            asyncio.create_task(self._append(batch)),
+            rejected,
+            attempt,
+            admit_seconds,
+            time.perf_counter(),
+        )
+
+    async def _settle_logged(self) -> None:
+        try:
+            await self._settle()
+        except Exception:
+            log.exception("finishing the batch in flight failed; it will be redelivered")
+
+    async def _settle(self) -> bool:
+        """Finish the batch in flight, if any: once LEDGER acknowledged it, record it
+        (state, tree, head map, proofs), release its seals and answer it in the
+        background. If LEDGER refused it: catch up and integrate its submissions
+        again (not pipelined); False then (a batch admitted on top of it is void)."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return True
+        batch = inflight.batch
+        try:
+            seals = await inflight.append
+        except BusError as e:
+            self.stats["fenced"] += 1
+            log.info(
+                "append refused (%s), attempt %d: catching up with LEDGER", e, inflight.attempt
+            )
+            await self.sync()
+            if inflight.attempt >= 10:
+                log.error("could not append a batch after 10 attempts; leaving it to redelivery")
+                return False
+            await self._integrate_again(inflight)
+            return False
+        appended = time.perf_counter()
+        proofs: list[list[bytes]] | None = None
+        try:
+            proofs = await self.state_thread.call(self._record, batch, seals)
+        except Exception:
+            log.exception("recording state or tree failed; rebuilding from LEDGER")
+            await self.sync()
+        # Released only now: a seal of a batch LEDGER refused never leaves.
+        self._sealed(batch, seals)
+        self.last_sequence = batch.last_sequence
+        self.last_integrated = batch.admitted[-1].entry.integrated
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "batch of %d: %d admitted, admit %.1f ms, append %.1f ms, record %.1f ms",
+                len(inflight.prepared.subs),
+                len(batch.admitted),
+                inflight.admit_seconds * 1000,
+                (appended - inflight.sent) * 1000,
+                (time.perf_counter() - appended) * 1000,
+            )
+        self._answer_later(inflight.prepared.subs, batch.admitted, proofs)
+        return True
+
+    async def _integrate_again(self, inflight: _InFlight) -> None:
+        """The submissions of a batch LEDGER refused, judged again on the caught-up
+        state (the same attempt count: ten in all)."""
+        prepared, signatures = inflight.prepared, inflight.signatures
+        now = self._integration_time()
+        batch = await self.state_thread.call(self._admit_all, prepared.subs, now, signatures, None)
+        if not batch.admitted:
+            # Judged on the state just caught up with: final for this round.
+            self._answer_later(prepared.subs, [], None)
+            return
+        self._launch(prepared, signatures, batch, 0.0, inflight.attempt + 1)
+        await self._settle()
+
+    def _answer_later(
+        self, subs: list[Submission], admitted: list[Admitted], proofs: list[list[bytes]] | None
+    ) -> None:
+        """Receipts, verdicts and acks of a decided batch, in the background, after
+        the previous batch's."""
+        events: list[ev.Event] = [a.event for a in admitted]
         new = self._new_receipts(subs, proofs)
         previous = self._answering
         # Every event id rejected by a batch not yet answered (the previous
@@ -641,7 +756,7 @@ class Sequencer:
             for s in subs
             if isinstance(s.outcome, errors.Rejection) and (event_id := _event_id_of(s))
         }
-        self._answering = asyncio.create_task(self._answer_batch(previous, subs, admitted, new))
+        self._answering = asyncio.create_task(self._answer_batch(previous, subs, events, new))
 
     async def _answer_batch(
         self,
@@ -690,23 +805,35 @@ class Sequencer:
         return verified
 
     def _admit_all(
-        self, subs: list[Submission], now: datetime, signatures: SignatureCheck
+        self,
+        subs: list[Submission],
+        now: datetime,
+        signatures: SignatureCheck,
+        after: Batch | None,
     ) -> Batch:
-        """The sequential pass, on the state thread: decide every submission."""
-        batch = self.state.begin(first_sequence=self.last_sequence + 1)
+        """The sequential pass, on the state thread: decide every submission, on the
+        recorded state or, with ``after``, on the state once ``after`` is recorded."""
+        if after is None:
+            batch = self.state.begin(first_sequence=self.last_sequence + 1)
+        else:
+            batch = begin_after(after)
         # The duplicate check of the whole batch in one query.
         batch.prefetch([s.event.event_id for s in subs if s.event is not None and s.early is None])
         for s in subs:
+            if s.remembered is not None:
+                continue  # answered with the rejection it had before
+            # What the precheck found (a batch may be admitted again after a catch-up).
+            s.early = s.outcome = s.prechecked
             if (
                 isinstance(s.early, errors.Stale)
                 and s.event is not None
-                and self.state.event_record(s.event.event_id) is not None
+                and batch.state.event_record(s.event.event_id) is not None
             ):
                 # Freshness refuses old signatures, not old answers: an event
                 # already in the ledger is judged (its receipt, or a duplicate).
                 s.early = s.outcome = None
             if s.early is not None or s.env is None or s.event is None:
-                continue  # rejected before admission, or remembered
+                continue  # rejected before admission
             s.outcome = None
             try:
                 s.outcome = batch.admit(s.env, s.event, now, signatures=signatures)
@@ -907,6 +1034,21 @@ TRANSIENT_CODES = frozenset({errors.InternalError.code})
 #: The signed rejection note kept with a rejected submission in REJECTED (base64).
 HDR_REJECTION = "Ailedger-Rejection"
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+@dataclass
+class _InFlight:
+    """A batch admitted and sent to LEDGER, not yet acknowledged nor recorded."""
+
+    prepared: _Prepared
+    signatures: SignatureCheck
+    batch: Batch
+    append: asyncio.Task[list[Seal]]
+    #: The event ids it rejects (a later batch holding one waits for it to settle).
+    rejected: set[str]
+    attempt: int
+    admit_seconds: float
+    sent: float
 
 
 @dataclass

@@ -40,6 +40,9 @@ class Submission:
     event: ev.AnyEvent | None = None
     #: A rejection found before any state was consulted; final.
     early: errors.Rejection | None = None
+    #: What the precheck found (``early`` may be lifted by admission: a stale
+    #: signature on an event already in the ledger is answered, not refused).
+    prechecked: errors.Rejection | None = None
     outcome: Admitted | AlreadyIntegrated | errors.Rejection | None = None
     receipt: Receipt | None = None
     #: A final rejection of the same event id remembered from before: answered again.
