@@ -413,31 +413,13 @@ class Sequencer:
                 self.reader.add_own(seal, entries[start : start + count])
             start += count
 
-    def _record(self, batch: Batch, seals: Sequence[Seal] = ()) -> list[list[bytes]]:
+    def _record(self, batch: Batch) -> None:
         """On the state thread: the batch LEDGER acknowledged, into the state, the tree
-        and the head map; then the inclusion proofs of its entries under ``seals``
-        (the receipts' proofs, read while the tree's pages are warm)."""
+        and the head map."""
         self.state.commit(batch)
         self._append_leaves(batch.first_index, [a.entry.leaf_hash for a in batch.admitted])
         for a in batch.admitted:
             self.heads.note(a.entry.subject, a.entry.index, a.entry.leaf_hash)
-        proofs: list[list[bytes]] = []
-        start = 0
-        for seal in seals:
-            # Each seal ends its chunk: the chunk's leaves are the tree's newest.
-            end = seal.size - batch.first_index
-            leaves = [a.entry.leaf_hash for a in batch.admitted[start:end]]
-            chunk = merkle.prove_newest(seal.size, leaves, self.tree.read_hashes)
-            # Checked at both ends against the seal's root (every proof of the
-            # chunk comes from the same levels); receipts then skip the check.
-            for i in {0, len(chunk) - 1}:
-                entry = batch.admitted[start + i].entry
-                merkle.verify_inclusion(
-                    entry.leaf_hash, entry.index, seal.size, chunk[i], seal.root
-                )
-            proofs += chunk
-            start = end
-        return proofs
 
     # --- heads leaves ------------------------------------------------------------
 
@@ -665,16 +647,73 @@ class Sequencer:
             for s in prepared.subs
             if isinstance(s.outcome, errors.Rejection) and (event_id := _event_id_of(s))
         }
+        append = asyncio.create_task(self._append(batch))
         self._inflight = _InFlight(
             prepared,
             signatures,
             batch,
-            asyncio.create_task(self._append(batch)),
+            append,
+            asyncio.create_task(self._acknowledged(prepared, batch, append, admit_seconds)),
             rejected,
             attempt,
-            admit_seconds,
-            time.perf_counter(),
         )
+
+    async def _acknowledged(
+        self,
+        prepared: _Prepared,
+        batch: Batch,
+        append: asyncio.Task[list[Seal]],
+        admit_seconds: float,
+    ) -> asyncio.Future[None] | None:
+        """As soon as LEDGER acknowledges a batch (whatever the sequencer is doing):
+        its recording queued on the state thread, its seals released, its receipts
+        proved and its answers sent. None if LEDGER refused it (:meth:`_settle`
+        catches up and judges it again)."""
+        sent = time.perf_counter()
+        try:
+            seals = await append
+        except BusError:
+            return None
+        appended = time.perf_counter()
+        # Queued first: whatever the answers ask the state thread comes after it.
+        recording = self.state_thread.submit(self._record, batch)
+        # The proofs from the batch's leaves and the tree's earlier hashes (the
+        # previous batch is recorded: its settling waited for it).
+        proofs = self._prove(batch, seals)
+        # Released only now: a seal of a batch LEDGER refused never leaves.
+        self._sealed(batch, seals)
+        self.last_sequence = batch.last_sequence
+        self.last_integrated = batch.admitted[-1].entry.integrated
+        self._answer_later(prepared.subs, batch.admitted, proofs)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "batch of %d: %d admitted, admit %.1f ms, append %.1f ms",
+                len(prepared.subs),
+                len(batch.admitted),
+                admit_seconds * 1000,
+                (appended - sent) * 1000,
+            )
+        return recording
+
+    def _prove(self, batch: Batch, seals: Sequence[Seal]) -> list[list[bytes]]:
+        """Inclusion proofs of a batch's entries under their seals, from the chunks'
+        leaves in memory (each chunk is the tree's newest leaves under its seal)
+        and the tree file's hashes left of them, each chunk checked at both ends
+        against its seal's root."""
+        proofs: list[list[bytes]] = []
+        start = 0
+        for seal in seals:
+            end = seal.size - batch.first_index
+            leaves = [a.entry.leaf_hash for a in batch.admitted[start:end]]
+            chunk = merkle.prove_newest(seal.size, leaves, self.tree.read_hashes)
+            for i in {0, len(chunk) - 1}:
+                entry = batch.admitted[start + i].entry
+                merkle.verify_inclusion(
+                    entry.leaf_hash, entry.index, seal.size, chunk[i], seal.root
+                )
+            proofs += chunk
+            start = end
+        return proofs
 
     async def _settle_logged(self) -> None:
         try:
@@ -683,20 +722,20 @@ class Sequencer:
             log.exception("finishing the batch in flight failed; it will be redelivered")
 
     async def _settle(self) -> bool:
-        """Finish the batch in flight, if any: once LEDGER acknowledged it, record it
-        (state, tree, head map, proofs), release its seals and answer it in the
-        background. If LEDGER refused it: catch up and integrate its submissions
-        again (not pipelined); False then (a batch admitted on top of it is void)."""
+        """Finish the batch in flight, if any: wait until it is acknowledged (then
+        answered) and recorded. If LEDGER refused it: catch up and integrate its
+        submissions again; False then (a batch admitted on top of it is void)."""
         inflight, self._inflight = self._inflight, None
         if inflight is None:
             return True
-        batch = inflight.batch
-        try:
-            seals = await inflight.append
-        except BusError as e:
+        recording = await inflight.acknowledged
+        if recording is None:
+            error = inflight.append.exception()
             self.stats["fenced"] += 1
             log.info(
-                "append refused (%s), attempt %d: catching up with LEDGER", e, inflight.attempt
+                "append refused (%s), attempt %d: catching up with LEDGER",
+                error,
+                inflight.attempt,
             )
             await self.sync()
             if inflight.attempt >= 10:
@@ -704,27 +743,11 @@ class Sequencer:
                 return False
             await self._integrate_again(inflight)
             return False
-        appended = time.perf_counter()
-        proofs: list[list[bytes]] | None = None
         try:
-            proofs = await self.state_thread.call(self._record, batch, seals)
+            await recording
         except Exception:
             log.exception("recording state or tree failed; rebuilding from LEDGER")
             await self.sync()
-        # Released only now: a seal of a batch LEDGER refused never leaves.
-        self._sealed(batch, seals)
-        self.last_sequence = batch.last_sequence
-        self.last_integrated = batch.admitted[-1].entry.integrated
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "batch of %d: %d admitted, admit %.1f ms, append %.1f ms, record %.1f ms",
-                len(inflight.prepared.subs),
-                len(batch.admitted),
-                inflight.admit_seconds * 1000,
-                (appended - inflight.sent) * 1000,
-                (time.perf_counter() - appended) * 1000,
-            )
-        self._answer_later(inflight.prepared.subs, batch.admitted, proofs)
         return True
 
     async def _integrate_again(self, inflight: _InFlight) -> None:
@@ -1044,11 +1067,11 @@ class _InFlight:
     signatures: SignatureCheck
     batch: Batch
     append: asyncio.Task[list[Seal]]
+    #: Once acknowledged: answered, its recording queued (None: LEDGER refused it).
+    acknowledged: asyncio.Task[asyncio.Future[None] | None]
     #: The event ids it rejects (a later batch holding one waits for it to settle).
     rejected: set[str]
     attempt: int
-    admit_seconds: float
-    sent: float
 
 
 @dataclass
