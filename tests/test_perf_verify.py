@@ -114,3 +114,31 @@ async def test_the_switch_interval_is_restored(ledger: Harness) -> None:
     with pytest.raises(VerificationError):
         verify_bundle(json.dumps(broken).encode(), trust, threads=2)
     assert sys.getswitchinterval() == before
+
+
+def test_proof_hashes_are_decoded_once_and_judged_as_before() -> None:
+    from ledger.verify.bundle import _hashes
+
+    a, b = bytes(range(32)), bytes(range(1, 33))
+    text = [base64.b64encode(h).decode() for h in (a, b)]
+    seen: dict[str, bytes] = {}
+    assert _hashes(text, "proof", 3, seen) == [a, b]
+    assert set(seen) == set(text)
+    again = _hashes([text[1], text[0]], "proof", 4, seen)
+    assert again == [b, a] and again[0] is seen[text[1]]  # from the memo, not decoded again
+
+    def error(value: object) -> str:
+        with pytest.raises(VerificationError) as e:
+            _hashes(value, "proof", 5, seen)
+        assert e.value.check == "bundle" and e.value.index == 5
+        return e.value.message
+
+    short = base64.b64encode(b"x" * 31).decode()
+    assert error("AAAA") == "proof must be a list of base64 hashes"
+    assert error([text[0], 7]) == "proof must be a base64 string"
+    assert error([text[0], ["AAAA"]]) == "proof must be a base64 string"
+    assert error([short, text[1]]) == "proof holds a hash that is not 32 bytes"
+    # every hash is decoded before sizes are judged: a bad one after a short one is named
+    assert error([short, "not base64!"]) == "proof is not valid base64"
+    assert error([text[0][:-2] + "B="]) == "proof is not canonical base64"
+    assert short not in seen

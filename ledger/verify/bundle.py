@@ -60,7 +60,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -303,10 +303,15 @@ def _hashes(
     if not isinstance(value, list):
         raise VerificationError("bundle", f"{what} must be a list of base64 hashes", index)
     seen = {} if seen is None else seen
+    try:
+        known: list[bytes | None] = [seen.get(text) for text in value]
+    except TypeError:  # not a string (unhashable): _b64 says so below
+        known = [None] * len(value)
+    if None not in known:
+        return cast("list[bytes]", known)
     out = []
     short = False
-    for text in value:
-        raw = seen.get(text) if isinstance(text, str) else None
+    for text, raw in zip(value, known, strict=True):
         if raw is None:
             raw = _b64(text, what, index)
             if len(raw) == HASH_SIZE:
