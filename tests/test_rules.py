@@ -471,7 +471,16 @@ def scenario_view(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Complian
         stop = asyncio.Event()
         ready: asyncio.Future[tuple[str, Notary]] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(
-            serve(home, stop, clock=clock, on_ready=lambda url, n: ready.set_result((url, n)))
+            serve(
+                home,
+                stop,
+                clock=clock,
+                on_ready=lambda url, n: ready.set_result((url, n)),
+                # Checkpoints (each after a heads leaf) only where the scenario asks
+                # for them: the evidence indexes below do not depend on timing.
+                checkpoint_interval=3600.0,
+                checkpoint_every=100_000,
+            )
         )
         url, notary = await asyncio.wait_for(asyncio.shield(ready), 30)
         outcomes = await play(url, home, Scenario(home.regulator_key()), clock, notary=notary)
