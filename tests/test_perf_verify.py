@@ -142,3 +142,31 @@ def test_proof_hashes_are_decoded_once_and_judged_as_before() -> None:
     assert error([short, "not base64!"]) == "proof is not valid base64"
     assert error([text[0][:-2] + "B="]) == "proof is not canonical base64"
     assert short not in seen
+
+
+def test_canonical_base64_is_what_re_encoding_gives() -> None:
+    """The bundle's base64 check (strict decoding, zero unused bits in the final
+    quantum) accepts exactly the texts that re-encode to themselves: every string of up
+    to 5 characters over letters with each low-bit pattern, padding and a bad char."""
+    import binascii
+    import itertools
+
+    from ledger.verify.bundle import _b64
+
+    def reference(text: str) -> str | bytes:
+        try:
+            raw = binascii.a2b_base64(text, strict_mode=True)
+        except (binascii.Error, ValueError):
+            return "not valid"
+        return raw if binascii.b2a_base64(raw, newline=False) == text.encode() else "canonical"
+
+    def judged(text: str) -> str | bytes:
+        try:
+            return _b64(text, "x")
+        except VerificationError as e:
+            return "not valid" if "not valid" in e.message else "canonical"
+
+    for n in range(6):
+        for chars in itertools.product("AQBgw/+9a=-", repeat=n):
+            text = "".join(chars)
+            assert judged(text) == reference(text), text

@@ -282,14 +282,26 @@ def _structure(data: bytes) -> dict[str, Any]:
     return doc
 
 
+_B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
 def _b64(text: object, what: str, index: int | None = None) -> bytes:
+    """Canonical standard base64 (RFC 4648 §4, padded), decoded."""
     if not isinstance(text, str):
         raise VerificationError("bundle", f"{what} must be a base64 string", index)
     try:
         raw = binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
         raise VerificationError("bundle", f"{what} is not valid base64", index) from None
-    if binascii.b2a_base64(raw, newline=False) != text.encode():
+    # The strict decoder refuses other characters, misplaced or excess padding; what
+    # else could spell the same bytes is a final quantum whose unused bits are not
+    # zero (RFC 4648 §3.5): 4 bits before "==", 2 before "=". (Equivalent to
+    # re-encoding and comparing, without copying a whole entry again.)
+    if len(text) % 4 or (
+        _B64_ALPHABET.find(text[-3]) & 0x0F
+        if text.endswith("==")
+        else text.endswith("=") and _B64_ALPHABET.find(text[-2]) & 0x03
+    ):
         raise VerificationError("bundle", f"{what} is not canonical base64", index)
     return raw
 
@@ -307,21 +319,17 @@ def _hashes(
         known: list[bytes | None] = [seen.get(text) for text in value]
     except TypeError:  # not a string (unhashable): _b64 says so below
         known = [None] * len(value)
-    if None not in known:
-        return cast("list[bytes]", known)
-    out = []
     short = False
-    for text, raw in zip(value, known, strict=True):
-        if raw is None:
-            raw = _b64(text, what, index)
-            if len(raw) == HASH_SIZE:
-                seen[str(text)] = raw
-            else:
-                short = True
-        out.append(raw)
+    for position in [i for i, raw in enumerate(known) if raw is None]:
+        text = value[position]
+        raw = known[position] = _b64(text, what, index)
+        if len(raw) == HASH_SIZE:
+            seen[str(text)] = raw
+        else:
+            short = True
     if short:
         raise VerificationError("bundle", f"{what} holds a hash that is not 32 bytes", index)
-    return out
+    return cast("list[bytes]", known)
 
 
 # --- checkpoint -------------------------------------------------------------------
