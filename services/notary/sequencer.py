@@ -677,13 +677,18 @@ class Sequencer:
         appended = time.perf_counter()
         # Queued first: whatever the answers ask the state thread comes after it.
         recording = self.state_thread.submit(self._record, batch)
-        # The proofs from the batch's leaves and the tree's earlier hashes (the
-        # previous batch is recorded: its settling waited for it).
-        proofs = self._prove(batch, seals)
         # Released only now: a seal of a batch LEDGER refused never leaves.
         self._sealed(batch, seals)
         self.last_sequence = batch.last_sequence
         self.last_integrated = batch.admitted[-1].entry.integrated
+        # The proofs from the batch's leaves and the tree's earlier hashes (the
+        # previous batch is recorded: its settling waited for it).
+        proofs: list[list[bytes]] | None = None
+        try:
+            proofs = self._prove(batch, seals)
+        except Exception:
+            # Read from the tree once recorded, each checked (_sign_receipts).
+            log.exception("proving batch %d.. in memory failed", batch.first_index)
         self._answer_later(prepared.subs, batch.admitted, proofs)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
