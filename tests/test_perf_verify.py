@@ -170,3 +170,51 @@ def test_canonical_base64_is_what_re_encoding_gives() -> None:
         for chars in itertools.product("AQBgw/+9a=-", repeat=n):
             text = "".join(chars)
             assert judged(text) == reference(text), text
+
+
+async def test_worker_processes_judge_as_threads_do_and_a_dead_worker_changes_nothing(
+    ledger: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checks made ahead in worker processes (large bundles; here forced on a small
+    one): the same report as one thread, the same failure for a bad signature, and when
+    the workers die at once their batches are verified in the threads instead."""
+    import ledger.verify.bundle as bundle
+
+    _, bank = await ledger.enrol("bank", ["owner"])
+    await ledger.register(bank, "scorer")
+    for i in range(30):
+        await bank.submit(deploy(bank, f"1.{i}"))
+    trust = ledger.home.trust()
+    good = await export(ledger)
+    leaves = [e for e in await ledger_entries(ledger) if isinstance(e, Entry)]
+    env = json.loads(leaves[20].envelope)
+    sig = bytearray(base64.b64decode(env["signatures"][0]["sig"]))
+    sig[9] ^= 1
+    env["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
+    leaves[20] = dataclasses.replace(
+        leaves[20], envelope=json.dumps(env, separators=(",", ":")).encode()
+    )
+    chains = {"ledger/genesis": 0, "actor/bank": 1, "system/scorer": len(leaves) - 1}
+    bad = json.dumps(forged_bundle(ledger, leaves, chains)).encode()
+    alone = verify_bundle(good, trust, threads=1)
+
+    started: list[Any] = []
+    real = bundle._Process.__init__
+
+    def recorded(self: Any) -> None:
+        real(self)
+        started.append(self)
+
+    monkeypatch.setattr(bundle._Process, "__init__", recorded)
+    monkeypatch.setattr(bundle, "PROCESS_MIN_ENTRIES", 1)
+    monkeypatch.setattr(bundle, "AHEAD_BATCH", 4)
+    for worker, dies in ((bundle._WORKER, False), ("import sys; sys.exit(3)", True)):
+        monkeypatch.setattr(bundle, "_WORKER", worker)
+        started.clear()
+        assert verify_bundle(good, trust, threads=2).lines == alone.lines
+        assert len(started) == 2
+        assert any(p.broken for p in started) == dies
+        with pytest.raises(VerificationError) as e:
+            verify_bundle(bad, trust, threads=2)
+        assert (e.value.check, e.value.index) == ("signature", 20)
+        assert all(p.proc.returncode is not None for p in started)  # none left running

@@ -52,8 +52,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import itertools
 import os
+import queue
+import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -74,7 +77,7 @@ from ledger.formats.checkpoint import (
     parse_checkpoint,
     parse_tlog_proof,
 )
-from ledger.formats.dsse import EnvelopeError, ParsedEnvelope, parse_envelope
+from ledger.formats.dsse import EnvelopeError, ParsedEnvelope, pae, parse_envelope
 from ledger.formats.entry import Entry, MalformedEntryError
 from ledger.formats.errors import CHECK_FAILED, LedgerError
 from ledger.formats.heads import (
@@ -217,7 +220,8 @@ def verify_bundle(
     now = now or datetime.now(UTC)
     doc = _structure(data)
     checkpoint, note = _checkpoint(doc, trust)
-    with _Signatures(threads or min(32, os.cpu_count() or 1)) as signatures:
+    workers = threads or min(32, os.cpu_count() or 1)
+    with _Signatures(workers, len(doc["entries"])) as signatures:
         items = _entries(doc, checkpoint, signatures)
         chains = _chains(doc, items, checkpoint.size)
         completeness = _completeness(doc, checkpoint, items, chains)
@@ -821,9 +825,104 @@ def _switch_often(start: bool) -> None:
                 sys.setswitchinterval(_switch_saved)
 
 
+#: From this many entries per worker, the checks made ahead run in worker processes
+#: (about 40 ms of CPU each to start); below it, in the pool's threads.
+PROCESS_MIN_ENTRIES = 2000
+
+#: A worker process: reads frames of (32-byte key, 64-byte signature, 4-byte length,
+#: message) triples, answers one byte per triple: 1 when the key's Ed25519
+#: signature over the message verifies. Nothing else: which message, which key and
+#: what the answer means are the verifier's (:meth:`_Process.verify`).
+_WORKER = """
+import sys
+sys.path[:0] = sys.argv[1:]
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+read, out = sys.stdin.buffer.read, sys.stdout.buffer
+keys = {}
+while len(head := read(4)) == 4:
+    data, at, answers = read(int.from_bytes(head, "big")), 0, bytearray()
+    while at < len(data):
+        key, sig = data[at : at + 32], data[at + 32 : at + 96]
+        end = at + 100 + int.from_bytes(data[at + 96 : at + 100], "big")
+        public = keys.get(key) or keys.setdefault(key, Ed25519PublicKey.from_public_bytes(key))
+        try:
+            public.verify(sig, data[at + 100 : end])
+            answers.append(1)
+        except InvalidSignature:
+            answers.append(0)
+        at = end
+    out.write(len(answers).to_bytes(4, "big") + answers)
+    out.flush()
+"""
+
+
+class _Process:
+    """One worker process (:data:`_WORKER`), used by one pool thread at a time: the
+    Ed25519 verifications run there, so the threads need the GIL once a batch, not
+    once a signature (a thread back from a verification otherwise waits for the
+    parsing thread to drop the GIL, and each such hand-over costs tens of us)."""
+
+    def __init__(self) -> None:
+        self.broken = False
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _WORKER, *sys.path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        if self.proc.stdin is None or self.proc.stdout is None:  # pragma: no cover
+            raise OSError("no pipes to the worker process")
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
+
+    def verify(
+        self, batch: list[tuple[_Item, bytes, Ed25519PublicKey]]
+    ) -> list[tuple[int, bytes, bool]]:
+        """As :func:`_verify_batch`. An envelope of one signature is verified in the
+        process: ``ParsedEnvelope.verify`` is then exactly that signature over the PAE
+        of its payload. Others (the regulator's m-of-n acts), and every batch once
+        the process failed, are verified here."""
+        out: list[tuple[int, bytes, bool]] = []
+        sent: list[tuple[_Item, bytes, Ed25519PublicKey]] = []
+        frame = bytearray()
+        for item, public, obj in batch:
+            env = item.envelope
+            if self.broken or len(env.signatures) != 1:
+                out.append((item.index, public, env.verify(obj)))
+                continue
+            message = pae(env.payload_type, env.payload)
+            frame += public + env.signatures[0][1] + len(message).to_bytes(4, "big") + message
+            sent.append((item, public, obj))
+        if not sent:
+            return out
+        try:
+            self.stdin.write(len(frame).to_bytes(4, "big") + frame)
+            self.stdin.flush()
+            size = int.from_bytes(self.stdout.read(4), "big")
+            answers = self.stdout.read(size)
+            if size != len(sent) or len(answers) != size or set(answers) - {0, 1}:
+                raise OSError("no answer from the worker process")
+        except (OSError, ValueError):
+            self.broken = True
+            return out + _verify_batch(sent)
+        return out + [(i.index, p, a == 1) for (i, p, _), a in zip(sent, answers, strict=True)]
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.stdin.close()  # the worker's loop ends
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.stdout.close()
+
+
 class _Signatures:
     """The DSSE signature checks of one verification, in a pool of threads sized to
-    the cores (``cryptography``'s Ed25519 releases the GIL).
+    the cores (``cryptography``'s Ed25519 releases the GIL), each thread with a worker
+    process of its own for bundles of :data:`PROCESS_MIN_ENTRIES` entries per thread
+    or more.
 
     While the entries are parsed, each one's signature is checked ahead with the
     key its key id names among the keys enrolled in entries before it (the key
@@ -831,9 +930,21 @@ class _Signatures:
     decides which key signed as before; a check it needs that was made ahead is
     not made again, so each (entry, key) pair is verified at most once."""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, entries: int = 0) -> None:
         self.workers = max(1, threads)
         self.pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
+        self._processes: queue.SimpleQueue[_Process] | None = None
+        self._started: list[_Process] = []
+        if self.pool is not None and entries >= PROCESS_MIN_ENTRIES * self.workers:
+            try:
+                for _ in range(self.workers):
+                    self._started.append(_Process())
+            except (OSError, ValueError, TypeError):  # no interpreter to run: threads only
+                self._close_processes()
+            else:
+                self._processes = queue.SimpleQueue()
+                for process in self._started:
+                    self._processes.put(process)
         self._objects: dict[bytes, Ed25519PublicKey] = {}
         self._fingerprints: dict[bytes, str] = {}
         self._known: dict[str, bytes] = {}
@@ -849,7 +960,13 @@ class _Signatures:
     def __exit__(self, *exc: object) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+            self._close_processes()
             _switch_often(False)
+
+    def _close_processes(self) -> None:
+        for process in self._started:
+            process.close()
+        self._started = []
 
     def fingerprint(self, public: bytes) -> str:
         fp = self._fingerprints.get(public)
@@ -887,8 +1004,20 @@ class _Signatures:
             return
         if self.pool is None:
             self._done.update(((i, p), ok) for i, p, ok in _verify_batch(batch))
-        else:
+        elif self._processes is None:
             self._futures.append(self.pool.submit(_verify_batch, batch))
+        else:
+            self._futures.append(self.pool.submit(self._in_process, self._processes, batch))
+
+    @staticmethod
+    def _in_process(
+        processes: queue.SimpleQueue[_Process], batch: list[tuple[_Item, bytes, Ed25519PublicKey]]
+    ) -> list[tuple[int, bytes, bool]]:
+        process = processes.get()  # as many as threads: one is free
+        try:
+            return process.verify(batch)
+        finally:
+            processes.put(process)
 
     def settle(self) -> None:
         """Wait for every check made ahead."""
