@@ -826,8 +826,9 @@ def _switch_often(start: bool) -> None:
 
 
 #: From this many entries per worker, the checks made ahead run in worker processes
-#: (about 40 ms of CPU each to start); below it, in the pool's threads.
-PROCESS_MIN_ENTRIES = 2000
+#: (about 40 ms of CPU each to start); below it, in the pool's threads (whose GIL
+#: hand-overs cost about 0.6 of a verification per entry: even at ~1,000 entries).
+PROCESS_MIN_ENTRIES = 1000
 
 #: A worker process: reads frames of (32-byte key, 64-byte signature, 4-byte length,
 #: message) triples, answers one byte per triple: 1 when the key's Ed25519
