@@ -177,7 +177,7 @@ async def test_worker_processes_judge_as_threads_do_and_a_dead_worker_changes_no
 ) -> None:
     """The checks made ahead in worker processes (large bundles; here forced on a small
     one): the same report as one thread, the same failure for a bad signature, and when
-    the workers die at once their batches are verified in the threads instead."""
+    the workers die at once or never answer, their batches are verified in the threads."""
     import ledger.verify.bundle as bundle
 
     _, bank = await ledger.enrol("bank", ["owner"])
@@ -208,7 +208,12 @@ async def test_worker_processes_judge_as_threads_do_and_a_dead_worker_changes_no
     monkeypatch.setattr(bundle._Process, "__init__", recorded)
     monkeypatch.setattr(bundle, "PROCESS_MIN_ENTRIES", 1)
     monkeypatch.setattr(bundle, "AHEAD_BATCH", 4)
-    for worker, dies in ((bundle._WORKER, False), ("import sys; sys.exit(3)", True)):
+    monkeypatch.setattr(bundle, "WORKER_TIMEOUT", 1.0)
+    for worker, dies in (
+        (bundle._WORKER, False),
+        ("import sys; sys.exit(3)", True),
+        ("import time; time.sleep(120)", True),  # never answers: stopped after the timeout
+    ):
         monkeypatch.setattr(bundle, "_WORKER", worker)
         started.clear()
         assert verify_bundle(good, trust, threads=2).lines == alone.lines

@@ -829,6 +829,9 @@ def _switch_often(start: bool) -> None:
 #: (about 40 ms of CPU each to start); below it, in the pool's threads (whose GIL
 #: hand-overs cost about 0.6 of a verification per entry: even at ~1,000 entries).
 PROCESS_MIN_ENTRIES = 1000
+#: How long to wait for one batch of checks made ahead before giving up on the
+#: worker processes (seconds).
+WORKER_TIMEOUT = 60.0
 
 #: A worker process: reads frames of (32-byte key, 64-byte signature, 4-byte length,
 #: message) triples, answers one byte per triple: 1 when the key's Ed25519
@@ -908,11 +911,12 @@ class _Process:
             return out + _verify_batch(sent)
         return out + [(i.index, p, a == 1) for (i, p, _), a in zip(sent, answers, strict=True)]
 
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.stdin.close()  # the worker's loop ends
+    def close(self, grace: float = 2.0) -> None:
+        """End the worker: its input closed, its loop ends; killed after ``grace`` s."""
+        with contextlib.suppress(OSError, ValueError):
+            self.stdin.close()
         try:
-            self.proc.wait(5)
+            self.proc.wait(grace)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -964,9 +968,9 @@ class _Signatures:
             self._close_processes()
             _switch_often(False)
 
-    def _close_processes(self) -> None:
+    def _close_processes(self, grace: float = 2.0) -> None:
         for process in self._started:
-            process.close()
+            process.close(grace)
         self._started = []
 
     def fingerprint(self, public: bytes) -> str:
@@ -1021,10 +1025,17 @@ class _Signatures:
             processes.put(process)
 
     def settle(self) -> None:
-        """Wait for every check made ahead."""
+        """Wait for every check made ahead. Should a worker process never answer (an
+        interpreter that is not Python), the workers are stopped: their batches are
+        then verified in the threads."""
         self._submit()
         for future in self._futures:
-            self._done.update(((i, p), ok) for i, p, ok in future.result())
+            try:
+                done = future.result(timeout=WORKER_TIMEOUT)
+            except TimeoutError:
+                self._close_processes(grace=0)
+                done = future.result()
+            self._done.update(((i, p), ok) for i, p, ok in done)
         self._futures = []
 
     def verified(self, item: _Item, public: bytes) -> bool | None:
