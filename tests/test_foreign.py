@@ -5,10 +5,13 @@ checkpoint, and the notary keeps serving (DESIGN §3 "Batch seal", issue 9)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from datetime import timedelta
 from pathlib import Path
+
+import pytest
 
 from ledger.bus.alarms import FOREIGN_MESSAGE
 from ledger.bus.client import sign_event
@@ -255,3 +258,69 @@ async def test_sealed_but_back_dated_or_replayed_seals_are_foreign(ledger: Harne
     assert receipt.index == size  # neither message got an index
     assert reader.foreign == [last + 1, last + 2]
     assert receipt.integrated >= integrated
+
+
+async def test_a_batch_seen_while_being_committed_is_read_whole_not_skipped(
+    nats_server: EmbeddedNats, home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nats-server shows an atomic batch being committed message by message
+    (nats-io/nats-server#7128): a reader that meets the first messages of a batch
+    before its last, sealed one must read on, not skip them as foreign (a notary
+    that skipped them once appended index 150 at sequence 475). A tail that stays
+    unsealed is foreign, after IN_PROGRESS_SECONDS."""
+    from ledger.bus import sealed
+    from ledger.bus.sealed import trusted_reader
+    from tests.test_monitor import honest_history, quiet_notary
+
+    async with quiet_notary(nats_server.url, home) as ledger:
+        key = await honest_history(ledger)
+        async with bus_admin_connection(ledger) as bus:
+            reader = trusted_reader(bus, home.trust())
+            async for _ in reader.read():
+                pass
+            size = reader.size
+            assert reader.last_integrated is not None
+            at = reader.last_integrated + timedelta(seconds=1)
+            events = [
+                ev.VersionDeployed(
+                    v=1,
+                    event_id=ev.new_event_id(),
+                    actor="bank",
+                    subject="system/scorer",
+                    signed_at=at,
+                    version=f"late-{i}",
+                    artifact_sha256="ab" * 32,
+                )
+                for i in range(2)
+            ]
+            first = Entry(size, at, "system/scorer", None, sign_event(events[0], key))
+            second = Entry(size + 1, at, "system/scorer", size, sign_event(events[1], key))
+            frontier = reader.frontier.copy()
+            frontier.append(first.leaf_hash)
+            frontier.append(second.leaf_hash)
+            stream_last = await last_sequence(bus, LEDGER)
+            seal = sign_seal(home.notary_signer(), stream_last + 1, size + 2, frontier.root(), at)
+            js = bus.jetstream()
+            # the batch's first message is visible, its sealed last one not yet
+            await js.publish(ledger_subject(first.subject), first.encoded, stream=LEDGER)
+
+            async def the_rest() -> None:
+                await asyncio.sleep(0.3)
+                await js.publish(
+                    ledger_subject(second.subject),
+                    second.encoded,
+                    headers={HDR_SEAL: seal.header_value},
+                    stream=LEDGER,
+                )
+
+            rest = asyncio.create_task(the_rest())
+            batches = [b async for b in reader.read()]
+            await rest
+            assert [[e.index for e in b.entries] for b in batches] == [[size, size + 1]]
+            assert reader.foreign == [] and reader.size == size + 2
+
+            # a tail that stays unsealed is not the notary's
+            monkeypatch.setattr(sealed, "IN_PROGRESS_SECONDS", 0.3)
+            junk = await js.publish("ledger.x.y", b"\x00not an entry", stream=LEDGER)
+            assert [b async for b in reader.read()] == []
+            assert reader.foreign == [junk.seq] and reader.position == junk.seq
