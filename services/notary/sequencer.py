@@ -544,12 +544,6 @@ class Sequencer:
 
     # --- one batch ------------------------------------------------------------
 
-    async def process(self, msgs: Sequence[Msg]) -> None:
-        """Integrate one batch of INTAKE messages and answer it (not pipelined)."""
-        await self._integrate(await self.prepare(msgs))
-        await self._settle()
-        await self._wait_answered()
-
     async def prepare(self, msgs: Sequence[Msg]) -> _Prepared:
         """What needs no state: prechecks, then each signature verified once, in
         parallel, against the hinted key if known."""
