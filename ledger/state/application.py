@@ -29,7 +29,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
 from eventsourcing.domain import Aggregate, DomainEventProtocol
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, Tracking, Transcoder
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, Mapper, Tracking, Transcoder
 from eventsourcing.projection import EventSourcedProjection
 
 from ledger.formats.dsse import EnvelopeError, ParsedEnvelope, parse_envelope
@@ -50,8 +50,8 @@ from ledger.state.domain import (
     project,
 )
 from ledger.state.recording import Recording
-from ledger.state.stored import recorded_ids, stored_events
-from ledger.state.transcoding import FastJSONTranscoder
+from ledger.state.stored import events_in_order, recorded_ids, stored_events
+from ledger.state.transcoding import FastJSONTranscoder, StateMapper
 
 __all__ = [
     "AlreadyIntegrated",
@@ -92,6 +92,24 @@ def trust_hinted_key(env: ParsedEnvelope, public_key: bytes) -> bool:
     if _fingerprint(public_key) == env.keyid_fingerprint:
         return True
     return env.verify(public_key)
+
+
+#: How every stored event's state begins (eventsourcing's ``timestamp`` first, as
+#: the JSON transcoders write it).
+_TIMESTAMP = b'{"timestamp":{"_type_":"datetime_iso","_data_":"'
+
+
+def _without_timestamp(state: bytes) -> bytes:
+    """A stored event's state without its wall-clock ``timestamp``: the bytes after
+    it where the state begins with it (always, as this state writes them), else the
+    state's JSON without it, keys sorted."""
+    if state.startswith(_TIMESTAMP):
+        end = state.find(b'"}', len(_TIMESTAMP))
+        if end > 0:
+            return state[end + 2 :]
+    doc = json.loads(state)
+    doc.pop("timestamp", None)
+    return b"?" + json.dumps(doc, sort_keys=True).encode()
 
 
 class AlreadyIntegrated(Exception):
@@ -158,6 +176,9 @@ class LedgerState(EventSourcedProjection[UUID]):
         #: messages, so it is not the position minus anything. Set by whoever
         #: reads LEDGER through its seals (ledger.bus.sealed), kept by commits.
         self.size: int | None = None
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=StateMapper)
 
     def construct_transcoder(self) -> Transcoder:
         # JSONTranscoder's format (so its bytes), written by msgspec.
@@ -344,28 +365,15 @@ class LedgerState(EventSourcedProjection[UUID]):
         return len(parsed)
 
     def digest(self) -> str:
-        """SHA-256 over every recorded domain event (sorted by aggregate and version),
+        """SHA-256 over every recorded domain event (by aggregate id and version),
         without eventsourcing's wall-clock ``timestamp``: equal for equal histories,
-        however and whenever they were rebuilt."""
-        rows: list[tuple[str, int, str, str]] = []
-        start = 1
-        while notifications := self.recorder.select_notifications(start, 2000):
-            for n in notifications:
-                state = json.loads(n.state)
-                state.pop("timestamp", None)
-                rows.append(
-                    (
-                        str(n.originator_id),
-                        n.originator_version,
-                        n.topic,
-                        json.dumps(state, sort_keys=True),
-                    )
-                )
-            start = notifications[-1].id + 1
-        rows.sort()
+        however and whenever they were rebuilt. Not a published format: it compares
+        two states of the same code (the notary's and a projector's)."""
         h = hashlib.sha256()
-        for row in rows:
-            h.update(repr(row).encode())
+        for oid, version, topic, state in events_in_order(self.recorder):
+            body = _without_timestamp(state)
+            h.update(b"%s %d %s %d\n" % (oid.encode(), version, topic.encode(), len(body)))
+            h.update(body)
         h.update(f"position {self.position()}".encode())
         return h.hexdigest()
 

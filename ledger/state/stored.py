@@ -10,13 +10,13 @@ every aggregate's first event) answers for a whole batch of ids.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from uuid import UUID
 
 from eventsourcing.persistence import AggregateRecorder, StoredEvent
 from eventsourcing.sqlite import SQLiteAggregateRecorder
 
-__all__ = ["recorded_ids", "stored_events"]
+__all__ = ["events_in_order", "recorded_ids", "stored_events"]
 
 #: Ids per SQLite query (under SQLite's smallest limit of bound parameters, 999).
 _CHUNK = 900
@@ -95,3 +95,37 @@ def stored_events(recorder: AggregateRecorder, aggregate_id: UUID) -> list[Store
             (aggregate_id.hex,),
         )
         return [StoredEvent(aggregate_id, row[0], row[1], row[2]) for row in curs.fetchall()]
+
+
+#: Rows per read of :func:`events_in_order`.
+_PAGE = 5000
+
+
+def events_in_order(recorder: AggregateRecorder) -> Iterator[tuple[str, int, str, bytes]]:
+    """Every stored event as ``(aggregate id in hex, version, topic, state)``, by
+    aggregate id and version: on SQLite read in that order from the primary key,
+    elsewhere read as notifications and sorted."""
+    if isinstance(recorder, SQLiteAggregateRecorder):
+        with recorder.datastore.get_connection(commit=False) as conn, conn.cursor() as curs:
+            # One statement in autocommit mode: one consistent snapshot.
+            curs.execute(
+                f"SELECT originator_id, originator_version, topic, state "
+                f"FROM {recorder.events_table_name} ORDER BY originator_id, originator_version"
+            )
+            while rows := curs.fetchmany(_PAGE):
+                for oid, version, topic, state in rows:
+                    yield str(oid), version, topic, bytes(state)
+        return
+    select = getattr(recorder, "select_notifications", None)
+    if select is None:  # pragma: no cover - every state recorder is a process recorder
+        raise TypeError(f"{type(recorder).__name__} cannot list its events")
+    out: list[tuple[UUID, int, str, bytes]] = []
+    start = 1
+    while notifications := select(start, _PAGE):
+        for n in notifications:
+            oid = n.originator_id if isinstance(n.originator_id, UUID) else UUID(n.originator_id)
+            out.append((oid, n.originator_version, n.topic, bytes(n.state)))
+        start = notifications[-1].id + 1
+    out.sort(key=lambda row: (row[0], row[1]))
+    for oid, version, topic, state in out:
+        yield oid.hex, version, topic, state

@@ -19,17 +19,22 @@ unwraps the registered types, bottom up as ``JSONTranscoder``'s object hook does
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 import msgspec
+from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import (
     DatetimeAsISO,
     DecimalAsStr,
     JSONTranscoder,
+    Mapper,
+    StoredEvent,
     Transcoding,
     UUIDAsHex,
 )
+from eventsourcing.utils import get_topic
 
-__all__ = ["FastJSONTranscoder"]
+__all__ = ["FastJSONTranscoder", "StateMapper"]
 
 _INT64 = (-(2**63), 2**64 - 1)
 
@@ -122,3 +127,31 @@ class FastJSONTranscoder(JSONTranscoder):
             restore = self._restore
             return [restore(v) if type(v) in (dict, list) else v for v in o]
         return o
+
+
+class StateMapper(Mapper[UUID]):
+    """eventsourcing's ``Mapper`` whose ``to_stored_event`` remembers each event
+    class's topic and class version (``get_topic`` and ``getattr`` per event were
+    a fifth of the cost of mapping one). The same stored events; with a cipher or
+    a compressor, eventsourcing's own path."""
+
+    _classes: dict[type, tuple[str, int]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._classes = {}
+
+    def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
+        if self.compressor is not None or self.cipher is not None:
+            return super().to_stored_event(domain_event)
+        cls = type(domain_event)
+        known = self._classes.get(cls)
+        if known is None:
+            known = self._classes[cls] = (get_topic(cls), getattr(cls, "class_version", 1))
+        topic, class_version = known
+        state = dict(domain_event.__dict__)
+        originator_id = state.pop("originator_id")
+        originator_version = state.pop("originator_version")
+        if class_version > 1:
+            state["class_version"] = class_version
+        return StoredEvent(originator_id, originator_version, topic, self.transcoder.encode(state))
