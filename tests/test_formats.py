@@ -7,6 +7,7 @@ import json
 import stat
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -256,6 +257,89 @@ def test_entries_round_trip(index: int, seconds: int, micros: int, body: bytes) 
     t = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds, microseconds=micros)
     entry = Entry(index, t, "actor/bank", index // 2, body)
     assert Entry.parse(entry.encoded) == entry
+
+
+def test_the_canonical_fast_parse_agrees_with_the_field_by_field_parse() -> None:
+    """``Entry.parse`` takes a header in its canonical spelling at once and leaves the
+    rest to the field-by-field parse: on every one-byte change, insertion and deletion
+    in the header (and a few times), both give the same entry or the same error."""
+
+    def judged(parse: Any, data: bytes) -> object:
+        try:
+            e = parse(data)
+        except MalformedEntryError as x:
+            return str(x)
+        assert e.encoded == data
+        return (e.index, e.integrated, e.subject, e.prev, e.envelope)
+
+    base = Entry(12, T + timedelta(microseconds=120), "system/s", 3, b'{"a":1}\n').encoded
+    cases = [base, base.replace(b".000120Z", b".00012Z"), base.replace(b".000120Z", b".000000Z")]
+    head = base.index(b"\n\n") + 2
+    for k in range(head + 2):
+        for c in b"0 9\n.:-TZa/_\xff":
+            cases += [base[:k] + bytes([c]) + base[k + 1 :], base[:k] + bytes([c]) + base[k:]]
+        cases.append(base[:k] + base[k + 1 :])
+    for data in cases:
+        assert judged(Entry.parse, data) == judged(Entry._parse_fields, data), data
+
+
+def test_envelope_base64_is_judged_as_the_validating_decoder_does() -> None:
+    """The envelope's base64 (standard or URL-safe alphabet) decodes, or is refused,
+    exactly as ``base64.b64decode(validate=True)`` does, on every string of up to 5
+    characters over letters, padding, URL-safe and foreign characters."""
+    import binascii
+    import itertools
+
+    from ledger.formats.dsse import _b64decode
+
+    def reference(text: str) -> bytes | None:
+        try:
+            if "-" in text or "_" in text:
+                text = text.translate(str.maketrans("-_", "+/"))
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+
+    def judged(text: str) -> bytes | None:
+        try:
+            return _b64decode(text, "payload")
+        except EnvelopeError:
+            return None
+
+    for n in range(6):
+        for chars in itertools.product("AQw/+-_=.\né", repeat=n):
+            text = "".join(chars)
+            assert judged(text) == reference(text), text
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"a":1,"b":{"c":[1,2,{"d":"e"}]}}', {"a": 1, "b": {"c": [1, 2, {"d": "e"}]}}),
+        (b'{"a":1,"a":1}', "duplicate key 'a'"),
+        (b'{"a":{"b":1,"c":2,"b":1},"a":2}', "duplicate key 'b'"),
+        (b'{"a":1,"b":2,"c":3,"b":4,"a":5}', "duplicate key 'b'"),
+        (b"\xef\xbb\xbf{}", "not JSON: Unexpected UTF-8 BOM"),
+        (b"[1.0]", "floats are not allowed"),
+        (b"[18446744073709551616]", "out of the 64-bit range"),
+        (b"[-9223372036854775808, 18446744073709551615]", [-(2**63), 2**64 - 1]),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b"[Infinity]", "Infinity is not JSON"),
+        (b"{} x", "not JSON: Extra data"),
+    ],
+)
+def test_strict_json_without_a_check_judges_as_with_one(raw: bytes, expected: object) -> None:
+    """Strict JSON without ``check`` (one shared decoder) and with one (a pair hook per
+    call) give the same value or the same error."""
+    from ledger.formats import strictjson
+
+    seen: list[str] = []
+    for check in (None, lambda key, _: seen.append(key)):
+        try:
+            got: object = strictjson.loads(raw, check)
+        except strictjson.StrictJsonError as e:
+            got = str(e)
+        assert got == expected if not isinstance(expected, str) else expected in str(got)
 
 
 # --- receipts -----------------------------------------------------------------

@@ -58,6 +58,12 @@ def pae(payload_type: str, payload: bytes) -> bytes:
 
 
 def _b64decode(text: str, what: str) -> bytes:
+    # Standard base64 that binascii's strict mode accepts decodes the same way below
+    # (its alphabet, its padding): taken as is, without the regular expression pass.
+    try:
+        return binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        pass
     # DSSE allows the standard or the URL-safe alphabet.
     try:
         if "-" in text or "_" in text:

@@ -54,28 +54,41 @@ def _no_constant(text: str) -> Any:
     raise StrictJsonError(f"{text} is not JSON")
 
 
+def _pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(items)
+    if len(obj) != len(items):
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                raise StrictJsonError(f"duplicate key {key!r}")
+            seen.add(key)
+    return obj
+
+
+#: One decoder for every call without ``check`` (json.loads makes one per call).
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_pairs,
+    parse_float=_no_float,
+    parse_int=_bounded_int,
+    parse_constant=_no_constant,
+)
+
+
 def loads(data: bytes, check: Callable[[str, Any], None] | None = None) -> Any:
     """Parse UTF-8 JSON, refusing duplicate keys, floats, NaN and integers beyond 64
     bits; ``check`` sees every pair."""
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        obj: dict[str, Any] = {}
-        for key, value in items:
-            if key in obj:
-                raise StrictJsonError(f"duplicate key {key!r}")
-            if check is not None:
-                check(key, value)
-            obj[key] = value
-        return obj
-
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise StrictJsonError("not UTF-8", syntax=True) from None
     try:
+        if check is None:
+            if text.startswith("\ufeff"):  # as json.loads says it
+                raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+            return _DECODER.decode(text)
         return json.loads(
             text,
-            object_pairs_hook=pairs,
+            object_pairs_hook=_checking_pairs(check),
             parse_float=_no_float,
             parse_int=_bounded_int,
             parse_constant=_no_constant,
@@ -88,3 +101,18 @@ def loads(data: bytes, check: Callable[[str, Any], None] | None = None) -> Any:
         raise
     except ValueError as e:  # any other conversion the parser could not make
         raise StrictJsonError(f"not JSON: {e}", syntax=True) from None
+
+
+def _checking_pairs(
+    check: Callable[[str, Any], None],
+) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        for key, value in items:
+            if key in obj:
+                raise StrictJsonError(f"duplicate key {key!r}")
+            check(key, value)
+            obj[key] = value
+        return obj
+
+    return pairs
