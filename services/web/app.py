@@ -1,0 +1,419 @@
+"""The web app's factory, its shared context and its server.
+
+:func:`create_app` builds the Litestar application: the HTTP API under
+``/api/v1`` (:mod:`services.web.api`), its OpenAPI document at
+``/api/v1/openapi.json``, and, unless told not to, the web UI of
+:mod:`services.web.ui` (``ui_router()`` and ``template_config()``). Every
+handler, the UI's too, gets the app's :class:`WebContext` as the dependency
+``web``.
+
+:class:`WebContext` holds what requests share: the ledger home and its trust
+policy, one NATS connection as the ``_reader`` bus identity (DESIGN §7: direct
+get on LEDGER, CHECKPOINTS and REJECTED, nothing else), the gateway's client
+as the ``_gateway`` identity (it publishes actors' signed envelopes to
+``intake.<actor>.<type>``; it holds no signing key), the home's Merkle tree
+file, and an incremental reader of LEDGER through its seals
+(:mod:`ledger.bus.sealed`), so that an entry by index or a proof costs a direct
+get and O(log n) stored hashes once the reader has caught up. Nothing here
+needs the notary: reads come from LEDGER and CHECKPOINTS alone.
+
+:func:`serve_web` runs the app on uvicorn inside the caller's event loop (as
+the witness does); ``ailedger web`` calls it. Localhost by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import uvicorn
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+
+from ledger.bus.auth import GATEWAY, READER
+from ledger.bus.home import Home
+from ledger.bus.proofs import ProofUnavailable, SignedCheckpoint, find_checkpoint, tlog_proof
+from ledger.bus.sealed import Leaf, SealedReader, parse_leaf, trusted_reader
+from ledger.bus.streams import (
+    CHECKPOINTS,
+    LEDGER,
+    connect,
+    get_message,
+    last_message,
+    last_sequence,
+    read_stream,
+)
+from ledger.formats.merkle import stored_hash_index
+from ledger.formats.note import NoteError, Verifier, Verifiers, open_note
+from ledger.formats.tree import TreeStore
+from ledger.formats.trust import TrustPolicy
+from services.web.auth import TokenStore, tokens_path
+from services.web.gateway import Gateway
+from services.web.problems import WebCannotRun, handle_exception
+
+__all__ = [
+    "DEFAULT_PORT",
+    "MAX_BODY",
+    "WebConfig",
+    "WebContext",
+    "create_app",
+    "serve_web",
+]
+
+log = logging.getLogger("ailedger.web")
+
+#: The largest request body of any endpoint (413 above); the gateway's is smaller.
+MAX_BODY: Final = 1 << 20
+DEFAULT_PORT: Final = 8470
+API_VERSION: Final = "1"
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """What the web app needs: a ledger home and the NATS server of its ledger."""
+
+    home: Home
+    nats_url: str
+    max_body: int = MAX_BODY
+    #: How long the gateway waits for the notary's verdict before answering 503.
+    submit_timeout: float = 30.0
+
+
+class WebContext:
+    """What the requests of one app share (the dependency ``web``)."""
+
+    def __init__(self, config: WebConfig) -> None:
+        self.config = config
+        self.home = config.home
+        if not self.home.exists():
+            raise WebCannotRun(f"{self.home.path} is not a ledger home")
+        self.trust: TrustPolicy = self.home.trust()
+        self.verifiers = Verifiers(*(Verifier.from_vkey(k) for k in self.trust.log_vkeys()))
+        self.tokens = TokenStore(tokens_path(self.home))
+        self.nc: Any = None
+        self.tree: TreeStore | None = None
+        self.gateway: Gateway | None = None
+        #: wb-query's read object (investigation), once the query layer is there.
+        self.query: Any = None
+        self._reader: SealedReader | None = None
+        self._read_lock = asyncio.Lock()
+        self._checkpoint_lock = asyncio.Lock()
+        self._checkpoint_position = 0
+        #: tree size -> CHECKPOINTS sequence of its newest (most recently cosigned) note
+        self._checkpoints: dict[int, int] = {}
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.nc = await connect(
+            self.config.nats_url,
+            name="ailedger-web",
+            forever=True,
+            **self.home.bus_identity(READER),
+        )
+        self.tree = TreeStore(self.home.tree_path)
+        self._reader = trusted_reader(self.nc, self.trust)
+        self._reader.keep_seals = False
+        identity = self.home.identities().get(GATEWAY)
+        if identity is not None:
+            self.gateway = await Gateway.connect(
+                self.config.nats_url, identity, self.trust, timeout=self.config.submit_timeout
+            )
+        else:
+            log.warning("no %s bus identity in %s: the gateway is off", GATEWAY, self.home.path)
+
+    async def close(self) -> None:
+        if self.gateway is not None:
+            with contextlib.suppress(Exception):
+                await self.gateway.close()
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+        if self.tree is not None:
+            self.tree.close()
+
+    # -- LEDGER through its seals --------------------------------------------------
+
+    def _tree(self) -> TreeStore:
+        assert self.tree is not None, "the web context is not started"
+        return self.tree
+
+    async def catch_up(self, size: int | None = None) -> int:
+        """Read LEDGER's new sealed batches (up to its end, or until ``size`` sealed
+        entries); append their leaves to the tree file where it is behind. Returns the
+        number of sealed entries known."""
+        assert self._reader is not None, "the web context is not started"
+        reader = self._reader
+        async with self._read_lock:
+            if size is not None and reader.size >= size:
+                return reader.size
+            tree = self._tree()
+            leaves: list[bytes] = []
+            first = tree.size
+            async with contextlib.aclosing(reader.read()) as batches:
+                async for batch in batches:
+                    for e in batch.entries:
+                        if e.index >= first + len(leaves):
+                            leaves.append(e.leaf_hash)
+                    if size is not None and reader.size >= size:
+                        break
+            if leaves:
+                tree.append(first, leaves)
+            return reader.size
+
+    async def entry(self, index: int) -> tuple[Leaf, int]:
+        """Sealed leaf ``index`` and its LEDGER sequence (ProofUnavailable if not sealed)."""
+        if index < 0:
+            raise ProofUnavailable(f"no entry {index}")
+        assert self._reader is not None, "the web context is not started"
+        sequence = self._reader.sequence_of(index)
+        if sequence is None:
+            await self.catch_up(index + 1)
+            sequence = self._reader.sequence_of(index)
+        if sequence is None:
+            raise ProofUnavailable(f"no sealed entry {index} (LEDGER holds {self._reader.size})")
+        message = await get_message(self.nc, LEDGER, sequence)
+        if message is None:
+            raise ProofUnavailable(f"LEDGER message {sequence} of entry {index} is gone")
+        leaf = parse_leaf(message.data)
+        # What is served is the leaf that the seals folded into the tree, nothing else.
+        tree = self._tree()
+        (stored,) = await asyncio.to_thread(tree.read_hashes, [stored_hash_index(0, index)])
+        if leaf.index != index or leaf.leaf_hash != stored:
+            raise ProofUnavailable(f"LEDGER message {sequence} is not the sealed entry {index}")
+        return leaf, sequence
+
+    # -- checkpoints ------------------------------------------------------------
+
+    def _signed(self, data: bytes) -> SignedCheckpoint | None:
+        """A checkpoint of this ledger signed by a log key of the trust policy, else None."""
+        try:
+            open_note(data, self.verifiers)
+            signed = SignedCheckpoint.parse(data)
+        except (ProofUnavailable, NoteError, ValueError):
+            return None
+        return signed if signed.checkpoint.origin == self.trust.origin else None
+
+    async def latest_checkpoint(self) -> SignedCheckpoint:
+        """The newest checkpoint in CHECKPOINTS with a valid log signature."""
+        message = await last_message(self.nc, CHECKPOINTS)
+        if message is None:
+            raise ProofUnavailable("no checkpoint has been signed yet")
+        signed = self._signed(message.data)
+        if signed is not None:
+            return signed
+        # the last message is foreign: the newest one that is not
+        return await find_checkpoint(self.nc, verifiers=self.verifiers)
+
+    async def checkpoint_sizes(self) -> dict[int, int]:
+        """Every signed checkpoint's tree size -> the sequence of its newest note."""
+        async with self._checkpoint_lock:
+            last = await last_sequence(self.nc, CHECKPOINTS)
+            if last > self._checkpoint_position:
+                start = self._checkpoint_position + 1
+                async for m in read_stream(self.nc, CHECKPOINTS, start, last):
+                    signed = self._signed(m.data)
+                    if signed is not None:
+                        self._checkpoints[signed.checkpoint.size] = m.sequence
+                self._checkpoint_position = last
+            return dict(self._checkpoints)
+
+    async def checkpoint(self, size: int | None = None) -> SignedCheckpoint:
+        """The newest checkpoint, or the newest note of the checkpoint of tree size ``size``."""
+        if size is None:
+            return await self.latest_checkpoint()
+        sequence = (await self.checkpoint_sizes()).get(size)
+        message = None if sequence is None else await get_message(self.nc, CHECKPOINTS, sequence)
+        signed = None if message is None else self._signed(message.data)
+        if signed is None:
+            raise ProofUnavailable(f"no checkpoint of size {size}")
+        return signed
+
+    async def proof_tree(self, signed: SignedCheckpoint) -> TreeStore:
+        """The tree file, holding at least the checkpoint's leaves and agreeing with its root."""
+        size = signed.checkpoint.size
+        await self.catch_up(size)
+        tree = self._tree()
+        if tree.size < size:
+            raise ProofUnavailable(f"LEDGER holds fewer sealed entries than {size}")
+        root = await asyncio.to_thread(tree.root, size)
+        if root != signed.checkpoint.root_hash:
+            raise ProofUnavailable(
+                f"the tree of LEDGER's first {size} entries does not give the checkpoint's root"
+            )
+        return tree
+
+    async def tlog_proof(self, index: int, size: int | None = None) -> bytes:
+        """C2SP tlog-proof of entry ``index`` under the newest checkpoint (or of ``size``)."""
+        signed = await self.checkpoint(size)
+        if not 0 <= index < signed.checkpoint.size:
+            raise ProofUnavailable(
+                f"entry {index} is not covered by the checkpoint of size {signed.checkpoint.size}"
+            )
+        tree = await self.proof_tree(signed)
+        return await asyncio.to_thread(tlog_proof, tree, index, signed)
+
+
+def _provide_web(state: State) -> WebContext:
+    web = state.get("web")
+    assert isinstance(web, WebContext)
+    return web
+
+
+def _ui_parts(web: WebContext) -> tuple[list[Any], Any]:
+    """The web UI's route handlers and template configuration: what
+    ``services.web.ui.mount(web)`` returns, if that module and function exist."""
+    try:
+        ui: Any = importlib.import_module("services.web.ui")
+    except ImportError as e:
+        if e.name != "services.web.ui":
+            raise
+        return [], None
+    mount = getattr(ui, "mount", None)
+    if mount is None:
+        log.warning("services.web.ui has no mount(web): the web UI is off")
+        return [], None
+    handlers, template_config = mount(web)
+    return list(handlers), template_config
+
+
+def create_app(
+    config: WebConfig,
+    *,
+    ui: bool = True,
+    route_handlers: Sequence[Any] = (),
+) -> Litestar:
+    """The web app: the API under /api/v1, its OpenAPI document, and the UI (``ui``).
+    ``route_handlers`` are added as they are (tests, other front ends)."""
+    from services.web import api  # it imports WebContext from here
+
+    web = WebContext(config)
+    handlers: list[Any] = [api.api_router(config.max_body), *route_handlers]
+    template_config = None
+    if ui:
+        ui_handlers, template_config = _ui_parts(web)
+        handlers += ui_handlers
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await web.start()
+        try:
+            yield
+        finally:
+            await web.close()
+
+    return Litestar(
+        route_handlers=handlers,
+        dependencies={"web": Provide(_provide_web, sync_to_thread=False)},
+        state=State({"web": web}),
+        lifespan=[lifespan],
+        exception_handlers={Exception: handle_exception},
+        request_max_body_size=config.max_body,
+        template_config=template_config,
+        openapi_config=OpenAPIConfig(
+            title="ailedger",
+            version=API_VERSION,
+            description=(
+                "A verifiable compliance ledger for AI systems: public checkpoints, entries "
+                "and proofs; a gateway for signed DSSE envelopes; investigation endpoints for "
+                "regulators and auditors. Errors are RFC 9457 problem details with a `code`."
+            ),
+            path="/api/v1",
+            render_plugins=[JsonRenderPlugin()],
+        ),
+        logging_config=None,
+    )
+
+
+# -- serving ------------------------------------------------------------------------
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the caller's ``stop`` event rules."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise WebCannotRun(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def serve_web(
+    config: WebConfig,
+    stop: asyncio.Event,
+    *,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    ui: bool = True,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Run the web app over HTTP in the current event loop until ``stop`` is set.
+    ``port`` 0 picks a free port; ``on_ready(url)`` is called once it answers."""
+    app = create_app(config, ui=ui)
+    sock = _bind(host, port)
+    server = _Server(
+        uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            server_header=False,
+            timeout_graceful_shutdown=5,
+        )
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise WebCannotRun("the web app stopped before it started (see its log)")
+            await asyncio.sleep(0.01)
+        if on_ready is not None:
+            on_ready(_url(sock))
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if task.done():
+            task.result()
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await task
+        sock.close()
+
+
+def ready_line(url: str) -> str:
+    """What ``ailedger web`` prints once it listens (the supervisor waits for it)."""
+    return f"web up: {url} (pid {os.getpid()})"
+
+
+def default_home_path() -> Path | None:
+    value = os.environ.get("AILEDGER_HOME")
+    return Path(value) if value else None
