@@ -1,7 +1,8 @@
 """The workbench's web pages: server-rendered (Jinja2, autoescaped), no script, one CSS file.
 
-Mounted on the API's Litestar app (:mod:`services.web.app`) by adding
-:func:`ui_router` to its route handlers and :func:`template_config` to the app.
+Mounted on the API's Litestar app by :func:`services.web.app.create_app`, which
+calls :func:`mount`: the pages' router and the template configuration. Every
+handler takes the app's ``web`` dependency (:class:`services.web.app.WebContext`).
 Pages (all GET, all read-only):
 
 - ``/``: the systems by verdict, with counts, as of ``?at=``;
@@ -16,6 +17,6 @@ Every word shown is in :mod:`services.web.ui.labels`.
 
 from __future__ import annotations
 
-from services.web.ui.pages import UI_PATHS, Workbench, template_config, ui_router
+from services.web.ui.pages import UI_PATHS, mount, template_config, ui_router
 
-__all__ = ["UI_PATHS", "Workbench", "template_config", "ui_router"]
+__all__ = ["UI_PATHS", "mount", "template_config", "ui_router"]

@@ -2,33 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import weakref
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from litestar import Request, Router, get
+from litestar import Request, Response, Router, get
 from litestar.datastructures import State
-from litestar.di import Provide
-from litestar.exceptions import HTTPException, NotFoundException
+from litestar.exceptions import HTTPException
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Template
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_404_NOT_FOUND
 from litestar.template.config import TemplateConfig
 
+from ledger.bus.proofs import ProofUnavailable, SignedCheckpoint, export_bundle
+from ledger.formats.checkpoint import parse_checkpoint, parse_tlog_proof
 from ledger.formats.errors import LedgerError
+from ledger.formats.merkle import verify_inclusion
+from ledger.formats.note import open_note
 from ledger.formats.timeutil import KZ, format_moment, format_time, parse_moment
 from ledger.law.rules import VERDICTS
+from ledger.state.persistence import store_envs
+from ledger.verify.bundle import VerificationError, _open_checkpoint, _witness_times
 from ledger.views.compliance import ComplianceView
+from ledger.views.store import open_view
+from services.web.app import WebContext
+from services.web.problems import status_of
 from services.web.ui import source
 from services.web.ui.labels import DEFAULT_LANGUAGE, labels
 
-__all__ = ["UI_PATHS", "Workbench", "template_config", "ui_router"]
+__all__ = ["UI_PATHS", "mount", "template_config", "ui_router"]
 
 _HERE = Path(__file__).resolve().parent.parent
 TEMPLATES = _HERE / "templates"
@@ -52,13 +62,37 @@ _DURATION = re.compile(r"(\d{1,6})([mhdw])")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-@dataclass
-class Workbench:
-    """What the pages read: the compliance view, opened by whoever runs the app."""
+@dataclass(frozen=True)
+class ProofCheck:
+    """An entry's inclusion proof under the newest checkpoint, and whether it verified."""
 
-    view: Callable[[], ComplianceView]
-    language: str = DEFAULT_LANGUAGE
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    size: int
+    hashes: tuple[str, ...]
+    verified: bool
+    error: str
+
+
+@dataclass(frozen=True)
+class Cosignature:
+    name: str
+    key_hash: str
+    at: datetime | None
+    counted: bool
+
+
+#: The compliance view each app reads (opened once per app, on the home's read model).
+_VIEWS: weakref.WeakKeyDictionary[WebContext, ComplianceView] = weakref.WeakKeyDictionary()
+
+
+def _view(web: WebContext) -> ComplianceView:
+    view = _VIEWS.get(web)
+    if view is None:
+        view = _VIEWS[web] = open_view(store_envs(web.home.state_dir)[1])
+    return view
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class PageError(HTTPException):
@@ -73,11 +107,11 @@ def parse_within(text: str) -> timedelta:
     return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
 
 
-def _moment(bench: Workbench, at: str | None) -> tuple[datetime, str]:
+def _moment(at: str | None) -> tuple[datetime, str]:
     """The moment ``?at=`` names (default: now) and its text for the date control
     (UTC+5, to the second, as ``<input type=datetime-local>`` shows it)."""
     if at is None or not at.strip():
-        return bench.clock(), ""
+        return _now(), ""
     try:
         when = parse_moment(at)
     except (LedgerError, ValueError) as e:
@@ -120,10 +154,11 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))
 
 
-def _page(bench: Workbench, name: str, **context: Any) -> Template:
+def _page(name: str, *, status_code: int = 200, **context: Any) -> Template:
     return Template(
         template_name=name,
-        context={"L": labels(bench.language), "lang": bench.language, **context},
+        context={"L": labels(DEFAULT_LANGUAGE), "lang": DEFAULT_LANGUAGE, **context},
+        status_code=status_code,
     )
 
 
@@ -131,25 +166,24 @@ def _page(bench: Workbench, name: str, **context: Any) -> Template:
 
 
 @get("/", name="ui-dashboard", sync_to_thread=True)
-def dashboard(bench: Workbench, at: str | None = None) -> Template:
-    when, at_text = _moment(bench, at)
-    rows = source.dashboard(bench.view(), when)
+def dashboard(web: WebContext, at: str | None = None) -> Template:
+    when, at_text = _moment(at)
+    rows = source.dashboard(_view(web), when)
     counts = {v: 0 for v in VERDICTS}
     for r in rows:
         if r.verdict is not None:
             counts[r.verdict.verdict] += 1
-    return _page(bench, "dashboard.html.j2", rows=rows, counts=counts, at=when, at_text=at_text)
+    return _page("dashboard.html.j2", rows=rows, counts=counts, at=when, at_text=at_text)
 
 
 @get("/systems/{system:str}", name="ui-system", sync_to_thread=True)
-def system(bench: Workbench, system: str, at: str | None = None) -> Template:
-    when, at_text = _moment(bench, at)
+def system(web: WebContext, system: str, at: str | None = None) -> Template:
+    when, at_text = _moment(at)
     try:
-        verdict, timeline = source.system_page(bench.view(), system, when)
+        verdict, timeline = source.system_page(_view(web), system, when)
     except LookupError as e:
         raise PageError(status_code=HTTP_404_NOT_FOUND, detail=str(e)) from None
     return _page(
-        bench,
         "system.html.j2",
         system=system,
         verdict=verdict,
@@ -159,60 +193,140 @@ def system(bench: Workbench, system: str, at: str | None = None) -> Template:
     )
 
 
+@get("/systems/{system:str}/bundle", name="ui-bundle")
+async def bundle(web: WebContext, system: str, checkpoint: int | None = None) -> Response[bytes]:
+    """The system's evidence bundle as of the newest checkpoint (or ``?checkpoint=N``),
+    with the claimed verdict, as ``ailedger export --system S --claim`` writes it."""
+    if system not in await asyncio.to_thread(_view(web).systems):
+        raise PageError(status_code=HTTP_404_NOT_FOUND, detail=f"no system {system}")
+    signed = await web.checkpoint(checkpoint)
+    tree = await web.proof_tree(signed)
+    data = await export_bundle(
+        web.nc,
+        tree,
+        subjects=[f"system/{system}"],
+        checkpoint_size=signed.checkpoint.size,
+        claim=True,
+        trust=web.trust,
+    )
+    name = f"{system}.{signed.checkpoint.size}.bundle.json"
+    return Response(
+        data,
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
 @get("/due", name="ui-due", sync_to_thread=True)
-def due(bench: Workbench, at: str | None = None, within: str = DEFAULT_WITHIN) -> Template:
-    when, at_text = _moment(bench, at)
+def due(web: WebContext, at: str | None = None, within: str = DEFAULT_WITHIN) -> Template:
+    when, at_text = _moment(at)
     try:
         window = parse_within(within)
     except ValueError as e:
         raise PageError(status_code=HTTP_400_BAD_REQUEST, detail=str(e)) from None
-    rows = source.due(bench.view(), when, window)
-    return _page(bench, "due.html.j2", rows=rows, at=when, at_text=at_text, within=within.strip())
+    rows = source.due(_view(web), when, window)
+    return _page("due.html.j2", rows=rows, at=when, at_text=at_text, within=within.strip())
 
 
-@get("/entries/{index:int}", name="ui-entry", sync_to_thread=True)
-def entry(bench: Workbench, index: int) -> Template:
-    view = bench.view()
-    row = view.view.row(index)
+async def _proof(web: WebContext, index: int) -> ProofCheck | None:
+    """The entry's tlog-proof under the newest checkpoint, checked as a client checks
+    one: the checkpoint signed by a log key of the trust policy, the entry's leaf hash
+    (from LEDGER's sealed bytes) folded up to its root. None: no checkpoint covers it."""
+    try:
+        leaf, _ = await web.entry(index)
+        text = await web.tlog_proof(index)
+    except ProofUnavailable:
+        return None
+    proof = parse_tlog_proof(text)
+    hashes = tuple(base64.b64encode(h).decode() for h in proof.proof)
+    try:
+        checkpoint = parse_checkpoint(open_note(proof.checkpoint, web.verifiers).text)
+        verify_inclusion(leaf.leaf_hash, index, checkpoint.size, proof.proof, checkpoint.root_hash)
+    except ValueError as e:  # NoteError, ProofError, malformed parts
+        try:
+            size = SignedCheckpoint.parse(proof.checkpoint).checkpoint.size
+        except (ProofUnavailable, ValueError):
+            size = 0
+        return ProofCheck(size, hashes, False, str(e))
+    return ProofCheck(checkpoint.size, hashes, True, "")
+
+
+@get("/entries/{index:int}", name="ui-entry")
+async def entry(web: WebContext, index: int) -> Template:
+    view = _view(web)
+    row = await asyncio.to_thread(view.view.row, index)
     if row is None:
         raise PageError(status_code=HTTP_404_NOT_FOUND, detail=f"no entry {index}")
     fact = row.fact()
-    signer = view.signer(index)
+    signer = await asyncio.to_thread(view.signer, index)
     return _page(
-        bench,
         "entry.html.j2",
         index=index,
         fact=fact,
         payload=json.dumps(fact.payload, indent=2, ensure_ascii=False),
         signer=signer,
-        key_status=signer.key_status(bench.clock()),
-        proof=None,
+        key_status=signer.key_status(_now()),
+        proof=await _proof(web, index),
     )
 
 
-def ui_router(bench: Workbench, *, guards: list[Any] | None = None) -> Router:
-    """The pages and their CSS, for the app's ``route_handlers``."""
+@get(["/checkpoints", "/checkpoints/{size:int}"], name="ui-checkpoint")
+async def checkpoint(web: WebContext, size: int | None = None) -> Template:
+    """A checkpoint with its witnesses: each cosignature, and whether the trust policy
+    counts it (its key, within its validity window), as ``ailedger verify`` counts them."""
+    try:
+        signed = await web.checkpoint(size)
+    except ProofUnavailable as e:
+        raise PageError(status_code=HTTP_404_NOT_FOUND, detail=str(e)) from None
+    try:
+        cp, note = _open_checkpoint(signed.note, web.trust, "checkpoint")
+        counted = {name: when for name, when in _witness_times(note, web.trust)}
+        error = ""
+    except VerificationError as e:
+        cp, note, counted, error = signed.checkpoint, None, {}, str(e)
+    log_names = {k.split("+")[0] for k in web.trust.log_vkeys()}
+    cosignatures = []
+    if note is not None:
+        for sig in (*note.sigs, *note.unverified_sigs):
+            if sig.name in log_names:
+                continue
+            when = counted.get(sig.name)
+            cosignatures.append(
+                Cosignature(sig.name, f"{sig.key_hash:08x}", when, sig.name in counted)
+            )
+    return _page(
+        "checkpoint.html.j2",
+        checkpoint=cp,
+        root=cp.root_hash.hex(),
+        note=signed.note.decode(),
+        cosignatures=cosignatures,
+        quorum=web.trust.witness_quorum,
+        error=error,
+    )
+
+
+def ui_router() -> Router:
+    """The pages and their CSS, for the app's ``route_handlers`` (each handler takes the
+    app's ``web`` dependency)."""
     static = create_static_files_router(path="/static", directories=[STATIC], name="ui-static")
     return Router(
         path="/",
-        route_handlers=[dashboard, system, due, entry, static],
-        dependencies={"bench": Provide(lambda: bench, sync_to_thread=False)},
+        route_handlers=[dashboard, system, bundle, due, entry, checkpoint, static],
         include_in_schema=False,
-        guards=guards,
-        exception_handlers={PageError: _page_error, NotFoundException: _page_error},
+        exception_handlers={HTTPException: _page_error, LedgerError: _page_error},
     )
 
 
-def _page_error(request: Request[Any, Any, State], exc: HTTPException) -> Template:
-    bench = request.app.state.get("workbench")
-    language = bench.language if isinstance(bench, Workbench) else DEFAULT_LANGUAGE
-    return Template(
-        template_name="error.html.j2",
-        context={
-            "L": labels(language),
-            "lang": language,
-            "status": exc.status_code,
-            "detail": exc.detail,
-        },
-        status_code=exc.status_code,
-    )
+def mount(web: WebContext) -> tuple[list[Router], TemplateConfig[JinjaTemplateEngine]]:
+    """What :func:`services.web.app.create_app` adds: the pages and the templates."""
+    return [ui_router()], template_config()
+
+
+def _page_error(request: Request[Any, Any, State], exc: Exception) -> Template:
+    if isinstance(exc, LedgerError):
+        status, detail = status_of(exc), str(exc)
+    elif isinstance(exc, HTTPException):
+        status, detail = exc.status_code, exc.detail
+    else:  # pragma: no cover - registered for the two above only
+        raise exc
+    return _page("error.html.j2", status_code=status, status=status, detail=detail)

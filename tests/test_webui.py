@@ -1,0 +1,287 @@
+"""The web UI in a real browser: Debian's chromium driven by Playwright (no downloaded
+browser), on the demo scenario played through a real notary, nats-server and witness,
+the app served by uvicorn on a free port with the notary stopped.
+
+An investigator opens the dashboard, opens the non-compliant credit-scorer, moves the
+date back to before its incident and sees the verdict change, opens an entry and sees
+its inclusion proof verified, downloads the evidence bundle and verifies it with
+``ailedger verify``. Screenshots are kept in the test's tmp directory (and the system
+page's in docs/img/ for the README). With $CI set, a missing chromium fails the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ailedger.demo import play
+from ailedger.scenario import START, Scenario
+from ledger.bus.auth import GATEWAY, READER
+from ledger.bus.home import Home, init_home
+from ledger.bus.streams import connect
+from ledger.formats.timeutil import SimulatedClock
+from ledger.state.persistence import store_envs
+from services.projector import rebuild
+from services.web.app import WebConfig, serve_web
+from services.witness.service import start_local_witness
+from tests.conftest import authorized_server, running_notary, serving
+
+CHROMIUM = Path(os.environ.get("AILEDGER_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ROOT = Path(__file__).resolve().parent.parent
+README_SCREENSHOT = ROOT / "docs" / "img" / "workbench-system.png"
+SYSTEM = "credit-scorer"
+
+
+def _browser_missing(why: str) -> None:
+    """Without a browser the test cannot run: a failure in CI, a skip elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{why} (CI: `apt-get install -y chromium` and the test extra)")
+    pytest.skip(why)
+
+
+@dataclass
+class Workbench:
+    url: str
+    home: Home
+
+
+def _play_scenario(home: Home, url: str) -> None:
+    """The DOMAIN.md scenario through a notary on a simulated clock, cosigned by the
+    home's local witness, one checkpoint at the end; then the notary and witness stop
+    and the read model is rebuilt from LEDGER."""
+
+    async def run() -> None:
+        clock = SimulatedClock(START)
+        stop = asyncio.Event()
+        witness_url, witness_task = await start_local_witness(home, stop, clock)
+        try:
+            async with running_notary(
+                url,
+                home,
+                clock,
+                witnesses=[witness_url],
+                checkpoint_interval=3600.0,
+                checkpoint_every=100_000,
+            ) as harness:
+                outcomes = await play(
+                    url, home, Scenario(home.regulator_key()), clock, notary=harness.notary
+                )
+                wrong = [o for o in outcomes if not o.as_expected]
+                assert not wrong, wrong
+                assert await harness.notary.checkpoint() is not None
+        finally:
+            stop.set()
+            await witness_task
+        nc = await connect(url, **home.bus_identity(READER))
+        try:
+            state_env, view_env = store_envs(home.state_dir)
+            await rebuild(nc, home, state_env, view_env)
+        finally:
+            await nc.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="module")
+def workbench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workbench]:
+    tmp = tmp_path_factory.mktemp("webui")
+    home = init_home(tmp / "home", origin="webui.ailedger.kz/test", at=START, local_witness=True)
+    home.identities().ensure(GATEWAY)
+    with serving(authorized_server(tmp / "nats", home), home) as server:
+        _play_scenario(home, server.url)
+        # The web app alone (no notary): uvicorn on a free port, in its own thread.
+        ready = threading.Event()
+        state: dict[str, Any] = {}
+
+        def on_ready(url: str) -> None:
+            state["url"] = url
+            ready.set()
+
+        async def main() -> None:
+            state["loop"] = asyncio.get_running_loop()
+            state["stop"] = stop = asyncio.Event()
+            await serve_web(WebConfig(home, server.url), stop, port=0, on_ready=on_ready)
+
+        def thread() -> None:
+            try:
+                asyncio.run(main())
+            except BaseException as e:
+                state["error"] = e
+                ready.set()
+
+        t = threading.Thread(target=thread, name="webui-server", daemon=True)
+        t.start()
+        assert ready.wait(60), "the web app did not start within 60 s"
+        if "error" in state:
+            raise state["error"]
+        try:
+            yield Workbench(state["url"], home)
+        finally:
+            state["loop"].call_soon_threadsafe(state["stop"].set)
+            t.join(30)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        _browser_missing(f"no chromium at {CHROMIUM}")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _browser_missing("the playwright package is not installed")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def test_an_investigator_follows_a_non_compliant_system_in_the_browser(
+    workbench: Workbench, browser: Any, tmp_path: Path
+) -> None:
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    context = browser.new_context(viewport={"width": 1366, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    try:
+        # The dashboard: counts by verdict, the systems worst first.
+        page.goto(workbench.url + "/")
+        assert page.title().startswith("AI systems by verdict")
+        non_compliant = int(page.locator('[data-count="non_compliant"]').inner_text())
+        assert non_compliant >= 1
+        row = page.locator("table.data tbody tr", has=page.locator(f'a:text-is("{SYSTEM}")'))
+        assert row.locator("[data-verdict]").get_attribute("data-verdict") == "non_compliant"
+        page.screenshot(path=str(shots / "1-dashboard.png"), full_page=True)
+
+        # The system: non-compliant now, its R5 finding cites the incident and the law.
+        page.click(f'a:text-is("{SYSTEM}")')
+        page.wait_for_url(re.compile(f"/systems/{SYSTEM}"))
+        assert _verdict(page) == "non_compliant"
+        findings = page.locator("table.findings tbody tr")
+        assert findings.count() >= 1
+        r5 = findings.filter(has_text="R5")
+        assert r5.count() == 1 and "Law No." in r5.locator("td.basis").inner_text()
+        incident = page.locator("table.timeline tbody tr", has_text="IncidentReported")
+        assert incident.count() == 1
+        assert "verified" in incident.inner_text()
+        page.screenshot(path=str(shots / "2-system-now.png"), full_page=True)
+        README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(README_SCREENSHOT))
+
+        # Back to April 1st, before the incident: compliant, and no incident yet.
+        page.fill("#at", "2026-04-01T12:00:00")
+        page.click("form.moment button[type=submit]")
+        page.wait_for_url(re.compile(r"at=2026-04-01T12"))
+        assert _verdict(page) == "compliant"
+        assert "2026-04-01 12:00:00 UTC+5" in page.locator("#as-of").inner_text()
+        assert page.locator("table.timeline tbody tr", has_text="IncidentReported").count() == 0
+        assert page.locator("table.findings").count() == 0
+        page.screenshot(path=str(shots / "3-system-before-incident.png"), full_page=True)
+
+        # Forward again; the incident's entry, with its proof verified under the checkpoint.
+        page.click("a.button.secondary:text-is('Now')")
+        assert _verdict(page) == "non_compliant"
+        page.locator("table.timeline tbody tr", has_text="IncidentReported").locator(
+            "td.num a"
+        ).click()
+        page.wait_for_url(re.compile(r"/entries/\d+$"))
+        assert "IncidentReported" in page.locator("h1").inner_text()
+        status = page.locator("#proof-status")
+        assert "proof-ok" in (status.get_attribute("class") or ""), status.inner_text()
+        assert status.inner_text().startswith("✔ Verified")
+        assert page.locator("ol.hashes li").count() >= 1
+        assert "valid" in page.locator(".fields").nth(1).inner_text()
+        page.screenshot(path=str(shots / "4-entry.png"), full_page=True)
+
+        # The checkpoint the proof is under: its witness counted by the trust policy.
+        page.locator("#proof-status a").click()
+        page.wait_for_url(re.compile(r"/checkpoints/\d+$"))
+        assert int(page.locator("#counted").inner_text()) >= 1
+        page.screenshot(path=str(shots / "5-checkpoint.png"), full_page=True)
+
+        # Due soon: on Mar 3 at 11:00 UTC the traffic optimiser's measure after its
+        # incident is due within the hour and a half (open, not yet a violation); a
+        # day later it was taken, and nothing is due.
+        page.goto(workbench.url + "/due?at=2026-03-03T11:00:00Z&within=48h")
+        due = page.locator("table.data tbody tr", has_text="traffic-optimiser")
+        assert due.filter(has_text="R5").filter(has_text="Open").count() == 1
+        assert "1h 30m" in due.filter(has_text="R5").locator("td.num").inner_text()
+        page.screenshot(path=str(shots / "6-due.png"), full_page=True)
+        page.fill("#at", "2026-03-04T12:00:00")
+        page.click("form.moment button[type=submit]")
+        page.wait_for_url(re.compile(r"at=2026-03-04T12"))
+        assert page.locator("table.data tbody tr", has_text="traffic-optimiser").count() == 0
+
+        # The evidence bundle, downloaded from the system page and verified offline.
+        page.goto(f"{workbench.url}/systems/{SYSTEM}")
+        with page.expect_download() as download:
+            page.click("#download-bundle")
+        bundle = tmp_path / download.value.suggested_filename
+        download.value.save_as(bundle)
+        assert bundle.name.startswith(SYSTEM) and bundle.name.endswith(".bundle.json")
+        verified = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ailedger",
+                "verify",
+                str(bundle),
+                "--trust",
+                str(workbench.home.trust_path),
+                "--no-pin",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert verified.returncode == 0, verified.stderr
+        assert "VERIFIED" in verified.stdout
+        assert f"{SYSTEM}: non_compliant" in verified.stdout
+    finally:
+        context.close()
+        print(f"screenshots: {shots}")
+
+
+def test_pages_answer_bad_input_with_a_reason_not_a_500(workbench: Workbench, browser: Any) -> None:
+    page = browser.new_page()
+    try:
+        for path, status, reason in [
+            ("/?at=yesterday", 400, "not a date or time"),
+            ("/systems/no-such-system", 404, "no system no-such-system"),
+            ("/due?within=soon", 400, "not a duration"),
+            ("/entries/100000", 404, "no entry 100000"),
+            ("/checkpoints/999999", 404, "no checkpoint of size 999999"),
+            ("/systems/no-such-system/bundle", 404, "no system no-such-system"),
+        ]:
+            response = page.goto(workbench.url + path)
+            assert response is not None and response.status == status, path
+            assert reason in page.locator(".error-detail").inner_text(), path
+    finally:
+        page.close()
+
+
+def _verdict(page: Any) -> str:
+    verdict = page.locator("#verdict [data-verdict]").get_attribute("data-verdict")
+    assert isinstance(verdict, str)
+    return verdict
