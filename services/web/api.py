@@ -21,11 +21,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, Router, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
 from ailedger import resources
@@ -91,7 +92,7 @@ class SignatureInfo(msgspec.Struct):
     sig: str
 
 
-class EntryInfo(msgspec.Struct, omit_defaults=True):
+class EntryInfo(msgspec.Struct):
     """A sealed leaf, decoded: an entry (a signed event) or a heads leaf of the notary."""
 
     index: int
@@ -115,15 +116,15 @@ class EntryInfo(msgspec.Struct, omit_defaults=True):
 
 
 @get("/checkpoint", summary="The newest cosigned checkpoint (C2SP signed note)")
-async def newest_checkpoint(web: WebContext) -> Response[bytes]:
+async def newest_checkpoint(web: NamedDependency[WebContext]) -> Response[bytes]:
     return _text((await web.latest_checkpoint()).note)
 
 
 @get("/checkpoints", summary="Checkpoint history, oldest first")
 async def checkpoint_history(
-    web: WebContext,
-    after: int | None = Parameter(default=None, description="Sizes above this one"),
-    limit: int = Parameter(default=100, ge=1, le=1000),
+    web: NamedDependency[WebContext],
+    after: Annotated[int | None, QueryParameter(description="Sizes above this one")] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
 ) -> CheckpointHistory:
     sizes = sorted(s for s in await web.checkpoint_sizes() if after is None or s > after)
     page, more = sizes[:limit], len(sizes) > limit
@@ -136,7 +137,9 @@ async def checkpoint_history(
 
 
 @get("/checkpoints/{size:int}", summary="The checkpoint of one tree size (C2SP signed note)")
-async def checkpoint_of_size(web: WebContext, size: int) -> Response[bytes]:
+async def checkpoint_of_size(
+    web: NamedDependency[WebContext], size: FromPath[int]
+) -> Response[bytes]:
     return _text((await web.checkpoint(_index(size, "size"))).note)
 
 
@@ -179,22 +182,24 @@ def _entry_info(leaf: Any, sequence: int) -> EntryInfo:
 
 
 @get("/entries/{index:int}", summary="An entry, decoded")
-async def entry_decoded(web: WebContext, index: int) -> EntryInfo:
+async def entry_decoded(web: NamedDependency[WebContext], index: FromPath[int]) -> EntryInfo:
     leaf, sequence = await web.entry(_index(index))
     return _entry_info(leaf, sequence)
 
 
 @get("/entries/{index:int}/raw", summary="An entry's exact bytes (the leaf hashed into the tree)")
-async def entry_raw(web: WebContext, index: int) -> Response[bytes]:
+async def entry_raw(web: NamedDependency[WebContext], index: FromPath[int]) -> Response[bytes]:
     leaf, _ = await web.entry(_index(index))
     return Response(leaf.encoded, media_type="application/octet-stream")
 
 
 @get("/entries/{index:int}/proof", summary="An entry's inclusion proof (C2SP tlog-proof)")
 async def entry_proof(
-    web: WebContext,
-    index: int,
-    size: int | None = Parameter(default=None, description="Under the checkpoint of this size"),
+    web: NamedDependency[WebContext],
+    index: FromPath[int],
+    size: Annotated[
+        int | None, QueryParameter(description="Under the checkpoint of this size")
+    ] = None,
 ) -> Response[bytes]:
     if size is not None:
         _index(size, "size")
@@ -202,7 +207,9 @@ async def entry_proof(
 
 
 @get("/proofs/consistency", summary="RFC 9162 consistency proof between two checkpoints")
-async def consistency_proof(web: WebContext, old: int, new: int) -> Response[bytes]:
+async def consistency_proof(
+    web: NamedDependency[WebContext], old: FromQuery[int], new: FromQuery[int]
+) -> Response[bytes]:
     _index(old, "old")
     _index(new, "new")
     if old > new:
@@ -215,7 +222,7 @@ async def consistency_proof(web: WebContext, old: int, new: int) -> Response[byt
 
 
 @get("/trust", summary="The trust policy (what verifiers need)")
-async def trust_policy(web: WebContext) -> Response[bytes]:
+async def trust_policy(web: NamedDependency[WebContext]) -> Response[bytes]:
     return Response(web.home.trust_path.read_bytes(), media_type="application/json")
 
 
@@ -225,7 +232,7 @@ async def schema_list() -> list[str]:
 
 
 @get("/schemas/{name:path}", summary="One published JSON Schema")
-async def schema_doc(name: str) -> Response[bytes]:
+async def schema_doc(name: FromPath[str]) -> Response[bytes]:
     try:
         data = resources.schema(name.strip("/").removesuffix(".schema.json"))
     except KeyError:
@@ -242,7 +249,9 @@ async def schema_doc(name: str) -> Response[bytes]:
     request_max_body_size=GATEWAY_MAX_BODY,
     status_code=HTTP_200_OK,
 )
-async def submit(request: Request[Any, Any, Any], web: WebContext) -> Response[bytes]:
+async def submit(
+    request: Request[Any, Any, Any], web: NamedDependency[WebContext]
+) -> Response[bytes]:
     """The body is the DSSE envelope, byte for byte as signed. The answer is the
     notary's verdict: 200 with ``{"status": "accepted", "receipt": ...}`` (the same
     receipt for the same envelope, however often it is posted), or 422 problem
@@ -281,11 +290,18 @@ async def submit(request: Request[Any, Any, Any], web: WebContext) -> Response[b
     return Response(verdict.encode(), media_type="application/json")
 
 
+@get("/openapi.json", include_in_schema=False, sync_to_thread=False)
+def openapi_document(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The OpenAPI document of this API, at a stable path."""
+    document = request.app.openapi_schema.to_schema()
+    return Response(json.dumps(document).encode(), media_type="application/vnd.oai.openapi+json")
+
+
 # -- problems -------------------------------------------------------------------------
 
 
 @get("/problems/{code:str}", summary="What a problem code means")
-async def problem_type(code: str) -> dict[str, str]:
+async def problem_type(code: FromPath[str]) -> dict[str, str]:
     from ailedger.errortable import error_classes, meaning
 
     for cls in error_classes():
@@ -311,6 +327,7 @@ def api_router(max_body: int) -> Router:
             schema_doc,
             submit,
             problem_type,
+            openapi_document,
         ],
         request_max_body_size=max_body,
     )

@@ -329,7 +329,9 @@ def create_app(
                 "and proofs; a gateway for signed DSSE envelopes; investigation endpoints for "
                 "regulators and auditors. Errors are RFC 9457 problem details with a `code`."
             ),
-            path="/api/v1",
+            # Litestar serves its own copy (and a catch-all 404 page) under this path;
+            # the stable address is the API's own /api/v1/openapi.json.
+            path="/api/v1/_openapi",
             render_plugins=[JsonRenderPlugin()],
         ),
         logging_config=None,
