@@ -33,6 +33,7 @@ from ledger.formats.timeutil import SimulatedClock
 from ledger.state.persistence import store_envs
 from services.projector import rebuild
 from services.web.app import WebConfig, serve_web
+from services.web.auth import issue_token
 from services.witness.service import start_local_witness
 from tests.conftest import authorized_server, running_notary, serving
 
@@ -48,7 +49,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ROOT = Path(__file__).resolve().parent.parent
+#: The README's picture, rewritten only when asked (AILEDGER_README_SCREENSHOT=1): the
+#: system page as of a fixed moment, so that it changes only when the page does.
 README_SCREENSHOT = ROOT / "docs" / "img" / "workbench-system.png"
+README_MOMENT = "2026-08-10T12:00:00"
 SYSTEM = "credit-scorer"
 
 
@@ -63,6 +67,8 @@ def _browser_missing(why: str) -> None:
 class Workbench:
     url: str
     home: Home
+    regulator_token: str
+    actor_token: str
 
 
 def _play_scenario(home: Home, url: str) -> None:
@@ -109,6 +115,8 @@ def workbench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workbench]:
     home.identities().ensure(GATEWAY)
     with serving(authorized_server(tmp / "nats", home), home) as server:
         _play_scenario(home, server.url)
+        regulator_token, _ = issue_token(home, role="regulator", label="browser test")
+        actor_token, _ = issue_token(home, actor="bank")
         # The web app alone (no notary): uvicorn on a free port, in its own thread.
         ready = threading.Event()
         state: dict[str, Any] = {}
@@ -135,7 +143,7 @@ def workbench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workbench]:
         if "error" in state:
             raise state["error"]
         try:
-            yield Workbench(state["url"], home)
+            yield Workbench(state["url"], home, regulator_token, actor_token)
         finally:
             state["loop"].call_soon_threadsafe(state["stop"].set)
             t.join(30)
@@ -162,12 +170,31 @@ def test_an_investigator_follows_a_non_compliant_system_in_the_browser(
 ) -> None:
     shots = tmp_path / "screenshots"
     shots.mkdir()
-    context = browser.new_context(viewport={"width": 1366, "height": 900}, accept_downloads=True)
+    context = browser.new_context(
+        viewport={"width": 1366, "height": 900}, locale="en-GB", accept_downloads=True
+    )
     page = context.new_page()
     try:
-        # The dashboard: counts by verdict, the systems worst first.
+        # Investigation pages need a regulator's or auditor's token: to the login page,
+        # where a mistyped token and an actor's gateway token are refused with the reason.
         page.goto(workbench.url + "/")
+        page.wait_for_url(re.compile(r"/login\?next=%2F$"))
+        for token, status, reason in [
+            ("alt_not-a-token", 401, "not one this ledger issued"),
+            (workbench.actor_token, 403, "does not open this endpoint"),
+        ]:
+            page.fill("#token", token)
+            with page.expect_response(re.compile("/login$")) as answer:
+                page.click("form.login button")
+            assert answer.value.status == status
+            assert reason in page.locator(".error-detail").inner_text()
+        page.screenshot(path=str(shots / "0-login.png"), full_page=True)
+        _sign_in(page, workbench)
+
+        # The dashboard: counts by verdict, the systems worst first.
+        page.wait_for_url(workbench.url + "/")
         assert page.title().startswith("AI systems by verdict")
+        assert "regulator browser test" in page.locator(".who").inner_text()
         non_compliant = int(page.locator('[data-count="non_compliant"]').inner_text())
         assert non_compliant >= 1
         row = page.locator("table.data tbody tr", has=page.locator(f'a:text-is("{SYSTEM}")'))
@@ -186,8 +213,11 @@ def test_an_investigator_follows_a_non_compliant_system_in_the_browser(
         assert incident.count() == 1
         assert "verified" in incident.inner_text()
         page.screenshot(path=str(shots / "2-system-now.png"), full_page=True)
-        README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(README_SCREENSHOT))
+        if os.environ.get("AILEDGER_README_SCREENSHOT"):
+            page.goto(f"{workbench.url}/systems/{SYSTEM}?at={README_MOMENT}")
+            assert _verdict(page) == "non_compliant"
+            page.screenshot(path=str(README_SCREENSHOT))
+            page.goto(f"{workbench.url}/systems/{SYSTEM}")
 
         # Back to April 1st, before the incident: compliant, and no incident yet.
         page.fill("#at", "2026-04-01T12:00:00")
@@ -258,6 +288,15 @@ def test_an_investigator_follows_a_non_compliant_system_in_the_browser(
         assert verified.returncode == 0, verified.stderr
         assert "VERIFIED" in verified.stdout
         assert f"{SYSTEM}: non_compliant" in verified.stdout
+
+        # Signed out: the investigation pages and the bundle are closed again.
+        page.click("form.logout button")
+        page.wait_for_url(re.compile("/login$"))
+        for path in ("/", f"/systems/{SYSTEM}", f"/systems/{SYSTEM}/bundle", "/due"):
+            response = page.goto(workbench.url + path)
+            assert response is not None and response.status == 200
+            assert re.search(r"/login\?next=", page.url), path
+            assert page.locator("#token").count() == 1
     finally:
         context.close()
         print(f"screenshots: {shots}")
@@ -266,6 +305,8 @@ def test_an_investigator_follows_a_non_compliant_system_in_the_browser(
 def test_pages_answer_bad_input_with_a_reason_not_a_500(workbench: Workbench, browser: Any) -> None:
     page = browser.new_page()
     try:
+        page.goto(f"{workbench.url}/login")
+        _sign_in(page, workbench)
         for path, status, reason in [
             ("/?at=yesterday", 400, "not a date or time"),
             ("/systems/no-such-system", 404, "no system no-such-system"),
@@ -279,6 +320,11 @@ def test_pages_answer_bad_input_with_a_reason_not_a_500(workbench: Workbench, br
             assert reason in page.locator(".error-detail").inner_text(), path
     finally:
         page.close()
+
+
+def _sign_in(page: Any, workbench: Workbench) -> None:
+    page.fill("#token", workbench.regulator_token)
+    page.click("form.login button")
 
 
 def _verdict(page: Any) -> str:

@@ -55,7 +55,7 @@ LABELS: dict[str, dict[str, str]] = {
         "verdict_line": "Verdict",
         "entries_up_to": "Entries taken into account: up to",
         "rulebook_in": "rulebook adopted in entry",
-        "download_bundle": "Download evidence bundle",
+        "download_bundle": "Download evidence bundle (newest checkpoint)",
         "bundle_help": (
             "A JSON file anyone can verify offline with `ailedger verify` and the trust policy."
         ),
@@ -149,6 +149,15 @@ LABELS: dict[str, dict[str, str]] = {
         "signed_note": "Signed note",
         "yes": "yes",
         "no": "no",
+        # signing in
+        "login_title": "Sign in",
+        "login_help": (
+            "Investigation pages need a regulator or auditor token of this ledger "
+            "(issued by its operator). Entries, proofs and checkpoints are public."
+        ),
+        "login_token": "Investigator token",
+        "login_submit": "Sign in",
+        "logout": "Sign out",
         # errors
         "not_found": "Not found",
         "error_title": "Cannot show this page",

@@ -10,16 +10,23 @@ import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from litestar import Request, Response, Router, get
-from litestar.datastructures import State
+from litestar import Request, Response, Router, get, post
+from litestar.datastructures import Cookie, State
+from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException
+from litestar.params import Body
 from litestar.plugins.jinja import JinjaTemplateEngine
-from litestar.response import Template
+from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
-from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_404_NOT_FOUND
+from litestar.status_codes import (
+    HTTP_303_SEE_OTHER,
+    HTTP_400_BAD_REQUEST,
+    HTTP_404_NOT_FOUND,
+)
 from litestar.template.config import TemplateConfig
 
 from ledger.bus.proofs import ProofUnavailable, SignedCheckpoint, export_bundle
@@ -34,7 +41,8 @@ from ledger.verify.bundle import VerificationError, _open_checkpoint, _witness_t
 from ledger.views.compliance import ComplianceView
 from ledger.views.store import open_view
 from services.web.app import WebContext
-from services.web.problems import status_of
+from services.web.auth import Principal
+from services.web.problems import CredentialsInvalid, CredentialsMissing, status_of
 from services.web.ui import source
 from services.web.ui.labels import DEFAULT_LANGUAGE, labels
 
@@ -54,6 +62,8 @@ UI_PATHS: dict[str, str] = {
     "entry_proof": "/api/v1/entries/{index}/proof",
     "checkpoint": "/checkpoints/{size}",
     "latest_checkpoint": "/checkpoints",
+    "login": "/login",
+    "logout": "/logout",
     "api": "/schema",
 }
 
@@ -93,6 +103,39 @@ def _view(web: WebContext) -> ComplianceView:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+#: The investigator's token, once signed in (HttpOnly, SameSite=Strict: never sent
+#: by another site's page, never read by a script).
+SESSION_COOKIE = "ailedger_investigator"
+
+
+class LoginRequired(Exception):
+    """An investigation page asked without a valid investigator token: to the login page."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
+def _local_path(text: str | None) -> str:
+    """Where to go after signing in: a path of this app, never another site."""
+    if not text or not text.startswith("/") or text.startswith("//") or "\\" in text:
+        return "/"
+    return text
+
+
+def investigator(request: Request[Any, Any, State], web: WebContext) -> Principal:
+    """Who reads an investigation page: the regulator's or an auditor's token from the
+    session cookie, judged as the API judges a bearer token (``web.tokens``). No token,
+    or one the ledger no longer knows: :class:`LoginRequired`; another kind of token
+    (an actor's gateway token): NotPermitted (403)."""
+    token = request.cookies.get(SESSION_COOKIE)
+    try:
+        return web.tokens.authenticate(f"Bearer {token}" if token else None, "investigator")
+    except (CredentialsMissing, CredentialsInvalid):
+        query = request.url.query
+        raise LoginRequired(request.url.path + (f"?{query}" if query else "")) from None
 
 
 class PageError(HTTPException):
@@ -166,18 +209,24 @@ def _page(name: str, *, status_code: int = 200, **context: Any) -> Template:
 
 
 @get("/", name="ui-dashboard", sync_to_thread=True)
-def dashboard(web: WebContext, at: str | None = None) -> Template:
+def dashboard(
+    request: Request[Any, Any, State], web: WebContext, at: str | None = None
+) -> Template:
+    who = investigator(request, web)
     when, at_text = _moment(at)
     rows = source.dashboard(_view(web), when)
     counts = {v: 0 for v in VERDICTS}
     for r in rows:
         if r.verdict is not None:
             counts[r.verdict.verdict] += 1
-    return _page("dashboard.html.j2", rows=rows, counts=counts, at=when, at_text=at_text)
+    return _page("dashboard.html.j2", who=who, rows=rows, counts=counts, at=when, at_text=at_text)
 
 
 @get("/systems/{system:str}", name="ui-system", sync_to_thread=True)
-def system(web: WebContext, system: str, at: str | None = None) -> Template:
+def system(
+    request: Request[Any, Any, State], web: WebContext, system: str, at: str | None = None
+) -> Template:
+    who = investigator(request, web)
     when, at_text = _moment(at)
     try:
         verdict, timeline = source.system_page(_view(web), system, when)
@@ -185,6 +234,7 @@ def system(web: WebContext, system: str, at: str | None = None) -> Template:
         raise PageError(status_code=HTTP_404_NOT_FOUND, detail=str(e)) from None
     return _page(
         "system.html.j2",
+        who=who,
         system=system,
         verdict=verdict,
         timeline=timeline,
@@ -194,9 +244,12 @@ def system(web: WebContext, system: str, at: str | None = None) -> Template:
 
 
 @get("/systems/{system:str}/bundle", name="ui-bundle")
-async def bundle(web: WebContext, system: str, checkpoint: int | None = None) -> Response[bytes]:
+async def bundle(
+    request: Request[Any, Any, State], web: WebContext, system: str, checkpoint: int | None = None
+) -> Response[bytes]:
     """The system's evidence bundle as of the newest checkpoint (or ``?checkpoint=N``),
     with the claimed verdict, as ``ailedger export --system S --claim`` writes it."""
+    investigator(request, web)
     if system not in await asyncio.to_thread(_view(web).systems):
         raise PageError(status_code=HTTP_404_NOT_FOUND, detail=f"no system {system}")
     signed = await web.checkpoint(checkpoint)
@@ -218,14 +271,20 @@ async def bundle(web: WebContext, system: str, checkpoint: int | None = None) ->
 
 
 @get("/due", name="ui-due", sync_to_thread=True)
-def due(web: WebContext, at: str | None = None, within: str = DEFAULT_WITHIN) -> Template:
+def due(
+    request: Request[Any, Any, State],
+    web: WebContext,
+    at: str | None = None,
+    within: str = DEFAULT_WITHIN,
+) -> Template:
+    who = investigator(request, web)
     when, at_text = _moment(at)
     try:
         window = parse_within(within)
     except ValueError as e:
         raise PageError(status_code=HTTP_400_BAD_REQUEST, detail=str(e)) from None
     rows = source.due(_view(web), when, window)
-    return _page("due.html.j2", rows=rows, at=when, at_text=at_text, within=within.strip())
+    return _page("due.html.j2", who=who, rows=rows, at=when, at_text=at_text, within=within.strip())
 
 
 async def _proof(web: WebContext, index: int) -> ProofCheck | None:
@@ -305,15 +364,82 @@ async def checkpoint(web: WebContext, size: int | None = None) -> Template:
     )
 
 
+@get("/login", name="ui-login")
+async def login_form(next: str | None = None) -> Template:
+    return _page("login.html.j2", next=_local_path(next), error="")
+
+
+@post("/login", name="ui-login-post", status_code=HTTP_303_SEE_OTHER)
+async def login(
+    web: WebContext,
+    data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
+) -> Response[Any]:
+    """Sign in with an investigator token (``ailedger web token --role regulator``):
+    checked as the API checks it, then kept in an HttpOnly, SameSite=Strict cookie."""
+    token = data.get("token", "").strip()
+    target = _local_path(data.get("next"))
+    try:
+        web.tokens.authenticate(f"Bearer {token}" if token else None, "investigator")
+    except LedgerError as e:
+        status = status_of(e)
+        return _page("login.html.j2", status_code=status, next=target, error=str(e))
+    return Redirect(
+        path=target,
+        status_code=HTTP_303_SEE_OTHER,
+        cookies=[
+            Cookie(
+                key=SESSION_COOKIE,
+                value=token,
+                httponly=True,
+                samesite="strict",
+                path="/",
+                secure=False,  # localhost by default; behind TLS the proxy sets Secure
+            )
+        ],
+    )
+
+
+@post("/logout", name="ui-logout", status_code=HTTP_303_SEE_OTHER)
+async def logout() -> Response[Any]:
+    return Redirect(
+        path=UI_PATHS["login"],
+        status_code=HTTP_303_SEE_OTHER,
+        cookies=[Cookie(key=SESSION_COOKIE, value="", max_age=0, path="/", httponly=True)],
+    )
+
+
+def _to_login(request: Request[Any, Any, State], exc: Exception) -> Response[Any]:
+    assert isinstance(exc, LoginRequired)
+    return Redirect(
+        path=f"{UI_PATHS['login']}?next={quote(exc.next_path, safe='')}",
+        status_code=HTTP_303_SEE_OTHER,
+    )
+
+
 def ui_router() -> Router:
     """The pages and their CSS, for the app's ``route_handlers`` (each handler takes the
     app's ``web`` dependency)."""
     static = create_static_files_router(path="/static", directories=[STATIC], name="ui-static")
     return Router(
         path="/",
-        route_handlers=[dashboard, system, bundle, due, entry, checkpoint, static],
+        route_handlers=[
+            dashboard,
+            system,
+            bundle,
+            due,
+            entry,
+            checkpoint,
+            login_form,
+            login,
+            logout,
+            static,
+        ],
         include_in_schema=False,
-        exception_handlers={HTTPException: _page_error, LedgerError: _page_error},
+        exception_handlers={
+            HTTPException: _page_error,
+            LedgerError: _page_error,
+            LoginRequired: _to_login,
+        },
     )
 
 
