@@ -223,3 +223,100 @@ async def test_worker_processes_judge_as_threads_do_and_a_dead_worker_changes_no
             verify_bundle(bad, trust, threads=2)
         assert (e.value.check, e.value.index) == ("signature", 20)
         assert all(p.proc.returncode is not None for p in started)  # none left running
+
+
+async def test_a_server_thread_touches_nothing_process_wide(
+    ledger: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Called from a thread other than the main one (a server's), or with
+    ``exclusive=False``, verification neither sets the GIL switch interval nor starts
+    worker processes, whatever the bundle's size; the CLI's way (the main thread, or
+    ``exclusive=True``) does both. The report is the same."""
+    import threading
+
+    import ledger.verify.bundle as bundle
+
+    await small_ledger(ledger)
+    data = await export(ledger)
+    trust = ledger.home.trust()
+    started: list[Any] = []
+    intervals: list[float] = []
+    real_init, real_set = bundle._Process.__init__, sys.setswitchinterval
+
+    def recorded(self: Any) -> None:
+        real_init(self)
+        started.append(self)
+
+    def set_interval(value: float) -> None:
+        intervals.append(value)
+        real_set(value)
+
+    monkeypatch.setattr(bundle._Process, "__init__", recorded)
+    monkeypatch.setattr(sys, "setswitchinterval", set_interval)
+    monkeypatch.setattr(bundle, "PROCESS_MIN_ENTRIES", 1)  # processes even for this bundle
+
+    def in_thread(**kw: Any) -> list[str]:
+        out: list[Any] = []
+        t = threading.Thread(target=lambda: out.append(verify_bundle(data, trust, threads=2, **kw)))
+        t.start()
+        t.join()
+        assert len(out) == 1
+        return list(out[0].lines)
+
+    before = sys.getswitchinterval()
+    lines = in_thread()
+    assert (started, intervals) == ([], [])
+    assert in_thread(exclusive=False) == lines
+    assert (started, intervals) == ([], [])
+    assert verify_bundle(data, trust, threads=2, exclusive=False).lines == lines
+    assert (started, intervals) == ([], [])
+    # the command line's way: the main thread, or a thread that says it owns the process
+    assert verify_bundle(data, trust, threads=2).lines == lines
+    assert len(started) == 2 and len(intervals) == 2
+    assert in_thread(exclusive=True) == lines
+    assert len(started) == 4 and len(intervals) == 4
+    assert sys.getswitchinterval() == before
+    assert all(p.proc.returncode is not None for p in started)
+
+
+def test_inclusion_proofs_judged_alike_with_a_shared_node_memo() -> None:
+    """The bundle's inclusion proofs share one memo of interior node hashes: each
+    leaf's proof of a 37-leaf tree verifies with it, and every proof with one byte
+    flipped, a hash dropped or the wrong index fails with the same error as without
+    it, though the memo already holds the upper nodes."""
+    from ledger.formats.merkle import (
+        InclusionProofError,
+        MemoryHashStore,
+        leaf_hash,
+        prove_record,
+        verify_inclusion,
+    )
+
+    store = MemoryHashStore()
+    leaves = [leaf_hash(bytes([i])) for i in range(37)]
+    for h in leaves:
+        store.append_leaf(h)
+    size, root = store.size, store.root()
+    memo: dict[bytes, bytes] = {}
+
+    def judged(index: int, proof: list[bytes], shared: dict[bytes, bytes] | None) -> str:
+        try:
+            verify_inclusion(leaves[index], index, size, proof, root, memo=shared)
+        except InclusionProofError as e:
+            return str(e)
+        return "ok"
+
+    proofs = [prove_record(size, i, store.read_hashes) for i in range(size)]
+    for i, proof in enumerate(proofs):
+        assert judged(i, proof, memo) == "ok"
+    assert memo  # upper nodes are there for the bad proofs below
+    for i, proof in enumerate(proofs):
+        bad = [(i, proof[:-1]), (i, [*proof, root]), *([] if i == 0 else [(i - 1, proof)])]
+        for k in range(len(proof)):
+            flipped = bytearray(proof[k])
+            flipped[k % 32] ^= 1
+            bad.append((i, [*proof[:k], bytes(flipped), *proof[k + 1 :]]))
+        for index, p in bad:
+            expected = judged(index, p, None)
+            assert expected != "ok"
+            assert judged(index, p, memo) == expected

@@ -351,12 +351,30 @@ def _check_hash_sizes(error: type[ProofError], proof: Sequence[bytes], **named: 
 
 
 def verify_inclusion(
-    leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
+    leaf_hash: bytes,
+    index: int,
+    size: int,
+    proof: Sequence[bytes],
+    root: bytes,
+    *,
+    memo: dict[bytes, bytes] | None = None,
 ) -> None:
     """Check that ``proof`` shows leaf ``index`` with ``leaf_hash`` is in the tree ``root``.
 
-    RFC 9162 §2.1.3.2. Raises InclusionProofError naming the failed check.
+    RFC 9162 §2.1.3.2. Raises InclusionProofError naming the failed check. ``memo``
+    (kept across the proofs of one tree, such as a bundle's) holds interior node
+    hashes by their 64 input bytes: paths that share upper nodes hash them once.
     """
+    node = node_hash
+    if memo is not None:
+
+        def node(left: bytes, right: bytes) -> bytes:
+            pair = left + right
+            h = memo.get(pair)
+            if h is None:
+                h = memo[pair] = node_hash(left, right)
+            return h
+
     _check_hash_sizes(InclusionProofError, proof, leaf_hash=leaf_hash, root=root)
     if index < 0 or size < 0:
         raise InclusionProofError("negative leaf index or tree size")
@@ -368,14 +386,14 @@ def verify_inclusion(
         if sn == 0:
             raise InclusionProofError("proof has more hashes than the path from leaf to root")
         if fn & 1 or fn == sn:
-            r = node_hash(p, r)
+            r = node(p, r)
             if not fn & 1:
                 # A right-edge node without sibling at these levels: move up to its parent.
                 while fn and not fn & 1:
                     fn >>= 1
                     sn >>= 1
         else:
-            r = node_hash(r, p)
+            r = node(r, p)
         fn >>= 1
         sn >>= 1
     if sn != 0:

@@ -76,10 +76,12 @@ def verify_pinned(
     *,
     since: bytes | None = None,
     now: datetime | None = None,
+    exclusive: bool | None = None,
 ) -> Report:
     """:func:`verify_bundle`, consistent with the reader's pin for the trust policy's origin.
 
-    ``since`` (a checkpoint the caller passes by hand) replaces the pin for the
+    ``exclusive`` is :func:`verify_bundle`'s (a server passes False). ``since`` (a
+    checkpoint the caller passes by hand) replaces the pin for the
     check. With ``pins`` None nothing is read or pinned. After success the bundle's
     checkpoint becomes the pin when it is larger than the pinned one (or none is).
     """
@@ -87,7 +89,7 @@ def verify_pinned(
     from_pin = since is None and pins is not None
     pinned = since if since is not None else (pins.load(origin) if pins is not None else None)
     try:
-        report = verify_bundle(data, trust, since=pinned, now=now)
+        report = verify_bundle(data, trust, since=pinned, now=now, exclusive=exclusive)
     except VerificationError as e:
         if not from_pin or pinned is None or e.check != "consistency":
             raise
