@@ -10,7 +10,10 @@ import asyncio
 import base64
 import hashlib
 import json
+import signal
+import sys
 import uuid
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -435,3 +438,52 @@ async def test_tokens_are_bound_to_an_actor_or_a_role(ledger: Harness) -> None:
     assert token.startswith("alt_") and principal.kind == "investigator"
     mode = (ledger.home.path / "web" / "tokens.json").stat().st_mode & 0o777
     assert mode == 0o600
+
+
+async def run_cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ailedger", *args, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.asyncio
+async def test_ailedger_web_serves_prints_its_url_and_stops_cleanly(ledger: Harness) -> None:
+    home = str(ledger.home.path)
+    status, token, err = await run_cli("web-token", "issue", "--actor", "bank", "--home", home)
+    assert status == 0, err
+    token = token.strip()
+    assert token.startswith("alt_") and "only its hash is stored" in err
+    status, listed, _ = await run_cli("web-token", "list", "--home", home)
+    assert status == 0 and "actor bank" in listed and token not in listed
+
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "ailedger", "web", "--home", home, "--nats", ledger.url],
+        *["--port", "0", "--no-ui"],
+        stdout=PIPE,
+        stderr=PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        assert line.startswith("web up: http://127.0.0.1:") and f"(pid {proc.pid})" in line, line
+        url = line.split()[2]
+        await ledger.notary.checkpoint()
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            r = await http.get("/api/v1/checkpoint")
+            assert r.status_code == 200
+            open_note(r.content, Web(url, http, ledger).verifiers())
+            r = await http.post(
+                "/api/v1/submissions", content=b"{}", headers={"authorization": f"Bearer {token}"}
+            )
+            assert_problem(r, 400, "envelope_invalid")  # authenticated, then judged
+        proc.send_signal(signal.SIGTERM)
+        out, err_bytes = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, err_bytes.decode()
+        assert "web stopped cleanly" in out.decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

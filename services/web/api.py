@@ -260,17 +260,21 @@ async def submit(
     body = await request.body()
     if not body:
         raise BadRequest("the body must be a DSSE envelope (JSON), not empty")
-    if web.gateway is None:
+    gateway = await web.ensure_gateway()
+    if gateway is None:
         return problem_response(
-            503, "gateway_off", "this web app has no _gateway bus identity: submissions are off"
+            503,
+            "gateway_unavailable",
+            "the gateway cannot reach the ledger's bus as _gateway (see the web app's log)",
+            headers={"retry-after": "5"},
         )
-    head = web.gateway.head(body)  # EnvelopeError / SchemaError: 400 with their code
+    head = gateway.head(body)  # EnvelopeError / SchemaError: 400 with their code
     if head.actor != principal.actor:
         raise ActorMismatch(
             f"the envelope is signed as actor {head.actor!r}; this token is bound to "
             f"{principal.actor!r}"
         )
-    answer = await web.gateway.submit(body)
+    answer = await gateway.submit(body)
     if isinstance(answer, Rejected):
         status = 409 if answer.rejection is None else 422
         return problem_response(

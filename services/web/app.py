@@ -29,6 +29,7 @@ import importlib
 import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,8 @@ class WebContext:
         self._reader: SealedReader | None = None
         self._read_lock = asyncio.Lock()
         self._checkpoint_lock = asyncio.Lock()
+        self._gateway_lock = asyncio.Lock()
+        self._gateway_retry = 0.0
         self._checkpoint_position = 0
         #: tree size -> CHECKPOINTS sequence of its newest (most recently cosigned) note
         self._checkpoints: dict[int, int] = {}
@@ -125,13 +128,29 @@ class WebContext:
         self.tree = TreeStore(self.home.tree_path)
         self._reader = trusted_reader(self.nc, self.trust)
         self._reader.keep_seals = False
-        identity = self.home.identities().get(GATEWAY)
-        if identity is not None:
-            self.gateway = await Gateway.connect(
-                self.config.nats_url, identity, self.trust, timeout=self.config.submit_timeout
-            )
-        else:
-            log.warning("no %s bus identity in %s: the gateway is off", GATEWAY, self.home.path)
+        await self.ensure_gateway()
+
+    async def ensure_gateway(self) -> Gateway | None:
+        """The gateway's NATS client, connected as ``_gateway`` (retried at most every 5 s
+        while it cannot connect: the server may not know the identity yet)."""
+        if self.gateway is not None:
+            return self.gateway
+        async with self._gateway_lock:
+            now = time.monotonic()
+            if self.gateway is not None or now < self._gateway_retry:
+                return self.gateway
+            self._gateway_retry = now + 5.0
+            identity = self.home.identities().get(GATEWAY)
+            if identity is None:
+                log.warning("no %s bus identity in %s: the gateway is off", GATEWAY, self.home.path)
+                return None
+            try:
+                self.gateway = await Gateway.connect(
+                    self.config.nats_url, identity, self.trust, timeout=self.config.submit_timeout
+                )
+            except Exception as e:  # refused by the server's authorization, unreachable
+                log.warning("the gateway cannot connect as %s: %s", GATEWAY, e)
+            return self.gateway
 
     async def close(self) -> None:
         if self.gateway is not None:

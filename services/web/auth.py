@@ -44,6 +44,7 @@ __all__ = [
     "TokenError",
     "TokenStore",
     "issue_token",
+    "list_tokens",
     "revoke_token",
     "tokens_path",
 ]
@@ -155,6 +156,16 @@ def revoke_token(home: Home, token_id: str) -> int:
         if gone:
             _write(path, tokens)
     return len(gone)
+
+
+def list_tokens(home: Home) -> list[tuple[Principal, str]]:
+    """Every token of the home: what it is bound to, and when it was issued."""
+    out = []
+    for digest, record in sorted(_read(tokens_path(home)).items()):
+        principal = _principal(digest, record)
+        if principal is not None:
+            out.append((principal, str(record.get("issued", ""))))
+    return out
 
 
 def _principal(digest: str, record: Mapping[str, Any]) -> Principal | None:
