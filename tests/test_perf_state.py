@@ -7,8 +7,10 @@ one-by-one check; a replay that meets a corrupt entry stops at it as before.
 
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
+import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -23,7 +25,7 @@ from ledger.formats.keys import generate
 from ledger.law import events as ev
 from ledger.law import rejections as errors
 from ledger.state.application import AlreadyIntegrated, LedgerCorrupt, LedgerState
-from ledger.state.domain import EventRecord, Provenance, StateAggregate
+from ledger.state.domain import RECORD_TOPIC, Actor, EventRecord, Provenance, StateAggregate
 from ledger.state.persistence import sqlite_env
 from tests.conftest import enrolment_fields, registration_fields
 from tests.test_projector import postgres_schema  # noqa: F401 - a fixture
@@ -126,8 +128,8 @@ def test_recorded_answers_as_a_get_would(sqlite_world: World) -> None:
 def _records(state: LedgerState) -> list[EventRecord]:
     out = []
     for n in state.recorder.select_notifications(1, 1000):
-        if n.topic.endswith("EventRecord.Integrated"):
-            record = state.get(EventRecord, UUID(str(n.originator_id)))
+        if n.topic == RECORD_TOPIC:
+            record = state.record(UUID(str(n.originator_id)))
             assert record is not None
             out.append(record)
     return out
@@ -245,39 +247,32 @@ def test_a_replay_stops_at_a_corrupt_entry_after_the_entries_before_it(
     assert w.rebuilt().digest() == w.state.digest()
 
 
-def test_an_event_record_built_directly_is_the_one_eventsourcing_builds() -> None:
-    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    fields: dict[str, object] = {
-        "event_id": "e-1",
-        "index": 12,
-        "subject": "system/s",
-        "integrated": at,
-        "leaf_hash": "bGVhZg==",
-        "envelope_sha256": "f" * 64,
-    }
-    fast = EventRecord.new(**fields)  # type: ignore[arg-type]
-    slow = EventRecord(**fields)
-
-    def without_times(d: dict[str, object]) -> list[tuple[str, object]]:
-        times = {"_created_on", "_modified_on", "timestamp", "_pending_events"}
-        return [(k, v) for k, v in d.items() if k not in times]
-
-    assert type(fast) is type(slow)
-    assert sorted(without_times(vars(fast))) == sorted(without_times(vars(slow)))
-    assert fast.created_on == fast.modified_on
-    (fast_event,) = fast.collect_events()
-    (slow_event,) = slow.collect_events()
-    assert type(fast_event) is type(slow_event)
-    assert without_times(vars(fast_event)) == without_times(vars(slow_event))  # same order
-    assert list(vars(fast_event)) == list(vars(slow_event))
-    assert fast_event.timestamp == fast.created_on
-    # it projects back into the same aggregate
-    state = LedgerState()
-    state.save(fast)
-    again = state.get(EventRecord, fast.id)
-    assert again is not None
-    assert sorted(without_times(vars(again))) == sorted(without_times(vars(slow)))
-    assert again.version == 1
+def test_an_event_record_is_one_row_read_back_as_itself(world_with_history: World) -> None:
+    state = world_with_history.state
+    stored = world_with_history.stored
+    rows = state.recorder.select_notifications(1, 1000)
+    records = [n for n in rows if n.topic == RECORD_TOPIC]
+    # one record per entry, beside the entries' own aggregate events
+    assert len(records) == len(stored) == 6
+    assert len(rows) - len(records) >= len(stored)
+    for n in records:
+        record = state.record(UUID(str(n.originator_id)))
+        assert record is not None and record.id == UUID(str(n.originator_id))
+        assert state.event_record(record.event_id) == record
+        entry = Entry.parse(stored[record.index][1])
+        env = parse_envelope(entry.envelope)
+        assert record.event_id == ev.decode_event(env.payload).event_id
+        assert record.envelope_sha256 == hashlib.sha256(entry.envelope).hexdigest()
+        assert record.leaf_hash == base64.b64encode(entry.leaf_hash).decode()
+        assert (record.subject, record.integrated) == (entry.subject, entry.integrated)
+    assert state.event_record(ev.new_event_id()) is None
+    # a record is no aggregate, an aggregate no record: either asked for is corrupt
+    bank = state.actor("bank")
+    assert bank is not None
+    with pytest.raises(LedgerCorrupt, match="not an EventRecord"):
+        state.record(bank.id)
+    with pytest.raises(LedgerCorrupt, match="is a EventRecord, not Actor"):
+        state.get(Actor, UUID(str(records[-1].originator_id)))
 
 
 def _mutable_parts(obj: object) -> dict[int, object]:
@@ -309,6 +304,8 @@ def test_a_copy_of_an_aggregate_shares_nothing_mutable_with_it(world_with_histor
     state = world_with_history.state
     aggregates = []
     for n in state.recorder.select_notifications(1, 1000):
+        if n.topic == RECORD_TOPIC:
+            continue  # immutable, shared by copies
         agg = state.repository.get(n.originator_id)
         agg.trigger_event(type(agg).Event)  # a pending event too
         aggregates.append(agg)
@@ -344,6 +341,9 @@ def test_a_state_with_a_tiny_cache_loads_what_it_evicted_and_judges_alike(
     times = {"_created_on", "_modified_on"}
     for n in tiny.state.recorder.select_notifications(1, 1000):
         aggregate_id = UUID(str(n.originator_id))
+        if n.topic == RECORD_TOPIC:
+            assert tiny.state.record(aggregate_id) == roomy.record(aggregate_id) is not None
+            continue
         a = tiny.state.get(StateAggregate, aggregate_id)
         b = roomy.get(StateAggregate, aggregate_id)
         assert a is not None and b is not None
@@ -351,7 +351,7 @@ def test_a_state_with_a_tiny_cache_loads_what_it_evicted_and_judges_alike(
         assert {k: v for k, v in vars(a).items() if k not in times} == {
             k: v for k, v in vars(b).items() if k not in times
         }
-    assert tiny.state.get(EventRecord, uuid4()) is None
+    assert tiny.state.record(uuid4()) is None
 
 
 def deploy_of(world: World, actor: str, at: datetime) -> bytes:

@@ -41,6 +41,7 @@ from ledger.law import events as ev
 from ledger.law import rejections as errors
 from ledger.law.admission import Request, judge, judge_root_quorum
 from ledger.state.domain import (
+    RECORD_TOPIC,
     Actor,
     AISystem,
     EventRecord,
@@ -252,10 +253,19 @@ class LedgerState(EventSourcedProjection[UUID]):
         return self.get(AISystem, AISystem.create_id(system_id))
 
     def event_record(self, event_id: str) -> EventRecord | None:
-        try:
-            return self.get(EventRecord, EventRecord.create_id(event_id))
-        except ValueError:
+        return self.record(EventRecord.create_id(event_id))
+
+    def record(self, record_id: UUID) -> EventRecord | None:
+        """The event record under ``record_id`` (its one stored row), or None."""
+        stored = stored_events(self.recorder, record_id)
+        if not stored:
             return None
+        record: object = self.mapper.to_domain_event(stored[0])
+        if type(record) is not EventRecord:
+            raise LedgerCorrupt(
+                f"aggregate {record_id} is a {type(record).__name__}, not an EventRecord"
+            )
+        return record
 
     def ledger_info(self) -> LedgerInfo | None:
         return self.get(LedgerInfo, LedgerInfo.create_id())
@@ -290,10 +300,11 @@ class LedgerState(EventSourcedProjection[UUID]):
         for agg in batch.overlay.values():
             processing_event.events.extend(agg.collect_events())
             processing_event.aggregates[agg.id] = agg
-        # Event records are read only to answer duplicates: their events are
-        # recorded, but they stay out of the aggregate cache.
-        for record in batch.records.values():
-            processing_event.events.extend(record.collect_events())
+        # Event records are read only to answer duplicates: recorded (one row
+        # each, see StateMapper), but kept out of the aggregate cache.
+        processing_event.events.extend(
+            cast("list[DomainEventProtocol[UUID]]", list(batch.records.values()))
+        )
 
     def replay(
         self,
@@ -371,7 +382,7 @@ class LedgerState(EventSourcedProjection[UUID]):
         two states of the same code (the notary's and a projector's)."""
         h = hashlib.sha256()
         for oid, version, topic, state in events_in_order(self.recorder):
-            body = _without_timestamp(state)
+            body = state if topic == RECORD_TOPIC else _without_timestamp(state)
             h.update(b"%s %d %s %d\n" % (oid.encode(), version, topic.encode(), len(body)))
             h.update(body)
         h.update(f"position {self.position()}".encode())
@@ -425,7 +436,7 @@ class Batch(Recording):
         known = self._prefetched.get(record_id) if self._prefetched is not None else None
         if known is None:
             known = bool(self.state.recorded([record_id]))
-        return self.state.get(EventRecord, record_id) if known else None
+        return self.state.record(record_id) if known else None
 
     # --- admission -------------------------------------------------------
 
@@ -534,7 +545,7 @@ class Batch(Recording):
         self._touched.clear()
 
         entry = stored or Entry(index, integrated, event.subject, prev, env.raw)
-        new_record = EventRecord.new(
+        new_record = EventRecord(
             event.event_id,
             index,
             event.subject,

@@ -26,9 +26,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid5
 
+import msgspec
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import Transcoding
-from eventsourcing.utils import get_topic
 
 from ledger.formats.timeutil import format_time, parse_time
 from ledger.law import rejections as errors
@@ -36,6 +36,7 @@ from ledger.law import rulebook
 from ledger.law.admission import KeyRing
 
 __all__ = [
+    "RECORD_TOPIC",
     "AISystem",
     "Actor",
     "Audit",
@@ -532,16 +533,18 @@ class InsurancePolicy(StateAggregate):
         pass
 
 
-class EventRecord(StateAggregate):
-    """Which ledger entry carries an event id: answers duplicates with the same receipt."""
+class EventRecord:
+    """Which ledger entry carries an event id: answers duplicates with the same receipt.
 
-    @staticmethod
-    def create_id(event_id: str) -> UUID:
-        # Name-based like every other aggregate id: a submitter choosing its
-        # event id cannot make it collide with another aggregate's id.
-        return _id(f"event/{event_id}")
+    Not an aggregate: a fact recorded once, never changed, read only to answer
+    a duplicate. It is stored as one row of the state's events table (version 1
+    of its name-based id, topic :data:`RECORD_TOPIC`, plain JSON without
+    eventsourcing's timestamp), written and read here without eventsourcing's
+    domain-event machinery, which cost as much as recording the entry's own
+    aggregate event."""
 
-    @event("Integrated")
+    __slots__ = ("envelope_sha256", "event_id", "id", "index", "integrated", "leaf_hash", "subject")
+
     def __init__(
         self,
         event_id: str,
@@ -550,64 +553,75 @@ class EventRecord(StateAggregate):
         integrated: datetime,
         leaf_hash: str,
         envelope_sha256: str,
+        *,
+        record_id: UUID | None = None,
     ) -> None:
+        self.id = record_id if record_id is not None else self.create_id(event_id)
         self.event_id = event_id
         self.index = index
+        self.subject = subject
         self.integrated = integrated
         self.leaf_hash = leaf_hash
         self.envelope_sha256 = envelope_sha256
 
-    @classmethod
-    def new(
-        cls,
-        event_id: str,
-        index: int,
-        subject: str,
-        integrated: datetime,
-        leaf_hash: str,
-        envelope_sha256: str,
-    ) -> EventRecord:
-        """``EventRecord(...)``, built directly: one per admitted entry, and
-        eventsourcing's generic constructor (argument coercion, signature
-        filtering, a frozen dataclass's ``__init__``) costs more than the rest of
-        the entry's bookkeeping. The same aggregate with the same pending
-        "Integrated" event, field for field and in the same order (so the same
-        stored bytes): tests/test_perf_state.py compares the two."""
-        record_id = cls.create_id(event_id)
-        created = _INTEGRATED.create_timestamp()
-        integrated_event = object.__new__(_INTEGRATED)
-        # As eventsourcing's Mapper makes events from stored ones.
-        object.__setattr__(
-            integrated_event,
-            "__dict__",
+    @staticmethod
+    def create_id(event_id: str) -> UUID:
+        # Name-based like every other aggregate id: a submitter choosing its
+        # event id cannot make it collide with another aggregate's id. Not
+        # remembered (every event id is new): the cache keeps subjects' ids.
+        return uuid5(NAMESPACE, f"event/{event_id}")
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is EventRecord and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __copy__(self) -> EventRecord:
+        return self  # immutable
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> EventRecord:
+        return self
+
+    def mutate(self, aggregate: object) -> EventRecord:
+        """As a domain event projects into its aggregate: a record is its own state
+        (what :func:`project` makes of its one stored row)."""
+        return self
+
+    def __repr__(self) -> str:
+        return f"EventRecord({self.event_id!r}, index={self.index})"
+
+    def stored_state(self) -> bytes:
+        """The row's state: compact JSON, keys in this order."""
+        return _RECORD_JSON.encode(
             {
-                "originator_id": record_id,
-                "originator_version": 1,
-                "timestamp": created,
-                "originator_topic": _RECORD_TOPIC,
-                "event_id": event_id,
-                "index": index,
-                "subject": subject,
-                "integrated": integrated,
-                "leaf_hash": leaf_hash,
-                "envelope_sha256": envelope_sha256,
-            },
+                "event_id": self.event_id,
+                "index": self.index,
+                "subject": self.subject,
+                "integrated": _format(self.integrated),
+                "leaf_hash": self.leaf_hash,
+                "envelope_sha256": self.envelope_sha256,
+            }
         )
-        record = object.__new__(cls)
-        record.__dict__.update(
-            _id=record_id,
-            _version=1,
-            _created_on=created,
-            _modified_on=created,
-            _pending_events=[integrated_event],
-            event_id=event_id,
-            index=index,
-            integrated=integrated,
-            leaf_hash=leaf_hash,
-            envelope_sha256=envelope_sha256,
+
+    @classmethod
+    def from_stored(cls, record_id: UUID, state: bytes) -> EventRecord:
+        d = _RECORD_JSON_DECODER.decode(state)
+        return cls(
+            d["event_id"],
+            d["index"],
+            d["subject"],
+            _parse(d["integrated"]),
+            d["leaf_hash"],
+            d["envelope_sha256"],
+            record_id=record_id,
         )
-        return record
 
 
-_INTEGRATED: Any = EventRecord.Integrated  # type: ignore[attr-defined]
-_RECORD_TOPIC = get_topic(EventRecord)
+#: The topic of an event record's row (the module's path, as eventsourcing's topics).
+RECORD_TOPIC = f"{__name__}:EventRecord"
+_RECORD_JSON = msgspec.json.Encoder()
+_RECORD_JSON_DECODER = msgspec.json.Decoder()

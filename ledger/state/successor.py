@@ -48,8 +48,6 @@ class StateAfter:
     def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
         agg: Aggregate | None = self.batch.overlay.get(aggregate_id)
         if agg is None:
-            agg = self.batch.records.get(aggregate_id)
-        if agg is None:
             return self.base.get(cls, aggregate_id)
         # A copy without the pending events: those are the previous batch's to
         # record; the new batch's events continue from its versions.
@@ -62,11 +60,12 @@ class StateAfter:
         rest = [i for i in aggregate_ids if i not in mine]
         return mine | (self.base.recorded(rest) if rest else set())
 
+    def record(self, record_id: UUID) -> EventRecord | None:
+        record = self.batch.records.get(record_id)
+        return record if record is not None else self.base.record(record_id)
+
     def event_record(self, event_id: str) -> EventRecord | None:
-        try:
-            return self.get(EventRecord, EventRecord.create_id(event_id))
-        except ValueError:
-            return None
+        return self.record(EventRecord.create_id(event_id))
 
 
 def begin_after(batch: Batch) -> Batch:
