@@ -16,9 +16,10 @@ from urllib.parse import quote
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from litestar import Request, Response, Router, get, post
 from litestar.datastructures import Cookie, State
+from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException
-from litestar.params import Body
+from litestar.params import Body, FromPath, FromQuery
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
@@ -210,7 +211,9 @@ def _page(name: str, *, status_code: int = 200, **context: Any) -> Template:
 
 @get("/", name="ui-dashboard", sync_to_thread=True)
 def dashboard(
-    request: Request[Any, Any, State], web: WebContext, at: str | None = None
+    request: Request[Any, Any, State],
+    web: NamedDependency[WebContext],
+    at: FromQuery[str | None] = None,
 ) -> Template:
     who = investigator(request, web)
     when, at_text = _moment(at)
@@ -224,7 +227,10 @@ def dashboard(
 
 @get("/systems/{system:str}", name="ui-system", sync_to_thread=True)
 def system(
-    request: Request[Any, Any, State], web: WebContext, system: str, at: str | None = None
+    request: Request[Any, Any, State],
+    web: NamedDependency[WebContext],
+    system: FromPath[str],
+    at: FromQuery[str | None] = None,
 ) -> Template:
     who = investigator(request, web)
     when, at_text = _moment(at)
@@ -245,7 +251,10 @@ def system(
 
 @get("/systems/{system:str}/bundle", name="ui-bundle")
 async def bundle(
-    request: Request[Any, Any, State], web: WebContext, system: str, checkpoint: int | None = None
+    request: Request[Any, Any, State],
+    web: NamedDependency[WebContext],
+    system: FromPath[str],
+    checkpoint: FromQuery[int | None] = None,
 ) -> Response[bytes]:
     """The system's evidence bundle as of the newest checkpoint (or ``?checkpoint=N``),
     with the claimed verdict, as ``ailedger export --system S --claim`` writes it."""
@@ -273,9 +282,9 @@ async def bundle(
 @get("/due", name="ui-due", sync_to_thread=True)
 def due(
     request: Request[Any, Any, State],
-    web: WebContext,
-    at: str | None = None,
-    within: str = DEFAULT_WITHIN,
+    web: NamedDependency[WebContext],
+    at: FromQuery[str | None] = None,
+    within: FromQuery[str] = DEFAULT_WITHIN,
 ) -> Template:
     who = investigator(request, web)
     when, at_text = _moment(at)
@@ -311,7 +320,7 @@ async def _proof(web: WebContext, index: int) -> ProofCheck | None:
 
 
 @get("/entries/{index:int}", name="ui-entry")
-async def entry(web: WebContext, index: int) -> Template:
+async def entry(web: NamedDependency[WebContext], index: FromPath[int]) -> Template:
     view = _view(web)
     row = await asyncio.to_thread(view.view.row, index)
     if row is None:
@@ -329,8 +338,19 @@ async def entry(web: WebContext, index: int) -> Template:
     )
 
 
-@get(["/checkpoints", "/checkpoints/{size:int}"], name="ui-checkpoint")
-async def checkpoint(web: WebContext, size: int | None = None) -> Template:
+@get("/checkpoints", name="ui-latest-checkpoint")
+async def latest_checkpoint(web: NamedDependency[WebContext]) -> Template:
+    """The newest checkpoint with its witnesses."""
+    return await _checkpoint_page(web, None)
+
+
+@get("/checkpoints/{size:int}", name="ui-checkpoint")
+async def checkpoint(web: NamedDependency[WebContext], size: FromPath[int]) -> Template:
+    """A checkpoint with its witnesses."""
+    return await _checkpoint_page(web, size)
+
+
+async def _checkpoint_page(web: WebContext, size: int | None) -> Template:
     """A checkpoint with its witnesses: each cosignature, and whether the trust policy
     counts it (its key, within its validity window), as ``ailedger verify`` counts them."""
     try:
@@ -365,13 +385,13 @@ async def checkpoint(web: WebContext, size: int | None = None) -> Template:
 
 
 @get("/login", name="ui-login")
-async def login_form(next: str | None = None) -> Template:
+async def login_form(next: FromQuery[str | None] = None) -> Template:
     return _page("login.html.j2", next=_local_path(next), error="")
 
 
 @post("/login", name="ui-login-post", status_code=HTTP_303_SEE_OTHER)
 async def login(
-    web: WebContext,
+    web: NamedDependency[WebContext],
     data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
 ) -> Response[Any]:
     """Sign in with an investigator token (``ailedger web token --role regulator``):
@@ -428,6 +448,7 @@ def ui_router() -> Router:
             bundle,
             due,
             entry,
+            latest_checkpoint,
             checkpoint,
             login_form,
             login,
