@@ -398,13 +398,13 @@ async def test_hostile_inputs_get_problem_details_never_a_500(web: Web) -> None:
     r = await web.http.post(post, content=b"\xff\xfe\x00garbage", headers=auth)
     assert_problem(r, 400, "envelope_invalid")
 
-    assert_problem(await web.http.get("/api/v1/entries/abc"), 404, "not_found")
+    assert_problem(await web.http.get("/api/v1/entries/abc"), 404, "no_such_resource")
     assert_problem(await web.http.get("/api/v1/entries/-1"), 400, "bad_request")
     assert_problem(await web.http.get(f"/api/v1/entries/{10**30}"), 400, "bad_request")
     assert_problem(await web.http.get("/api/v1/entries/999999"), 404, "proof_unavailable")
     assert_problem(await web.http.get("/api/v1/checkpoints/12345"), 404, "proof_unavailable")
-    assert_problem(await web.http.get("/api/v1/schemas/../../trust"), 404, "not_found")
-    assert_problem(await web.http.get("/api/v1/nothing-here"), 404, "not_found")
+    assert_problem(await web.http.get("/api/v1/schemas/../../trust"), 404, "no_such_resource")
+    assert_problem(await web.http.get("/api/v1/nothing-here"), 404, "no_such_resource")
     assert_problem(
         await web.http.get("/api/v1/proofs/consistency", params={"old": 5, "new": 2}),
         400,

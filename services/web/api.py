@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -29,7 +30,6 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
-from ailedger import resources
 from ledger.bus.proofs import consistency
 from ledger.bus.streams import INTAKE_MAX_MSG_SIZE, Verdict
 from ledger.formats.dsse import EnvelopeError, parse_envelope
@@ -41,6 +41,7 @@ from services.web.problems import (
     ActorMismatch,
     BadRequest,
     HttpNotFound,
+    problem_meaning,
     problem_response,
 )
 
@@ -226,17 +227,33 @@ async def trust_policy(web: NamedDependency[WebContext]) -> Response[bytes]:
     return Response(web.home.trust_path.read_bytes(), media_type="application/json")
 
 
+def _schemas_dir() -> Path:
+    """The published JSON Schemas: installed beside this package as ``ailedger/published``
+    (pyproject's package-dir), or the source checkout's ``schemas/``. Read as files: the
+    web app sits below ``ailedger`` and does not import it."""
+    top = Path(__file__).resolve().parent.parent.parent
+    installed = top / "ailedger" / "published"
+    return installed if installed.is_dir() else top / "schemas"
+
+
+def _schema_names() -> list[str]:
+    root = _schemas_dir()
+    names = [p.name for p in root.glob("*.schema.json")]
+    names += [f"events/{p.name}" for p in (root / "events").glob("*.schema.json")]
+    return sorted(n.removesuffix(".schema.json") for n in names)
+
+
 @get("/schemas", summary="The names of the published JSON Schemas")
 async def schema_list() -> list[str]:
-    return resources.schema_names()
+    return _schema_names()
 
 
 @get("/schemas/{name:path}", summary="One published JSON Schema")
 async def schema_doc(name: FromPath[str]) -> Response[bytes]:
-    try:
-        data = resources.schema(name.strip("/").removesuffix(".schema.json"))
-    except KeyError:
-        raise HttpNotFound(f"no schema {name.strip('/')!r} (GET /api/v1/schemas)") from None
+    wanted = name.strip("/").removesuffix(".schema.json")
+    if wanted not in _schema_names():  # names only: never a path taken from the request
+        raise HttpNotFound(f"no schema {wanted!r} (GET /api/v1/schemas)")
+    data = (_schemas_dir() / f"{wanted}.schema.json").read_bytes()
     return Response(data, media_type="application/schema+json")
 
 
@@ -306,12 +323,10 @@ def openapi_document(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 @get("/problems/{code:str}", summary="What a problem code means")
 async def problem_type(code: FromPath[str]) -> dict[str, str]:
-    from ailedger.errortable import error_classes, meaning
-
-    for cls in error_classes():
-        if cls.code == code:
-            return {"code": code, "meaning": meaning(cls)}
-    raise HttpNotFound(f"no problem code {code!r}")
+    meaning = problem_meaning(code)
+    if meaning is None:
+        raise HttpNotFound(f"no problem code {code!r}")
+    return {"code": code, "meaning": meaning}
 
 
 def api_router(max_body: int) -> Router:

@@ -50,6 +50,7 @@ __all__ = [
     "Problem",
     "WebCannotRun",
     "handle_exception",
+    "problem_meaning",
     "problem_response",
     "status_of",
 ]
@@ -126,7 +127,7 @@ class BadRequest(LedgerError, ValueError):
 class HttpNotFound(LedgerError, LookupError):
     """No such HTTP resource: an unknown path, schema, system or entry (404)."""
 
-    code = "not_found"
+    code = "no_such_resource"
     exit_status = USAGE
     http_status: ClassVar[int] = HTTP_404_NOT_FOUND
 
@@ -147,6 +148,21 @@ _STATUS_BY_CODE: dict[str, int] = {
     "verdict_unverified": 502,
     "submission_failed": 502,
 }
+
+
+def problem_meaning(code: str) -> str | None:
+    """The meaning of a code: the first paragraph of its error class's docstring (every
+    reason code of the notary, every error of the modules loaded), or None."""
+    import ledger.law.rejections  # noqa: F401  (every reason code)
+
+    stack: list[type[LedgerError]] = [LedgerError]
+    while stack:
+        cls = stack.pop()
+        if vars(cls).get("code") == code:
+            doc = (cls.__doc__ or "").strip().split("\n\n")[0]
+            return " ".join(doc.split())
+        stack.extend(cls.__subclasses__())
+    return None
 
 
 def status_of(error: LedgerError) -> int:
