@@ -26,7 +26,7 @@ import json
 import logging
 import pickle
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,9 @@ from ledger.formats.trust import TrustPolicy
 from ledger.state.application import LedgerState
 from ledger.state.asyncbridge import StateThread
 from ledger.state.persistence import drop_stores
+from ledger.state.worker import Runs
+from ledger.state.worker import main as worker_main
+from ledger.state.worker import replay_runs as _replay_runs
 from ledger.views.compliance import ComplianceView
 from ledger.views.store import open_view
 
@@ -97,24 +100,13 @@ class _Chunk:
         self.size += len(entries)
 
 
-#: A chunk for the state: runs of consecutive indexes, as ``(first index, [(sequence,
-#: stored bytes)])``.
-Runs = Sequence[tuple[int, Sequence[tuple[int, bytes]]]]
-
-
-def _replay_runs(state: LedgerState, runs: Runs) -> None:
-    """Each run into ``state`` in one transaction."""
-    for first_index, run in runs:
-        state.replay(run, first_index=first_index, commit_every=len(run))
-
-
 class StateWorker:
     """The projector's :class:`LedgerState` in a process of its own, for bulk replays
     (``rebuild``): the state's CPU-bound replay runs on another core than the
     reading of LEDGER, the seal checks and the view, instead of sharing one
-    interpreter lock with them. Requests and answers are pickles, length-prefixed,
-    on the child's stdin and stdout; the child exits when its stdin closes (also
-    when this process is killed), after the transaction it is in."""
+    interpreter lock with them. The child is :func:`ledger.state.worker.main`
+    (requests and answers are pickles on its stdin and stdout; it exits when its
+    stdin closes, also when this process is killed, after the transaction it is in)."""
 
     def __init__(self, trust: TrustPolicy) -> None:
         self.trust = trust
@@ -129,7 +121,8 @@ class StateWorker:
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
-            "from services.projector import state_worker_main; state_worker_main()",
+            # the state's modules only: no NATS, views or services to import
+            "from ledger.state.worker import main; main()",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -189,36 +182,8 @@ class StateWorker:
 
 
 def state_worker_main() -> None:
-    """The child of :class:`StateWorker`: answers requests until its stdin closes."""
-    requests, answers = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr  # nothing printed can get between two answers
-    state: LedgerState | None = None
-    while len(header := requests.read(8)) == 8:
-        op, *args = pickle.loads(requests.read(int.from_bytes(header, "big")))
-        try:
-            if op == "open":
-                state = LedgerState(args[0], trust=args[1])
-                value: Any = None
-            elif state is None:
-                raise RebuildError("the state worker has no store open")
-            elif op == "replay":
-                _replay_runs(state, args[0])
-                value = state.size
-            elif op == "position":
-                value = state.position()
-            elif op == "digest":
-                value = state.digest()
-            else:
-                raise RebuildError(f"unknown request {op!r}")
-            answer = pickle.dumps(("ok", value), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as e:
-            try:
-                answer = pickle.dumps(("error", e), protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception:
-                answer = pickle.dumps(("error", RebuildError(f"{type(e).__name__}: {e}")))
-        answers.write(len(answer).to_bytes(8, "big"))
-        answers.write(answer)
-        answers.flush()
+    """The child of :class:`StateWorker` (kept for callers of this name)."""
+    worker_main()
 
 
 def reader_state(reader: SealedReader) -> bytes:
