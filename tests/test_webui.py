@@ -331,3 +331,73 @@ def _verdict(page: Any) -> str:
     verdict = page.locator("#verdict [data-verdict]").get_attribute("data-verdict")
     assert isinstance(verdict, str)
     return verdict
+
+
+# --- without a browser ---------------------------------------------------------------
+
+
+def test_every_label_a_template_uses_is_in_the_english_labels() -> None:
+    """Labels live in one dict per language (services/web/ui/labels.py): a template
+    naming a missing one would fail when rendered; a translation may only use keys
+    English has. Computed names (``L['verdict_' ~ v]``) cover every value the library
+    can give."""
+    from typing import get_args
+
+    from ledger.law.rules import Severity, Status, Verdict
+    from services.web.ui.labels import LABELS
+    from services.web.ui.pages import TEMPLATES
+
+    values = {
+        "verdict_": get_args(Verdict),
+        "status_": get_args(Status),
+        "severity_": get_args(Severity),
+        "key_": ("valid", "not_yet", "rotated", "revoked", "unknown"),
+    }
+    used: set[str] = set()
+    prefixes: set[str] = set()
+    for template in TEMPLATES.glob("*.j2"):
+        text = template.read_text()
+        used |= set(re.findall(r"\bL\.(\w+)", text))
+        prefixes |= set(re.findall(r"L\['(\w+)' ~", text))
+    assert prefixes == set(values)
+    used |= {prefix + v for prefix in prefixes for v in values[prefix]}
+    english = LABELS["en"]
+    assert used <= set(english), sorted(used - set(english))
+    for language, labels in LABELS.items():
+        assert set(labels) <= set(english), (language, sorted(set(labels) - set(english)))
+
+
+def test_pages_escape_what_they_show() -> None:
+    """Autoescape is on: text from the ledger or the request is shown, never run."""
+    from services.web.ui.labels import labels
+    from services.web.ui.pages import template_config
+
+    engine = template_config().instance
+    assert engine is not None
+    html = engine.get_template("error.html.j2").render(
+        L=labels(), lang="en", status=400, detail='<script>alert("x")</script>'
+    )
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+
+
+def test_after_sign_in_only_a_path_of_this_app() -> None:
+    from services.web.ui.pages import _local_path
+
+    assert _local_path("/systems/x?at=2026-04-01") == "/systems/x?at=2026-04-01"
+    for hostile in (None, "", "https://evil.example/", "//evil.example/", "/\\evil", "x"):
+        assert _local_path(hostile) == "/", hostile
+
+
+def test_due_windows() -> None:
+    from datetime import timedelta
+
+    from services.web.ui.pages import parse_within
+
+    assert parse_within("48h") == timedelta(hours=48)
+    assert parse_within("90m") == timedelta(minutes=90)
+    assert parse_within(" 7d ") == timedelta(days=7)
+    assert parse_within("2w") == timedelta(weeks=2)
+    for bad in ("", "48", "h", "-1h", "1.5h", "48 h", "1000000h"):
+        with pytest.raises(ValueError, match="not a duration"):
+            parse_within(bad)
