@@ -152,8 +152,9 @@ LABELS: dict[str, dict[str, str]] = {
         # signing in
         "login_title": "Sign in",
         "login_help": (
-            "Investigation pages need a regulator or auditor token of this ledger "
-            "(issued by its operator). Entries, proofs and checkpoints are public."
+            "Investigation pages need a regulator or auditor token of this ledger, issued by "
+            "its operator with `ailedger web-token issue --role regulator` (or auditor). "
+            "Entries, proofs and checkpoints are public."
         ),
         "login_token": "Investigator token",
         "login_submit": "Sign in",
