@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
 import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import uvicorn
 from litestar import Litestar
@@ -59,6 +61,9 @@ from ledger.formats.merkle import stored_hash_index
 from ledger.formats.note import NoteError, Verifier, Verifiers, open_note
 from ledger.formats.tree import TreeStore
 from ledger.formats.trust import TrustPolicy
+from ledger.state.persistence import store_envs
+from ledger.views.compliance import ComplianceView
+from ledger.views.store import open_view
 from services.web.auth import TokenStore, tokens_path
 from services.web.gateway import Gateway
 from services.web.problems import WebCannotRun, handle_exception
@@ -73,6 +78,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("ailedger.web")
+T = TypeVar("T")
 
 #: The largest request body of any endpoint (413 above); the gateway's is smaller.
 MAX_BODY: Final = 1 << 20
@@ -112,6 +118,9 @@ class WebContext:
         self._checkpoint_lock = asyncio.Lock()
         self._gateway_lock = asyncio.Lock()
         self._gateway_retry = 0.0
+        self._view: ComplianceView | None = None
+        #: The read model's questions run on this one thread (ComplianceView's rule).
+        self._view_thread = ThreadPoolExecutor(1, thread_name_prefix="ailedger-web-view")
         self._checkpoint_position = 0
         #: tree size -> CHECKPOINTS sequence of its newest (most recently cosigned) note
         self._checkpoints: dict[int, int] = {}
@@ -161,6 +170,46 @@ class WebContext:
                 await self.nc.drain()
         if self.tree is not None:
             self.tree.close()
+        self._view_thread.submit(self._close_view).result(timeout=10)
+        self._view_thread.shutdown(wait=False)
+
+    # -- the read model (the projector's compliance view) ---------------------------
+
+    def _close_view(self) -> None:
+        if self._view is not None:
+            datastore: Any = getattr(self._view.view, "datastore", None)
+            with contextlib.suppress(Exception):
+                if datastore is not None:
+                    datastore.close()
+            self._view = None
+
+    def _with_view(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        if self._view is None:
+            self._view = open_view(store_envs(self.home.state_dir)[1])
+        return fn(self._view, *args, **kwargs)
+
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(view, *args, **kwargs)`` on the read model's thread, where the
+        compliance view (the projector's, in the home's state directory) is opened
+        once. It only reads: the projector keeps it up to date."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._view_thread, functools.partial(self._with_view, fn, args, kwargs)
+        )
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the read model's thread (for :mod:`ledger.bus.investigate`'s
+        ``call=``: the view's own methods)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._view_thread, functools.partial(fn, *args))
+
+    def view(self) -> ComplianceView:
+        """The compliance view, opened on the read model's thread (call its methods
+        through :meth:`read` or :meth:`call`)."""
+        if self._view is None:
+            self._view_thread.submit(self._with_view, lambda v: v, (), {}).result(timeout=30)
+        assert self._view is not None
+        return self._view
 
     # -- LEDGER through its seals --------------------------------------------------
 

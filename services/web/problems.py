@@ -142,6 +142,7 @@ class WebCannotRun(LedgerError, RuntimeError):
 #: Library codes whose HTTP status is not the one of their exit status.
 _STATUS_BY_CODE: dict[str, int] = {
     "proof_unavailable": HTTP_404_NOT_FOUND,
+    "not_found": HTTP_404_NOT_FOUND,  # ledger.bus.investigate.NotFound
     "envelope_invalid": HTTP_400_BAD_REQUEST,
     "event_invalid": HTTP_400_BAD_REQUEST,
     "submission_timeout": HTTP_503_SERVICE_UNAVAILABLE,
