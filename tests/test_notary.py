@@ -7,12 +7,14 @@ import base64
 import hashlib
 import json
 from datetime import timedelta
+from typing import Any
 
 import msgspec
 import pytest
 
 from ledger.bus.client import LedgerClient, SubmissionRejected, SyncLedgerClient, sign_event
 from ledger.bus.streams import (
+    HEADS_SUBJECT,
     LEDGER,
     MAX_ENVELOPE,
     REJECTED,
@@ -29,7 +31,7 @@ from ledger.formats.note import Verifier, Verifiers
 from ledger.formats.receipt import Receipt, open_receipt
 from ledger.law import events as ev
 from ledger.state.application import LedgerState
-from tests.conftest import Harness, now, registration_fields, running_notary
+from tests.conftest import Harness, deployments, now, registration_fields, running_notary
 
 
 async def stored(h: Harness, stream: str) -> list[StoredMessage]:
@@ -336,3 +338,49 @@ async def test_sync_client_for_scripts(ledger: Harness) -> None:
 
     # the notary runs on this test's event loop: the blocking script runs beside it
     assert await asyncio.to_thread(script) == 2
+
+
+async def test_receipts_come_from_the_tree_when_proving_in_memory_fails(
+    ledger: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fallback of a batch whose proofs could not be made in memory: each
+    receipt's proof read from the tree once the batch is recorded (``_proofs_of``).
+    The receipts the notary answers with must verify at once: a wrong one would
+    only be replaced by a lookup after the client refused it."""
+    _, client = await ledger.enrol("bank", ["owner"])
+    await ledger.register(client, "scorer")
+    sequencer = ledger.notary.sequencer
+    failed: list[int] = []
+    answered: list[tuple[bytes, bytes]] = []
+
+    def cannot_prove(batch: Any, seals: object) -> list[list[bytes]]:
+        failed.append(len(batch.admitted))
+        raise RuntimeError("proving in memory failed (test)")
+
+    real_sign_receipts = sequencer._sign_receipts
+
+    async def sign_receipts(subs: Any, new: Any) -> None:
+        await real_sign_receipts(subs, new)
+        answered.extend((s.receipt.note, s.msg.data) for s, *_ in new)
+
+    monkeypatch.setattr(sequencer, "_prove", cannot_prove)
+    monkeypatch.setattr(sequencer, "_sign_receipts", sign_receipts)
+    events = deployments(client, "scorer", 40)
+    results = await client.submit_many(events, timeout=30)
+    receipts = [r for r in results if isinstance(r, Receipt)]
+    assert len(receipts) == len(events), [r for r in results if not isinstance(r, Receipt)]
+    # every batch took the fallback, at least one held several entries
+    assert sum(failed) == len(events) and max(failed) > 1
+    # what the notary sent is what verifies: each receipt proves its own envelope
+    trusted = Verifiers(*(Verifier.from_vkey(k) for k in ledger.home.trust().log_vkeys()))
+    assert len(answered) == len(events)
+    for note, envelope in answered:
+        assert open_receipt(note, envelope, trusted).note == note
+    assert {note for note, _ in answered} == {r.note for r in receipts}
+    entries = {
+        Entry.parse(m.data).index: m.data
+        for m in await stored(ledger, LEDGER)
+        if m.subject != HEADS_SUBJECT
+    }
+    for r in receipts:
+        assert receipt_matches_entry(r, entries[r.index])

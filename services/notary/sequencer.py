@@ -589,24 +589,36 @@ class Sequencer:
                 self._admit_all, subs, now, signatures, inflight.batch
             )
             admitted_in = time.perf_counter() - t0
-            if await self._settle() and batch.admitted:
-                self._launch(prepared, signatures, batch, admitted_in)
+            if await self._settle():
+                # Recorded: the state this batch was judged on is the recorded
+                # state (ledger.state.successor), so its judgement stands as
+                # made, rejections only too (their fence check below).
+                await self._integrate_now(prepared, signatures, batch, admitted_in)
                 return
-            # The batch in flight did not reach LEDGER (this one was admitted on
-            # top of it: dropped), or nothing to append (judged again below, with
-            # the check that the state it was judged on is LEDGER's).
+            # The batch in flight did not reach LEDGER: this one was admitted on top
+            # of it, so its admission is void; judged again on the caught-up state.
         await self._integrate_now(prepared, signatures)
 
-    async def _integrate_now(self, prepared: _Prepared, signatures: SignatureCheck) -> None:
-        """Admit on the recorded state and send what is admitted to LEDGER (in flight);
-        rejections only, judged again until the state they were judged on is
-        LEDGER's (another notary may have appended)."""
+    async def _integrate_now(
+        self,
+        prepared: _Prepared,
+        signatures: SignatureCheck,
+        batch: Batch | None = None,
+        admit_seconds: float = 0.0,
+        attempt: int = 1,
+    ) -> None:
+        """Admit on the recorded state (or take ``batch``, already admitted on it) and
+        send what is admitted to LEDGER (in flight); rejections only, judged again
+        until the state they were judged on is LEDGER's (another notary may have
+        appended)."""
         assert self._inflight is None
         subs = prepared.subs
         now = self._integration_time()
         for _ in range(10):
-            t0 = time.perf_counter()
-            batch = await self.state_thread.call(self._admit_all, subs, now, signatures, None)
+            if batch is None:
+                t0 = time.perf_counter()
+                batch = await self.state_thread.call(self._admit_all, subs, now, signatures, None)
+                admit_seconds = time.perf_counter() - t0
             if not batch.admitted:
                 # Nothing to append, so no fence proves the state was current.
                 # Refusals judged on a stale state (another notary appended
@@ -617,12 +629,13 @@ class Sequencer:
                         self.stats["fenced"] += 1
                         await self.sync()
                         now = self._integration_time()
+                        batch = None
                         continue
                 self._answer_later(subs, [], None)
                 return
             # In flight: settled (recorded, answered; judged again if refused) by
             # the next step, or as soon as LEDGER acknowledges it.
-            self._launch(prepared, signatures, batch, time.perf_counter() - t0)
+            self._launch(prepared, signatures, batch, admit_seconds, attempt)
             return
         log.error("could not judge a batch on a current state after 10 catch-ups; leaving it")
 
@@ -752,14 +765,11 @@ class Sequencer:
     async def _integrate_again(self, inflight: _InFlight) -> None:
         """The submissions of a batch LEDGER refused, judged again on the caught-up
         state (the same attempt count: ten in all)."""
-        prepared, signatures = inflight.prepared, inflight.signatures
-        now = self._integration_time()
-        batch = await self.state_thread.call(self._admit_all, prepared.subs, now, signatures, None)
-        if not batch.admitted:
-            # Judged on the state just caught up with: final for this round.
-            self._answer_later(prepared.subs, [], None)
-            return
-        self._launch(prepared, signatures, batch, 0.0, inflight.attempt + 1)
+        # Rejections only are answered once the state they were judged on is
+        # still LEDGER's (another notary may have appended again since the catch-up).
+        await self._integrate_now(
+            inflight.prepared, inflight.signatures, attempt=inflight.attempt + 1
+        )
         await self._settle()
 
     def _answer_later(
