@@ -209,6 +209,7 @@ async def test_worker_processes_judge_as_threads_do_and_a_dead_worker_changes_no
     monkeypatch.setattr(bundle, "PROCESS_MIN_ENTRIES", 1)
     monkeypatch.setattr(bundle, "AHEAD_BATCH", 4)
     monkeypatch.setattr(bundle, "WORKER_TIMEOUT", 1.0)
+    monkeypatch.setattr(bundle._Signatures, "steal", False)  # every batch to the workers
     for worker, dies in (
         (bundle._WORKER, False),
         ("import sys; sys.exit(3)", True),
@@ -216,11 +217,12 @@ async def test_worker_processes_judge_as_threads_do_and_a_dead_worker_changes_no
     ):
         monkeypatch.setattr(bundle, "_WORKER", worker)
         started.clear()
-        assert verify_bundle(good, trust, threads=2).lines == alone.lines
+        # three threads: the caller's and two worker processes, one thread each
+        assert verify_bundle(good, trust, threads=3).lines == alone.lines
         assert len(started) == 2
         assert any(p.broken for p in started) == dies
         with pytest.raises(VerificationError) as e:
-            verify_bundle(bad, trust, threads=2)
+            verify_bundle(bad, trust, threads=3)
         assert (e.value.check, e.value.index) == ("signature", 20)
         assert all(p.proc.returncode is not None for p in started)  # none left running
 
@@ -272,9 +274,9 @@ async def test_a_server_thread_touches_nothing_process_wide(
     assert (started, intervals) == ([], [])
     # the command line's way: the main thread, or a thread that says it owns the process
     assert verify_bundle(data, trust, threads=2).lines == lines
-    assert len(started) == 2 and len(intervals) == 2
+    assert len(started) == 1 and len(intervals) == 2  # one worker process beside the caller
     assert in_thread(exclusive=True) == lines
-    assert len(started) == 4 and len(intervals) == 4
+    assert len(started) == 2 and len(intervals) == 4
     assert sys.getswitchinterval() == before
     assert all(p.proc.returncode is not None for p in started)
 

@@ -958,6 +958,10 @@ class _Signatures:
     decides which key signed as before; a check it needs that was made ahead is
     not made again, so each (entry, key) pair is verified at most once."""
 
+    #: Whether :meth:`settle` verifies the batches no thread has started (tests
+    #: turn it off to have every batch go to the threads and worker processes).
+    steal = True
+
     def __init__(self, threads: int, entries: int = 0, *, exclusive: bool = True) -> None:
         self.workers = max(1, threads)
         self.pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
@@ -965,10 +969,14 @@ class _Signatures:
         self.exclusive = exclusive
         self._processes: queue.SimpleQueue[_Process] | None = None
         self._started: list[_Process] = []
-        many = entries >= PROCESS_MIN_ENTRIES * self.workers
-        if self.pool is not None and exclusive and many:
+        #: Where the checks made ahead run: the pool, or a thread per worker process.
+        self.ahead = self.pool
+        # One process per core but the caller's: its thread parses the entries, then
+        # verifies its share (settle); more would only contend for the same cores.
+        processes = self.workers - 1
+        if self.pool is not None and exclusive and entries >= PROCESS_MIN_ENTRIES * processes:
             try:
-                for _ in range(self.workers):
+                for _ in range(processes):
                     self._started.append(_Process())
             except (OSError, ValueError, TypeError):  # no interpreter to run: threads only
                 self._close_processes()
@@ -976,11 +984,17 @@ class _Signatures:
                 self._processes = queue.SimpleQueue()
                 for process in self._started:
                     self._processes.put(process)
+                self.ahead = ThreadPoolExecutor(processes)
         self._objects: dict[bytes, Ed25519PublicKey] = {}
         self._fingerprints: dict[bytes, str] = {}
         self._known: dict[str, bytes] = {}
         self._batch: list[tuple[_Item, bytes, Ed25519PublicKey]] = []
-        self._futures: list[Future[list[tuple[int, bytes, bool]]]] = []
+        #: Batches handed to the pool, each with its future.
+        self._futures: list[
+            tuple[
+                list[tuple[_Item, bytes, Ed25519PublicKey]], Future[list[tuple[int, bytes, bool]]]
+            ]
+        ] = []
         self._done: dict[tuple[int, bytes], bool] = {}
 
     def __enter__(self) -> _Signatures:
@@ -990,6 +1004,8 @@ class _Signatures:
 
     def __exit__(self, *exc: object) -> None:
         if self.pool is not None:
+            if self.ahead is not None and self.ahead is not self.pool:
+                self.ahead.shutdown(wait=True, cancel_futures=True)
             self.pool.shutdown(wait=True, cancel_futures=True)
             self._close_processes()
             if self.exclusive:
@@ -1034,12 +1050,13 @@ class _Signatures:
         batch, self._batch = self._batch, []
         if not batch:
             return
-        if self.pool is None:
+        if self.ahead is None:
             self._done.update(((i, p), ok) for i, p, ok in _verify_batch(batch))
         elif self._processes is None:
-            self._futures.append(self.pool.submit(_verify_batch, batch))
+            self._futures.append((batch, self.ahead.submit(_verify_batch, batch)))
         else:
-            self._futures.append(self.pool.submit(self._in_process, self._processes, batch))
+            future = self.ahead.submit(self._in_process, self._processes, batch)
+            self._futures.append((batch, future))
 
     @staticmethod
     def _in_process(
@@ -1052,16 +1069,25 @@ class _Signatures:
             processes.put(process)
 
     def settle(self) -> None:
-        """Wait for every check made ahead. Should a worker process never answer (an
-        interpreter that is not Python), the workers are stopped: their batches are
-        then verified in the threads."""
+        """Wait for every check made ahead. The calling thread, done parsing, takes its
+        share: from the last batch back, each one no thread has started yet it cancels
+        and verifies itself. Should a worker process never answer (an interpreter that
+        is not Python), the workers are stopped: their batches are then verified in
+        the threads."""
         self._submit()
-        for future in self._futures:
-            try:
-                done = future.result(timeout=WORKER_TIMEOUT)
-            except TimeoutError:
-                self._close_processes(grace=0)
-                done = future.result()
+        results: dict[int, list[tuple[int, bytes, bool]]] = {}
+        for position in range(len(self._futures) - 1, -1, -1):
+            batch, future = self._futures[position]
+            if self.steal and future.cancel():
+                results[position] = _verify_batch(batch)
+        for position, (_, future) in enumerate(self._futures):
+            done = results.get(position)
+            if done is None:
+                try:
+                    done = future.result(timeout=WORKER_TIMEOUT)
+                except TimeoutError:
+                    self._close_processes(grace=0)
+                    done = future.result()
             self._done.update(((i, p), ok) for i, p, ok in done)
         self._futures = []
 
