@@ -33,7 +33,7 @@ from rich.table import Table
 
 from ailedger import resources
 from ailedger.demo import VERDICT_STYLE, ledger_table, rejections_table
-from ledger.bus import proofs
+from ledger.bus import investigate, proofs
 from ledger.bus.auth import READER
 from ledger.bus.client import (
     LedgerClient,
@@ -722,9 +722,22 @@ def submit(
         nc = await _connect(
             home, nats, f"ailedger-submit-{event.actor}", identity=event.actor, creds=creds
         )
+        denied = _refusals(nc)
         client = LedgerClient(nc, trust=policy)
         try:
-            return await client.submit_signed(envelope, timeout=timeout)
+            sent: asyncio.Future[Receipt] = asyncio.ensure_future(
+                client.submit_signed(envelope, timeout=timeout)
+            )
+            either: list[asyncio.Future[Any]] = [sent, denied]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if denied.done() and not sent.done():
+                sent.cancel()
+                raise PermissionDenied(
+                    f"the NATS server refused these credentials: {denied.result()}; they may "
+                    f"not submit for {event.actor} (`ailedger creds issue {event.actor}` "
+                    "writes the actor's own)"
+                )
+            return await sent
         finally:
             await client.close()
 
@@ -772,6 +785,30 @@ def submit(
         highlight=False,
     )
     sys.stdout.write(receipt.note.decode())
+
+
+class PermissionDenied(LedgerError):
+    """The NATS server refused what these bus credentials tried (a reader that submits ...)."""
+
+    code = "permission_denied"
+    exit_status = USAGE
+
+
+def _refusals(nc: Any) -> asyncio.Future[str]:
+    """Resolved with the server's first permissions violation on ``nc`` (reported
+    asynchronously by the server: nats-py hands it to the error callback)."""
+    denied: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    logged = nc._error_cb
+
+    async def watch(e: Exception) -> None:
+        text = str(e)
+        if "permissions violation" not in text:
+            await logged(e)
+        elif not denied.done():
+            denied.set_result(text.removeprefix("nats: "))
+
+    nc._error_cb = watch
+    return denied
 
 
 def _payload_json(entry: Entry | HeadsLeaf) -> Any:
@@ -1346,6 +1383,240 @@ def timeline(
             r.verification,
         )
     console.print(table)
+
+
+# --- investigation: read-only, from the read model and LEDGER (the notary may be down) ---
+
+#: ``ailedger due``: exit statuses (besides the errors' 2, 3, 70).
+DUE_NOTHING, DUE_OVERDUE, DUE_SOON = 0, CHECK_FAILED, 4
+
+
+async def _investigation(
+    home: Path | None, nats: str | None, job: Callable[[Projector, TreeStore], Any]
+) -> Any:
+    """Bring the read model up to date with LEDGER (as the reader), then run ``job``
+    with the home's tree: nothing here needs the notary."""
+    tree = TreeStore(_home(home).tree_path)
+    try:
+        return await _projection(home, nats, lambda projector: job(projector, tree))
+    finally:
+        tree.close()
+
+
+@app.command("get")
+@one_line_errors
+def get_cmd(
+    index: Annotated[int, typer.Argument(min=0, metavar="INDEX", help="The entry's index.")],
+    home: HomeOpt = None,
+    nats: NatsOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object (the entry's bytes in base64).")
+    ] = False,
+) -> None:
+    """One entry decoded: event, signer and key status, seal, inclusion proof (verified).
+
+    Like `rekor-cli get --log-index`: read from the read model and LEDGER with the
+    home's read-only identity; works while the notary is down.
+    """
+    trust = _home(home).trust()
+
+    async def job(projector: Projector, tree: TreeStore) -> investigate.EntryDetail:
+        return await investigate.entry(
+            projector.view, projector.nc, tree, trust, index, call=projector.state_thread.call
+        )
+
+    detail: investigate.EntryDetail = asyncio.run(_investigation(home, nats, job))
+    if as_json:
+        _emit(investigate.to_json(detail))
+        return
+    s = detail.signer
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    rows = [
+        ("index", str(detail.index)),
+        ("type", detail.type),
+        ("subject", detail.subject + (f" (previous entry {detail.prev})" if detail.prev else "")),
+        ("event", f"{detail.summary}  [dim]{detail.event_id}[/]"),
+        ("signed", detail.signed_at),
+        ("integrated", detail.integrated),
+        (
+            "signer",
+            f"{s.legal_name} ({s.actor}), {'/'.join(s.roles) or '-'}"
+            + (" [red]suspended[/]" if s.suspended else ""),
+        ),
+        (
+            "key",
+            f"{s.key_fingerprint}: {s.key_status}"
+            + (f", valid from {s.key_valid_from}" if s.key_valid_from else "")
+            + (f" until {s.key_valid_until}" if s.key_valid_until else "")
+            + (f", compromised at {s.key_compromised_at}" if s.key_compromised_at else ""),
+        ),
+        (
+            "key history",
+            "; ".join(f"{k.index} {k.type} {k.integrated}" for k in s.key_history) or "-",
+        ),
+        ("check", s.verification if s.verification != "verified" else "[green]verified[/]"),
+        ("leaf hash", detail.leaf_hash),
+    ]
+    if detail.seal is not None:
+        seal = detail.seal
+        rows.append(
+            (
+                "sealed",
+                f"batch of entries {seal.first_index}..{seal.last_index} "
+                f"(LEDGER #{seal.first_sequence}), sealed {seal.sealed_last} "
+                f"by {', '.join(seal.signed_by)}",
+            )
+        )
+    if detail.inclusion is not None:
+        inc = detail.inclusion
+        cosigned = (
+            f", cosigned by {', '.join(inc.checkpoint.cosignatures)}"
+            if inc.checkpoint.cosignatures
+            else ""
+        )
+        rows.append(
+            (
+                "included",
+                f"[green]proof verified[/] under the checkpoint of size {inc.checkpoint.size} "
+                f"(signed by {', '.join(inc.checkpoint.signed_by)}{cosigned}); "
+                f"`ailedger prove {detail.index}` prints it",
+            )
+        )
+    else:
+        rows.append(("included", f"[yellow]{detail.inclusion_note}[/]"))
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    console.print_json(json.dumps(detail.payload, ensure_ascii=False))
+
+
+@app.command("search")
+@one_line_errors
+def search_cmd(
+    actor: Annotated[str | None, typer.Option(help="Signed by this actor.")] = None,
+    subject: Annotated[
+        str | None,
+        typer.Option(
+            help="About this subject: system/ID, actor/ID, policy/ID (an ID alone: a system)."
+        ),
+    ] = None,
+    event_type: Annotated[
+        str | None, typer.Option("--type", help="Of this event type (e.g. IncidentReported).")
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option(help="Signed with this key (fingerprint, or key id ACTOR/FP).")
+    ] = None,
+    after: Annotated[int, typer.Option(help="Entries after this index (paging).")] = -1,
+    limit: Annotated[int, typer.Option(help="At most this many entries.")] = 100,
+    home: HomeOpt = None,
+    nats: NatsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per entry.")] = False,
+) -> None:
+    """Entries by signer, subject, event type or signing key, in ledger order.
+
+    Like `rekor-cli search`. Criteria combine (all must hold). When more entries
+    match than --limit, the next page is --after the last index shown (stderr says so).
+    """
+    if subject is not None and "/" not in subject:
+        subject = f"system/{subject}"
+
+    async def job(projector: Projector, tree: TreeStore) -> investigate.SearchPage:
+        return await projector.state_thread.call(
+            functools.partial(
+                investigate.search,
+                projector.view,
+                actor=actor,
+                subject=subject,
+                type=event_type,
+                key=key,
+                after=after,
+                limit=limit,
+            )
+        )
+
+    # The query is checked before anything is read.
+    if actor is None and subject is None and event_type is None and key is None:
+        raise investigate.BadQuery("search by --actor, --subject, --type or --key (at least one)")
+    page: investigate.SearchPage = asyncio.run(_investigation(home, nats, job))
+    if as_json:
+        for e in page.entries:
+            _emit(investigate.to_json(e))
+    else:
+        criteria = ", ".join(f"{k} {v}" for k, v in page.query.items())
+        table = Table(title=f"Entries with {criteria}", title_justify="left", header_style="bold")
+        for column in ("index", "integrated", "signer", "key", "type", "subject", "event"):
+            table.add_column(column, no_wrap=column in ("integrated", "key"))
+        for e in page.entries:
+            table.add_row(
+                str(e.index), e.integrated, e.actor, e.key_fingerprint, e.type, e.subject, e.summary
+            )
+        console.print(table)
+    if page.next_after is not None:
+        err.print(f"more entries: --after {page.next_after}", highlight=False)
+
+
+@app.command("due")
+@one_line_errors
+def due_cmd(
+    within: Annotated[
+        str, typer.Option(help="The window: a number and a unit (s, m, h, d, w), e.g. 48h.")
+    ] = "48h",
+    system: Annotated[str | None, typer.Option(help="One system (default: all).")] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(help="As of this moment (default: now), as for `ailedger status --at`."),
+    ] = None,
+    home: HomeOpt = None,
+    nats: NatsOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object: the moment, the window, the items.")
+    ] = False,
+) -> None:
+    """Obligations overdue now and those falling due within the window, by deadline.
+
+    Overdue: every violation the rules R1-R8 find now. Due: what becomes one by the
+    end of the window if nothing more is recorded (preventive measures after an
+    incident, audits and insurance about to lapse, a rulebook coming into force).
+    Exit status: 0 nothing overdue or due, 1 something overdue, 4 something due
+    within the window (nothing overdue); errors as every command (2, 3, 70).
+    """
+    window = investigate.parse_window(within)
+    when = _parse_at(at)
+
+    async def job(projector: Projector, tree: TreeStore) -> investigate.DueReport:
+        return await projector.state_thread.call(
+            functools.partial(investigate.due, projector.view, window, at=when, system=system)
+        )
+
+    report: investigate.DueReport = asyncio.run(_investigation(home, nats, job))
+    if as_json:
+        _emit(investigate.to_json(report))
+    else:
+        title = f"Due by {report.until} (as of {report.at}, entries up to {report.as_of_index})"
+        table = Table(title=title, title_justify="left", header_style="bold")
+        for column in ("deadline", "state", "system", "rule", "severity", "evidence", "obligation"):
+            table.add_column(column, no_wrap=column == "deadline")
+        for i in report.items:
+            style = "red" if i.state == "overdue" else "yellow"
+            table.add_row(
+                i.deadline or "-",
+                f"[{style}]{i.state}[/]",
+                i.system,
+                i.rule,
+                i.severity,
+                ", ".join(map(str, i.evidence)),
+                f"{i.summary}\n[dim]{i.legal_basis}[/]",
+            )
+        console.print(table)
+        console.print(
+            f"{report.overdue} overdue, {report.due} due within {within}", highlight=False
+        )
+    if report.overdue:
+        raise typer.Exit(DUE_OVERDUE)
+    if report.due:
+        raise typer.Exit(DUE_SOON)
 
 
 def _doctor_text(doc: dict[str, Any]) -> str:

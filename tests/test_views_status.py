@@ -21,11 +21,12 @@ from typing import Any
 import pytest
 from eventsourcing.persistence import Tracking
 
+from ledger.bus import investigate
 from ledger.formats.entry import Entry
 from ledger.formats.timeutil import format_time
 from ledger.law.rulebook import DEFAULT_PARAMETERS
 from ledger.law.rules import Fact, evaluate, fact_from_entry
-from ledger.views.compliance import SCHEMA_VERSION, ComplianceView
+from ledger.views.compliance import SCHEMA_VERSION, ComplianceView, EntryRow
 from ledger.views.store import open_view
 from tests.test_projector import postgres_schema
 
@@ -354,3 +355,119 @@ def test_a_view_of_another_layout_is_emptied_and_refilled(old_layout: dict[str, 
     assert reopened.position() == len(history.entries)
     assert reopened.view.max_tracking_id("compliance-view-schema") == SCHEMA_VERSION
     assert reopened.digest() == view.digest()
+
+
+# --- investigation on the view: search and what falls due -------------------------------
+
+
+def _searched(view: ComplianceView, limit: int, **criteria: str) -> list[int]:
+    """Every page of a search, followed to its end."""
+    found: list[int] = []
+    after = -1
+    while True:
+        page = investigate.search(view, after=after, limit=limit, **criteria)
+        found += [e.index for e in page.entries]
+        if page.next_after is None:
+            return found
+        assert len(page.entries) == limit
+        after = page.next_after
+
+
+def _same_searches(view: ComplianceView, history: History) -> int:
+    rows = [EntryRow.of(e) for e in history.entries]
+    checked = 0
+    for column, name in (("actor", "actor"), ("subject", "subject"), ("type", "type"),
+                         ("key_fingerprint", "key")):  # fmt: skip
+        for value in sorted({getattr(r, column) for r in rows}):
+            expected = [r.index for r in rows if getattr(r, column) == value]
+            assert _searched(view, 7, **{name: value}) == expected, (name, value)
+            checked += 1
+    both = [r.index for r in rows if r.actor == "bank" and r.type == "VersionDeployed"]
+    assert _searched(view, 3, actor="bank", type="VersionDeployed") == both
+    assert _searched(view, 5, actor="nobody") == []
+    return checked
+
+
+def test_search_by_actor_subject_type_and_key(tmp_path: Path) -> None:
+    history = History(3)
+    for _ in range(200):
+        history.step()
+    view = fed(open_view(_sqlite(tmp_path)), history.entries)
+    assert _same_searches(view, history) > 20
+    with pytest.raises(investigate.BadQuery, match="at least one"):
+        investigate.search(view)
+    with pytest.raises(investigate.BadQuery, match="a page holds"):
+        investigate.search(view, actor="bank", limit=0)
+    # a search reads through an index, never the whole table
+    with sqlite3.connect(_sqlite(tmp_path)["SQLITE_DBNAME"]) as db:
+        for column in ("actor", "type", "key_fp", "subject"):
+            plan = " ".join(
+                str(r[-1])
+                for r in db.execute(
+                    f"EXPLAIN QUERY PLAN SELECT idx FROM entries WHERE {column} = 'x' "
+                    "AND idx > 5 ORDER BY idx LIMIT 10"
+                )
+            )
+            assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, (column, plan)
+
+
+def test_search_on_postgres(postgres_schema: dict[str, str]) -> None:
+    history = History(5)
+    for _ in range(120):
+        history.step()
+    view = fed(open_view(postgres_schema), history.entries)
+    assert _same_searches(view, history) > 15
+
+
+def test_what_falls_due_audits_insurance_and_measures(tmp_path: Path) -> None:
+    """A high-risk system in operation, compliant now: its audit ends in 10 h, its
+    insurance in 30 h; an incident an hour ago wants a measure within 24 h. `due`
+    names each with its deadline once the window reaches it; a violation is overdue."""
+    history = History(1)
+    history.now = T0
+    subject = "system/alpha"
+    history.add("SystemRegistered", subject, "bank", name="alpha", owner="bank", holder="bank",
+                generates_synthetic_content=False)  # fmt: skip
+    history.add("RiskClassified", subject, "bank", risk_level="high", autonomy="low",
+                critical_ict=False)  # fmt: skip
+    history.add("VersionDeployed", subject, "bank", version="1", artifact_sha256=SHAS[0])
+    history.add("HumanOversightAssigned", subject, "bank", overseer="desk", can_override=True,
+                can_stop=True)  # fmt: skip
+    history.add("AuditCompleted", subject, "auditor", audited_version_sha256=SHAS[0],
+                result="pass", valid_until=history.t(10))  # fmt: skip
+    history.add("InsurancePolicyChanged", subject, "insurer", policy_number="P1",
+                start=history.t(-1), end=history.t(30), status="bound")  # fmt: skip
+    history.add("OperationStatusChanged", subject, "bank", status="in_operation", reason="go")
+    history.add("IncidentReported", subject, "bank", incident_id="i1", aware_at=history.t(-1),
+                harm_category="other", severity="minor")  # fmt: skip
+    incident = len(history.entries) - 1
+    view = fed(open_view(_sqlite(tmp_path)), history.entries)
+    at = T0
+
+    def due(hours: float) -> list[tuple[str, str, str | None]]:
+        report = investigate.due(view, timedelta(hours=hours), at=at)
+        assert report.overdue + report.due == len(report.items)
+        return [(i.state, i.rule, i.deadline) for i in report.items]
+
+    assert view.status("alpha", at=at).verdict == "at_risk"  # the measure is open
+    assert due(5) == []
+    audit_end, measure, insurance_end = (history.t(h) for h in (10, 23, 30))
+    assert due(12) == [("due", "R3", audit_end)]
+    assert due(24) == [("due", "R3", audit_end), ("due", "R5", measure)]
+    assert due(48) == [
+        ("due", "R3", audit_end),
+        ("due", "R5", measure),
+        ("due", "R2", insurance_end),
+    ]
+    report = investigate.due(view, timedelta(hours=48), at=at)
+    assert report.items[1].evidence == [incident]
+    # a day later the audit has ended: overdue, with the deadline it missed
+    at = T0 + 24 * H
+    assert due(1) == [("overdue", "R3", audit_end), ("overdue", "R5", measure)]
+    assert due(7) == [
+        ("overdue", "R3", audit_end),
+        ("overdue", "R5", measure),
+        ("due", "R2", insurance_end),
+    ]
+    with pytest.raises(investigate.NotFound, match="no system"):
+        investigate.due(view, timedelta(hours=1), at=at, system="ghost")

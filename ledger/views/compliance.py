@@ -42,15 +42,18 @@ from ledger.formats import strictjson
 from ledger.formats.dsse import parse_envelope
 from ledger.formats.entry import Entry
 from ledger.formats.timeutil import format_time, parse_time
-from ledger.law.admission import Admission, Judgement, Request
+from ledger.law.admission import Admission, Judgement, KeyState, Request, key_fingerprint
 from ledger.law.rules import Fact, SystemVerdict, evaluate, fact_from_entry, summarize
 
 __all__ = [
     "COLUMNS",
     "SCHEMA_VERSION",
+    "SEARCH_COLUMNS",
     "ComplianceView",
     "ComplianceViewRecorder",
     "EntryRow",
+    "KeyEvent",
+    "SignerRow",
     "TimelineRow",
     "epoch_micros",
     "select_rows",
@@ -268,6 +271,40 @@ class ComplianceViewRecorder(TrackingRecorder, ABC):
         """The rows after index ``after`` in index order, at most ``limit``: each its
         index and its columns as text joined by U+001F (made by the database)."""
 
+    @abstractmethod
+    def find(self, where: Sequence[tuple[str, str]], after: int, limit: int) -> list[EntryRow]:
+        """The rows whose columns equal the values ``where`` names (each column one of
+        :data:`SEARCH_COLUMNS`), with index above ``after``, in index order, at most
+        ``limit``: an index seek on (column, idx) for the first condition."""
+
+    @abstractmethod
+    def last_index(self, up_to: int | None = None) -> int | None:
+        """The highest index of a row (at most ``up_to``; None: no such row)."""
+
+
+#: What :meth:`ComplianceViewRecorder.find` searches, each with an index on (column, idx).
+SEARCH_COLUMNS = ("actor", "subject", "type", "key_fp")
+
+
+def find_sql(
+    table: str, placeholder: str, where: Sequence[tuple[str, str]], after: int, limit: int
+) -> tuple[str, list[Any]]:
+    """The query of :meth:`ComplianceViewRecorder.find`."""
+    if not where:
+        raise ValueError("search by at least one of " + ", ".join(SEARCH_COLUMNS))
+    conditions, params = [], []
+    for column, value in where:
+        if column not in SEARCH_COLUMNS:
+            raise ValueError(f"cannot search by {column!r}: one of {', '.join(SEARCH_COLUMNS)}")
+        conditions.append(f"{column} = {placeholder}")
+        params.append(value)
+    conditions.append(f"idx > {placeholder}")
+    sql = (
+        f"SELECT {', '.join(COLUMNS)} FROM {table} WHERE {' AND '.join(conditions)} "
+        f"ORDER BY idx LIMIT {placeholder}"
+    )
+    return sql, [*params, after, limit]
+
 
 def select_rows(
     table: str,
@@ -336,6 +373,10 @@ def status_rows_sql(
     return sql, params
 
 
+def _bound(up_to: int | None) -> int:
+    return _NO_BOUND if up_to is None else up_to
+
+
 def row_of(values: Sequence[Any]) -> EntryRow:
     return EntryRow(*values)
 
@@ -355,6 +396,14 @@ class SQLiteComplianceView(SQLiteTrackingRecorder, ComplianceViewRecorder):
             "key_fp TEXT NOT NULL, payload TEXT NOT NULL, slot TEXT NOT NULL)",
             "CREATE INDEX IF NOT EXISTS entries_slot "
             "ON entries (subject, slot, integrated_us, idx)",
+            # Searches (ComplianceViewRecorder.find): made on opening a store that
+            # lacks them, kept by every insert. A subject's rows are found through
+            # entries_slot (subject first).
+            *(
+                f"CREATE INDEX IF NOT EXISTS entries_{c} ON entries ({c}, idx)"
+                for c in SEARCH_COLUMNS
+                if c != "subject"
+            ),
             "CREATE TABLE IF NOT EXISTS reader (id INTEGER PRIMARY KEY CHECK (id = 0), "
             "tracking INTEGER NOT NULL, state BLOB NOT NULL)",
         ]
@@ -460,6 +509,51 @@ class SQLiteComplianceView(SQLiteTrackingRecorder, ComplianceViewRecorder):
             )
             return [(r[0], r[1]) for r in c.fetchall()]
 
+    def find(self, where: Sequence[tuple[str, str]], after: int, limit: int) -> list[EntryRow]:
+        return self._select(*find_sql("entries", "?", where, after, limit))
+
+    def last_index(self, up_to: int | None = None) -> int | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT MAX(idx) FROM entries WHERE idx <= ?", (_bound(up_to),))
+            found = c.fetchone()
+            return None if found is None or found[0] is None else int(found[0])
+
+
+@dataclass(frozen=True)
+class KeyEvent:
+    """An entry that changed a key: enrolled it, rotated it in or out, revoked it."""
+
+    index: int
+    integrated: datetime
+    type: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class SignerRow:
+    """Who signed an entry and how the key stands (:meth:`ComplianceView.signer`)."""
+
+    index: int
+    actor: str
+    legal_name: str
+    roles: tuple[str, ...]
+    suspended: bool
+    key_fingerprint: str
+    key_valid_from: datetime | None
+    key_valid_until: datetime | None
+    key_compromised_at: datetime | None
+    key_history: tuple[KeyEvent, ...]
+    verification: str
+
+    def key_status(self, at: datetime) -> str:
+        """``valid``, ``not_yet``, ``rotated``, ``revoked``, or ``unknown`` (a key the
+        actor's history does not hold) at ``at``."""
+        if self.key_valid_from is None:
+            return "unknown"
+        return KeyState(
+            "", self.key_valid_from, self.key_valid_until, self.key_compromised_at
+        ).status_at(at)
+
 
 @dataclass(frozen=True)
 class TimelineRow:
@@ -517,13 +611,19 @@ class ComplianceView(Projection[ComplianceViewRecorder]):
         return self._rulebook
 
     def status(
-        self, system: str, *, at: datetime | None = None, at_index: int | None = None
+        self,
+        system: str,
+        *,
+        at: datetime | None = None,
+        at_index: int | None = None,
+        judged_at: datetime | None = None,
     ) -> SystemVerdict:
         """The system's verdict as of time ``at`` or as of ledger index ``at_index``.
 
         Reads the rulebook, the system's facts that fill no slot and the latest of
         each slot (:func:`slot_of`), up to then: a few index seeks, however long the
-        system's history."""
+        system's history. ``judged_at`` (not before ``at``): the facts known then,
+        judged at that later clock (what falls due if nothing more is recorded)."""
         if at is None:
             if at_index is None:
                 raise ValueError("give a time or an index")
@@ -542,7 +642,10 @@ class ComplianceView(Projection[ComplianceViewRecorder]):
             _NO_BOUND if at_index is None else at_index,
             up_to,
         )
-        return evaluate(system, [r.fact() for r in rows], at, as_of_index=at_index)
+        if judged_at is not None and judged_at < at:
+            raise ValueError("judged_at is before the moment the facts are taken at")
+        facts = [r.fact() for r in rows]
+        return evaluate(system, facts, judged_at or at, as_of_index=at_index)
 
     def timeline(self, system: str, *, until: datetime | None = None) -> list[TimelineRow]:
         """Who did what to ``system``, in ledger order, each entry judged as the notary
@@ -551,20 +654,7 @@ class ComplianceView(Projection[ComplianceViewRecorder]):
         chain = self.view.rows([f"system/{system}"], up_to_time=until)
         if not chain:
             raise LookupError(f"no system {system}")
-        # Every actor's history (keys may be reused or borrowed across actors),
-        # including revocations integrated after ``until``.
-        actor_rows = self.view.rows([*self.view.subjects("actor"), "ledger/genesis"])
-        state = Admission()
-        judged: dict[int, tuple[Request, Judgement]] = {}
-        on_chain = {r.index for r in chain}
-        for r in sorted([*chain, *actor_rows], key=lambda r: r.index):
-            request = _request(r.fact())
-            if request.type == "LedgerGenesis":
-                state.apply(request)
-                continue
-            judgement = state.admit(request)
-            if request.index in on_chain:
-                judged[request.index] = (request, judgement)
+        state, judged = self._judged(chain)
         owner, holder = "", ""
         out = []
         for r in chain:
@@ -580,16 +670,6 @@ class ComplianceView(Projection[ComplianceViewRecorder]):
             else:
                 role = "/".join(roles) or "?"
             request, judgement = judged[f.index]
-            revealed = state.compromise_revealed_later(request) if judgement.admitted else None
-            if not judgement.admitted:
-                verification = f"{judgement.code} when integrated"
-            elif revealed is not None:
-                verification = (
-                    f"key compromised at {format_time(revealed[1])} (revoked in entry "
-                    f"{revealed[0]}, learnt later)"
-                )
-            else:
-                verification = "verified"
             out.append(
                 TimelineRow(
                     f.index,
@@ -601,10 +681,98 @@ class ComplianceView(Projection[ComplianceViewRecorder]):
                     f.key_fingerprint,
                     f.type,
                     summarize(f),
-                    verification,
+                    _verification(state, request, judgement),
                 )
             )
         return out
+
+    def _judged(
+        self, chain: Sequence[EntryRow]
+    ) -> tuple[Admission, dict[int, tuple[Request, Judgement]]]:
+        """``chain``'s entries judged as the notary judged them, replayed with every
+        actor's history (keys may be reused or borrowed across actors), including
+        revocations integrated after them; and the state once all is replayed."""
+        actor_rows = self.view.rows([*self.view.subjects("actor"), "ledger/genesis"])
+        state = Admission()
+        judged: dict[int, tuple[Request, Judgement]] = {}
+        on_chain = {r.index for r in chain}
+        rows = {r.index: r for r in [*chain, *actor_rows]}
+        for _, r in sorted(rows.items()):
+            request = _request(r.fact())
+            if request.type == "LedgerGenesis":
+                state.apply(request)
+                judged[request.index] = (request, Judgement())
+                continue
+            judgement = state.admit(request)
+            if request.index in on_chain:
+                judged[request.index] = (request, judgement)
+        return state, judged
+
+    # --- investigation -----------------------------------------------------------
+
+    def search(
+        self,
+        *,
+        actor: str | None = None,
+        subject: str | None = None,
+        type: str | None = None,
+        key: str | None = None,
+        after: int = -1,
+        limit: int = 100,
+    ) -> list[EntryRow]:
+        """The rows signed by ``actor``, about ``subject``, of event ``type``, signed
+        with key fingerprint ``key`` (all that are given), with index above ``after``,
+        in index order, at most ``limit``."""
+        where = [
+            (column, value)
+            for column, value in (
+                ("actor", actor),
+                ("subject", subject),
+                ("type", type),
+                ("key_fp", key),
+            )
+            if value is not None
+        ]
+        return self.view.find(where, after, limit)
+
+    def last_index(self, up_to: int | None = None) -> int | None:
+        """The highest index of an entry the view holds, at most ``up_to`` (heads
+        leaves are not rows)."""
+        return self.view.last_index(up_to)
+
+    def signer(self, index: int) -> SignerRow:
+        """Who signed entry ``index``, with which key, how that key stands now and its
+        history, and how the entry is judged (as :meth:`timeline` judges it)."""
+        row = self.view.row(index)
+        if row is None:
+            raise LookupError(f"no entry {index}")
+        f = row.fact()
+        chain = self.view.rows([row.subject], up_to_index=index)
+        state, judged = self._judged(chain)
+        request, judgement = judged[index]
+        record = state.actor(f.actor)
+        key = record.keys.get(f.key_fingerprint) if record else None
+        history = []
+        keyed = [*self.view.rows([f"actor/{f.actor}"]), *self.view.rows(["ledger/genesis"])]
+        for r in sorted(keyed, key=lambda r: r.index):
+            fact = r.fact()
+            if fact.type == "LedgerGenesis" and fact.actor != f.actor:
+                continue
+            if f.key_fingerprint in _keys_named(fact):
+                history.append(KeyEvent(fact.index, fact.integrated, fact.type, summarize(fact)))
+        return SignerRow(
+            index=index,
+            actor=f.actor,
+            legal_name=record.legal_name if record else f.actor,
+            roles=record.roles if record else (),
+            suspended=record.suspended if record else False,
+            key_fingerprint=f.key_fingerprint,
+            key_valid_from=key.valid_from if key else None,
+            key_valid_until=key.valid_until if key else None,
+            key_compromised_at=key.compromised_at if key else None,
+            key_history=tuple(history),
+            verification=_verification(state, request, judgement),
+        )
 
     def digest(self) -> str:
         """SHA-256 over every row, in index order, and the tracking position."""
@@ -616,6 +784,43 @@ class ComplianceView(Projection[ComplianceViewRecorder]):
             after = batch[-1][0]
         h.update(f"tracking {self.position()}".encode())
         return h.hexdigest()
+
+
+def _verification(state: Admission, request: Request, judgement: Judgement) -> str:
+    """How an entry stands: as the notary judged it, then against what later
+    revocations revealed."""
+    revealed = state.compromise_revealed_later(request) if judgement.admitted else None
+    if not judgement.admitted:
+        return f"{judgement.code} when integrated"
+    if revealed is not None:
+        return (
+            f"key compromised at {format_time(revealed[1])} (revoked in entry "
+            f"{revealed[0]}, learnt later)"
+        )
+    return "verified"
+
+
+def _keys_named(f: Fact) -> set[str]:
+    """The fingerprints of the keys an actor's key event names (enrolled, rotated in
+    or out, revoked; the genesis: the regulator's keys)."""
+    p = f.payload
+    named: list[object] = []
+    if f.type == "LedgerGenesis":
+        named = list(p.get("regulator_keys") or [])
+    elif f.type == "ActorEnrolled":
+        named = list(p.get("public_keys") or [])
+    elif f.type == "KeyRotated":
+        named = [p.get("old_key"), p.get("new_key")]
+    elif f.type == "KeyRevoked":
+        named = [p.get("key")]
+    out = set()
+    for k in named:
+        if isinstance(k, str):
+            try:
+                out.add(key_fingerprint(k))
+            except ValueError:
+                continue
+    return out
 
 
 def _request(f: Fact) -> Request:

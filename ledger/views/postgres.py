@@ -16,10 +16,12 @@ from ledger.views.compliance import (
     COLUMNS,
     SCHEMA_TRACKING,
     SCHEMA_VERSION,
+    SEARCH_COLUMNS,
     TRACKING_NAME,
     ComplianceViewRecorder,
     EntryRow,
     epoch_micros,
+    find_sql,
     row_of,
     row_values,
     select_rows,
@@ -49,6 +51,13 @@ class PostgresComplianceView(PostgresTrackingRecorder, ComplianceViewRecorder):
                 Identifier(self.entries_table + "_slot"), table
             )
         )
+        for column in SEARCH_COLUMNS:
+            if column != "subject":  # entries_slot starts with the subject
+                self.sql_create_statements.append(
+                    SQL("CREATE INDEX IF NOT EXISTS {0} ON {1} ({2}, idx)").format(
+                        Identifier(f"{self.entries_table}_{column}"), table, Identifier(column)
+                    )
+                )
         self._table = table
         self.reader_table = tracking_table_name.removesuffix("_tracking") + "_reader"
         self._reader = SQL("{0}.{1}").format(
@@ -183,3 +192,11 @@ class PostgresComplianceView(PostgresTrackingRecorder, ComplianceViewRecorder):
             [after, limit],
         )
         return [(int(r["idx"]), str(r["text"])) for r in found]
+
+    def find(self, where: Sequence[tuple[str, str]], after: int, limit: int) -> list[EntryRow]:
+        return self._rows(*find_sql("{0}", "%s", where, after, limit))
+
+    def last_index(self, up_to: int | None = None) -> int | None:
+        bound = 2**62 if up_to is None else up_to
+        found = self._query("SELECT MAX(idx) AS m FROM {0} WHERE idx <= %s", [bound])
+        return None if not found or found[0]["m"] is None else int(found[0]["m"])
