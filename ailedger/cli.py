@@ -474,6 +474,119 @@ def up(
     home: HomeOpt = None,
     nats: NatsOpt = None,
     port: Annotated[int | None, typer.Option(help="Port of the embedded server.")] = None,
+    web: Annotated[bool, typer.Option("--web/--no-web", help="Run the web app.")] = True,
+    web_port: Annotated[
+        int, typer.Option(help="Port of the web app on 127.0.0.1 (0: any free port).")
+    ] = 8470,
+    state: Annotated[
+        Path | None, typer.Option(help="The notary's state store (SQLite; rebuildable).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Submissions taken from INTAKE at once.")
+    ] = None,
+    ack_wait: Annotated[
+        float | None, typer.Option(help="Seconds before an unfinished submission is redelivered.")
+    ] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="Sign a checkpoint after this many new entries ...")
+    ] = None,
+    checkpoint_interval: Annotated[
+        float | None, typer.Option(help="... or after this many seconds with new entries.")
+    ] = None,
+) -> None:
+    """Run the ledger in the foreground: nats-server, witness, notary, projector, web app.
+
+    Each part is a process of its own with its output in one log; Ctrl-C stops them
+    all. A part that dies stops the others and the exit status is non-zero."""
+    from ailedger.supervisor import (
+        Part,
+        PartFailed,
+        Stopped,
+        Supervisor,
+        option_args,
+        part_command,
+        url_in,
+    )
+    from ledger.bus.natsserver import EmbeddedNats
+    from services.notary.service import start_home_server
+
+    h = _home(home)
+    nats = nats or h.nats_url  # the external server `init --nats` remembered
+    where = ["--home", str(h.path)]
+    on_bus = where + (["--nats", nats] if nats else [])
+
+    async def main() -> PartFailed | None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        sup = Supervisor(stop)
+        failure: PartFailed | None = None
+        try:
+            if nats is None:
+                running = EmbeddedNats.attach(h.nats_dir)
+                if running is not None:
+                    raise CliError(
+                        f"the home's nats-server is already running (pid {running.pid}, "
+                        f"{running.url}): is another `ailedger up` running for {h.path}?"
+                    )
+                await sup.start_server(start_home_server(h, port), h)
+            witnesses = h.witness_urls()
+            if not witnesses and h.trust().witness_quorum > 0:
+                line = await sup.start(
+                    Part("witness", part_command("witness", *where), "witness up:")
+                )
+                witnesses = [url_in(line)]
+            notary_options = option_args(
+                [
+                    ("--state", state),
+                    ("--batch-size", batch_size),
+                    ("--ack-wait", ack_wait),
+                    ("--checkpoint-every", checkpoint_every),
+                    ("--checkpoint-interval", checkpoint_interval),
+                ]
+            )
+            for w in witnesses:
+                notary_options += ["--witness", w]
+            await sup.start(
+                Part("notary", part_command("notary", *on_bus, *notary_options), "notary up:")
+            )
+            await sup.start(Part("projector", part_command("project", *on_bus), "projector up:"))
+            site = ""
+            if web and _web_available():
+                line = await sup.start(
+                    Part("web", part_command("web", *on_bus, "--port", str(web_port)), "web up:")
+                )
+                site = f"; workbench {url_in(line)}"
+            sup.say("up", f"all parts up{site}; Ctrl-C stops them (pid {os.getpid()})")
+            failure = await sup.run_until_stopped()
+        except PartFailed as e:
+            failure = e
+        except Stopped:
+            pass
+        finally:
+            await sup.stop_all()
+        if failure is None:
+            sup.say("up", "all parts stopped cleanly")
+        return failure
+
+    failure = asyncio.run(main())
+    if failure is not None:
+        raise failure
+
+
+def _web_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("services.web") is not None
+
+
+@app.command()
+@one_line_errors
+def notary(
+    home: HomeOpt = None,
+    nats: NatsOpt = None,
+    port: Annotated[int | None, typer.Option(help="Port of the embedded server.")] = None,
     state: Annotated[
         Path | None, typer.Option(help="The notary's state store (SQLite; rebuildable).")
     ] = None,
@@ -487,8 +600,17 @@ def up(
     checkpoint_interval: Annotated[
         float, typer.Option(help="... or after this many seconds with new entries.")
     ] = 1.0,
+    witness: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--witness",
+            help="A witness URL (repeatable; default: config.json's, else the home's own "
+            "witness in this process).",
+        ),
+    ] = None,
 ) -> None:
-    """Run the notary (and the embedded NATS server unless --nats) in the foreground."""
+    """Run the notary alone (`ailedger up` runs it as a part), on the home's running
+    nats-server, else the embedded one it starts, unless --nats."""
     from services.notary import Notary, serve
     from services.witness.service import start_local_witness
 
@@ -511,7 +633,7 @@ def up(
             )
             sys.stdout.flush()  # supervisors read this line through a pipe
 
-        witnesses = h.witness_urls()
+        witnesses = list(witness or []) or h.witness_urls()
         witness_task = None
         if not witnesses and h.trust().witness_quorum > 0:
             # The home's own witness beside the notary (ailedger init --witness).
@@ -1692,6 +1814,7 @@ def demo(
 # Commands in modules of their own register themselves on `app` when imported.
 # Commands in modules of their own register themselves on `app` when imported.
 import ailedger.monitorcmd  # noqa: E402
+import ailedger.webcmd  # noqa: E402
 import ailedger.witnesscmd  # noqa: E402, F401
 
 

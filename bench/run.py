@@ -928,7 +928,7 @@ async def run(args: argparse.Namespace) -> Run:
         home.save_config(witnesses=witness_url)
         notary = Child(
             "notary",
-            [sys.executable, "-m", "ailedger", "up", "--home", str(home.path)],
+            [sys.executable, "-m", "ailedger", "notary", "--home", str(home.path)],
             tmp / "notary.log",
         )
         children.append(notary)

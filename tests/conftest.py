@@ -323,7 +323,7 @@ class NotaryProcess:
                 sys.executable,
                 "-m",
                 "ailedger",
-                "up",
+                "notary",
                 "--home",
                 str(self.home.path),
                 "--nats",

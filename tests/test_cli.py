@@ -51,7 +51,7 @@ def test_keygen_init_up_submit_log(tmp_path: Path) -> None:
     assert "LEDGER index 0" in made.stdout
     assert (home / "trust.json").exists() and (home / "genesis.json").exists()
 
-    up_command = [sys.executable, "-m", "ailedger", "up", "--home", str(home)]
+    up_command = [sys.executable, "-m", "ailedger", "up", "--home", str(home), "--web-port", "0"]
     up = subprocess.Popen(
         # A checkpoint once the three entries below are in: a heads leaf at 3, size 4.
         [*up_command, "--checkpoint-every", "3", "--checkpoint-interval", "3600"],

@@ -370,7 +370,7 @@ def test_ailedger_up_exits_non_zero_when_its_embedded_server_dies(
     log_path = tmp_path / "up.log"
     with log_path.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ailedger", "up", "--home", str(home.path)],
+            [sys.executable, "-m", "ailedger", "up", "--home", str(home.path), "--web-port", "0"],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -387,7 +387,8 @@ def test_ailedger_up_exits_non_zero_when_its_embedded_server_dies(
         status = proc.wait(30)
         text = log_path.read_text()
         assert status == 3, text
-        assert "embedded nats-server exited" in text and "[nats_server]" in text
+        assert "error: the embedded nats-server exited" in text and "[part_failed]" in text
+        assert "every part stopped" in text and "notary stopped" in text
     finally:
         if proc.poll() is None:
             proc.kill()

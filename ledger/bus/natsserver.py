@@ -81,9 +81,48 @@ class EmbeddedNats:
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
         self._log_offset = 0
+        #: The PID of a server this object attached to (:meth:`attach`) but did
+        #: not start: it may reload it, never stop it.
+        self._attached_pid: int | None = None
+
+    @classmethod
+    def attach(cls, store_dir: Path) -> EmbeddedNats | None:
+        """The server already running on ``store_dir`` (started by another process of
+        this home, e.g. ``ailedger up``'s supervisor), or None.
+
+        It is found by its ports file, ``nats-server_<pid>.ports``, whose PID must
+        be alive and running this store's configuration. The attached object can
+        reload the server's authorization (:meth:`authorize`); it never stops it.
+        """
+        store = Path(store_dir).resolve()
+        config = store / "nats-server.conf"
+        for ports_file in sorted(store.glob("nats-server_*.ports")):
+            try:
+                pid = int(ports_file.stem.rsplit("_", 1)[1])
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                url = json.loads(ports_file.read_text())["nats"][0]
+            except (ValueError, KeyError, IndexError, OSError):
+                continue
+            if str(config).encode() not in cmdline:
+                continue  # a stale file whose PID now belongs to another process
+            server = cls(store)
+            server.url = url
+            server._attached_pid = pid
+            server._log_offset = server.log_path.stat().st_size if server.log_path.exists() else 0
+            if server.auth_path.exists():
+                server.authorization = server.auth_path.read_text()
+            return server
+        return None
+
+    @property
+    def attached(self) -> bool:
+        """True for a server found by :meth:`attach` (someone else's child)."""
+        return self._attached_pid is not None
 
     @property
     def pid(self) -> int:
+        if self._attached_pid is not None:
+            return self._attached_pid
         if self.process is None:
             raise NatsServerError("server not started")
         return self.process.pid
@@ -130,11 +169,17 @@ class EmbeddedNats:
 
     def reload(self, timeout: float = 10.0) -> None:
         """SIGHUP, then wait for the log line that says whether the reload worked."""
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            raise NatsServerError("server not running")
         before = len(self._log_text())
-        proc.send_signal(signal.SIGHUP)
+        if self._attached_pid is not None:
+            try:
+                os.kill(self._attached_pid, signal.SIGHUP)
+            except ProcessLookupError:
+                raise NatsServerError("server not running") from None
+        else:
+            proc = self.process
+            if proc is None or proc.poll() is not None:
+                raise NatsServerError("server not running")
+            proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self._log_text()[before:]
@@ -147,7 +192,7 @@ class EmbeddedNats:
 
     def start(self, timeout: float = 15.0) -> str:
         """Start the server and return its client URL once it accepts connections."""
-        if self.process is not None:
+        if self.process is not None or self._attached_pid is not None:
             return self.url
         self._write_config()
         binary = nats_server_binary()
@@ -208,7 +253,9 @@ class EmbeddedNats:
         return " | ".join(self._log_text().strip().splitlines()[-lines:])
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop gracefully by PID (SIGTERM), then SIGKILL if it does not exit."""
+        """Stop gracefully by PID (SIGTERM), then SIGKILL if it does not exit.
+
+        An attached server (:meth:`attach`) is left running: its owner stops it."""
         proc = self.process
         if proc is None:
             return

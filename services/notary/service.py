@@ -36,7 +36,7 @@ from services.notary.lookup import Lookup
 from services.notary.permissions import BusPermissions
 from services.notary.sequencer import Sequencer
 
-__all__ = ["Notary", "exclusive", "serve", "setup_bus"]
+__all__ = ["Notary", "exclusive", "serve", "setup_bus", "start_home_server"]
 
 log = logging.getLogger("ailedger.notary")
 
@@ -309,6 +309,15 @@ def exclusive(path: Path) -> Iterator[None]:
         yield
 
 
+def start_home_server(home: Home, port: int | None = None) -> EmbeddedNats:
+    """The home's embedded nats-server, configured (not yet started) with NATS
+    authorization on: the services' users now, the actors' once the notary has
+    read the registry (the regulator is enrolled by the genesis entry itself)."""
+    users = home.ensure_bus_identities().public_keys()
+    authorization = render_authorization(users, {home.trust().regulator: True})
+    return EmbeddedNats(home.nats_dir, port=port, authorization=authorization)
+
+
 async def serve(
     home: Home,
     stop: asyncio.Event,
@@ -334,14 +343,17 @@ async def serve(
     with exclusive(state_path):
         identities = home.identities()
         authorizer: Authorizer | None = None
-        if nats_url is None:
+        running = EmbeddedNats.attach(home.nats_dir) if nats_url is None else None
+        if running is not None:
+            # The home's server is already up (``ailedger up``'s supervisor runs it
+            # as a part of its own): use it, and keep its authorization current.
+            nats_url = running.url
+            authorizer = Authorizer(identities, running.authorize)
+            log.info("using the home's running nats-server %s (pid %d)", nats_url, running.pid)
+        elif nats_url is None:
             # Authorization on by default: the services' users now, the actors'
             # as soon as the notary has read the registry.
-            users = home.ensure_bus_identities().public_keys()
-            # The regulator is enrolled by the genesis entry itself.
-            regulator = {home.trust().regulator: True}
-            authorization = render_authorization(users, regulator)
-            server = EmbeddedNats(home.nats_dir, port=port, authorization=authorization)
+            server = start_home_server(home, port)
             nats_url = await asyncio.to_thread(server.start)
             authorizer = Authorizer(identities, server.authorize)
             home.url_file.parent.mkdir(parents=True, exist_ok=True)
