@@ -15,14 +15,16 @@ from typing import Any
 import pytest
 
 from ledger.bus import investigate
+from ledger.bus.auth import READER
 from ledger.bus.home import Home
 from ledger.bus.natsserver import EmbeddedNats
-from ledger.bus.streams import CREDS_ENV
+from ledger.bus.streams import CREDS_ENV, connect
 from ledger.formats.checkpoint import parse_tlog_proof
 from ledger.formats.entry import Entry
 from ledger.formats.keys import save_key
 from ledger.formats.merkle import leaf_hash, verify_inclusion
 from ledger.formats.timeutil import format_time
+from ledger.formats.tree import TreeStore
 from ledger.law import events as ev
 from ledger.law.admission import key_fingerprint
 from tests.conftest import running_notary
@@ -226,6 +228,21 @@ async def test_investigation_without_the_notary(
     assert "0 overdue, 0 due within 2h" in later.stdout
     bad = await cli("due", "--within", "soon", *where, cwd=tmp_path, env=env)
     assert bad.returncode == 2 and "[bad_query]" in bad.stderr
+
+    # the evidence bundle of a system, exported as the reader, verifies offline
+    nc = await connect(nats_server.url, name="investigator", **home.bus_identity(READER))
+    tree = TreeStore(home.tree_path)
+    try:
+        bundle = await investigate.export_bundle(nc, tree, home.trust(), system="bot")
+    finally:
+        tree.close()
+        await nc.close()
+    (tmp_path / "bot.json").write_bytes(bundle)
+    assert [v["verdict"] for v in json.loads(bundle)["claim"]["verdicts"]] == ["non_compliant"]
+    trust = str(home.trust_path)
+    verified = await cli("verify", "bot.json", "--trust", trust, "--json", cwd=tmp_path, env=env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert json.loads(verified.stdout)["size"] == size
 
     # status and timeline, as before
     status = await _json_lines("status", *where, "--json", cwd=tmp_path, env=env)

@@ -471,3 +471,26 @@ def test_what_falls_due_audits_insurance_and_measures(tmp_path: Path) -> None:
     ]
     with pytest.raises(investigate.NotFound, match="no system"):
         investigate.due(view, timedelta(hours=1), at=at, system="ghost")
+
+
+def test_verdicts_as_of_a_checkpoint(tmp_path: Path) -> None:
+    """A checkpoint of size N covers the entries before its heads leaf at N-1: the
+    verdicts as of it are those as of the last entry before N-1, judged when that
+    entry was integrated (the claim of a bundle exported at that checkpoint)."""
+    history = History(2)
+    for _ in range(120):
+        history.step()
+    view = fed(open_view(_sqlite(tmp_path)), history.entries)
+    for index in (40, 80, len(history.entries) - 1):
+        # the heads leaf would be at index + 1, the checkpoint's size index + 2
+        at_checkpoint = investigate.systems(view, checkpoint_size=index + 2)
+        assert at_checkpoint == investigate.systems(view, at_index=index)
+        assert {s.as_of_index for s in at_checkpoint} == {index}
+        for s in at_checkpoint:
+            assert investigate.system_status(view, s.system, checkpoint_size=index + 2) == s
+    with pytest.raises(investigate.NotFound, match="no entries up to"):
+        investigate.systems(view, checkpoint_size=len(history.entries) + 5)
+    with pytest.raises(investigate.BadQuery, match="one of"):
+        investigate.systems(view, at_index=3, checkpoint_size=5)
+    with pytest.raises(investigate.NotFound, match="no system ghost"):
+        investigate.system_status(view, "ghost")
