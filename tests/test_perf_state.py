@@ -16,6 +16,7 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import JSONTranscoder
 
 from ledger.bus.home import init_home
@@ -24,8 +25,20 @@ from ledger.formats.entry import Entry
 from ledger.formats.keys import generate
 from ledger.law import events as ev
 from ledger.law import rejections as errors
-from ledger.state.application import AlreadyIntegrated, LedgerCorrupt, LedgerState
-from ledger.state.domain import RECORD_TOPIC, Actor, EventRecord, Provenance, StateAggregate
+from ledger.state.application import (
+    AlreadyIntegrated,
+    LedgerCorrupt,
+    LedgerState,
+    _without_timestamp,
+)
+from ledger.state.domain import (
+    RECORD_TOPIC,
+    Actor,
+    EventRecord,
+    Provenance,
+    StateAggregate,
+    _event_fields,
+)
 from ledger.state.persistence import sqlite_env
 from tests.conftest import enrolment_fields, registration_fields
 from tests.test_projector import postgres_schema  # noqa: F401 - a fixture
@@ -363,3 +376,48 @@ def deploy_of(world: World, actor: str, at: datetime) -> bytes:
         version="3",
         artifact_sha256="d" * 64,
     )
+
+
+def test_an_event_triggered_directly_is_the_one_eventsourcing_builds(
+    world_with_history: World,
+) -> None:
+    state = world_with_history.state
+    at = T0 + timedelta(days=1)
+    prov = Provenance(99, "e-99", "bank", "k", at, at, "system/scorer")
+    system = state.system("scorer")
+    actor = state.actor("bank")
+    assert system is not None and actor is not None
+    commands: list[tuple[StateAggregate, str, dict[str, object]]] = [
+        (system, "deploy_version", {"version": "9", "artifact_sha256": "e" * 64}),
+        (system, "change_status", {"status": "suspended", "reason": "why"}),
+        (system, "record_incident", {"incident_id": "i-1"}),
+        (system, "record_measure", {"incident_id": None, "measure": "m"}),
+        (
+            system,
+            "attest_labeling",
+            {"content_types": ["text"], "marking_method": "m", "visible_warning": True},
+        ),
+        (actor, "suspend", {"reason": "r"}),
+    ]
+    without = {"timestamp", "_modified_on"}
+    for agg, command, kwargs in commands:
+        fast, slow = copy.deepcopy(agg), copy.deepcopy(agg)
+        getattr(fast, command)(**kwargs, prov=prov)
+        (event,) = fast.collect_events()
+        # eventsourcing's own trigger_event, with what the decorator passes it
+        Aggregate.trigger_event(slow, type(event), **kwargs, prov=prov)
+        (expected,) = slow.collect_events()
+        assert type(event) is type(expected)
+        assert _event_fields(type(event)) is not None  # the direct path was taken
+        assert list(vars(event)) == list(vars(expected))  # same order: same bytes
+        assert {k: v for k, v in vars(event).items() if k not in without} == {
+            k: v for k, v in vars(expected).items() if k not in without
+        }
+        assert {k: v for k, v in vars(fast).items() if k not in without} == {
+            k: v for k, v in vars(slow).items() if k not in without
+        }
+        assert fast.modified_on == event.timestamp
+        mapper = state.mapper
+        stored, again = mapper.to_stored_event(event), mapper.to_stored_event(expected)
+        assert stored.topic == again.topic and stored.originator_version == agg.version + 1
+        assert _without_timestamp(stored.state) == _without_timestamp(again.state)

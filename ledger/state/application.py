@@ -552,6 +552,7 @@ class Batch(Recording):
             integrated,
             base64.b64encode(entry.leaf_hash).decode(),
             envelope_sha256,
+            record_id=record_id,
         )
         self.records[record_id] = new_record
         admitted = Admitted(entry, event, new_record)

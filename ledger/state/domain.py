@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid5
 
 import msgspec
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate, DomainEvent, event
 from eventsourcing.persistence import Transcoding
 
 from ledger.formats.timeutil import format_time, parse_time
@@ -59,6 +59,14 @@ NAMESPACE = UUID("9a3f7c52-4a8e-5b1d-9c0e-2f6d8b7a1e34")
 @functools.lru_cache(maxsize=65536)
 def _id(name: str) -> UUID:
     return uuid5(NAMESPACE, name)
+
+
+@functools.lru_cache(maxsize=8192)
+def _record_id(event_id: str) -> UUID:
+    """An event record's id, remembered apart from :func:`_id`: every event id is
+    new, asked for two or three times while its batch is admitted (prefetch,
+    admission, record), and must not push the subjects' ids out of that cache."""
+    return uuid5(NAMESPACE, f"event/{event_id}")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -194,6 +202,66 @@ class StateAggregate(Aggregate):
             {k: v if type(v) in _SHARED else _copied(v, memo) for k, v in self.__dict__.items()}
         )
         return new
+
+    def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
+        """``Aggregate.trigger_event`` without the frozen dataclass's ``__init__``
+        (one ``object.__setattr__`` per field): the event's ``__dict__`` is built
+        in its fields' order, as that ``__init__`` and eventsourcing's ``Mapper``
+        build it, so it is the same event with the same stored bytes
+        (tests/test_perf_state.py compares the two). Anything unusual (an event
+        class with a default, a post-init, a ``timestamp`` given) takes
+        eventsourcing's own path."""
+        names = _event_fields(event_class)
+        if (
+            names is None
+            or len(kwargs) != len(names)
+            or "timestamp" in kwargs
+            or type(self._id) is not UUID
+        ):
+            super().trigger_event(event_class, **kwargs)
+            return
+        state = {
+            "originator_id": self._id,
+            "originator_version": self._version + 1,
+            "timestamp": event_class.create_timestamp(),
+        }
+        try:
+            for name in names:
+                state[name] = kwargs[name]
+        except KeyError:
+            super().trigger_event(event_class, **kwargs)
+            return
+        new_event = object.__new__(event_class)
+        object.__setattr__(new_event, "__dict__", state)
+        new_event.mutate(self)
+        self._pending_events.append(new_event)
+
+
+_EVENT_FIELDS: dict[type, tuple[str, ...] | None] = {}
+_UUID_CHECK = DomainEvent.__post_init__
+_BASE_FIELDS = ("originator_id", "originator_version", "timestamp")
+
+
+def _event_fields(event_class: type) -> tuple[str, ...] | None:
+    """The fields of an aggregate event class after the three every event has, if
+    its dataclass ``__init__`` only assigns them (no defaults, no post-init but
+    eventsourcing's check that the aggregate id is a UUID); else None."""
+    try:
+        return _EVENT_FIELDS[event_class]
+    except KeyError:
+        pass
+    names: tuple[str, ...] | None = None
+    post_init = getattr(event_class, "__post_init__", None)
+    if dataclasses.is_dataclass(event_class) and post_init in (None, _UUID_CHECK):
+        fields = dataclasses.fields(event_class)
+        plain = all(
+            f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            for f in fields
+        )
+        if plain and tuple(f.name for f in fields[:3]) == _BASE_FIELDS:
+            names = tuple(f.name for f in fields[3:])
+    _EVENT_FIELDS[event_class] = names
+    return names
 
 
 class SubjectAggregate(StateAggregate):
@@ -567,9 +635,8 @@ class EventRecord:
     @staticmethod
     def create_id(event_id: str) -> UUID:
         # Name-based like every other aggregate id: a submitter choosing its
-        # event id cannot make it collide with another aggregate's id. Not
-        # remembered (every event id is new): the cache keeps subjects' ids.
-        return uuid5(NAMESPACE, f"event/{event_id}")
+        # event id cannot make it collide with another aggregate's id.
+        return _record_id(event_id)
 
     def _fields(self) -> tuple[object, ...]:
         return tuple(getattr(self, name) for name in self.__slots__)
