@@ -487,3 +487,121 @@ async def test_ailedger_web_serves_prints_its_url_and_stops_cleanly(ledger: Harn
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+# --- investigation (the notary stopped) ---------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_investigation_needs_an_investigator_and_works_with_the_notary_stopped(
+    nats_server: Any, home: Any, tmp_path: Any
+) -> None:
+    from tests.conftest import running_notary
+
+    async with running_notary(nats_server.url, home) as ledger:
+        _, bank = await owner_with_system(ledger)
+        await bank.submit(
+            bank.event(
+                ev.VersionDeployed,
+                subject="system/bank-scoring",
+                version="1.1",
+                artifact_sha256="ab" * 32,
+            )
+        )
+        assert await ledger.notary.checkpoint() is not None
+    # the notary is down from here on: the read model is brought up to date by the
+    # projector (as `ailedger up` runs it), and the web app reads it and LEDGER
+    status, out, err = await run_cli(
+        "project", "--once", "--home", str(home.path), "--nats", nats_server.url
+    )
+    assert status == 0, err
+    auditor, _ = issue_token(home, role="auditor")
+    gateway_token, _ = issue_token(home, actor="bank")
+    stop = asyncio.Event()
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve_web(
+            WebConfig(home, nats_server.url), stop, port=0, ui=False, on_ready=ready.set_result
+        )
+    )
+    await asyncio.wait_for(asyncio.shield(ready), 30)
+    auth = {"authorization": f"Bearer {auditor}"}
+    try:
+        async with httpx.AsyncClient(base_url=ready.result(), timeout=60) as http:
+            for path in (
+                "/api/v1/systems",
+                "/api/v1/systems/bank-scoring",
+                "/api/v1/systems/bank-scoring/timeline",
+                "/api/v1/systems/bank-scoring/bundle",
+                "/api/v1/search?actor=bank",
+                "/api/v1/due",
+            ):
+                assert_problem(await http.get(path), 401, "credentials_missing")
+                r = await http.get(path, headers={"authorization": f"Bearer {gateway_token}"})
+                assert_problem(r, 403, "not_permitted")
+
+            listed = (await http.get("/api/v1/systems", headers=auth)).json()
+            assert [s["system"] for s in listed] == ["bank-scoring"]
+            one = (await http.get("/api/v1/systems/bank-scoring", headers=auth)).json()
+            # the same verdict as the CLI's, from the same read model
+            status, out, err = await run_cli(
+                "status",
+                "bank-scoring",
+                "--json",
+                "--home",
+                str(home.path),
+                "--nats",
+                nats_server.url,
+            )
+            assert status == 0, err
+            cli = json.loads(out)
+            assert (one["verdict"], one["as_of_index"]) == (cli["verdict"], cli["as_of_index"])
+            assert {**one, "at": None} == {**listed[0], "at": None}  # asked a moment apart
+
+            timeline = (
+                await http.get("/api/v1/systems/bank-scoring/timeline", headers=auth)
+            ).json()
+            found = (
+                await http.get("/api/v1/search?subject=system/bank-scoring", headers=auth)
+            ).json()
+            assert [t["index"] for t in timeline] == [e["index"] for e in found["entries"]]
+            assert len(timeline) == 2 and timeline[0]["actor"] == "bank"
+            by_bank = (
+                await http.get("/api/v1/search", params={"actor": "bank"}, headers=auth)
+            ).json()
+            assert {e["index"] for e in by_bank["entries"]} == {t["index"] for t in timeline}
+
+            # bad questions: a reason code, never a 500
+            assert_problem(await http.get("/api/v1/search", headers=auth), 400, "bad_query")
+            assert_problem(await http.get("/api/v1/systems/nope", headers=auth), 404, "not_found")
+            r = await http.get("/api/v1/systems", params={"at": "yesterday-ish"}, headers=auth)
+            assert_problem(r, 400, "bad_request")
+            r = await http.get("/api/v1/systems", params={"at": "1999-01-01"}, headers=auth)
+            assert_problem(r, 400, "bad_query")
+            r = await http.get("/api/v1/due", params={"within": "soon"}, headers=auth)
+            assert_problem(r, 400, "bad_query")
+            assert (await http.get("/api/v1/due", headers=auth)).status_code == 200
+
+            # the evidence bundle verifies offline with the trust policy alone
+            r = await http.get("/api/v1/systems/bank-scoring/bundle", headers=auth)
+            assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]
+            path = tmp_path / "bank-scoring.bundle.json"
+            path.write_bytes(r.content)
+            status, out, err = await run_cli(
+                "verify", str(path), "--trust", str(home.trust_path), "--no-pin"
+            )
+            assert status == 0, out + err
+            assert json.loads(r.content)["claim"]["verdicts"][0]["verdict"] == one["verdict"]
+            # a byte changed in one of its entries: it no longer verifies
+            doc = json.loads(r.content)
+            entry = bytearray(base64.b64decode(doc["entries"][-1]["entry"]))
+            entry[-5] ^= 1
+            doc["entries"][-1]["entry"] = _b64(bytes(entry))
+            path.write_text(json.dumps(doc))
+            status, out, err = await run_cli(
+                "verify", str(path), "--trust", str(home.trust_path), "--no-pin"
+            )
+            assert status == 1, out + err
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)

@@ -364,10 +364,14 @@ def create_app(
 ) -> Litestar:
     """The web app: the API under /api/v1, its OpenAPI document, and the UI (``ui``).
     ``route_handlers`` are added as they are (tests, other front ends)."""
-    from services.web import api  # it imports WebContext from here
+    from services.web import api, investigation  # they import WebContext from here
 
     web = WebContext(config)
-    handlers: list[Any] = [api.api_router(config.max_body), *route_handlers]
+    handlers: list[Any] = [
+        api.api_router(config.max_body),
+        investigation.investigation_router(),
+        *route_handlers,
+    ]
     template_config = None
     if ui:
         ui_handlers, template_config = _ui_parts(web)

@@ -1,0 +1,171 @@
+"""The investigation endpoints of /api/v1: a regulator's or auditor's bearer token.
+
+They answer what ``ailedger status``, ``timeline``, ``search``, ``due`` and
+``export`` answer, from the same query layer (:mod:`ledger.bus.investigate`):
+the projector's read model and LEDGER, with the ``_reader`` bus identity only,
+so they work while the notary is down.
+
+- ``GET /systems[?at=T|at_index=N|checkpoint=N]``: every system with its verdict;
+- ``GET /systems/{system}[?at=...]``: one system's verdict and findings;
+- ``GET /systems/{system}/timeline[?until=T]``: who did what, in ledger order;
+- ``GET /systems/{system}/bundle[?checkpoint=N]``: its evidence bundle
+  (``ailedger/bundle/v1``, with the claimed verdict) as of a checkpoint;
+- ``GET /search?actor=&subject=&type=&key=[&after=&limit=]``: entries, paged;
+- ``GET /due?within=48h[&at=T&system=S]``: open obligations and their deadlines.
+
+Times (``at``, ``until``) are what the CLI takes: RFC 3339 with Z or an offset, a
+date-time (UTC+5) or a date (the end of that day, UTC+5).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, Router, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath, QueryParameter
+
+from ledger.bus import investigate as iq
+from ledger.formats.errors import LedgerError
+from ledger.formats.timeutil import parse_moment
+from services.web.app import WebContext
+from services.web.problems import BadRequest
+
+__all__ = ["investigation_router"]
+
+Query = Annotated[str | None, QueryParameter()]
+IndexQuery = Annotated[int | None, QueryParameter(ge=0)]
+
+
+def _investigator(request: Request[Any, Any, Any], web: WebContext) -> None:
+    web.tokens.authenticate(request.headers.get("authorization"), "investigator")
+
+
+def _moment(text: str | None, name: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return parse_moment(text)
+    except (LedgerError, ValueError) as e:
+        raise BadRequest(f"{name}: {e}") from None
+
+
+def _json(answer: msgspec.Struct | list[Any]) -> Response[bytes]:
+    return Response(msgspec.json.encode(answer), media_type="application/json")
+
+
+@get("/systems", summary="Every system with its verdict at a moment (investigator)")
+async def systems(
+    request: Request[Any, Any, Any],
+    web: NamedDependency[WebContext],
+    at: Query = None,
+    at_index: IndexQuery = None,
+    checkpoint: IndexQuery = None,
+) -> Response[bytes]:
+    _investigator(request, web)
+    when = _moment(at, "at")
+    answer = await web.read(
+        lambda view: iq.systems(view, at=when, at_index=at_index, checkpoint_size=checkpoint)
+    )
+    return _json(answer)
+
+
+@get("/systems/{system:str}", summary="One system's verdict and findings (investigator)")
+async def system_status(
+    request: Request[Any, Any, Any],
+    web: NamedDependency[WebContext],
+    system: FromPath[str],
+    at: Query = None,
+    at_index: IndexQuery = None,
+    checkpoint: IndexQuery = None,
+) -> Response[bytes]:
+    _investigator(request, web)
+    when = _moment(at, "at")
+    answer = await web.read(
+        lambda view: iq.system_status(
+            view, system, at=when, at_index=at_index, checkpoint_size=checkpoint
+        )
+    )
+    return _json(answer)
+
+
+@get("/systems/{system:str}/timeline", summary="Who did what to a system (investigator)")
+async def timeline(
+    request: Request[Any, Any, Any],
+    web: NamedDependency[WebContext],
+    system: FromPath[str],
+    until: Query = None,
+) -> Response[bytes]:
+    _investigator(request, web)
+    when = _moment(until, "until")
+    return _json(await web.read(lambda view: iq.timeline(view, system, until=when)))
+
+
+@get(
+    "/systems/{system:str}/bundle",
+    summary="A system's evidence bundle as of a checkpoint (investigator)",
+)
+async def bundle(
+    request: Request[Any, Any, Any],
+    web: NamedDependency[WebContext],
+    system: FromPath[str],
+    checkpoint: IndexQuery = None,
+) -> Response[bytes]:
+    _investigator(request, web)
+    if system not in await web.read(lambda view: view.systems()):
+        raise iq.NotFound(f"no system {system}")
+    signed = await web.checkpoint(checkpoint)
+    tree = await web.proof_tree(signed)  # brought up to the checkpoint, root checked
+    data = await iq.export_bundle(
+        web.nc, tree, web.trust, system=system, checkpoint_size=signed.checkpoint.size
+    )
+    name = f"{system}.{signed.checkpoint.size}.bundle.json"
+    return Response(
+        data,
+        media_type="application/json",
+        headers={"content-disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@get("/search", summary="Entries by signer, subject, type or key (investigator)")
+async def search(
+    request: Request[Any, Any, Any],
+    web: NamedDependency[WebContext],
+    actor: Query = None,
+    subject: Query = None,
+    type: Query = None,
+    key: Query = None,
+    after: Annotated[int, QueryParameter(ge=-1)] = -1,
+    limit: Annotated[int, QueryParameter(ge=1, le=iq.MAX_PAGE)] = 100,
+) -> Response[bytes]:
+    _investigator(request, web)
+    answer = await web.read(
+        lambda view: iq.search(
+            view, actor=actor, subject=subject, type=type, key=key, after=after, limit=limit
+        )
+    )
+    return _json(answer)
+
+
+@get("/due", summary="Open obligations with their deadlines (investigator)")
+async def due(
+    request: Request[Any, Any, Any],
+    web: NamedDependency[WebContext],
+    within: Annotated[str, QueryParameter()] = "48h",
+    at: Query = None,
+    system: Query = None,
+) -> Response[bytes]:
+    _investigator(request, web)
+    window = iq.parse_window(within)
+    when = _moment(at, "at")
+    return _json(await web.read(lambda view: iq.due(view, window, at=when, system=system)))
+
+
+def investigation_router() -> Router:
+    return Router(
+        path="/api/v1",
+        route_handlers=[systems, system_status, timeline, bundle, search, due],
+        tags=["investigation"],
+    )
