@@ -312,6 +312,39 @@ def test_envelope_base64_is_judged_as_the_validating_decoder_does() -> None:
             assert judged(text) == reference(text), text
 
 
+def test_the_compact_envelope_reads_as_the_strict_parse_reads_it() -> None:
+    """``parse_envelope`` takes an envelope as ``sign_envelope`` writes it at once and
+    leaves every other spelling to the strict parse: on every one-byte change,
+    insertion and deletion, both give the same envelope or the same error."""
+    from ledger.formats.dsse import _parse_strictly
+
+    def judged(parse: Any, data: bytes) -> object:
+        try:
+            return parse(data)
+        except EnvelopeError as e:
+            return str(e)
+
+    key = generate("bank")
+    signed = sign_envelope(b'{"a":"b"}', key)
+    assert parse_envelope(signed) == _parse_strictly(signed)
+    sig = signed.rsplit(b'"sig":"', 1)[1][:-4]
+    cases = [
+        signed,
+        signed.replace(b'"}]}', b'"},{"keyid":"x","sig":"y"}]}'),
+        signed.replace(sig, sig[4:]),  # 61 bytes, well encoded
+        signed.replace(sig, b"AAAA" + sig),
+    ]
+    for k in range(len(signed)):
+        for c in b' "\\=A/-_{}[],:\x01\xc3':
+            cases += [
+                signed[:k] + bytes([c]) + signed[k + 1 :],
+                signed[:k] + bytes([c]) + signed[k:],
+            ]
+        cases.append(signed[:k] + signed[k + 1 :])
+    for data in cases:
+        assert judged(parse_envelope, data) == judged(_parse_strictly, data), data
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [

@@ -332,9 +332,11 @@ def _hashes(
         raise VerificationError("bundle", f"{what} must be a list of base64 hashes", index)
     seen = {} if seen is None else seen
     try:
-        known: list[bytes | None] = [seen.get(text) for text in value]
+        known: list[bytes | None] = list(map(seen.get, value))
     except TypeError:  # not a string (unhashable): _b64 says so below
         known = [None] * len(value)
+    if None not in known:
+        return cast("list[bytes]", known)
     short = False
     for position in [i for i, raw in enumerate(known) if raw is None]:
         text = value[position]
@@ -485,13 +487,16 @@ def _log_key_in_window(
 # --- entries ------------------------------------------------------------------------
 
 
+_ITEM_FIELDS = frozenset(("index", "entry", "proof"))
+
+
 def _entries(doc: dict[str, Any], checkpoint: Checkpoint, signatures: _Signatures) -> list[_Item]:
     items: list[_Item] = []
     last = -1
     hashes: dict[str, bytes] = {}
     nodes: dict[bytes, bytes] = {}
     for position, raw_item in enumerate(doc["entries"]):
-        if not isinstance(raw_item, dict) or set(raw_item) != {"index", "entry", "proof"}:
+        if not isinstance(raw_item, dict) or raw_item.keys() != _ITEM_FIELDS:
             raise VerificationError("bundle", f"entries[{position}] needs index, entry, proof")
         index = raw_item["index"]
         if not isinstance(index, int) or isinstance(index, bool) or index < 0:
