@@ -1804,11 +1804,46 @@ def demo(
     keep: Annotated[
         Path | None, typer.Option(help="Keep the demo ledger in this directory.")
     ] = None,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Then keep the demo ledger up (`ailedger up` on it) with the workbench; "
+            "Ctrl-C stops it.",
+        ),
+    ] = False,
+    web_port: Annotated[
+        int, typer.Option(help="With --serve: port of the web app (0: any free port).")
+    ] = 8470,
 ) -> None:
     """Play the demo scenario (docs/rules.md) on a fresh embedded ledger and show the result."""
+    import shutil
+    import tempfile
+
     from ailedger.demo import run_demo
 
-    raise typer.Exit(run_demo(console, keep))
+    if not serve:
+        raise typer.Exit(run_demo(console, keep))
+    workdir = keep or Path(tempfile.mkdtemp(prefix="ailedger-demo-"))
+    try:
+        status = run_demo(console, workdir)
+        if status:
+            raise typer.Exit(status)
+        from services.web.auth import issue_token
+
+        home = Home(workdir / "ledger")
+        token, _ = issue_token(home, role="regulator", label="ailedger demo --serve")
+        console.print(
+            f"\n[bold]Serving the demo ledger[/] {home.path}: sign in to the workbench with "
+            f"this regulator token (shown once): {token}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.stdout.flush()
+        up(home=home.path, web_port=web_port)
+    finally:
+        if keep is None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 # Commands in modules of their own register themselves on `app` when imported.

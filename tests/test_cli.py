@@ -44,6 +44,47 @@ def test_demo_plays_the_scenario_and_exits_zero(tmp_path: Path) -> None:
     assert (tmp_path / "demo" / "credit-scorer.bundle.json").exists()
 
 
+def test_demo_serve_keeps_the_demo_ledger_up_with_the_workbench(tmp_path: Path) -> None:
+    import httpx
+
+    workdir = tmp_path / "demo"
+    serve = ("demo", "--keep", str(workdir), "--serve", "--web-port", "0")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ailedger", *serve],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"},
+    )
+    out = ""
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 180
+        while "all parts up" not in out and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, out  # the demo ended instead of serving
+            out += line
+        assert "VERIFIED" in out and "regulator token (shown once): " in out, out
+        token = out.split("regulator token (shown once): ")[1].split()[0]
+        url = out.split("all parts up; workbench ")[1].split(";")[0]
+        checkpoint = httpx.get(f"{url}/api/v1/checkpoint", timeout=30)
+        assert checkpoint.status_code == 200
+        assert checkpoint.text.startswith("demo.ailedger.kz/ai-registry\n")
+        # the investigator's pages open with the printed token, and not without one
+        auth = {"Authorization": f"Bearer {token}"}
+        systems = httpx.get(f"{url}/api/v1/systems", headers=auth, timeout=30)
+        assert systems.status_code == 200, systems.text
+        assert "credit-scorer" in systems.text
+        assert httpx.get(f"{url}/api/v1/systems", timeout=30).status_code == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + rest
+    assert "all parts stopped cleanly" in rest
+    assert (workdir / "credit-scorer.bundle.json").exists()
+
+
 def test_keygen_init_up_submit_log(tmp_path: Path) -> None:
     home = tmp_path / "home"
     made = ailedger("init", str(home), "--origin", "cli.ailedger.kz/test", cwd=tmp_path)

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -389,6 +390,49 @@ def test_ailedger_up_exits_non_zero_when_its_embedded_server_dies(
         assert status == 3, text
         assert "error: the embedded nats-server exited" in text and "[part_failed]" in text
         assert "every part stopped" in text and "notary stopped" in text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_ailedger_up_runs_each_part_in_its_own_process_and_stops_all_when_one_dies(
+    home: Home, tmp_path: Path
+) -> None:
+    log_path = tmp_path / "up.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ailedger", "up", "--home", str(home.path), "--web-port", "0"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while b"all parts up" not in log_path.read_bytes():
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        text = log_path.read_text()
+        pids = {
+            m.group(1): int(m.group(2))
+            for m in re.finditer(r"^(\w+) +\| \w+(?:-server)? up: .*?\(pid (\d+)\)", text, re.M)
+        }
+        # the home's trust policy needs no witness here: four parts, five processes
+        assert sorted(pids) == ["nats", "notary", "projector", "web"], text
+        assert len(set(pids.values()) | {proc.pid}) == 5, pids
+        os.kill(pids["notary"], signal.SIGKILL)
+        status = proc.wait(60)
+        text = log_path.read_text()
+        assert status == 3, text
+        assert "error: notary exited with status -9; every part stopped" in text, text
+        assert "[part_failed]" in text
+        for part in ("projector", "web"):
+            assert f"{part} stopped cleanly" in text, text
+        assert "nats-server stopped" in text
+        for part, pid in pids.items():
+            assert not Path(f"/proc/{pid}").exists() or part == "notary", part
+        assert not home.url_file.exists()
     finally:
         if proc.poll() is None:
             proc.kill()
