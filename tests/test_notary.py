@@ -7,12 +7,14 @@ import base64
 import hashlib
 import json
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
 from ledger.bus.client import LedgerClient, SubmissionRejected, SyncLedgerClient, sign_event
+from ledger.bus.home import init_home
 from ledger.bus.streams import (
     HEADS_SUBJECT,
     LEDGER,
@@ -28,7 +30,7 @@ from ledger.formats.entry import Entry
 from ledger.formats.keys import ActorKey, generate
 from ledger.formats.merkle import leaf_hash
 from ledger.formats.note import Verifier, Verifiers
-from ledger.formats.receipt import Receipt, open_receipt
+from ledger.formats.receipt import Receipt, ReceiptError, open_receipt
 from ledger.law import events as ev
 from ledger.state.application import LedgerState
 from tests.conftest import Harness, deployments, now, registration_fields, running_notary
@@ -384,3 +386,24 @@ async def test_receipts_come_from_the_tree_when_proving_in_memory_fails(
     }
     for r in receipts:
         assert receipt_matches_entry(r, entries[r.index])
+
+
+async def test_clients_of_one_process_share_seal_checks_only_under_the_same_log_keys(
+    ledger: Harness, tmp_path: Path
+) -> None:
+    """Every client of a process that trusts the same log keys checks each seal's
+    signature once between them; a client trusting other keys shares nothing and
+    still refuses a receipt the others accepted."""
+    bank, client = await ledger.enrol("bank", ["owner"])
+    receipt = await client.submit(registration(bank))
+    other = await ledger.client(bank)  # another TrustPolicy object, the same log keys
+    assert other.seals is client.seals
+    envelope = receipt.entry.envelope
+    verified = client.seals.verified
+    assert open_receipt(receipt.note, envelope, other.seals) == receipt
+    assert client.seals.verified == verified  # answered from the shared cache
+    stranger_home = init_home(tmp_path / "stranger", origin=ledger.home.trust().origin)
+    stranger = LedgerClient(client.nc, trust=stranger_home.trust())
+    assert stranger.seals is not client.seals
+    with pytest.raises(ReceiptError):
+        open_receipt(receipt.note, envelope, stranger.seals)

@@ -31,6 +31,7 @@ import contextlib
 import hashlib
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -39,6 +40,7 @@ from typing import Any, TypeVar
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from ledger.bus.sealed import trusted_seals
 from ledger.bus.streams import (
     HDR_MSG_ID,
     HDR_REPLY,
@@ -55,9 +57,9 @@ from ledger.formats.merkle import verify_inclusion
 from ledger.formats.note import Verifier, Verifiers, open_note
 from ledger.formats.receipt import Receipt, ReceiptError, open_receipt
 from ledger.formats.rejection import RejectionNoteError, open_rejection
-from ledger.formats.seal import Seal, SealCache
+from ledger.formats.seal import SealCache
 from ledger.formats.timeutil import Clock, SystemClock
-from ledger.formats.trust import TrustPolicy
+from ledger.formats.trust import TrustedKey, TrustPolicy
 from ledger.law import events as ev
 
 __all__ = [
@@ -161,8 +163,9 @@ class LedgerClient:
         self._waiting: dict[str, asyncio.Future[Verdict]] = {}
         self._sub: Any = None
         self._verifiers = Verifiers(*(Verifier.from_vkey(k) for k in trust.log_vkeys()))
-        #: Each batch's seal is verified once, whatever the number of its receipts.
-        self.seals = SealCache(self._verifiers, valid_at=self._log_key_valid)
+        #: Each batch's seal is verified once, whatever the number of its receipts,
+        #: and once for all the clients of this process that trust the same log keys.
+        self.seals = _shared_seals(trust)
 
     @classmethod
     async def connect(
@@ -188,12 +191,6 @@ class LedgerClient:
             options = {"nkeys_seed": str(creds), "inbox_prefix": f"_INBOX.{name}"}
         nc = await connect(url, name=f"ailedger-client-{key.actor if key else 'signed'}", **options)
         return cls(nc, key, trust=trust, **kwargs)
-
-    def _log_key_valid(self, seal: Seal) -> bool:
-        """Whether a key that signed the seal was a log key at the seal's time."""
-        keys = map(Verifier.from_vkey, self.trust.log_vkeys(seal.last))
-        valid = {(v.name, v.key_hash) for v in keys}
-        return any(signer in valid for signer in seal.signed_by)
 
     def _key(self) -> ActorKey:
         if self.key is None:
@@ -370,7 +367,8 @@ class LedgerClient:
         try:
             # Rebuilds the entry from the receipt's lines and our own bytes, folds
             # the proof up to the seal's root, checks the seal (once per seal).
-            receipt = open_receipt(note, envelope, self.seals)
+            with self.seals.lock:
+                receipt = open_receipt(note, envelope, self.seals)
         except ReceiptError as e:
             raise UnverifiedVerdict(
                 f"receipt for {event_id} does not verify: {e}", event_id
@@ -430,6 +428,36 @@ class LedgerClient:
             return Verdict.decode(msg.data)
         except Exception:
             return None
+
+
+class _SharedSeals(SealCache):
+    """A seal cache shared by the clients of one process (threads included: each
+    use under ``lock``)."""
+
+    def __init__(self, trust: TrustPolicy) -> None:
+        cache = trusted_seals(trust)
+        super().__init__(cache.verifiers, valid_at=cache.valid_at)
+        self.lock = threading.Lock()
+
+
+#: The seal caches of this process by the log keys trusted (with their validity
+#: windows: what decides whether a seal is valid), the newest last.
+_SEAL_CACHES: OrderedDict[tuple[TrustedKey, ...], _SharedSeals] = OrderedDict()
+_SEAL_CACHES_LOCK = threading.Lock()
+
+
+def _shared_seals(trust: TrustPolicy) -> _SharedSeals:
+    """The seal cache of every client of this process that trusts ``trust``'s log keys."""
+    key = tuple(trust.log_keys)
+    with _SEAL_CACHES_LOCK:
+        cache = _SEAL_CACHES.get(key)
+        if cache is None:
+            cache = _SEAL_CACHES[key] = _SharedSeals(trust)
+            while len(_SEAL_CACHES) > 8:
+                _SEAL_CACHES.popitem(last=False)
+        else:
+            _SEAL_CACHES.move_to_end(key)
+        return cache
 
 
 class SyncLedgerClient:
