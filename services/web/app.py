@@ -59,7 +59,7 @@ from ledger.bus.streams import (
 )
 from ledger.formats.merkle import stored_hash_index
 from ledger.formats.note import NoteError, Verifier, Verifiers, open_note
-from ledger.formats.tree import TreeStore
+from ledger.formats.tree import TreeError, TreeStore
 from ledger.formats.trust import TrustPolicy
 from ledger.state.persistence import store_envs
 from ledger.views.compliance import ComplianceView
@@ -114,6 +114,7 @@ class WebContext:
         #: wb-query's read object (investigation), once the query layer is there.
         self.query: Any = None
         self._reader: SealedReader | None = None
+        self._warming: asyncio.Task[None] | None = None
         self._read_lock = asyncio.Lock()
         self._checkpoint_lock = asyncio.Lock()
         self._gateway_lock = asyncio.Lock()
@@ -135,8 +136,7 @@ class WebContext:
             **self.home.bus_identity(READER),
         )
         self.tree = TreeStore(self.home.tree_path)
-        self._reader = trusted_reader(self.nc, self.trust)
-        self._reader.keep_seals = False
+        self._warming = asyncio.create_task(self._warm_up())
         await self.ensure_gateway()
 
     async def ensure_gateway(self) -> Gateway | None:
@@ -162,6 +162,10 @@ class WebContext:
             return self.gateway
 
     async def close(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
+            with contextlib.suppress(BaseException):
+                await self._warming
         if self.gateway is not None:
             with contextlib.suppress(Exception):
                 await self.gateway.close()
@@ -219,38 +223,63 @@ class WebContext:
 
     async def catch_up(self, size: int | None = None) -> int:
         """Read LEDGER's new sealed batches (up to its end, or until ``size`` sealed
-        entries); append their leaves to the tree file where it is behind. Returns the
-        number of sealed entries known."""
-        assert self._reader is not None, "the web context is not started"
-        reader = self._reader
+        entries), appending their leaves to the tree file where it is behind, batch by
+        batch (the notary may append the same leaves to the same file first). Returns
+        the number of sealed entries known."""
         async with self._read_lock:
+            reader = self._ledger_reader()
             if size is not None and reader.size >= size:
                 return reader.size
-            tree = self._tree()
-            leaves: list[bytes] = []
-            first = tree.size
             async with contextlib.aclosing(reader.read()) as batches:
                 async for batch in batches:
-                    for e in batch.entries:
-                        if e.index >= first + len(leaves):
-                            leaves.append(e.leaf_hash)
+                    pairs = [(e.index, e.leaf_hash) for e in batch.entries]
+                    if not await asyncio.to_thread(_extend, self._tree(), pairs):
+                        # the tree file lost leaves this reader had seen (deleted,
+                        # rebuilt): read LEDGER again from its start
+                        log.warning(
+                            "the tree file %s is behind LEDGER: re-reading it", self._tree().path
+                        )
+                        self._reader = None
+                        break
                     if size is not None and reader.size >= size:
                         break
-            if leaves:
-                tree.append(first, leaves)
+            if self._reader is None:
+                reader = self._ledger_reader()
+                async with contextlib.aclosing(reader.read(up_to=None)) as batches:
+                    async for batch in batches:
+                        pairs = [(e.index, e.leaf_hash) for e in batch.entries]
+                        if not await asyncio.to_thread(_extend, self._tree(), pairs):
+                            raise ProofUnavailable(
+                                f"the tree file {self._tree().path} does not follow LEDGER"
+                            )
+                        if size is not None and reader.size >= size:
+                            break
             return reader.size
+
+    def _ledger_reader(self) -> SealedReader:
+        if self._reader is None:
+            self._reader = trusted_reader(self.nc, self.trust)
+            self._reader.keep_seals = False
+        return self._reader
+
+    async def _warm_up(self) -> None:
+        """Read LEDGER once at start, so that the first entry asked for is served at once."""
+        try:
+            size = await self.catch_up()
+            log.info("web: %d sealed entries read from LEDGER", size)
+        except Exception as e:  # a request will try again, and say why
+            log.warning("web: reading LEDGER at start: %s", e)
 
     async def entry(self, index: int) -> tuple[Leaf, int]:
         """Sealed leaf ``index`` and its LEDGER sequence (ProofUnavailable if not sealed)."""
         if index < 0:
             raise ProofUnavailable(f"no entry {index}")
-        assert self._reader is not None, "the web context is not started"
-        sequence = self._reader.sequence_of(index)
+        sequence = self._ledger_reader().sequence_of(index)
         if sequence is None:
-            await self.catch_up(index + 1)
-            sequence = self._reader.sequence_of(index)
-        if sequence is None:
-            raise ProofUnavailable(f"no sealed entry {index} (LEDGER holds {self._reader.size})")
+            known = await self.catch_up(index + 1)
+            sequence = self._ledger_reader().sequence_of(index)
+            if sequence is None:
+                raise ProofUnavailable(f"no sealed entry {index} (LEDGER holds {known})")
         message = await get_message(self.nc, LEDGER, sequence)
         if message is None:
             raise ProofUnavailable(f"LEDGER message {sequence} of entry {index} is gone")
@@ -331,6 +360,25 @@ class WebContext:
             )
         tree = await self.proof_tree(signed)
         return await asyncio.to_thread(tlog_proof, tree, index, signed)
+
+
+def _extend(tree: TreeStore, leaves: Sequence[tuple[int, bytes]]) -> bool:
+    """Append the (index, leaf hash) pairs the tree lacks; False if the tree is short of
+    the first of them (a gap: it lost leaves). Another writer appending the same leaves
+    first is not an error."""
+    for _ in range(5):
+        size = tree.size
+        new = [(i, h) for i, h in leaves if i >= size]
+        if not new:
+            return True
+        if new[0][0] != size:
+            return False
+        try:
+            tree.append(size, [h for _, h in new])
+            return True
+        except TreeError:  # the notary appended meanwhile: look again
+            continue
+    return tree.size >= leaves[-1][0] + 1
 
 
 def _provide_web(state: State) -> WebContext:
