@@ -90,15 +90,18 @@ LABELS: dict[str, dict[str, str]] = {
         # due
         "due_title": "Due soon",
         "due_help": (
-            "Open obligations whose deadline falls within the window: measures after "
-            "incidents, reports, audits and insurance about to lapse, answers to requests."
+            "Overdue: every rule broken now. Due: what the rules will find broken by the end "
+            "of the window if nothing more is recorded (measures after incidents, reports, "
+            "audits and insurance about to lapse, rulebook changes coming into force)."
         ),
         "within": "Within",
         "col_due": "Due",
         "col_left": "Time left",
         "col_obligation": "Obligation",
-        "nothing_due": "Nothing falls due in this window.",
-        "overdue": "overdue",
+        "nothing_due": "Nothing is overdue and nothing falls due in this window.",
+        "due_state_overdue": "Overdue",
+        "due_state_due": "Due",
+        "due_until": "Judged on the facts known at that moment, as they will stand at",
         # entry page
         "entry_title": "Entry",
         "entry_decoded": "Decoded event",
@@ -109,6 +112,13 @@ LABELS: dict[str, dict[str, str]] = {
         "field_signed_at": "Signed at",
         "field_key": "Signing key",
         "field_payload": "Payload (as signed)",
+        "field_event_id": "Event id",
+        "field_leaf_hash": "Leaf hash (RFC 9162)",
+        "download_raw": "Download the entry's bytes",
+        "signed_by": "Checkpoint signed by",
+        "seal_title": "Sealed batch",
+        "seal_line": "Appended in the batch of entries %s to %s, sealed by %s.",
+        "seal_root_ok": "The seal's root is the tree's root at its size.",
         "signer_title": "Signer",
         "field_roles": "Roles",
         "field_check": "Check",

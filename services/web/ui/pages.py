@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import json
-import re
-import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,21 +26,16 @@ from litestar.status_codes import (
 )
 from litestar.template.config import TemplateConfig
 
-from ledger.bus.proofs import ProofUnavailable, SignedCheckpoint, export_bundle
-from ledger.formats.checkpoint import parse_checkpoint, parse_tlog_proof
+from ledger.bus import investigate
+from ledger.bus.proofs import ProofUnavailable
 from ledger.formats.errors import LedgerError
-from ledger.formats.merkle import verify_inclusion
-from ledger.formats.note import open_note
-from ledger.formats.timeutil import KZ, format_moment, format_time, parse_moment
+from ledger.formats.timeutil import KZ, format_moment, format_time, parse_moment, parse_time
 from ledger.law.rules import VERDICTS
-from ledger.state.persistence import store_envs
 from ledger.verify.bundle import VerificationError, _open_checkpoint, _witness_times
 from ledger.views.compliance import ComplianceView
-from ledger.views.store import open_view
 from services.web.app import WebContext
 from services.web.auth import Principal
 from services.web.problems import CredentialsInvalid, CredentialsMissing, status_of
-from services.web.ui import source
 from services.web.ui.labels import DEFAULT_LANGUAGE, labels
 
 __all__ = ["UI_PATHS", "mount", "template_config", "ui_router"]
@@ -61,6 +52,7 @@ UI_PATHS: dict[str, str] = {
     "due": "/due",
     "entry": "/entries/{index}",
     "entry_proof": "/api/v1/entries/{index}/proof",
+    "entry_raw": "/api/v1/entries/{index}/raw",
     "checkpoint": "/checkpoints/{size}",
     "latest_checkpoint": "/checkpoints",
     "login": "/login",
@@ -69,18 +61,6 @@ UI_PATHS: dict[str, str] = {
 }
 
 DEFAULT_WITHIN = "48h"
-_DURATION = re.compile(r"(\d{1,6})([mhdw])")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-@dataclass(frozen=True)
-class ProofCheck:
-    """An entry's inclusion proof under the newest checkpoint, and whether it verified."""
-
-    size: int
-    hashes: tuple[str, ...]
-    verified: bool
-    error: str
 
 
 @dataclass(frozen=True)
@@ -89,17 +69,6 @@ class Cosignature:
     key_hash: str
     at: datetime | None
     counted: bool
-
-
-#: The compliance view each app reads (opened once per app, on the home's read model).
-_VIEWS: weakref.WeakKeyDictionary[WebContext, ComplianceView] = weakref.WeakKeyDictionary()
-
-
-def _view(web: WebContext) -> ComplianceView:
-    view = _VIEWS.get(web)
-    if view is None:
-        view = _VIEWS[web] = open_view(store_envs(web.home.state_dir)[1])
-    return view
 
 
 def _now() -> datetime:
@@ -143,14 +112,6 @@ class PageError(HTTPException):
     """A page that cannot be shown, with why (rendered by :func:`_error_page`)."""
 
 
-def parse_within(text: str) -> timedelta:
-    """``48h``, ``90m``, ``7d``, ``2w``."""
-    m = _DURATION.fullmatch(text.strip())
-    if m is None:
-        raise ValueError(f"not a duration: {text!r} (give 90m, 48h, 7d or 2w)")
-    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
-
-
 def _moment(at: str | None) -> tuple[datetime, str]:
     """The moment ``?at=`` names (default: now) and its text for the date control
     (UTC+5, to the second, as ``<input type=datetime-local>`` shows it)."""
@@ -167,9 +128,27 @@ def _link(name: str, **values: object) -> str:
     return UI_PATHS[name].format(**values)
 
 
-def _kz(t: datetime | None) -> str:
+def _time(t: datetime | str) -> datetime:
+    """A moment as the query layer gives it (RFC 3339 UTC text) or as a datetime."""
+    return parse_time(t) if isinstance(t, str) else t
+
+
+def _kz(t: datetime | str | None) -> str:
     """A moment for the tables: UTC+5, to the minute (the full RFC 3339 in the title)."""
-    return "-" if t is None else t.astimezone(KZ).strftime("%Y-%m-%d %H:%M")
+    return "-" if t is None else _time(t).astimezone(KZ).strftime("%Y-%m-%d %H:%M")
+
+
+def _utc(t: datetime | str) -> str:
+    return format_time(_time(t))
+
+
+def _moment_text(t: datetime | str) -> str:
+    return format_moment(_time(t))
+
+
+def _until(t: datetime | str, at: datetime) -> timedelta:
+    """How long from ``at`` until ``t`` (negative: past)."""
+    return _time(t) - at
 
 
 def _left(d: timedelta) -> str:
@@ -190,9 +169,10 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
         lstrip_blocks=True,
     )
     env.filters["kz"] = _kz
-    env.filters["utc"] = format_time
-    env.filters["moment"] = format_moment
+    env.filters["utc"] = _utc
+    env.filters["moment"] = _moment_text
     env.filters["left"] = _left
+    env.globals["until"] = _until
     env.globals["link"] = _link
     env.globals["VERDICTS"] = VERDICTS
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))
@@ -208,25 +188,45 @@ def _page(name: str, *, status_code: int = 200, **context: Any) -> Template:
 
 # --- pages ----------------------------------------------------------------------
 
+#: Worst verdict first on the dashboard.
+_RANK: dict[str, int] = {v: i for i, v in enumerate(reversed(VERDICTS))}
 
-@get("/", name="ui-dashboard", sync_to_thread=True)
-def dashboard(
+
+@get("/", name="ui-dashboard")
+async def dashboard(
     request: Request[Any, Any, State],
     web: NamedDependency[WebContext],
     at: FromQuery[str | None] = None,
 ) -> Template:
     who = investigator(request, web)
     when, at_text = _moment(at)
-    rows = source.dashboard(_view(web), when)
-    counts = {v: 0 for v in VERDICTS}
+    rows = await web.read(investigate.systems, at=when)
+    rows.sort(key=lambda r: (_RANK.get(r.verdict, len(_RANK)), r.system))
+    counts: dict[str, int] = {v: 0 for v in VERDICTS}
     for r in rows:
-        if r.verdict is not None:
-            counts[r.verdict.verdict] += 1
+        counts[r.verdict] = counts.get(r.verdict, 0) + 1
     return _page("dashboard.html.j2", who=who, rows=rows, counts=counts, at=when, at_text=at_text)
 
 
-@get("/systems/{system:str}", name="ui-system", sync_to_thread=True)
-def system(
+def _system_page(
+    view: ComplianceView, system: str, when: datetime
+) -> tuple[investigate.SystemStatus | None, list[investigate.TimelineItem]]:
+    """The system's verdict then (None: not registered yet) and its timeline up to then."""
+    if system not in view.systems():
+        raise investigate.NotFound(f"no system {system}")
+    try:
+        status: investigate.SystemStatus | None = investigate.system_status(view, system, at=when)
+    except investigate.NotFound:  # registered later
+        status = None
+    try:
+        timeline = investigate.timeline(view, system, until=when)
+    except investigate.NotFound:
+        timeline = []
+    return status, timeline
+
+
+@get("/systems/{system:str}", name="ui-system")
+async def system(
     request: Request[Any, Any, State],
     web: NamedDependency[WebContext],
     system: FromPath[str],
@@ -234,15 +234,12 @@ def system(
 ) -> Template:
     who = investigator(request, web)
     when, at_text = _moment(at)
-    try:
-        verdict, timeline = source.system_page(_view(web), system, when)
-    except LookupError as e:
-        raise PageError(status_code=HTTP_404_NOT_FOUND, detail=str(e)) from None
+    status, timeline = await web.read(_system_page, system, when)
     return _page(
         "system.html.j2",
         who=who,
         system=system,
-        verdict=verdict,
+        verdict=status,
         timeline=timeline,
         at=when,
         at_text=at_text,
@@ -259,17 +256,17 @@ async def bundle(
     """The system's evidence bundle as of the newest checkpoint (or ``?checkpoint=N``),
     with the claimed verdict, as ``ailedger export --system S --claim`` writes it."""
     investigator(request, web)
-    if system not in await asyncio.to_thread(_view(web).systems):
-        raise PageError(status_code=HTTP_404_NOT_FOUND, detail=f"no system {system}")
+    if not await web.read(lambda view: system in view.systems()):
+        raise investigate.NotFound(f"no system {system}")
     signed = await web.checkpoint(checkpoint)
-    tree = await web.proof_tree(signed)
-    data = await export_bundle(
+    tree = await web.proof_tree(signed)  # up to the checkpoint: nothing left to append
+    data = await investigate.export_bundle(
         web.nc,
         tree,
-        subjects=[f"system/{system}"],
+        web.trust,
+        system=system,
         checkpoint_size=signed.checkpoint.size,
         claim=True,
-        trust=web.trust,
     )
     name = f"{system}.{signed.checkpoint.size}.bundle.json"
     return Response(
@@ -279,8 +276,8 @@ async def bundle(
     )
 
 
-@get("/due", name="ui-due", sync_to_thread=True)
-def due(
+@get("/due", name="ui-due")
+async def due(
     request: Request[Any, Any, State],
     web: NamedDependency[WebContext],
     at: FromQuery[str | None] = None,
@@ -288,53 +285,30 @@ def due(
 ) -> Template:
     who = investigator(request, web)
     when, at_text = _moment(at)
-    try:
-        window = parse_within(within)
-    except ValueError as e:
-        raise PageError(status_code=HTTP_400_BAD_REQUEST, detail=str(e)) from None
-    rows = source.due(_view(web), when, window)
-    return _page("due.html.j2", who=who, rows=rows, at=when, at_text=at_text, within=within.strip())
-
-
-async def _proof(web: WebContext, index: int) -> ProofCheck | None:
-    """The entry's tlog-proof under the newest checkpoint, checked as a client checks
-    one: the checkpoint signed by a log key of the trust policy, the entry's leaf hash
-    (from LEDGER's sealed bytes) folded up to its root. None: no checkpoint covers it."""
-    try:
-        leaf, _ = await web.entry(index)
-        text = await web.tlog_proof(index)
-    except ProofUnavailable:
-        return None
-    proof = parse_tlog_proof(text)
-    hashes = tuple(base64.b64encode(h).decode() for h in proof.proof)
-    try:
-        checkpoint = parse_checkpoint(open_note(proof.checkpoint, web.verifiers).text)
-        verify_inclusion(leaf.leaf_hash, index, checkpoint.size, proof.proof, checkpoint.root_hash)
-    except ValueError as e:  # NoteError, ProofError, malformed parts
-        try:
-            size = SignedCheckpoint.parse(proof.checkpoint).checkpoint.size
-        except (ProofUnavailable, ValueError):
-            size = 0
-        return ProofCheck(size, hashes, False, str(e))
-    return ProofCheck(checkpoint.size, hashes, True, "")
+    window = investigate.parse_window(within.strip())
+    report = await web.read(investigate.due, window, at=when)
+    return _page(
+        "due.html.j2",
+        who=who,
+        report=report,
+        at=when,
+        at_text=at_text,
+        within=within.strip(),
+    )
 
 
 @get("/entries/{index:int}", name="ui-entry")
 async def entry(web: NamedDependency[WebContext], index: FromPath[int]) -> Template:
-    view = _view(web)
-    row = await asyncio.to_thread(view.view.row, index)
-    if row is None:
-        raise PageError(status_code=HTTP_404_NOT_FOUND, detail=f"no entry {index}")
-    fact = row.fact()
-    signer = await asyncio.to_thread(view.signer, index)
+    """The entry decoded, its signer and key, its batch's seal, and its inclusion proof
+    under the newest checkpoint, verified (:func:`ledger.bus.investigate.entry`)."""
+    await web.catch_up()  # the tree file up to LEDGER's end: the proof appends nothing
+    detail = await investigate.entry(
+        web.view(), web.nc, web._tree(), web.trust, index, call=web.call
+    )
     return _page(
         "entry.html.j2",
-        index=index,
-        fact=fact,
-        payload=json.dumps(fact.payload, indent=2, ensure_ascii=False),
-        signer=signer,
-        key_status=signer.key_status(_now()),
-        proof=await _proof(web, index),
+        e=detail,
+        payload=json.dumps(detail.payload, indent=2, ensure_ascii=False),
     )
 
 
