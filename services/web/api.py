@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
@@ -43,6 +44,7 @@ from services.web.problems import (
     HttpNotFound,
     problem_meaning,
     problem_response,
+    problem_responses,
 )
 
 __all__ = ["GATEWAY_MAX_BODY", "api_router"]
@@ -116,12 +118,20 @@ class EntryInfo(msgspec.Struct):
     heads_root: str | None = None
 
 
-@get("/checkpoint", summary="The newest cosigned checkpoint (C2SP signed note)")
+@get(
+    "/checkpoint",
+    summary="The newest cosigned checkpoint (C2SP signed note)",
+    responses=problem_responses(400, 404, 503),
+)
 async def newest_checkpoint(web: NamedDependency[WebContext]) -> Response[bytes]:
     return _text((await web.latest_checkpoint()).note)
 
 
-@get("/checkpoints", summary="Checkpoint history, oldest first")
+@get(
+    "/checkpoints",
+    summary="Checkpoint history, oldest first",
+    responses=problem_responses(400, 404, 503),
+)
 async def checkpoint_history(
     web: NamedDependency[WebContext],
     after: Annotated[int | None, QueryParameter(description="Sizes above this one")] = None,
@@ -137,7 +147,11 @@ async def checkpoint_history(
     return CheckpointHistory(web.trust.origin, out, page[-1] if more and page else None)
 
 
-@get("/checkpoints/{size:int}", summary="The checkpoint of one tree size (C2SP signed note)")
+@get(
+    "/checkpoints/{size:int}",
+    summary="The checkpoint of one tree size (C2SP signed note)",
+    responses=problem_responses(400, 404, 503),
+)
 async def checkpoint_of_size(
     web: NamedDependency[WebContext], size: FromPath[int]
 ) -> Response[bytes]:
@@ -182,19 +196,29 @@ def _entry_info(leaf: Any, sequence: int) -> EntryInfo:
     return info
 
 
-@get("/entries/{index:int}", summary="An entry, decoded")
+@get(
+    "/entries/{index:int}", summary="An entry, decoded", responses=problem_responses(400, 404, 503)
+)
 async def entry_decoded(web: NamedDependency[WebContext], index: FromPath[int]) -> EntryInfo:
     leaf, sequence = await web.entry(_index(index))
     return _entry_info(leaf, sequence)
 
 
-@get("/entries/{index:int}/raw", summary="An entry's exact bytes (the leaf hashed into the tree)")
+@get(
+    "/entries/{index:int}/raw",
+    summary="An entry's exact bytes (the leaf hashed into the tree)",
+    responses=problem_responses(400, 404, 503),
+)
 async def entry_raw(web: NamedDependency[WebContext], index: FromPath[int]) -> Response[bytes]:
     leaf, _ = await web.entry(_index(index))
     return Response(leaf.encoded, media_type="application/octet-stream")
 
 
-@get("/entries/{index:int}/proof", summary="An entry's inclusion proof (C2SP tlog-proof)")
+@get(
+    "/entries/{index:int}/proof",
+    summary="An entry's inclusion proof (C2SP tlog-proof)",
+    responses=problem_responses(400, 404, 503),
+)
 async def entry_proof(
     web: NamedDependency[WebContext],
     index: FromPath[int],
@@ -207,7 +231,11 @@ async def entry_proof(
     return _text(await web.tlog_proof(_index(index), size))
 
 
-@get("/proofs/consistency", summary="RFC 9162 consistency proof between two checkpoints")
+@get(
+    "/proofs/consistency",
+    summary="RFC 9162 consistency proof between two checkpoints",
+    responses=problem_responses(400, 404, 503),
+)
 async def consistency_proof(
     web: NamedDependency[WebContext], old: FromQuery[int], new: FromQuery[int]
 ) -> Response[bytes]:
@@ -248,7 +276,11 @@ async def schema_list() -> list[str]:
     return _schema_names()
 
 
-@get("/schemas/{name:path}", summary="One published JSON Schema")
+@get(
+    "/schemas/{name:path}",
+    summary="One published JSON Schema",
+    responses=problem_responses(400, 404, 503),
+)
 async def schema_doc(name: FromPath[str]) -> Response[bytes]:
     wanted = name.strip("/").removesuffix(".schema.json")
     if wanted not in _schema_names():  # names only: never a path taken from the request
@@ -265,6 +297,15 @@ async def schema_doc(name: FromPath[str]) -> Response[bytes]:
     summary="Submit a signed DSSE envelope (an actor's gateway token)",
     request_max_body_size=GATEWAY_MAX_BODY,
     status_code=HTTP_200_OK,
+    response_description="The notary's receipt (a Verdict with status accepted)",
+    responses={
+        200: ResponseSpec(
+            data_container=Verdict,
+            description="Accepted: the receipt proves the exact entry under a signed seal",
+            generate_examples=False,
+        ),
+        **problem_responses(400, 401, 403, 409, 413, 422, 502, 503),
+    },
 )
 async def submit(
     request: Request[Any, Any, Any], web: NamedDependency[WebContext]

@@ -31,7 +31,7 @@ from ledger.bus import investigate as iq
 from ledger.formats.errors import LedgerError
 from ledger.formats.timeutil import parse_moment
 from services.web.app import WebContext
-from services.web.problems import BadRequest
+from services.web.problems import BadRequest, problem_responses
 
 __all__ = ["investigation_router"]
 
@@ -56,7 +56,11 @@ def _json(answer: msgspec.Struct | list[Any]) -> Response[bytes]:
     return Response(msgspec.json.encode(answer), media_type="application/json")
 
 
-@get("/systems", summary="Every system with its verdict at a moment (investigator)")
+@get(
+    "/systems",
+    summary="Every system with its verdict at a moment (investigator)",
+    responses=problem_responses(400, 401, 403, 404, 503),
+)
 async def systems(
     request: Request[Any, Any, Any],
     web: NamedDependency[WebContext],
@@ -72,7 +76,11 @@ async def systems(
     return _json(answer)
 
 
-@get("/systems/{system:str}", summary="One system's verdict and findings (investigator)")
+@get(
+    "/systems/{system:str}",
+    summary="One system's verdict and findings (investigator)",
+    responses=problem_responses(400, 401, 403, 404, 503),
+)
 async def system_status(
     request: Request[Any, Any, Any],
     web: NamedDependency[WebContext],
@@ -91,7 +99,11 @@ async def system_status(
     return _json(answer)
 
 
-@get("/systems/{system:str}/timeline", summary="Who did what to a system (investigator)")
+@get(
+    "/systems/{system:str}/timeline",
+    summary="Who did what to a system (investigator)",
+    responses=problem_responses(400, 401, 403, 404, 503),
+)
 async def timeline(
     request: Request[Any, Any, Any],
     web: NamedDependency[WebContext],
@@ -106,6 +118,7 @@ async def timeline(
 @get(
     "/systems/{system:str}/bundle",
     summary="A system's evidence bundle as of a checkpoint (investigator)",
+    responses=problem_responses(400, 401, 403, 404, 503),
 )
 async def bundle(
     request: Request[Any, Any, Any],
@@ -129,7 +142,11 @@ async def bundle(
     )
 
 
-@get("/search", summary="Entries by signer, subject, type or key (investigator)")
+@get(
+    "/search",
+    summary="Entries by signer, subject, type or key (investigator)",
+    responses=problem_responses(400, 401, 403, 404, 503),
+)
 async def search(
     request: Request[Any, Any, Any],
     web: NamedDependency[WebContext],
@@ -149,7 +166,11 @@ async def search(
     return _json(answer)
 
 
-@get("/due", summary="Open obligations with their deadlines (investigator)")
+@get(
+    "/due",
+    summary="Open obligations with their deadlines (investigator)",
+    responses=problem_responses(400, 401, 403, 404, 503),
+)
 async def due(
     request: Request[Any, Any, Any],
     web: NamedDependency[WebContext],

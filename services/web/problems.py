@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
     HTTP_401_UNAUTHORIZED,
@@ -52,6 +53,7 @@ __all__ = [
     "handle_exception",
     "problem_meaning",
     "problem_response",
+    "problem_responses",
     "status_of",
 ]
 
@@ -227,6 +229,19 @@ def problem_response(
     if status == HTTP_401_UNAUTHORIZED:
         all_headers.setdefault("www-authenticate", 'Bearer realm="ailedger"')
     return Response(msgspec.json.encode(problem), status_code=status, headers=all_headers)
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI: the problem details an endpoint may answer, by status."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            description=_TITLES.get(status, "Error") + " (RFC 9457 problem details, with `code`)",
+            media_type=PROBLEM_JSON,
+            generate_examples=False,
+        )
+        for status in statuses
+    }
 
 
 def _one_line(text: str, limit: int = 500) -> str:
