@@ -605,3 +605,23 @@ async def test_investigation_needs_an_investigator_and_works_with_the_notary_sto
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+@pytest.mark.asyncio
+async def test_a_fresh_home_lets_the_gateway_onto_its_embedded_server(tmp_path: Any) -> None:
+    """`ailedger up` renders the server's users from the home's bus identities: the
+    gateway's is one of them, so the web app can forward submissions from the start."""
+    from ledger.bus.auth import GATEWAY
+    from ledger.bus.home import init_home
+    from ledger.bus.streams import connect
+    from services.notary.service import start_home_server
+    from tests.conftest import ORIGIN
+
+    home = init_home(tmp_path / "home", origin=ORIGIN)
+    server = start_home_server(home)
+    server.start()
+    try:
+        nc = await connect(server.url, max_reconnect_attempts=0, **home.bus_identity(GATEWAY))
+        await nc.close()
+    finally:
+        server.stop()

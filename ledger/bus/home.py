@@ -31,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ledger.bus.auth import NOTARY, OPERATOR, READER, BusIdentities
+from ledger.bus.auth import GATEWAY, NOTARY, OPERATOR, READER, BusIdentities
 from ledger.bus.client import sign_event
 from ledger.formats.errors import USAGE, LedgerError
 from ledger.formats.keys import ActorKey, generate, load_key, save_key
@@ -121,10 +121,11 @@ class Home:
         return BusIdentities(self.bus_dir)
 
     def ensure_bus_identities(self) -> BusIdentities:
-        """The services' identities and the regulator's (enrolled by the genesis entry),
-        generated where missing: a home made before authorization gets them too."""
+        """The services' identities (the HTTP gateway's too: ``ailedger web`` forwards
+        actors' signed envelopes as ``_gateway``, DESIGN §7) and the regulator's (enrolled
+        by the genesis entry), generated where missing: an older home gets them too."""
         identities = self.identities()
-        for name in (OPERATOR, NOTARY, READER, self.trust().regulator):
+        for name in (OPERATOR, NOTARY, READER, GATEWAY, self.trust().regulator):
             identities.ensure(name)
         return identities
 
