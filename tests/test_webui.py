@@ -66,6 +66,7 @@ def _browser_missing(why: str) -> None:
 @dataclass
 class Workbench:
     url: str
+    url_nats: str
     home: Home
     regulator_token: str
     actor_token: str
@@ -143,7 +144,7 @@ def workbench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workbench]:
         if "error" in state:
             raise state["error"]
         try:
-            yield Workbench(state["url"], home, regulator_token, actor_token)
+            yield Workbench(state["url"], server.url, home, regulator_token, actor_token)
         finally:
             state["loop"].call_soon_threadsafe(state["stop"].set)
             t.join(30)
@@ -195,6 +196,7 @@ def test_an_investigator_follows_a_non_compliant_system_in_the_browser(
         page.wait_for_url(workbench.url + "/")
         assert page.title().startswith("AI systems by verdict")
         assert "regulator browser test" in page.locator(".who").inner_text()
+        assert page.locator("#freshness").inner_text().startswith("Read model up to date")
         non_compliant = int(page.locator('[data-count="non_compliant"]').inner_text())
         assert non_compliant >= 1
         row = page.locator("table.data tbody tr", has=page.locator(f'a:text-is("{SYSTEM}")'))
@@ -334,6 +336,31 @@ def _verdict(page: Any) -> str:
     verdict = page.locator("#verdict [data-verdict]").get_attribute("data-verdict")
     assert isinstance(verdict, str)
     return verdict
+
+
+def test_a_read_model_behind_ledger_is_said_so(workbench: Workbench, browser: Any) -> None:
+    """An entry integrated while no projector runs: the pages say the verdicts miss it.
+    (Last of the browser tests: it adds an entry to the module's ledger.)"""
+
+    async def enrol_one() -> None:
+        async with running_notary(workbench.url_nats, workbench.home) as harness:
+            await harness.enrol("latecomer", ["auditor"])
+
+    # (Playwright's sync API runs an event loop in this thread: the notary in another.)
+    t = threading.Thread(target=asyncio.run, args=(enrol_one(),))
+    t.start()
+    t.join(120)
+    assert not t.is_alive()
+    page = browser.new_page()
+    try:
+        page.goto(f"{workbench.url}/login")
+        _sign_in(page, workbench)
+        page.wait_for_url(workbench.url + "/")
+        stale = page.locator("p.stale#freshness")
+        assert stale.count() == 1
+        assert "behind LEDGER by 1 entries" in stale.inner_text()
+    finally:
+        page.close()
 
 
 # --- without a browser ---------------------------------------------------------------

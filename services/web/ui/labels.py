@@ -41,6 +41,13 @@ LABELS: dict[str, dict[str, str]] = {
         "show": "Show",
         "now": "Now",
         "bad_moment": "Not a date or time",
+        # the read model against LEDGER
+        "fresh": "Read model up to date: entries up to #%s (LEDGER holds %s sealed leaves).",
+        "stale": (
+            "The read model is behind LEDGER by %s entries (it holds entries up to #%s): "
+            "is the projector running (ailedger up, or ailedger project)? Verdicts below "
+            "do not count the missing entries."
+        ),
         # dashboard
         "dashboard_title": "AI systems by verdict",
         "systems_count": "systems",

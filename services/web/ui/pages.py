@@ -29,6 +29,7 @@ from litestar.template.config import TemplateConfig
 from ledger.bus import investigate
 from ledger.bus.proofs import ProofUnavailable
 from ledger.formats.errors import LedgerError
+from ledger.formats.heads import HeadsLeaf
 from ledger.formats.timeutil import KZ, format_moment, format_time, parse_moment, parse_time
 from ledger.law.rules import VERDICTS
 from ledger.verify.bundle import VerificationError, _open_checkpoint, _witness_times
@@ -69,6 +70,35 @@ class Cosignature:
     key_hash: str
     at: datetime | None
     counted: bool
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """How far the read model (the projector's view) is behind LEDGER."""
+
+    view_last: int  # the last entry the view holds (-1: none)
+    ledger_size: int  # sealed leaves in LEDGER (entries and the notary's heads leaves)
+    behind: int  # entries (not heads leaves) in LEDGER the view does not hold yet
+
+
+#: Beyond this many leaves past the view's last entry, the view is behind (not looked at).
+_FRESHNESS_LOOKAHEAD = 16
+
+
+async def _freshness(web: WebContext) -> Freshness:
+    """The view's last entry against LEDGER's sealed leaves: leaves after it that are
+    heads leaves (the notary's, never rows of the view) do not count as missing."""
+    size = await web.catch_up()
+    last = await web.read(lambda view: view.last_index())
+    last = -1 if last is None else last
+    behind = 0
+    for index in range(last + 1, size):
+        if index > last + _FRESHNESS_LOOKAHEAD:
+            behind += size - index
+            break
+        leaf, _ = await web.entry(index)
+        behind += not isinstance(leaf, HeadsLeaf)
+    return Freshness(last, size, behind)
 
 
 def _now() -> datetime:
@@ -205,7 +235,15 @@ async def dashboard(
     counts: dict[str, int] = {v: 0 for v in VERDICTS}
     for r in rows:
         counts[r.verdict] = counts.get(r.verdict, 0) + 1
-    return _page("dashboard.html.j2", who=who, rows=rows, counts=counts, at=when, at_text=at_text)
+    return _page(
+        "dashboard.html.j2",
+        who=who,
+        rows=rows,
+        counts=counts,
+        at=when,
+        at_text=at_text,
+        fresh=await _freshness(web),
+    )
 
 
 def _system_page(
@@ -237,6 +275,7 @@ async def system(
     status, timeline = await web.read(_system_page, system, when)
     return _page(
         "system.html.j2",
+        fresh=await _freshness(web),
         who=who,
         system=system,
         verdict=status,
@@ -289,6 +328,7 @@ async def due(
     report = await web.read(investigate.due, window, at=when)
     return _page(
         "due.html.j2",
+        fresh=await _freshness(web),
         who=who,
         report=report,
         at=when,
