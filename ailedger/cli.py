@@ -243,6 +243,8 @@ def _nats_source(home: Path | None, nats: str | None) -> tuple[str, str]:
     """The NATS URL and a hint to add when nothing answers there."""
     if nats:
         return nats, ""
+    if _started:
+        return _started[-1], " (the home's nats-server, started for this command)"
     path = _home_path(home)
     h = Home(path)
     configured = h.nats_url
@@ -257,6 +259,64 @@ def _nats_source(home: Path | None, nats: str | None) -> tuple[str, str]:
 
 def _nats_url(home: Path | None, nats: str | None) -> str:
     return _nats_source(home, nats)[0]
+
+
+#: The URL of the home's nats-server a reading command started (:func:`reads_ledger`).
+_started: list[str] = []
+
+
+def reads_ledger(fn: Callable[P, R]) -> Callable[P, R]:
+    """For a command that only reads (log, status, get, prove ...): when the home's own
+    embedded nats-server is not running (no `ailedger up`, a demo that is over), start
+    it for the command's duration (LEDGER is on its disk) and stop it after. The
+    command still reads as the home's `_reader`; no notary runs. A configured server
+    (--nats, `ailedger init --nats`) is never started."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        home, nats = kwargs.get("home"), kwargs.get("nats")
+        server = _offline_server(
+            home if isinstance(home, Path) else None, nats if isinstance(nats, str) else None
+        )
+        if server is None:
+            return fn(*args, **kwargs)
+        _started.append(server.url)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _started.clear()
+            server.stop()
+
+    return wrapper
+
+
+def _offline_server(home: Path | None, nats: str | None) -> Any:
+    """The home's embedded nats-server, started, if it should be (:func:`reads_ledger`)."""
+    from ledger.bus.natsserver import AUTH_FILE, EmbeddedNats
+
+    if nats:
+        return None
+    h = Home(_home_path(home))
+    if not h.exists() or h.nats_url or not (h.nats_dir / "jetstream").is_dir():
+        return None  # not a home, an external server, or a store that never served
+    if EmbeddedNats.attach(h.nats_dir) is not None:
+        return None  # running (`ailedger up`): used as it is
+    h.ensure_bus_identities()
+    # The users the notary last wrote (actors included), else the services' own.
+    auth = h.nats_dir / AUTH_FILE
+    if auth.is_file():
+        server = EmbeddedNats(h.nats_dir, authorization=auth.read_text())
+    else:
+        from services.notary.service import start_home_server
+
+        server = start_home_server(h)
+    url = server.start()
+    err.print(
+        f"note: the home's nats-server was not running: started for this command "
+        f"({url}, pid {server.pid}; no notary)",
+        highlight=False,
+    )
+    return server
 
 
 def _bus_identity(
@@ -991,6 +1051,7 @@ async def _rejected_json(nc: Any, limit: int | None) -> None:
 
 @app.command("log")
 @one_line_errors
+@reads_ledger
 def log_cmd(
     home: HomeOpt = None,
     nats: NatsOpt = None,
@@ -1050,6 +1111,7 @@ async def _with_tree(
 
 @app.command()
 @one_line_errors
+@reads_ledger
 def checkpoint(
     home: HomeOpt = None,
     nats: NatsOpt = None,
@@ -1065,6 +1127,7 @@ def checkpoint(
 
 @app.command()
 @one_line_errors
+@reads_ledger
 def prove(
     index: Annotated[int | None, typer.Argument(help="Entry index to prove.")] = None,
     home: HomeOpt = None,
@@ -1098,6 +1161,7 @@ def prove(
 
 @app.command()
 @one_line_errors
+@reads_ledger
 def export(
     system: Annotated[str | None, typer.Option(help="A system id.")] = None,
     actor: Annotated[
@@ -1364,6 +1428,7 @@ def rebuild(home: HomeOpt = None, nats: NatsOpt = None) -> None:
 
 @app.command()
 @one_line_errors
+@reads_ledger
 def status(
     system: Annotated[
         str | None, typer.Argument(help="A system id (default: all systems).")
@@ -1460,6 +1525,7 @@ def status(
 
 @app.command()
 @one_line_errors
+@reads_ledger
 def timeline(
     system: Annotated[str, typer.Argument(help="A system id.")],
     at: Annotated[
@@ -1527,6 +1593,7 @@ async def _investigation(
 
 @app.command("get")
 @one_line_errors
+@reads_ledger
 def get_cmd(
     index: Annotated[int, typer.Argument(min=0, metavar="INDEX", help="The entry's index.")],
     home: HomeOpt = None,
@@ -1616,6 +1683,7 @@ def get_cmd(
 
 @app.command("search")
 @one_line_errors
+@reads_ledger
 def search_cmd(
     actor: Annotated[str | None, typer.Option(help="Signed by this actor.")] = None,
     subject: Annotated[
@@ -1681,6 +1749,7 @@ def search_cmd(
 
 @app.command("due")
 @one_line_errors
+@reads_ledger
 def due_cmd(
     within: Annotated[
         str, typer.Option(help="The window: a number and a unit (s, m, h, d, w), e.g. 48h.")

@@ -27,7 +27,7 @@ from ledger.formats.timeutil import format_time
 from ledger.formats.tree import TreeStore
 from ledger.law import events as ev
 from ledger.law.admission import key_fingerprint
-from tests.conftest import running_notary
+from tests.conftest import authorized_server, running_notary, serving
 from tests.test_cli_conventions import cli
 
 SERIOUS_HOURS = 4  # the default rulebook's preventive_measure_hours_serious
@@ -292,6 +292,34 @@ async def test_investigation_without_the_notary(
             "search", "--actor", "bank", *where, "--json", cwd=tmp_path, env=env
         )
         assert [r["index"] for r in found] == bank_rows
+
+
+async def test_a_stopped_embedded_home_is_read_from_its_store(home: Home, tmp_path: Path) -> None:
+    """Nothing runs (no `ailedger up`, as after the demo): a reading command starts the
+    home's own nats-server for its duration, reads as the reader, and stops it."""
+    with serving(authorized_server(home.nats_dir, home), home) as server:
+        async with running_notary(server.url, home) as ledger:
+            _, bank = await ledger.enrol("bank", ["owner"])
+            await ledger.register(bank, "scorer")
+            assert await ledger.notary.checkpoint() is not None
+    assert EmbeddedNats.attach(home.nats_dir) is None
+    env = _env(tmp_path)
+    here = ("--home", str(home.path))
+    status = await cli("status", *here, "--json", cwd=tmp_path, env=env)
+    assert status.returncode == 0, status.stderr
+    assert "the home's nats-server was not running: started for this command" in status.stderr
+    (verdict,) = [json.loads(line) for line in status.stdout.splitlines()]
+    assert (verdict["system"], verdict["verdict"]) == ("scorer", "compliant")
+    found = await _json_lines("search", "--actor", "bank", *here, "--json", cwd=tmp_path, env=env)
+    (registered,) = found
+    assert registered["type"] == "SystemRegistered"
+    got = await _json_lines("get", str(registered["index"]), *here, "--json", cwd=tmp_path, env=env)
+    assert got[0]["inclusion"]["verified"] is True
+    assert EmbeddedNats.attach(home.nats_dir) is None  # stopped after each command
+    # a configured server is never started: it is named when it does not answer
+    home.save_config(nats=server.url)
+    down = await cli("status", *here, cwd=tmp_path, env=env)
+    assert down.returncode == 3 and "[nats_unreachable]" in down.stderr
 
 
 @pytest.mark.parametrize("text", ["48h", "7d", "30m", "2w", "90s"])
