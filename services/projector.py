@@ -66,6 +66,9 @@ log = logging.getLogger("ailedger.projector")
 
 #: Entries applied per transaction (of the state and of the view).
 CHUNK_ENTRIES = 2048
+#: The first chunk of a catch-up: small, so that applying starts while the rest is
+#: read (the chunks after it double in size up to ``chunk_size``).
+FIRST_CHUNK_ENTRIES = 256
 #: Chunks read ahead while one is being applied.
 READ_AHEAD = 2
 #: LEDGER messages from which ``rebuild`` replays the state in a worker process.
@@ -302,7 +305,8 @@ class Projector:
         """Apply every sealed entry not yet applied; return the LEDGER sequence reached.
 
         LEDGER is read (and its seals checked) ahead, while the state thread applies
-        what was read before, in chunks of about ``chunk_size`` entries.
+        what was read before, in chunks of about ``chunk_size`` entries (the first
+        ones smaller, from :data:`FIRST_CHUNK_ENTRIES`, so that applying starts early).
         ``on_batch`` sees every sealed batch in order (applied or not), heads leaves
         included; ``on_progress`` the sequence applied up to, after each chunk."""
         last = await last_sequence(self.nc, LEDGER)
@@ -313,6 +317,7 @@ class Projector:
 
         async def read() -> None:
             chunk = _Chunk()
+            limit = min(FIRST_CHUNK_ENTRIES, chunk_size)
             async for batch in self.reader.read(last, request_size=1000):
                 if on_batch is not None:
                     on_batch(batch)
@@ -321,10 +326,11 @@ class Projector:
                 if entries and entries[-1][0] > applied:
                     chunk.add(entries)
                 chunk.read_to = batch.last_sequence
-                if chunk.size >= chunk_size:
+                if chunk.size >= limit:
                     chunk.reader = reader_state(self.reader)
                     await chunks.put(chunk)
                     chunk = _Chunk()
+                    limit = min(2 * limit, chunk_size)
             chunk.read_to = last
             chunk.reader = reader_state(self.reader)
             await chunks.put(chunk)

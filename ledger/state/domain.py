@@ -20,12 +20,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid5
 
+import eventsourcing.domain as _es_domain
 import msgspec
 from eventsourcing.domain import Aggregate, DomainEvent, event
 from eventsourcing.persistence import Transcoding
@@ -205,26 +207,28 @@ class StateAggregate(Aggregate):
 
     def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
         """``Aggregate.trigger_event`` without the frozen dataclass's ``__init__``
-        (one ``object.__setattr__`` per field): the event's ``__dict__`` is built
-        in its fields' order, as that ``__init__`` and eventsourcing's ``Mapper``
-        build it, so it is the same event with the same stored bytes
+        (one ``object.__setattr__`` per field) and without the generic ``mutate``
+        and ``apply`` (which copy and filter the event's fields again): the
+        event's ``__dict__`` is built in its fields' order, as that ``__init__``
+        and eventsourcing's ``Mapper`` build it, the decorated method is called
+        with the same arguments, then version and time are set as ``mutate``
+        sets them. The same event, aggregate and stored bytes
         (tests/test_perf_state.py compares the two). Anything unusual (an event
-        class with a default, a post-init, a ``timestamp`` given) takes
-        eventsourcing's own path."""
-        names = _event_fields(event_class)
+        class with a default, a post-init, its own ``apply`` or ``mutate``, a
+        ``timestamp`` given) takes eventsourcing's own path."""
+        plan = _event_plan(event_class)
         if (
-            names is None
-            or len(kwargs) != len(names)
+            plan is None
+            or len(kwargs) != len(plan[0])
             or "timestamp" in kwargs
             or type(self._id) is not UUID
         ):
             super().trigger_event(event_class, **kwargs)
             return
-        state = {
-            "originator_id": self._id,
-            "originator_version": self._version + 1,
-            "timestamp": event_class.create_timestamp(),
-        }
+        names, method = plan
+        version = self._version + 1
+        timestamp = event_class.create_timestamp()
+        state = {"originator_id": self._id, "originator_version": version, "timestamp": timestamp}
         try:
             for name in names:
                 state[name] = kwargs[name]
@@ -233,35 +237,56 @@ class StateAggregate(Aggregate):
             return
         new_event = object.__new__(event_class)
         object.__setattr__(new_event, "__dict__", state)
-        new_event.mutate(self)
+        method(self, **kwargs)  # what DecoratedFuncCaller.apply calls; may raise
+        self._version = version
+        self._modified_on = timestamp
         self._pending_events.append(new_event)
 
 
-_EVENT_FIELDS: dict[type, tuple[str, ...] | None] = {}
-_UUID_CHECK = DomainEvent.__post_init__
+_EVENT_PLANS: dict[type, tuple[tuple[str, ...], Any] | None] = {}
 _BASE_FIELDS = ("originator_id", "originator_version", "timestamp")
+_UUID_CHECK = DomainEvent.__post_init__
 
 
-def _event_fields(event_class: type) -> tuple[str, ...] | None:
-    """The fields of an aggregate event class after the three every event has, if
-    its dataclass ``__init__`` only assigns them (no defaults, no post-init but
-    eventsourcing's check that the aggregate id is a UUID); else None."""
+def _event_plan(event_class: type) -> tuple[tuple[str, ...], Any] | None:
+    """For an event class of an ``@event`` command method whose dataclass
+    ``__init__`` only assigns its fields (no defaults, no post-init but
+    eventsourcing's check that the aggregate id is a UUID) and whose ``mutate``
+    and ``apply`` are eventsourcing's: its fields after the three every event has,
+    and the decorated method. Else None."""
     try:
-        return _EVENT_FIELDS[event_class]
+        return _EVENT_PLANS[event_class]
     except KeyError:
         pass
-    names: tuple[str, ...] | None = None
+    plan: tuple[tuple[str, ...], Any] | None = None
+    method = _es_domain.decorated_funcs.get(event_class)
     post_init = getattr(event_class, "__post_init__", None)
-    if dataclasses.is_dataclass(event_class) and post_init in (None, _UUID_CHECK):
+    if (
+        method is not None
+        and dataclasses.is_dataclass(event_class)
+        and post_init in (None, _UUID_CHECK)
+        and getattr(event_class, "mutate", None) is _es_domain.CanMutateAggregate.mutate
+        and all(
+            c in (_es_domain.DecoratedFuncCaller, _es_domain.CanMutateAggregate)
+            for c in event_class.__mro__
+            if "apply" in vars(c) or "mutate" in vars(c)
+        )
+    ):
         fields = dataclasses.fields(event_class)
         plain = all(
             f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             for f in fields
         )
-        if plain and tuple(f.name for f in fields[:3]) == _BASE_FIELDS:
-            names = tuple(f.name for f in fields[3:])
-    _EVENT_FIELDS[event_class] = names
-    return names
+        names = tuple(f.name for f in fields[3:])
+        params = list(inspect.signature(method).parameters)
+        if (
+            plain
+            and tuple(f.name for f in fields[:3]) == _BASE_FIELDS
+            and params[1:] == list(names)
+        ):
+            plan = (names, method)
+    _EVENT_PLANS[event_class] = plan
+    return plan
 
 
 class SubjectAggregate(StateAggregate):
