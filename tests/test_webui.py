@@ -407,7 +407,7 @@ def test_pages_escape_what_they_show() -> None:
     engine = template_config().instance
     assert engine is not None
     html = engine.get_template("error.html.j2").render(
-        L=labels(), lang="en", status=400, detail='<script>alert("x")</script>'
+        L=labels(), lang="en", languages=["en"], status=400, detail='<script>alert("x")</script>'
     )
     assert "<script>alert" not in html
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
@@ -419,3 +419,26 @@ def test_after_sign_in_only_a_path_of_this_app() -> None:
     assert _local_path("/systems/x?at=2026-04-01") == "/systems/x?at=2026-04-01"
     for hostile in (None, "", "https://evil.example/", "//evil.example/", "/\\evil", "x"):
         assert _local_path(hostile) == "/", hostile
+
+
+def test_a_language_added_to_the_labels_is_offered_and_used(
+    workbench: Workbench, browser: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kazakh and Russian are dicts added to LABELS: the browser's Accept-Language picks
+    one, ?lang= switches (and is remembered), a key it lacks falls back to English."""
+    from services.web.ui.labels import LABELS
+
+    monkeypatch.setitem(LABELS, "ru", {"language_name": "Русский", "nav_due": "Сроки"})
+    context = browser.new_context(locale="ru-RU")
+    page = context.new_page()
+    try:
+        page.goto(f"{workbench.url}/checkpoints")
+        assert page.locator("html").get_attribute("lang") == "ru"
+        assert page.locator("nav a[href='/due']").inner_text() == "Сроки"
+        assert page.locator("nav a[href='/schema']").inner_text() == "API"  # English's
+        page.click("nav .languages a[hreflang=en]")
+        assert page.locator("html").get_attribute("lang") == "en"
+        page.goto(f"{workbench.url}/checkpoints")  # the choice is remembered
+        assert page.locator("nav a[href='/due']").inner_text() == "Due soon"
+    finally:
+        context.close()

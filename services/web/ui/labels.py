@@ -2,7 +2,10 @@
 
 English is complete; Kazakh ("kk") and Russian ("ru") are added as dicts of
 their own with the same keys (a missing key falls back to English, so a
-partial translation can ship). Templates read them as ``L.key``.
+partial translation can ship). Templates read them as ``L.key``. A page's
+language is ``?lang=`` (then remembered in a cookie), else the browser's
+Accept-Language, among the languages here (services/web/ui/pages.py
+``language``); with more than one, the header offers the others.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ DEFAULT_LANGUAGE = "en"
 
 LABELS: dict[str, dict[str, str]] = {
     "en": {
+        "language_name": "English",
         "app_title": "AI Compliance Ledger",
         "app_subtitle": "Investigator's workbench",
         "nav_dashboard": "Systems",

@@ -37,7 +37,7 @@ from ledger.views.compliance import ComplianceView
 from services.web.app import WebContext
 from services.web.auth import Principal
 from services.web.problems import CredentialsInvalid, CredentialsMissing, status_of
-from services.web.ui.labels import DEFAULT_LANGUAGE, labels
+from services.web.ui.labels import DEFAULT_LANGUAGE, LABELS, labels
 
 __all__ = ["UI_PATHS", "mount", "template_config", "ui_router"]
 
@@ -208,11 +208,36 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))
 
 
-def _page(name: str, *, status_code: int = 200, **context: Any) -> Template:
+LANGUAGE_COOKIE = "ailedger_lang"
+
+
+def language(request: Request[Any, Any, State]) -> str:
+    """The language of the pages: ``?lang=`` (kept in a cookie), else the cookie, else the
+    browser's Accept-Language, among the languages :data:`LABELS` has; else English."""
+    asked = request.query_params.get("lang") or request.cookies.get(LANGUAGE_COOKIE)
+    if asked in LABELS:
+        return str(asked)
+    for part in request.headers.get("accept-language", "").split(","):
+        code = part.split(";")[0].strip().lower()
+        for candidate in (code, code.split("-")[0]):
+            if candidate in LABELS:
+                return candidate
+    return DEFAULT_LANGUAGE
+
+
+def _page(
+    request: Request[Any, Any, State], name: str, *, status_code: int = 200, **context: Any
+) -> Template:
+    lang = language(request)
+    asked = request.query_params.get("lang")
+    cookies = []
+    if asked in LABELS:
+        cookies.append(Cookie(key=LANGUAGE_COOKIE, value=lang, path="/", samesite="lax"))
     return Template(
         template_name=name,
-        context={"L": labels(DEFAULT_LANGUAGE), "lang": DEFAULT_LANGUAGE, **context},
+        context={"L": labels(lang), "lang": lang, "languages": sorted(LABELS), **context},
         status_code=status_code,
+        cookies=cookies,
     )
 
 
@@ -236,6 +261,7 @@ async def dashboard(
     for r in rows:
         counts[r.verdict] = counts.get(r.verdict, 0) + 1
     return _page(
+        request,
         "dashboard.html.j2",
         who=who,
         rows=rows,
@@ -274,6 +300,7 @@ async def system(
     when, at_text = _moment(at)
     status, timeline = await web.read(_system_page, system, when)
     return _page(
+        request,
         "system.html.j2",
         fresh=await _freshness(web),
         who=who,
@@ -327,6 +354,7 @@ async def due(
     window = investigate.parse_window(within.strip())
     report = await web.read(investigate.due, window, at=when)
     return _page(
+        request,
         "due.html.j2",
         fresh=await _freshness(web),
         who=who,
@@ -338,7 +366,9 @@ async def due(
 
 
 @get("/entries/{index:int}", name="ui-entry")
-async def entry(web: NamedDependency[WebContext], index: FromPath[int]) -> Template:
+async def entry(
+    request: Request[Any, Any, State], web: NamedDependency[WebContext], index: FromPath[int]
+) -> Template:
     """The entry decoded, its signer and key, its batch's seal, and its inclusion proof
     under the newest checkpoint, verified (:func:`ledger.bus.investigate.entry`)."""
     await web.catch_up()  # the tree file up to LEDGER's end: the proof appends nothing
@@ -346,6 +376,7 @@ async def entry(web: NamedDependency[WebContext], index: FromPath[int]) -> Templ
         web.view(), web.nc, web._tree(), web.trust, index, call=web.call
     )
     return _page(
+        request,
         "entry.html.j2",
         e=detail,
         payload=json.dumps(detail.payload, indent=2, ensure_ascii=False),
@@ -353,18 +384,24 @@ async def entry(web: NamedDependency[WebContext], index: FromPath[int]) -> Templ
 
 
 @get("/checkpoints", name="ui-latest-checkpoint")
-async def latest_checkpoint(web: NamedDependency[WebContext]) -> Template:
+async def latest_checkpoint(
+    request: Request[Any, Any, State], web: NamedDependency[WebContext]
+) -> Template:
     """The newest checkpoint with its witnesses."""
-    return await _checkpoint_page(web, None)
+    return await _checkpoint_page(request, web, None)
 
 
 @get("/checkpoints/{size:int}", name="ui-checkpoint")
-async def checkpoint(web: NamedDependency[WebContext], size: FromPath[int]) -> Template:
+async def checkpoint(
+    request: Request[Any, Any, State], web: NamedDependency[WebContext], size: FromPath[int]
+) -> Template:
     """A checkpoint with its witnesses."""
-    return await _checkpoint_page(web, size)
+    return await _checkpoint_page(request, web, size)
 
 
-async def _checkpoint_page(web: WebContext, size: int | None) -> Template:
+async def _checkpoint_page(
+    request: Request[Any, Any, State], web: WebContext, size: int | None
+) -> Template:
     """A checkpoint with its witnesses: each cosignature, and whether the trust policy
     counts it (its key, within its validity window), as ``ailedger verify`` counts them."""
     try:
@@ -388,6 +425,7 @@ async def _checkpoint_page(web: WebContext, size: int | None) -> Template:
                 Cosignature(sig.name, f"{sig.key_hash:08x}", when, sig.name in counted)
             )
     return _page(
+        request,
         "checkpoint.html.j2",
         checkpoint=cp,
         root=cp.root_hash.hex(),
@@ -399,16 +437,19 @@ async def _checkpoint_page(web: WebContext, size: int | None) -> Template:
 
 
 @get("/login", name="ui-login")
-async def login_form(next: FromQuery[str | None] = None) -> Template:
-    return _page("login.html.j2", next=_local_path(next), error="")
+async def login_form(
+    request: Request[Any, Any, State], next: FromQuery[str | None] = None
+) -> Template:
+    return _page(request, "login.html.j2", next=_local_path(next), error="")
 
 
 @post("/login", name="ui-login-post", status_code=HTTP_303_SEE_OTHER)
 async def login(
+    request: Request[Any, Any, State],
     web: NamedDependency[WebContext],
     data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
 ) -> Response[Any]:
-    """Sign in with an investigator token (``ailedger web token --role regulator``):
+    """Sign in with an investigator token (``ailedger web-token issue --role regulator``):
     checked as the API checks it, then kept in an HttpOnly, SameSite=Strict cookie."""
     token = data.get("token", "").strip()
     target = _local_path(data.get("next"))
@@ -416,7 +457,7 @@ async def login(
         web.tokens.authenticate(f"Bearer {token}" if token else None, "investigator")
     except LedgerError as e:
         status = status_of(e)
-        return _page("login.html.j2", status_code=status, next=target, error=str(e))
+        return _page(request, "login.html.j2", status_code=status, next=target, error=str(e))
     return Redirect(
         path=target,
         status_code=HTTP_303_SEE_OTHER,
@@ -490,4 +531,4 @@ def _page_error(request: Request[Any, Any, State], exc: Exception) -> Template:
         status, detail = exc.status_code, exc.detail
     else:  # pragma: no cover - registered for the two above only
         raise exc
-    return _page("error.html.j2", status_code=status, status=status, detail=detail)
+    return _page(request, "error.html.j2", status_code=status, status=status, detail=detail)
