@@ -916,19 +916,21 @@ class _Process:
         the process failed, are verified here."""
         out: list[tuple[int, bytes, bool]] = []
         sent: list[tuple[_Item, bytes, Ed25519PublicKey]] = []
-        frame = bytearray()
-        for item, public, obj in batch:
-            env = item.envelope
+        parts: list[bytes] = []
+        for job in batch:
+            env = job[0].envelope
             if self.broken or len(env.signatures) != 1:
-                out.append((item.index, public, env.verify(obj)))
+                out.append((job[0].index, job[1], env.verify(job[2])))
                 continue
             message = pae(env.payload_type, env.payload)
-            frame += public + env.signatures[0][1] + len(message).to_bytes(4, "big") + message
-            sent.append((item, public, obj))
+            parts += (job[1], env.signature, len(message).to_bytes(4, "big"), message)
+            sent.append(job)
         if not sent:
             return out
+        frame = b"".join(parts)
         try:
-            self.stdin.write(len(frame).to_bytes(4, "big") + frame)
+            self.stdin.write(len(frame).to_bytes(4, "big"))
+            self.stdin.write(frame)
             self.stdin.flush()
             size = int.from_bytes(self.stdout.read(4), "big")
             answers = self.stdout.read(size)
