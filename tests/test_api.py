@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger.bus.client import sign_event
 from ledger.formats.checkpoint import parse_checkpoint, parse_tlog_proof
 from ledger.formats.entry import Entry
-from ledger.formats.keys import ActorKey
+from ledger.formats.keys import ActorKey, generate
 from ledger.formats.merkle import ProofError, leaf_hash, verify_consistency, verify_inclusion
 from ledger.formats.note import Verifier, Verifiers, open_note
 from ledger.formats.receipt import open_receipt
@@ -281,6 +281,14 @@ async def test_gateway_answers_as_the_nats_intake_same_receipt_on_resubmission(w
     nxt = await web.http.get(f"/api/v1/entries/{receipt.index + 1}")
     assert nxt.status_code == 404 or nxt.json()["kind"] == "heads"
 
+    # the same new envelope posted five times at once: one entry, one receipt for all
+    concurrent = hand_signed(key, deployment("bank", "bank-scoring"))
+    answers = await asyncio.gather(
+        *(web.http.post("/api/v1/submissions", content=concurrent, headers=auth) for _ in range(5))
+    )
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.json()["receipt"] for a in answers}) == 1
+
     # an envelope signed by the SDK goes through the same way
     event = nats_client.event(
         ev.VersionDeployed, subject="system/bank-scoring", version="2.1", artifact_sha256="ef" * 32
@@ -321,6 +329,19 @@ async def test_gateway_bad_signature_gets_the_signed_rejection_with_its_code(web
     with pytest.raises(SubmissionRejected) as caught:
         await nats_client.submit_signed(data)
     assert caught.value.code == "bad_signature"
+
+    # an actor the ledger does not know, with a gateway token of its name: the notary's
+    # own refusal, signed, as over NATS
+    stranger = generate("stranger")
+    stranger_token, _ = issue_token(ledger.home, actor="stranger")
+    unknown = hand_signed(stranger, deployment("stranger", "bank-scoring"))
+    r = await web.http.post(
+        "/api/v1/submissions",
+        content=unknown,
+        headers={"authorization": f"Bearer {stranger_token}"},
+    )
+    refused = assert_problem(r, 422, "unknown_actor")
+    assert open_rejection(refused["rejection"].encode(), web.verifiers()).is_for(unknown)
 
 
 @pytest.mark.asyncio

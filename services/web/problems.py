@@ -257,7 +257,10 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
             value = getattr(exc, name, None)
             if isinstance(value, str) and value:
                 extra[name] = value
-        return problem_response(status_of(exc), exc.code, _one_line(str(exc)), **extra)
+        status = status_of(exc)
+        # unavailable (no verdict in time, NATS away): the same request may be retried
+        retry = {"retry-after": "2"} if status == HTTP_503_SERVICE_UNAVAILABLE else None
+        return problem_response(status, exc.code, _one_line(str(exc)), headers=retry, **extra)
     if isinstance(exc, HTTPException):
         status = exc.status_code
         code = _HTTP_CODES.get(status, f"http_{status}")
