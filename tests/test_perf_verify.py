@@ -322,3 +322,28 @@ def test_inclusion_proofs_judged_alike_with_a_shared_node_memo() -> None:
             expected = judged(index, p, None)
             assert expected != "ok"
             assert judged(index, p, memo) == expected
+
+
+async def test_memos_emptied_when_full_change_no_verdict(
+    ledger: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the proof-hash and node memos emptied after every entry, a bundle gives the
+    same report, and a proof hash flipped in its last entry the same failure."""
+    import ledger.verify.bundle as bundle
+
+    await small_ledger(ledger)
+    data = await export(ledger)
+    trust = ledger.home.trust()
+    doc = json.loads(data)
+    raw = bytearray(base64.b64decode(doc["entries"][-1]["proof"][0]))
+    raw[0] ^= 1
+    doc["entries"][-1]["proof"][0] = base64.b64encode(bytes(raw)).decode()
+    results = []
+    for limit in (bundle.MEMO_LIMIT, 0):
+        monkeypatch.setattr(bundle, "MEMO_LIMIT", limit)
+        lines = verify_bundle(data, trust).lines
+        with pytest.raises(VerificationError) as e:
+            verify_bundle(json.dumps(doc).encode(), trust)
+        results.append((lines, e.value.check, e.value.index, e.value.message))
+    assert results[0] == results[1]
+    assert results[0][1:3] == ("inclusion", doc["entries"][-1]["index"])

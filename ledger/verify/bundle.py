@@ -488,6 +488,9 @@ def _log_key_in_window(
 
 
 _ITEM_FIELDS = frozenset(("index", "entry", "proof"))
+#: The memos of proof hashes and interior nodes are emptied past this many each (about
+#: 7 MB): neighbouring entries share the upper nodes, so little is lost.
+MEMO_LIMIT = 1 << 16
 
 
 def _entries(doc: dict[str, Any], checkpoint: Checkpoint, signatures: _Signatures) -> list[_Item]:
@@ -504,6 +507,9 @@ def _entries(doc: dict[str, Any], checkpoint: Checkpoint, signatures: _Signature
         if index <= last:
             raise VerificationError("bundle", "entries must be in increasing index order", index)
         last = index
+        if len(nodes) > MEMO_LIMIT or len(hashes) > MEMO_LIMIT:
+            nodes.clear()
+            hashes.clear()
         raw = _b64(raw_item["entry"], "entry", index)
         proof = _hashes(raw_item["proof"], "proof", index, hashes)
         if index >= checkpoint.size:
