@@ -1443,6 +1443,14 @@ def status(
     at_index: Annotated[
         int | None, typer.Option("--at-index", help="As of this ledger index (reproducible).")
     ] = None,
+    checkpoint_size: Annotated[
+        int | None,
+        typer.Option(
+            "--checkpoint",
+            help="As of the signed checkpoint of this size: its last entry before its heads "
+            "leaf (the verdicts a bundle exported at it claims).",
+        ),
+    ] = None,
     home: HomeOpt = None,
     nats: NatsOpt = None,
     as_json: Annotated[
@@ -1451,11 +1459,20 @@ def status(
     ] = False,
 ) -> None:
     """Compliance verdicts with their findings, legal basis and evidence, as of a moment."""
+    if checkpoint_size is not None and (at is not None or at_index is not None):
+        raise CliError("give one of --at, --at-index and --checkpoint")
     when = _parse_at(at)
-    if when is None and at_index is None:
+    if when is None and at_index is None and checkpoint_size is None:
         when = SystemClock().now()
 
     async def job(projector: Projector) -> list[SystemVerdict]:
+        nonlocal at_index
+        if checkpoint_size is not None:  # one signed by a log key, and what it covers
+            await investigate.newest_checkpoint(projector.nc, _home(home).trust(), checkpoint_size)
+            at_index = await projector.state_thread.call(
+                investigate.checkpoint_index, projector.view, checkpoint_size
+            )
+
         def verdicts() -> list[SystemVerdict]:
             genesis = projector.view.view.row(0)
             if when is not None and genesis is not None and when < genesis.fact().integrated:
@@ -1485,6 +1502,8 @@ def status(
             _emit(v.to_json())
         return
     moment = f"index {at_index}" if at_index is not None else format_moment(when) if when else ""
+    if checkpoint_size is not None:
+        moment = f"checkpoint {checkpoint_size} ({moment})"
     if system is None:
         console.print(f"Compliance as of {moment}", highlight=False, soft_wrap=True)
         table = Table(header_style="bold")

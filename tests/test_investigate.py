@@ -248,6 +248,16 @@ async def test_investigation_without_the_notary(
     status = await _json_lines("status", *where, "--json", cwd=tmp_path, env=env)
     verdicts = {v["system"]: v["verdict"] for v in status}
     assert verdicts == {"bot": "non_compliant", "scorer": "at_risk"}
+    # as of the checkpoint: its last entry before its heads leaf
+    at_checkpoint = await _json_lines(
+        "status", *where, "--checkpoint", str(size), "--json", cwd=tmp_path, env=env
+    )
+    assert {v["as_of_index"] for v in at_checkpoint} == {size - 2} == {s.index["incident"]}
+    assert {v["system"]: v["verdict"] for v in at_checkpoint} == verdicts
+    unsigned = await cli("status", *where, "--checkpoint", "3", cwd=tmp_path, env=env)
+    assert unsigned.returncode == 2 and "no checkpoint of size 3 [proof_unavailable]" in (
+        unsigned.stderr
+    )
     timeline = await _json_lines("timeline", "scorer", *where, "--json", cwd=tmp_path, env=env)
     assert [r["index"] for r in timeline] == scorer
     assert {r["verification"] for r in timeline} == {"verified"}

@@ -32,6 +32,8 @@ On the read model only (synchronous):
   insurance about to lapse: the rules R1-R8 judged at ``at + within`` on the facts
   known at ``at``), each with its deadline.
 - ``signer(view, index) -> Signer``: who signed an entry, the key's status and history.
+- ``checkpoint_index(view, size) -> int``: the entry verdicts as of a checkpoint are
+  taken at (the last before its heads leaf).
 
 With LEDGER (asynchronous):
 
@@ -86,6 +88,7 @@ __all__ = [
     "Signer",
     "SystemStatus",
     "TimelineItem",
+    "checkpoint_index",
     "due",
     "entry",
     "export_bundle",
@@ -375,12 +378,7 @@ def _moment(
     if given > 1:
         raise BadQuery("give one of a time, an index or a checkpoint size")
     if checkpoint_size is not None:
-        if checkpoint_size < 2:
-            raise BadQuery(f"no entry before a checkpoint of size {checkpoint_size}")
-        last = view.last_index(checkpoint_size - 2)
-        if last is None or (view.last_index() or -1) < checkpoint_size - 2:
-            raise NotFound(f"the read model holds no entries up to {checkpoint_size - 2}")
-        return None, last
+        return None, checkpoint_index(view, checkpoint_size)
     if at_index is not None:
         row = view.view.row(at_index)
         if row is None:
@@ -396,6 +394,17 @@ def _moment(
             f"{format_time(when)}"
         )
     return when, None
+
+
+def checkpoint_index(view: ComplianceView, size: int) -> int:
+    """The index verdicts as of the checkpoint of ``size`` are taken at: its last entry
+    about a subject (the leaf before its heads leaf at ``size - 1``)."""
+    if size < 2:
+        raise BadQuery(f"no entry before a checkpoint of size {size}")
+    last = view.last_index(size - 2)
+    if last is None or (view.last_index() or -1) < size - 2:
+        raise NotFound(f"the read model holds no entries up to {size - 2}")
+    return last
 
 
 def systems(
