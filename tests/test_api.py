@@ -646,3 +646,13 @@ async def test_a_fresh_home_lets_the_gateway_onto_its_embedded_server(tmp_path: 
         await nc.close()
     finally:
         server.stop()
+
+
+@pytest.mark.asyncio
+async def test_ailedger_web_without_nats_says_which_url_failed(home: Any) -> None:
+    status, out, err = await run_cli(
+        "web", "--home", str(home.path), "--nats", "nats://127.0.0.1:9", "--port", "0"
+    )
+    assert status == 3, out + err
+    assert "nats://127.0.0.1:9" in err and "[nats_unreachable]" in err
+    assert "Traceback" not in err

@@ -115,6 +115,7 @@ class WebContext:
         self.query: Any = None
         self._reader: SealedReader | None = None
         self._warming: asyncio.Task[None] | None = None
+        self._closed = False
         self._read_lock = asyncio.Lock()
         self._checkpoint_lock = asyncio.Lock()
         self._gateway_lock = asyncio.Lock()
@@ -129,6 +130,10 @@ class WebContext:
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
+        """Connect to NATS (NatsUnreachable names the URL), open the tree, start reading
+        LEDGER; idempotent (``serve_web`` starts it before it listens)."""
+        if self.nc is not None:
+            return
         self.nc = await connect(
             self.config.nats_url,
             name="ailedger-web",
@@ -162,6 +167,9 @@ class WebContext:
             return self.gateway
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self._warming is not None:
             self._warming.cancel()
             with contextlib.suppress(BaseException):
@@ -499,7 +507,15 @@ async def serve_web(
     """Run the web app over HTTP in the current event loop until ``stop`` is set.
     ``port`` 0 picks a free port; ``on_ready(url)`` is called once it answers."""
     app = create_app(config, ui=ui)
+    web = app.state["web"]
+    assert isinstance(web, WebContext)
     sock = _bind(host, port)
+    try:
+        await web.start()  # a NATS server that does not answer is said here, by its URL
+    except BaseException:
+        sock.close()
+        await web.close()
+        raise
     server = _Server(
         uvicorn.Config(
             app,
