@@ -281,6 +281,17 @@ async def test_gateway_answers_as_the_nats_intake_same_receipt_on_resubmission(w
     nxt = await web.http.get(f"/api/v1/entries/{receipt.index + 1}")
     assert nxt.status_code == 404 or nxt.json()["kind"] == "heads"
 
+    # other bytes under an event id already integrated: refused, never a second entry
+    other = hand_signed(
+        key, {**json.loads(base64.b64decode(json.loads(envelope)["payload"])), "version": "9.9"}
+    )
+    r = await web.http.post("/api/v1/submissions", content=other, headers=auth)
+    dup = r.json()
+    # (the notary answers with the receipt of the first bytes; the SDK's check of its
+    # envelope hash concludes it, as over NATS: 409, no signed rejection of these bytes)
+    assert r.status_code == 409 and dup["code"] == "duplicate_event_id", r.text
+    assert dup["event_id"] == verdict["event_id"] and "rejection" not in dup
+
     # the same new envelope posted five times at once: one entry, one receipt for all
     concurrent = hand_signed(key, deployment("bank", "bank-scoring"))
     answers = await asyncio.gather(
