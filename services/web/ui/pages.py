@@ -243,6 +243,9 @@ def _page(
 
 # --- pages ----------------------------------------------------------------------
 
+#: Indexes are below 2^63 (SQLite's and PostgreSQL's integers).
+_MAX_INDEX = 1 << 63
+
 #: Worst verdict first on the dashboard.
 _RANK: dict[str, int] = {v: i for i, v in enumerate(reversed(VERDICTS))}
 
@@ -371,6 +374,8 @@ async def entry(
 ) -> Template:
     """The entry decoded, its signer and key, its batch's seal, and its inclusion proof
     under the newest checkpoint, verified (:func:`ledger.bus.investigate.entry`)."""
+    if not 0 <= index < _MAX_INDEX:  # beyond any ledger (and any database integer)
+        raise investigate.NotFound(f"no entry {index}")
     await web.catch_up()  # the tree file up to LEDGER's end: the proof appends nothing
     detail = await investigate.entry(
         web.view(), web.nc, web._tree(), web.trust, index, call=web.call
