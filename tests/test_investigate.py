@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from ledger.bus import investigate
+from ledger.bus import investigate, proofs
 from ledger.bus.auth import READER
 from ledger.bus.home import Home
 from ledger.bus.natsserver import EmbeddedNats
-from ledger.bus.streams import CREDS_ENV, connect
+from ledger.bus.streams import CHECKPOINT_SUBJECT, CHECKPOINTS, CREDS_ENV, connect
 from ledger.formats.checkpoint import parse_tlog_proof
 from ledger.formats.entry import Entry
 from ledger.formats.keys import save_key
@@ -27,7 +27,13 @@ from ledger.formats.timeutil import format_time
 from ledger.formats.tree import TreeStore
 from ledger.law import events as ev
 from ledger.law.admission import key_fingerprint
-from tests.conftest import authorized_server, running_notary, serving
+from tests.conftest import (
+    Harness,
+    authorized_server,
+    bus_admin_connection,
+    running_notary,
+    serving,
+)
 from tests.test_cli_conventions import cli
 
 SERIOUS_HOURS = 4  # the default rulebook's preventive_measure_hours_serious
@@ -330,6 +336,31 @@ async def test_a_stopped_embedded_home_is_read_from_its_store(home: Home, tmp_pa
     home.save_config(nats=server.url)
     down = await cli("status", *here, cwd=tmp_path, env=env)
     assert down.returncode == 3 and "[nats_unreachable]" in down.stderr
+
+
+@pytest.mark.parametrize("foreign", [0, 3, proofs.NEWEST_LOOKBACK + 5])
+async def test_the_newest_checkpoint_is_found_from_the_end(ledger: Harness, foreign: int) -> None:
+    """The newest checkpoint signed by a log key, behind foreign notes appended after
+    it (a compromised bus): found reading back from the end, or, past the lookback,
+    in one ordered read; a size asked for is found in order."""
+    _, bank = await ledger.enrol("bank", ["owner"])
+    first = await ledger.notary.checkpoint()
+    await ledger.register(bank, "scorer")
+    newest = await ledger.notary.checkpoint()
+    assert first is not None and newest is not None
+    trust = ledger.home.trust()
+    async with bus_admin_connection(ledger) as bus:
+        for i in range(foreign):  # an unsigned copy, and text that is no note at all
+            body = newest.partition(b"\n\n")[0]
+            forged = body + b"\n\n\xe2\x80\x94 forged " + base64.b64encode(bytes(68)) + b"\n"
+            junk = forged if i % 2 else b"junk\n"
+            await bus.jetstream().publish(CHECKPOINT_SUBJECT, junk, stream=CHECKPOINTS)
+        found = await investigate.newest_checkpoint(bus, trust)
+        assert found.note.encode() == newest
+        older = proofs.SignedCheckpoint.parse(first).checkpoint.size
+        assert (await investigate.newest_checkpoint(bus, trust, older)).note.encode() == first
+        with pytest.raises(proofs.ProofUnavailable, match="no checkpoint of size 1"):
+            await investigate.newest_checkpoint(bus, trust, 1)
 
 
 @pytest.mark.parametrize("text", ["48h", "7d", "30m", "2w", "90s"])

@@ -22,6 +22,7 @@ from ledger.bus.streams import (
     CHECKPOINTS,
     LEDGER,
     BusError,
+    get_message,
     last_sequence,
     read_stream,
     read_subject,
@@ -72,6 +73,11 @@ class SignedCheckpoint:
         return SignedCheckpoint(parse_checkpoint(body.decode() + "\n"), note)
 
 
+#: CHECKPOINTS messages read back from the end for the newest checkpoint, one request
+#: each, before it is looked for in one ordered read of the whole stream.
+NEWEST_LOOKBACK = 32
+
+
 async def find_checkpoint(
     nc: NATS, size: int | None = None, *, verifiers: Verifiers | None = None
 ) -> SignedCheckpoint:
@@ -81,15 +87,28 @@ async def find_checkpoint(
     last = await last_sequence(nc, CHECKPOINTS)
     if last == 0:
         raise ProofUnavailable("no checkpoint has been signed yet")
+
+    def opened(data: bytes) -> SignedCheckpoint | None:
+        try:
+            signed = SignedCheckpoint.parse(data)
+            if verifiers is not None:
+                open_note(data, verifiers)
+        except (ProofUnavailable, NoteError, ValueError):
+            return None
+        return signed
+
+    if size is None:
+        # The newest: looked for from the end first (CHECKPOINTS grows by up to one a
+        # second), one message back unless foreign ones were appended after it; past
+        # NEWEST_LOOKBACK of those, read in order like any size.
+        for seq in range(last, max(0, last - NEWEST_LOOKBACK), -1):
+            m = await get_message(nc, CHECKPOINTS, seq)
+            if m is not None and (newest := opened(m.data)) is not None:
+                return newest
     found = None
     async for m in read_stream(nc, CHECKPOINTS, 1, last):
-        try:
-            signed = SignedCheckpoint.parse(m.data)
-            if verifiers is not None:
-                open_note(m.data, verifiers)
-        except (ProofUnavailable, NoteError, ValueError):
-            continue
-        if size is None or signed.checkpoint.size == size:
+        signed = opened(m.data)
+        if signed is not None and (size is None or signed.checkpoint.size == size):
             found = signed
     if found is None:
         raise ProofUnavailable(f"no checkpoint of size {size}")
