@@ -34,6 +34,7 @@ On the read model only (synchronous):
 - ``signer(view, index) -> Signer``: who signed an entry, the key's status and history.
 - ``checkpoint_index(view, size) -> int``: the entry verdicts as of a checkpoint are
   taken at (the last before its heads leaf).
+- ``parse_window("48h") -> timedelta`` (s, m, h, d, w); ``to_json(answer)``.
 
 With LEDGER (asynchronous):
 
