@@ -246,6 +246,18 @@ def test_an_investigator_follows_a_non_compliant_system_in_the_browser(
         assert page.locator("#key-status").inner_text() == "valid"
         page.screenshot(path=str(shots / "4-entry.png"), full_page=True)
 
+        # Everything the bank signed: the search the signer's name links to.
+        entry_url = page.url
+        page.click("a[title='Every entry this actor signed']")
+        page.wait_for_url(re.compile(r"/search\?actor=bank$"))
+        results = page.locator("table.results tbody tr")
+        assert results.count() >= 5
+        assert results.filter(has=page.locator("td.num a:text-is('30')")).count() == 1
+        actors = {results.nth(i).locator("td").nth(3).inner_text() for i in range(results.count())}
+        assert actors == {"bank"}
+        page.screenshot(path=str(shots / "4b-search.png"), full_page=True)
+        page.goto(entry_url)
+
         # The checkpoint the proof is under: its witness counted by the trust policy.
         page.locator("#proof-status a").click()
         page.wait_for_url(re.compile(r"/checkpoints/\d+$"))
@@ -297,7 +309,7 @@ def test_an_investigator_follows_a_non_compliant_system_in_the_browser(
         # Signed out: the investigation pages and the bundle are closed again.
         page.click("form.logout button")
         page.wait_for_url(re.compile("/login$"))
-        for path in ("/", f"/systems/{SYSTEM}", f"/systems/{SYSTEM}/bundle", "/due"):
+        for path in ("/", f"/systems/{SYSTEM}", f"/systems/{SYSTEM}/bundle", "/due", "/search"):
             response = page.goto(workbench.url + path)
             assert response is not None and response.status == 200
             assert re.search(r"/login\?next=", page.url), path
@@ -326,6 +338,8 @@ def test_pages_answer_bad_input_with_a_reason_not_a_500(workbench: Workbench, br
             ("/systems/%3Cscript%3Ex", 404, "no system <script>x"),
             ("/systems/credit-scorer?at=2026-13-01", 400, "not a date or time"),
             ("/systems/credit-scorer/bundle?checkpoint=5", 404, "no checkpoint of size 5"),
+            ("/search?actor=bank&after=x", 400, "after"),
+            ("/search?actor=bank&after=-5", 400, "after -5"),
         ]:
             response = page.goto(workbench.url + path)
             assert response is not None and response.status == status, path
@@ -344,6 +358,30 @@ def _verdict(page: Any) -> str:
     verdict = page.locator("#verdict [data-verdict]").get_attribute("data-verdict")
     assert isinstance(verdict, str)
     return verdict
+
+
+def test_search_results_come_a_page_at_a_time(
+    workbench: Workbench, browser: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.web.ui import pages
+
+    monkeypatch.setattr(pages, "SEARCH_PAGE", 3)
+    page = browser.new_page()
+    try:
+        page.goto(f"{workbench.url}/login?next=%2Fsearch%3Factor%3Dbank")
+        _sign_in(page, workbench)
+        page.wait_for_url(re.compile(r"/search\?actor=bank$"))
+        seen: list[int] = []
+        while True:
+            cells = page.locator("table.results tbody tr td.num")
+            seen += [int(t) for t in cells.all_inner_texts()]
+            if page.locator("#next-page").count() == 0:
+                break
+            page.click("#next-page")
+        assert len(seen) >= 5 and seen == sorted(set(seen))
+        assert 30 in seen
+    finally:
+        page.close()
 
 
 def test_a_read_model_behind_ledger_is_said_so(workbench: Workbench, browser: Any) -> None:

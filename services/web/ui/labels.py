@@ -113,6 +113,18 @@ LABELS: dict[str, dict[str, str]] = {
         "due_state_overdue": "Overdue",
         "due_state_due": "Due",
         "due_until": "Judged on the facts known at that moment, as they will stand at",
+        # search
+        "nav_search": "Search",
+        "search_title": "Search the ledger",
+        "search_help": (
+            "Entries signed by an actor, about a subject (system/…, actor/…), of an event "
+            "type, or signed with a key fingerprint: any of them together, in ledger order."
+        ),
+        "search_submit": "Search",
+        "next_page": "Next page",
+        "signed_by_actor": "Every entry this actor signed",
+        "signed_with_key": "Every entry signed with this key",
+        "nothing_found": "No entry matches.",
         # entry page
         "entry_title": "Entry",
         "entry_decoded": "Decoded event",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from litestar import Request, Response, Router, get, post
@@ -51,6 +51,7 @@ UI_PATHS: dict[str, str] = {
     "system": "/systems/{system}",
     "bundle": "/systems/{system}/bundle",
     "due": "/due",
+    "search": "/search",
     "entry": "/entries/{index}",
     "entry_proof": "/api/v1/entries/{index}/proof",
     "entry_raw": "/api/v1/entries/{index}/raw",
@@ -246,6 +247,9 @@ def _page(
 #: Indexes are below 2^63 (SQLite's and PostgreSQL's integers).
 _MAX_INDEX = 1 << 63
 
+#: Entries on one page of search results.
+SEARCH_PAGE = 50
+
 #: Worst verdict first on the dashboard.
 _RANK: dict[str, int] = {v: i for i, v in enumerate(reversed(VERDICTS))}
 
@@ -365,6 +369,43 @@ async def due(
         at=when,
         at_text=at_text,
         within=within.strip(),
+    )
+
+
+@get("/search", name="ui-search")
+async def search(
+    request: Request[Any, Any, State],
+    web: NamedDependency[WebContext],
+    actor: FromQuery[str | None] = None,
+    subject: FromQuery[str | None] = None,
+    type: FromQuery[str | None] = None,
+    key: FromQuery[str | None] = None,
+    after: FromQuery[int] = -1,
+) -> Template:
+    """Entries by signer, subject, event type and/or key (:func:`investigate.search`),
+    a page at a time; an empty form shows only the form."""
+    who = investigator(request, web)
+    asked = {
+        name: value.strip()
+        for name, value in (("actor", actor), ("subject", subject), ("type", type), ("key", key))
+        if value is not None and value.strip()
+    }
+    if not -1 <= after < _MAX_INDEX:
+        raise investigate.BadQuery(f"after {after}: an entry index or -1")
+    found = (
+        await web.read(investigate.search, **asked, after=after, limit=SEARCH_PAGE)
+        if asked
+        else None
+    )
+    return _page(
+        request,
+        "search.html.j2",
+        who=who,
+        asked=asked,
+        found=found,
+        next_query=urlencode({**asked, "after": found.next_after})
+        if found is not None and found.next_after is not None
+        else None,
     )
 
 
@@ -507,6 +548,7 @@ def ui_router() -> Router:
             system,
             bundle,
             due,
+            search,
             entry,
             latest_checkpoint,
             checkpoint,
