@@ -448,6 +448,25 @@ async def test_hostile_inputs_get_problem_details_never_a_500(web: Web) -> None:
         "bad_request",
     )
     assert_problem(await web.http.get("/api/v1/proofs/consistency"), 400, "bad_request")
+    assert_problem(
+        await web.http.get("/api/v1/entries/1/proof", params={"size": "abc"}), 400, "bad_request"
+    )
+    long_token = {"authorization": "Bearer alt_" + "x" * 20000}
+    assert_problem(
+        await web.http.post(post, content=b"{}", headers=long_token), 401, "credentials_invalid"
+    )
+    latin = {"authorization": b"Bearer alt_\xe9\xff\xa0z"}
+    r = await web.http.post(post, content=b"{}", headers=latin)
+    assert r.status_code in (400, 401) and r.headers["content-type"].startswith(PROBLEM)
+    auditor, _ = issue_token(ledger.home, role="auditor")
+    inv = {"authorization": f"Bearer {auditor}"}
+    for query in ("at=%00", "at=2026-13-45", "at_index=-3", "checkpoint=x", "at=" + "9" * 5000):
+        r = await web.http.get(f"/api/v1/systems?{query}", headers=inv)
+        assert r.status_code == 400 and r.headers["content-type"].startswith(PROBLEM), query
+    r = await web.http.get("/api/v1/search?actor=%FF%FE", headers=inv)
+    assert r.status_code < 500 and r.headers["content-type"].startswith(("application/", PROBLEM))
+    r = await web.http.get("/api/v1/search", params={"actor": "bank", "limit": 10**6}, headers=inv)
+    assert_problem(r, 400, "bad_request")
     r = await web.http.delete("/api/v1/checkpoint")
     assert r.status_code == 405 and r.headers["content-type"].startswith(PROBLEM)
     r = await web.http.get("/api/v1/checkpoints", params={"limit": 0})
