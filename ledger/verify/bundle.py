@@ -851,9 +851,10 @@ def _switch_often(start: bool) -> None:
                 sys.setswitchinterval(_switch_saved)
 
 
-#: From this many entries per worker, the checks made ahead run in worker processes
-#: (about 40 ms of CPU each to start); below it, in the pool's threads (whose GIL
-#: hand-overs cost about 0.6 of a verification per entry: even at ~1,000 entries).
+#: From this many entries per worker process, the checks made ahead run in worker
+#: processes (about 11 ms of CPU each to start), when the call is exclusive; below
+#: it, in the pool's threads (whose GIL hand-overs while the caller's thread parses
+#: cost CPU).
 PROCESS_MIN_ENTRIES = 1000
 #: How long to wait for one batch of checks made ahead before giving up on the
 #: worker processes (seconds).
@@ -961,9 +962,11 @@ class _Process:
 
 class _Signatures:
     """The DSSE signature checks of one verification, in a pool of threads sized to
-    the cores (``cryptography``'s Ed25519 releases the GIL), each thread with a worker
-    process of its own for bundles of :data:`PROCESS_MIN_ENTRIES` entries per thread
-    or more.
+    the cores (``cryptography``'s Ed25519 releases the GIL); for an exclusive call
+    (see :func:`verify_bundle`) and bundles of :data:`PROCESS_MIN_ENTRIES` entries
+    per process or more, in worker processes instead, one per core but the caller's,
+    each fed by a thread of its own. The caller's thread verifies its share once it
+    has parsed the entries (:meth:`settle`).
 
     While the entries are parsed, each one's signature is checked ahead with the
     key its key id names among the keys enrolled in entries before it (the key
