@@ -244,7 +244,7 @@ def _nats_source(home: Path | None, nats: str | None) -> tuple[str, str]:
     if nats:
         return nats, ""
     if _started:
-        return _started[-1], " (the home's nats-server, started for this command)"
+        return _started[-1], f" (the home's nats-server, store {Home(_home_path(home)).nats_dir})"
     path = _home_path(home)
     h = Home(path)
     configured = h.nats_url
@@ -261,7 +261,8 @@ def _nats_url(home: Path | None, nats: str | None) -> str:
     return _nats_source(home, nats)[0]
 
 
-#: The URL of the home's nats-server a reading command started (:func:`reads_ledger`).
+#: The URL of the home's running nats-server, found or started by a reading command
+#: (:func:`reads_ledger`).
 _started: list[str] = []
 
 
@@ -275,32 +276,35 @@ def reads_ledger(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         home, nats = kwargs.get("home"), kwargs.get("nats")
-        server = _offline_server(
+        server, url = _offline_server(
             home if isinstance(home, Path) else None, nats if isinstance(nats, str) else None
         )
-        if server is None:
+        if url is None:
             return fn(*args, **kwargs)
-        _started.append(server.url)
+        _started.append(url)
         try:
             return fn(*args, **kwargs)
         finally:
             _started.clear()
-            server.stop()
+            if server is not None:
+                server.stop()
 
     return wrapper
 
 
-def _offline_server(home: Path | None, nats: str | None) -> Any:
-    """The home's embedded nats-server, started, if it should be (:func:`reads_ledger`)."""
+def _offline_server(home: Path | None, nats: str | None) -> tuple[Any, str | None]:
+    """The home's embedded nats-server if it should be started (:func:`reads_ledger`),
+    started, and the URL to read from (None: the usual one)."""
     from ledger.bus.natsserver import AUTH_FILE, EmbeddedNats
 
     if nats:
-        return None
+        return None, None
     h = Home(_home_path(home))
     if not h.exists() or h.nats_url or not (h.nats_dir / "jetstream").is_dir():
-        return None  # not a home, an external server, or a store that never served
-    if EmbeddedNats.attach(h.nats_dir) is not None:
-        return None  # running (`ailedger up`): used as it is
+        return None, None  # not a home, an external server, or a store that never served
+    running = EmbeddedNats.attach(h.nats_dir)
+    if running is not None:
+        return None, running.url  # `ailedger up`'s, or another command's: used as it is
     h.ensure_bus_identities()
     # The users the notary last wrote (actors included), else the services' own.
     auth = h.nats_dir / AUTH_FILE
@@ -316,7 +320,7 @@ def _offline_server(home: Path | None, nats: str | None) -> Any:
         f"({url}, pid {server.pid}; no notary)",
         highlight=False,
     )
-    return server
+    return server, url
 
 
 def _bus_identity(
