@@ -262,6 +262,12 @@ def test_an_investigator_follows_a_non_compliant_system_in_the_browser(
         page.locator("#proof-status a").click()
         page.wait_for_url(re.compile(r"/checkpoints/\d+$"))
         assert int(page.locator("#counted").inner_text()) >= 1
+        size = page.url.rsplit("/", 1)[1]
+        assert page.locator("ul.history li strong").inner_text() == size
+        link = page.locator("a:text-is('Download the signed note')").get_attribute("href")
+        note = page.request.get(workbench.url + str(link))
+        shown = page.locator("pre.note").inner_text()
+        assert note.ok and note.text().strip() == shown.strip() and "— " in shown
         page.screenshot(path=str(shots / "5-checkpoint.png"), full_page=True)
 
         # Due soon: on Mar 3 at 11:00 UTC the traffic optimiser's measure after its

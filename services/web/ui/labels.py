@@ -180,6 +180,9 @@ LABELS: dict[str, dict[str, str]] = {
         "counted": "counted",
         "no_witnesses": "No witness has cosigned this checkpoint.",
         "signed_note": "Signed note",
+        "download_note": "Download the signed note",
+        "consistency_proof": "consistency proof",
+        "checkpoint_history": "Checkpoints (newest first, by tree size)",
         "yes": "yes",
         "no": "no",
         # signing in

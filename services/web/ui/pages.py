@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -57,6 +58,8 @@ UI_PATHS: dict[str, str] = {
     "entry_raw": "/api/v1/entries/{index}/raw",
     "checkpoint": "/checkpoints/{size}",
     "latest_checkpoint": "/checkpoints",
+    "consistency": "/api/v1/proofs/consistency?old={old}&new={new}",
+    "checkpoint_note": "/api/v1/checkpoints/{size}",
     "login": "/login",
     "logout": "/logout",
     "api": "/schema",
@@ -246,6 +249,9 @@ def _page(
 
 #: Indexes are below 2^63 (SQLite's and PostgreSQL's integers).
 _MAX_INDEX = 1 << 63
+
+#: Checkpoints listed on a checkpoint's page (the newest ones).
+CHECKPOINT_HISTORY = 20
 
 #: Entries on one page of search results.
 SEARCH_PAGE = 50
@@ -470,11 +476,17 @@ async def _checkpoint_page(
             cosignatures.append(
                 Cosignature(sig.name, f"{sig.key_hash:08x}", when, sig.name in counted)
             )
+    sizes = sorted(await web.checkpoint_sizes())
+    older = [n for n in sizes if n < cp.size]
+    newer = [n for n in sizes if n > cp.size]
     return _page(
         request,
         "checkpoint.html.j2",
         checkpoint=cp,
-        root=cp.root_hash.hex(),
+        root=base64.b64encode(cp.root_hash).decode(),
+        previous=older[-1] if older else None,
+        following=newer[0] if newer else None,
+        history=sizes[-CHECKPOINT_HISTORY:][::-1],
         note=signed.note.decode(),
         cosignatures=cosignatures,
         quorum=web.trust.witness_quorum,
