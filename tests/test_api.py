@@ -686,3 +686,35 @@ async def test_ailedger_web_without_nats_says_which_url_failed(home: Any) -> Non
     assert status == 3, out + err
     assert "nats://127.0.0.1:9" in err and "[nats_unreachable]" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.asyncio
+async def test_a_forged_checkpoint_on_the_bus_is_never_served(web: Web) -> None:
+    """The bus operator can append to CHECKPOINTS (threat model): a note not signed by a
+    log key of the trust policy is skipped, newest or not."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ledger.bus.streams import CHECKPOINT_SUBJECT
+    from ledger.formats.checkpoint import Checkpoint
+    from ledger.formats.note import Signer, sign_note
+    from tests.conftest import bus_admin_connection
+
+    ledger = web.ledger
+    await owner_with_system(ledger)
+    genuine = await ledger.notary.checkpoint()
+    assert genuine is not None
+    real = parse_checkpoint(open_note(genuine, web.verifiers()).text)
+    origin = ledger.home.trust().origin
+    impostor = Signer(origin, Ed25519PrivateKey.generate())  # the log's name, another key
+    forged = sign_note(Checkpoint(origin, real.size + 40, b"\x07" * 32).body(), impostor)
+    async with bus_admin_connection(ledger) as nc:
+        await nc.jetstream().publish(CHECKPOINT_SUBJECT, b"not a note at all\n")
+        await nc.jetstream().publish(CHECKPOINT_SUBJECT, forged)  # the newest message
+
+    r = await web.http.get("/api/v1/checkpoint")
+    assert r.status_code == 200 and r.content == genuine
+    sizes = [c["size"] for c in (await web.http.get("/api/v1/checkpoints")).json()["checkpoints"]]
+    assert real.size in sizes and real.size + 40 not in sizes
+    assert_problem(
+        await web.http.get(f"/api/v1/checkpoints/{real.size + 40}"), 404, "proof_unavailable"
+    )

@@ -126,6 +126,8 @@ class WebContext:
         self._checkpoint_position = 0
         #: tree size -> CHECKPOINTS sequence of its newest (most recently cosigned) note
         self._checkpoints: dict[int, int] = {}
+        self._opened: dict[bytes, SignedCheckpoint | None] = {}
+        self._roots_checked: set[tuple[int, bytes]] = set()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -302,13 +304,21 @@ class WebContext:
     # -- checkpoints ------------------------------------------------------------
 
     def _signed(self, data: bytes) -> SignedCheckpoint | None:
-        """A checkpoint of this ledger signed by a log key of the trust policy, else None."""
+        """A checkpoint of this ledger signed by a log key of the trust policy, else None
+        (the last notes opened are remembered: the newest is asked for again and again)."""
+        if data in self._opened:
+            return self._opened[data]
         try:
             open_note(data, self.verifiers)
-            signed = SignedCheckpoint.parse(data)
+            signed: SignedCheckpoint | None = SignedCheckpoint.parse(data)
         except (ProofUnavailable, NoteError, ValueError):
-            return None
-        return signed if signed.checkpoint.origin == self.trust.origin else None
+            signed = None
+        if signed is not None and signed.checkpoint.origin != self.trust.origin:
+            signed = None
+        if len(self._opened) >= 64:
+            del self._opened[next(iter(self._opened))]
+        self._opened[data] = signed
+        return signed
 
     async def latest_checkpoint(self) -> SignedCheckpoint:
         """The newest checkpoint in CHECKPOINTS with a valid log signature."""
@@ -352,11 +362,14 @@ class WebContext:
         tree = self._tree()
         if tree.size < size:
             raise ProofUnavailable(f"LEDGER holds fewer sealed entries than {size}")
-        root = await asyncio.to_thread(tree.root, size)
-        if root != signed.checkpoint.root_hash:
-            raise ProofUnavailable(
-                f"the tree of LEDGER's first {size} entries does not give the checkpoint's root"
-            )
+        if (size, signed.checkpoint.root_hash) not in self._roots_checked:
+            # the tree file only grows: a root it gave once it gives again
+            root = await asyncio.to_thread(tree.root, size)
+            if root != signed.checkpoint.root_hash:
+                raise ProofUnavailable(
+                    f"the tree of LEDGER's first {size} entries does not give the checkpoint's root"
+                )
+            self._roots_checked.add((size, root))
         return tree
 
     async def tlog_proof(self, index: int, size: int | None = None) -> bytes:
