@@ -366,6 +366,36 @@ def _verdict(page: Any) -> str:
     return verdict
 
 
+def test_an_entry_whose_proof_does_not_verify_is_said_so(
+    workbench: Workbench, browser: Any
+) -> None:
+    """A stored hash of the tree flipped on disk (the sibling of entry 30): its page says
+    the proof does not verify, never "Verified"; restored, it verifies again."""
+    from ledger.formats.merkle import stored_hash_index
+
+    tree = workbench.home.tree_path
+    offset = stored_hash_index(0, 31) * 32
+    original = tree.read_bytes()[offset : offset + 32]
+    page = browser.new_page()
+    try:
+        with tree.open("r+b") as f:
+            f.seek(offset)
+            f.write(bytes(b ^ 0xFF for b in original))
+        response = page.goto(f"{workbench.url}/entries/30")
+        assert response is not None and response.status == 422
+        assert "does NOT verify" in page.locator(".error-detail").inner_text()
+        assert page.locator("#proof-status").count() == 0
+    finally:
+        with tree.open("r+b") as f:
+            f.seek(offset)
+            f.write(original)
+    try:
+        page.goto(f"{workbench.url}/entries/30")
+        assert page.locator("#proof-status").inner_text().startswith("✔ Verified")
+    finally:
+        page.close()
+
+
 def test_search_results_come_a_page_at_a_time(
     workbench: Workbench, browser: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

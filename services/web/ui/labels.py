@@ -161,6 +161,10 @@ LABELS: dict[str, dict[str, str]] = {
         "inclusion_title": "Inclusion proof",
         "proof_verified": "Verified: this entry is in the log under the signed checkpoint of size",
         "proof_failed": "NOT verified",
+        "proof_does_not_verify": (
+            "Entry %s: its inclusion proof does NOT verify under the signed checkpoint (%s). "
+            "The Merkle tree file or LEDGER does not match what the log signed."
+        ),
         "proof_unavailable": "No proof yet",
         "under_checkpoint": "under the checkpoint of size",
         "proof_hashes": "Proof hashes (RFC 9162)",

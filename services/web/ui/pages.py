@@ -24,6 +24,7 @@ from litestar.status_codes import (
     HTTP_303_SEE_OTHER,
     HTTP_400_BAD_REQUEST,
     HTTP_404_NOT_FOUND,
+    HTTP_422_UNPROCESSABLE_ENTITY,
 )
 from litestar.template.config import TemplateConfig
 
@@ -31,6 +32,7 @@ from ledger.bus import investigate
 from ledger.bus.proofs import ProofUnavailable
 from ledger.formats.errors import LedgerError
 from ledger.formats.heads import HeadsLeaf
+from ledger.formats.merkle import ProofError
 from ledger.formats.timeutil import KZ, format_moment, format_time, parse_moment, parse_time
 from ledger.law.rules import VERDICTS
 from ledger.verify.bundle import VerificationError, _open_checkpoint, _witness_times
@@ -424,9 +426,15 @@ async def entry(
     if not 0 <= index < _MAX_INDEX:  # beyond any ledger (and any database integer)
         raise investigate.NotFound(f"no entry {index}")
     await web.catch_up()  # the tree file up to LEDGER's end: the proof appends nothing
-    detail = await investigate.entry(
-        web.view(), web.nc, web._tree(), web.trust, index, call=web.call
-    )
+    try:
+        detail = await investigate.entry(
+            web.view(), web.nc, web._tree(), web.trust, index, call=web.call
+        )
+    except ProofError as e:  # the tree's hashes do not lead to the signed root
+        text = labels(language(request))["proof_does_not_verify"]
+        raise PageError(
+            status_code=HTTP_422_UNPROCESSABLE_ENTITY, detail=text % (index, e)
+        ) from None
     return _page(
         request,
         "entry.html.j2",
