@@ -175,6 +175,9 @@ def test_an_investigator_follows_a_non_compliant_system_in_the_browser(
         viewport={"width": 1366, "height": 900}, locale="en-GB", accept_downloads=True
     )
     page = context.new_page()
+    problems: list[str] = []  # console errors (a CSP violation, a missing stylesheet ...)
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
     try:
         # Investigation pages need a regulator's or auditor's token: to the login page,
         # where a mistyped token and an actor's gateway token are refused with the reason.
@@ -190,12 +193,15 @@ def test_an_investigator_follows_a_non_compliant_system_in_the_browser(
             assert answer.value.status == status
             assert reason in page.locator(".error-detail").inner_text()
         page.screenshot(path=str(shots / "0-login.png"), full_page=True)
+        problems.clear()  # the two refusals above are the browser's console errors
         _sign_in(page, workbench)
 
         # The dashboard: counts by verdict, the systems worst first.
         page.wait_for_url(workbench.url + "/")
         assert page.title().startswith("AI systems by verdict")
         assert "regulator browser test" in page.locator(".who").inner_text()
+        css = page.evaluate("getComputedStyle(document.querySelector('header.top')).display")
+        assert css == "flex"  # the stylesheet applies under the page's CSP
         assert page.locator("#freshness").inner_text().startswith("Read model up to date")
         non_compliant = int(page.locator('[data-count="non_compliant"]').inner_text())
         assert non_compliant >= 1
@@ -312,6 +318,8 @@ def test_an_investigator_follows_a_non_compliant_system_in_the_browser(
         assert "VERIFIED" in verified.stdout
         assert f"{SYSTEM}: non_compliant" in verified.stdout
 
+        assert not problems, problems
+
         # Signed out: the investigation pages and the bundle are closed again.
         page.click("form.logout button")
         page.wait_for_url(re.compile("/login$"))
@@ -328,7 +336,11 @@ def test_an_investigator_follows_a_non_compliant_system_in_the_browser(
 def test_pages_answer_bad_input_with_a_reason_not_a_500(workbench: Workbench, browser: Any) -> None:
     page = browser.new_page()
     try:
-        page.goto(f"{workbench.url}/login")
+        login = page.goto(f"{workbench.url}/login")
+        assert login is not None
+        headers = login.headers
+        assert "default-src 'none'" in headers["content-security-policy"]
+        assert headers["x-content-type-options"] == "nosniff"
         _sign_in(page, workbench)
         for path, status, reason in [
             ("/?at=yesterday", 400, "not a date or time"),
