@@ -208,6 +208,13 @@ def test_an_investigator_follows_a_non_compliant_system_in_the_browser(
         row = page.locator("table.data tbody tr", has=page.locator(f'a:text-is("{SYSTEM}")'))
         assert row.locator("[data-verdict]").get_attribute("data-verdict") == "non_compliant"
         page.screenshot(path=str(shots / "1-dashboard.png"), full_page=True)
+        page.click("li.count.v-non_compliant a")  # only the non-compliant systems
+        shown = page.locator("table.data tbody tr [data-verdict]")
+        assert shown.count() == non_compliant
+        assert set(shown.evaluate_all("els => els.map(e => e.dataset.verdict)")) == {
+            "non_compliant"
+        }
+        page.click("#all-verdicts")
 
         # The system: non-compliant now, its R5 finding cites the incident and the law.
         page.click(f'a:text-is("{SYSTEM}")')
@@ -221,6 +228,10 @@ def test_an_investigator_follows_a_non_compliant_system_in_the_browser(
         assert incident.count() == 1
         assert "verified" in incident.inner_text()
         page.screenshot(path=str(shots / "2-system-now.png"), full_page=True)
+        page.emulate_media(media="print")  # printed for a file: findings, not controls
+        assert not page.locator("form.moment").is_visible()
+        assert page.locator("table.findings").is_visible()
+        page.emulate_media(media="screen")
         if os.environ.get("AILEDGER_README_SCREENSHOT"):
             page.goto(f"{workbench.url}/systems/{SYSTEM}?at={README_MOMENT}")
             assert _verdict(page) == "non_compliant"
@@ -352,6 +363,7 @@ def test_pages_answer_bad_input_with_a_reason_not_a_500(workbench: Workbench, br
             ("/entries/99999999999999999999999", 404, "no entry 99999999999999999999999"),
             ("/checkpoints/99999999999999999999999", 404, "no checkpoint of size"),
             ("/?at=0001-01-01", 400, "nothing is recorded before"),
+            ("/?verdict=fine", 400, "verdict 'fine'"),
             ("/?at=9999-12-31T23:59:59", 200, None),
             ("/systems/%3Cscript%3Ex", 404, "no system <script>x"),
             ("/systems/credit-scorer?at=2026-13-01", 400, "not a date or time"),

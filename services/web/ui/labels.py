@@ -59,6 +59,9 @@ LABELS: dict[str, dict[str, str]] = {
         "col_verdict": "Verdict",
         "col_findings": "Findings",
         "col_as_of_entry": "As of entry",
+        "only_these": "Show only these systems",
+        "only_verdict": "Showing only",
+        "all_verdicts": "all systems",
         "no_systems": "No AI system is registered in this ledger (as of this moment).",
         "not_registered_yet": "not registered yet",
         # system page

@@ -278,9 +278,13 @@ async def dashboard(
     request: Request[Any, Any, State],
     web: NamedDependency[WebContext],
     at: FromQuery[str | None] = None,
+    verdict: FromQuery[str | None] = None,
 ) -> Template:
+    """Every system's verdict then, worst first, with counts; ``?verdict=`` shows one."""
     who = investigator(request, web)
     when, at_text = _moment(at)
+    if verdict is not None and verdict not in VERDICTS:
+        raise investigate.BadQuery(f"verdict {verdict!r}: one of {', '.join(VERDICTS)}")
     rows = await web.read(investigate.systems, at=when)
     rows.sort(key=lambda r: (_RANK.get(r.verdict, len(_RANK)), r.system))
     counts: dict[str, int] = {v: 0 for v in VERDICTS}
@@ -290,7 +294,8 @@ async def dashboard(
         request,
         "dashboard.html.j2",
         who=who,
-        rows=rows,
+        rows=[r for r in rows if verdict is None or r.verdict == verdict],
+        verdict=verdict,
         counts=counts,
         at=when,
         at_text=at_text,
