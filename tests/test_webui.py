@@ -329,6 +329,8 @@ def test_an_investigator_follows_a_non_compliant_system_in_the_browser(
         assert "VERIFIED" in verified.stdout
         assert f"{SYSTEM}: non_compliant" in verified.stdout
 
+        for link in page.locator("nav a").evaluate_all("els => els.map(e => e.href)"):
+            assert page.request.get(link).ok, link  # every link of the header answers
         assert not problems, problems
 
         # Signed out: the investigation pages and the bundle are closed again.
@@ -541,7 +543,7 @@ def test_a_language_added_to_the_labels_is_offered_and_used(
         page.goto(f"{workbench.url}/checkpoints")
         assert page.locator("html").get_attribute("lang") == "ru"
         assert page.locator("nav a[href='/due']").inner_text() == "Сроки"
-        assert page.locator("nav a[href='/schema']").inner_text() == "API"  # English's
+        assert page.locator("nav a[href='/api/v1/openapi.json']").inner_text() == "API"  # English's
         page.click("nav .languages a[hreflang=en]")
         assert page.locator("html").get_attribute("lang") == "en"
         page.goto(f"{workbench.url}/checkpoints")  # the choice is remembered

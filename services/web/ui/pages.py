@@ -64,7 +64,7 @@ UI_PATHS: dict[str, str] = {
     "checkpoint_note": "/api/v1/checkpoints/{size}",
     "login": "/login",
     "logout": "/logout",
-    "api": "/schema",
+    "api": "/api/v1/openapi.json",
 }
 
 DEFAULT_WITHIN = "48h"
