@@ -240,30 +240,30 @@ class WebContext:
             reader = self._ledger_reader()
             if size is not None and reader.size >= size:
                 return reader.size
-            async with contextlib.aclosing(reader.read()) as batches:
-                async for batch in batches:
-                    pairs = [(e.index, e.leaf_hash) for e in batch.entries]
-                    if not await asyncio.to_thread(_extend, self._tree(), pairs):
-                        # the tree file lost leaves this reader had seen (deleted,
-                        # rebuilt): read LEDGER again from its start
-                        log.warning(
-                            "the tree file %s is behind LEDGER: re-reading it", self._tree().path
-                        )
-                        self._reader = None
-                        break
-                    if size is not None and reader.size >= size:
-                        break
-            if self._reader is None:
-                reader = self._ledger_reader()
-                async with contextlib.aclosing(reader.read(up_to=None)) as batches:
+            # Without a size: what LEDGER holds now, not what a busy notary appends
+            # meanwhile (a batch being committed at the end is still waited for).
+            target = await last_sequence(self.nc, LEDGER) if size is None else None
+            for attempt in range(2):
+                async with contextlib.aclosing(reader.read()) as batches:
                     async for batch in batches:
                         pairs = [(e.index, e.leaf_hash) for e in batch.entries]
                         if not await asyncio.to_thread(_extend, self._tree(), pairs):
-                            raise ProofUnavailable(
-                                f"the tree file {self._tree().path} does not follow LEDGER"
-                            )
+                            if attempt:
+                                raise ProofUnavailable(
+                                    f"the tree file {self._tree().path} does not follow LEDGER"
+                                )
+                            # the tree file lost leaves this reader had seen (deleted,
+                            # rebuilt): read LEDGER again from its start
+                            log.warning("tree file %s behind LEDGER: re-reading", self._tree().path)
+                            self._reader = None
+                            break
                         if size is not None and reader.size >= size:
                             break
+                        if target is not None and reader.position >= target:
+                            break
+                if self._reader is not None:
+                    break
+                reader = self._ledger_reader()
             return reader.size
 
     def _ledger_reader(self) -> SealedReader:
