@@ -12,6 +12,7 @@ page's in docs/img/ for the README). With $CI set, a missing chromium fails the 
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
 import subprocess
@@ -29,6 +30,8 @@ from ailedger.scenario import START, Scenario
 from ledger.bus.auth import GATEWAY, READER
 from ledger.bus.home import Home, init_home
 from ledger.bus.streams import connect
+from ledger.formats.checkpoint import parse_tlog_proof
+from ledger.formats.entry import Entry
 from ledger.formats.timeutil import SimulatedClock
 from ledger.state.persistence import store_envs
 from services.projector import rebuild
@@ -262,6 +265,13 @@ def test_an_investigator_follows_a_non_compliant_system_in_the_browser(
         assert page.locator("ol.hashes li").count() >= 1
         assert page.locator("#key-status").inner_text() == "valid"
         page.screenshot(path=str(shots / "4-entry.png"), full_page=True)
+        proof_href = page.locator("a:text-is('Download tlog-proof')").get_attribute("href")
+        proof = parse_tlog_proof(page.request.get(workbench.url + str(proof_href)).body())
+        shown = page.locator("ol.hashes li").all_inner_texts()
+        assert [base64.b64encode(h).decode() for h in proof.proof] == shown
+        raw_href = page.locator('a:text-is("Download the entry\'s bytes")').get_attribute("href")
+        raw = page.request.get(workbench.url + str(raw_href)).body()
+        assert Entry.parse(raw).index == int(page.url.rsplit("/", 1)[1])
 
         # Everything the bank signed: the search the signer's name links to.
         entry_url = page.url
