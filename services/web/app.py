@@ -275,8 +275,16 @@ class WebContext:
     async def _warm_up(self) -> None:
         """Read LEDGER once at start, so that the first entry asked for is served at once."""
         try:
-            size = await self.catch_up()
-            log.info("web: %d sealed entries read from LEDGER", size)
+            # in steps, so that requests get the reader's lock between them
+            target = await last_sequence(self.nc, LEDGER)
+            reader = self._ledger_reader()
+            while reader.position < target:
+                before = reader.position
+                await self.catch_up(reader.size + 20_000)
+                reader = self._ledger_reader()
+                if reader.position == before:
+                    break
+            log.info("web: %d sealed entries read from LEDGER", reader.size)
         except Exception as e:  # a request will try again, and say why
             log.warning("web: reading LEDGER at start: %s", e)
 
