@@ -102,7 +102,11 @@ async def _freshness(web: WebContext) -> Freshness:
         if index > last + _FRESHNESS_LOOKAHEAD:
             behind += size - index
             break
-        leaf, _ = await web.entry(index)
+        try:
+            leaf, _ = await web.entry(index)
+        except ProofUnavailable:  # not readable as a sealed leaf: counted as missing
+            behind += 1
+            continue
         behind += not isinstance(leaf, HeadsLeaf)
     return Freshness(last, size, behind)
 
@@ -145,7 +149,7 @@ def investigator(request: Request[Any, Any, State], web: WebContext) -> Principa
 
 
 class PageError(HTTPException):
-    """A page that cannot be shown, with why (rendered by :func:`_error_page`)."""
+    """A page that cannot be shown, with why (rendered by :func:`_page_error`)."""
 
 
 def _moment(at: str | None) -> tuple[datetime, str]:
@@ -382,7 +386,14 @@ async def due(
 ) -> Template:
     who = investigator(request, web)
     when, at_text = _moment(at)
-    window = investigate.parse_window(within.strip())
+    try:
+        window = investigate.parse_window(within.strip())
+        _ = when + window  # a window ending after the year 9999 is refused here
+    except OverflowError:
+        raise PageError(
+            status_code=HTTP_400_BAD_REQUEST,
+            detail=f"the window {within.strip()} from {format_time(when)} ends after 9999",
+        ) from None
     report = await web.read(investigate.due, window, at=when)
     return _page(
         request,
