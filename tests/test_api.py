@@ -631,6 +631,16 @@ async def test_investigation_needs_an_investigator_and_works_with_the_notary_sto
             assert_problem(r, 400, "bad_query")
             r = await http.get("/api/v1/due", params={"within": "soon"}, headers=auth)
             assert_problem(r, 400, "bad_query")
+            for params in (
+                {"within": "99999999999999999999w"},
+                {"within": "2w", "at": "9999-12-31T23:59:59Z"},
+                {"at_index": str(1 << 63)},
+                {"checkpoint": str(10**30)},
+            ):
+                where = "/api/v1/due" if "within" in params else "/api/v1/systems"
+                r = await http.get(where, params=params, headers=auth)
+                assert r.status_code == 400, (params, r.text)
+                assert r.headers["content-type"].startswith(PROBLEM)
             assert (await http.get("/api/v1/due", headers=auth)).status_code == 200
 
             # the evidence bundle verifies offline with the trust policy alone

@@ -19,7 +19,7 @@ date-time (UTC+5) or a date (the end of that day, UTC+5).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -33,10 +33,11 @@ from ledger.formats.timeutil import parse_moment
 from services.web.app import WebContext
 from services.web.problems import BadRequest, problem_responses
 
-__all__ = ["investigation_router"]
+__all__ = ["investigation_router", "system_bundle"]
 
 Query = Annotated[str | None, QueryParameter()]
-IndexQuery = Annotated[int | None, QueryParameter(ge=0)]
+#: An entry index or a tree size: at most 2^63-1 (what SQLite and the formats hold).
+IndexQuery = Annotated[int | None, QueryParameter(ge=0, le=(1 << 63) - 1)]
 
 
 def _investigator(request: Request[Any, Any, Any], web: WebContext) -> None:
@@ -127,6 +128,20 @@ async def bundle(
     checkpoint: IndexQuery = None,
 ) -> Response[bytes]:
     _investigator(request, web)
+    name, data = await system_bundle(web, system, checkpoint)
+    return Response(
+        data,
+        media_type="application/json",
+        headers={"content-disposition": f'attachment; filename="{name}"'},
+    )
+
+
+async def system_bundle(
+    web: WebContext, system: str, checkpoint: int | None = None
+) -> tuple[str, bytes]:
+    """A system's evidence bundle (``ailedger/bundle/v1`` with the claimed verdict) as of
+    the newest checkpoint or the one of size ``checkpoint``: its file name and bytes
+    (the API's download and the UI's; whoever calls it has checked the credential)."""
     if system not in await web.read(lambda view: view.systems()):
         raise iq.NotFound(f"no system {system}")
     signed = await web.checkpoint(checkpoint)
@@ -134,12 +149,7 @@ async def bundle(
     data = await iq.export_bundle(
         web.nc, tree, web.trust, system=system, checkpoint_size=signed.checkpoint.size
     )
-    name = f"{system}.{signed.checkpoint.size}.bundle.json"
-    return Response(
-        data,
-        media_type="application/json",
-        headers={"content-disposition": f'attachment; filename="{name}"'},
-    )
+    return f"{system}.{signed.checkpoint.size}.bundle.json", data
 
 
 @get(
@@ -179,8 +189,12 @@ async def due(
     system: Query = None,
 ) -> Response[bytes]:
     _investigator(request, web)
-    window = iq.parse_window(within)
-    when = _moment(at, "at")
+    try:
+        window = iq.parse_window(within)
+        when = _moment(at, "at")
+        (when or datetime.now(UTC)) + window  # a window past the calendar's end
+    except OverflowError:
+        raise BadRequest(f"within {within!r} from {at or 'now'} is past the year 9999") from None
     return _json(await web.read(lambda view: iq.due(view, window, at=when, system=system)))
 
 
