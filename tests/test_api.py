@@ -641,6 +641,17 @@ async def test_investigation_needs_an_investigator_and_works_with_the_notary_sto
                 r = await http.get(where, params=params, headers=auth)
                 assert r.status_code == 400, (params, r.text)
                 assert r.headers["content-type"].startswith(PROBLEM)
+            for path, params in (
+                ("/api/v1/systems", {"at": "9999-12-31T23:59:59Z"}),
+                ("/api/v1/systems/bank-scoring", {"at": "9999-12-31T23:59:59Z"}),
+                ("/api/v1/systems/bank-scoring/timeline", {"until": "9999-12-31T23:59:59Z"}),
+                ("/api/v1/search", {"actor": "bank", "after": str(1 << 63)}),
+                ("/api/v1/search", {"key": "x" * 5000}),
+                ("/api/v1/search", {"type": "'; DROP TABLE entries; --"}),
+                ("/api/v1/due", {"system": "nope"}),
+            ):
+                r = await http.get(path, params=params, headers=auth)
+                assert r.status_code < 500, (path, params, r.text)
             assert (await http.get("/api/v1/due", headers=auth)).status_code == 200
 
             # the evidence bundle verifies offline with the trust policy alone

@@ -164,7 +164,7 @@ async def search(
     subject: Query = None,
     type: Query = None,
     key: Query = None,
-    after: Annotated[int, QueryParameter(ge=-1)] = -1,
+    after: Annotated[int, QueryParameter(ge=-1, le=(1 << 63) - 1)] = -1,
     limit: Annotated[int, QueryParameter(ge=1, le=iq.MAX_PAGE)] = 100,
 ) -> Response[bytes]:
     _investigator(request, web)
