@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import json
 import logging
@@ -85,7 +86,7 @@ from ledger.state.persistence import store_envs
 from ledger.verify.bundle import VerificationError
 from ledger.verify.pins import PinStore, verify_pinned
 from ledger.views.compliance import TimelineRow
-from ledger.views.store import open_view
+from ledger.views.store import WRITER_LOCK, open_view, writing
 from services.projector import Projector, RebuildReport
 from services.projector import rebuild as projector_rebuild
 
@@ -1349,17 +1350,29 @@ def _parse_at(text: str | None) -> datetime | None:
 async def _projection(
     home: Path | None, nats: str | None, job: Callable[[Projector], Any], forever: bool = False
 ) -> Any:
-    """Bring the projector's stores up to date with LEDGER, then run ``job``."""
+    """Bring the projector's stores up to date with LEDGER, then run ``job``; while
+    another process writes them (a running projector: ledger.views.store.writing),
+    run ``job`` on them as they stand. ``forever`` (``ailedger project``): become
+    their writer, waiting for the lock if needed."""
     h = _home(home)
     state_env, view_env = store_envs(h.state_dir)
-    nc = await _connect(home, nats, "ailedger-projection", forever)
-    projector = Projector(nc, LedgerState(state_env, trust=h.trust()), open_view(view_env))
-    try:
-        await projector.catch_up()
-        return await job(projector)
-    finally:
-        projector.close()
-        await nc.drain()
+    with writing(h.state_dir) as mine, contextlib.ExitStack() as waiting:
+        if forever and not mine:
+            err.print(
+                f"waiting for the read model's writer to finish ({h.state_dir / WRITER_LOCK}: "
+                "another projector, or a command catching up)",
+                highlight=False,
+            )
+            mine = waiting.enter_context(writing(h.state_dir, wait=True))
+        nc = await _connect(home, nats, "ailedger-projection", forever)
+        projector = Projector(nc, LedgerState(state_env, trust=h.trust()), open_view(view_env))
+        try:
+            if mine:
+                await projector.catch_up()
+            return await job(projector)
+        finally:
+            projector.close()
+            await nc.drain()
 
 
 @app.command()
@@ -1419,7 +1432,13 @@ def rebuild(home: HomeOpt = None, nats: NatsOpt = None) -> None:
         finally:
             await nc.drain()
 
-    report = asyncio.run(run())
+    with writing(h.state_dir) as mine:
+        if not mine:
+            raise CliError(
+                f"a projector is writing the read model of {h.path} ({h.state_dir / WRITER_LOCK} "
+                "is held): stop it (or `ailedger up`) before rebuilding"
+            )
+        report = asyncio.run(run())
     checked = (
         f"the Merkle root of entries 0..{report.checkpoint_size - 1} matches the signed "
         f"checkpoint of size {report.checkpoint_size}"

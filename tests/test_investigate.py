@@ -5,9 +5,12 @@ notary up again nothing has changed. Against a real nats-server and a real notar
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
+import signal
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from ledger.formats.timeutil import format_time
 from ledger.formats.tree import TreeStore
 from ledger.law import events as ev
 from ledger.law.admission import key_fingerprint
+from ledger.views.store import writer_active
 from tests.conftest import (
     Harness,
     authorized_server,
@@ -276,6 +280,8 @@ async def test_investigation_without_the_notary(
         f"error: no entry {len(log) + 5}: the newest entry about a subject is {newest} "
     )
     assert beyond.stderr.rstrip().endswith("[not_found]") and "Traceback" not in beyond.stderr
+    huge = await cli("get", str(2**64), *where, cwd=tmp_path, env=env)
+    assert huge.returncode == 2 and f"indexes end at {2**63 - 1} [not_found]" in huge.stderr
     heads = await cli("get", str(size - 1), *where, cwd=tmp_path, env=env)
     assert heads.returncode == 2 and f"index {size - 1} is a heads leaf" in heads.stderr
     negative = await cli("get", *where, "--", "-1", cwd=tmp_path, env=env)
@@ -361,6 +367,58 @@ async def test_the_newest_checkpoint_is_found_from_the_end(ledger: Harness, fore
         assert (await investigate.newest_checkpoint(bus, trust, older)).note.encode() == first
         with pytest.raises(proofs.ProofUnavailable, match="no checkpoint of size 1"):
             await investigate.newest_checkpoint(bus, trust, 1)
+
+
+async def test_a_running_projector_is_the_read_models_only_writer(
+    nats_server: EmbeddedNats, home: Home, tmp_path: Path
+) -> None:
+    """While `ailedger project` (a part of `ailedger up`) holds the read model's writer
+    lock, reading commands read it as it stands, never catching up themselves, and
+    `rebuild` is refused; once it stops, a command catches up itself."""
+    env = _env(tmp_path)
+    where = ("--home", str(home.path), "--nats", nats_server.url)
+
+    async def registered() -> list[int]:
+        found = await _json_lines(
+            "search", "--type", "SystemRegistered", *where, "--json", cwd=tmp_path, env=env
+        )
+        return [r["index"] for r in found]
+
+    async with running_notary(nats_server.url, home) as ledger:
+        _, bank = await ledger.enrol("bank", ["owner"])
+        await ledger.register(bank, "scorer")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ailedger", "project", *where,
+            env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            up = await asyncio.wait_for(proc.stdout.readline(), 60)
+            assert up.startswith(b"projector up:"), up
+            assert writer_active(home.state_dir)
+            first = await registered()
+            assert len(first) == 1
+            rebuilt = await cli("rebuild", *where, cwd=tmp_path, env=env)
+            assert rebuilt.returncode == 2 and "a projector is writing the read model" in (
+                rebuilt.stderr
+            )
+            os.kill(proc.pid, signal.SIGSTOP)  # it holds the lock, and follows nothing
+            try:
+                await ledger.register(bank, "bot")
+                assert await registered() == first  # the reader did not catch up itself
+            finally:
+                os.kill(proc.pid, signal.SIGCONT)
+            for _ in range(100):  # the projector follows: the new entry shows
+                if len(now := await registered()) == 2:
+                    break
+                await asyncio.sleep(0.2)
+            assert now[0] == first[0]
+        finally:
+            proc.terminate()
+            await proc.wait()
+        assert not writer_active(home.state_dir)
+        await ledger.register(bank, "third")
+        assert len(await registered()) == 3  # no writer: the command caught up itself
 
 
 @pytest.mark.parametrize("text", ["48h", "7d", "30m", "2w", "90s"])

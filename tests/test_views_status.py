@@ -398,6 +398,15 @@ def test_search_by_actor_subject_type_and_key(tmp_path: Path) -> None:
         investigate.search(view)
     with pytest.raises(investigate.BadQuery, match="a page holds"):
         investigate.search(view, actor="bank", limit=0)
+    # indexes beyond what a store holds: nothing, never an overflow
+    assert investigate.search(view, actor="bank", after=2**70).entries == []
+    assert investigate.search(view, actor="bank", after=-(2**70)).entries != []
+    with pytest.raises(investigate.NotFound):
+        investigate.signer(view, 2**64)
+    with pytest.raises(investigate.NotFound):
+        investigate.systems(view, at_index=2**64)
+    with pytest.raises(investigate.NotFound):
+        investigate.systems(view, checkpoint_size=2**64)
     # a search reads through an index, never the whole table
     with sqlite3.connect(_sqlite(tmp_path)["SQLITE_DBNAME"]) as db:
         for column in ("actor", "type", "key_fp", "subject"):

@@ -36,6 +36,12 @@ On the read model only (synchronous):
   taken at (the last before its heads leaf).
 - ``parse_window("48h") -> timedelta`` (s, m, h, d, w); ``to_json(answer)``.
 
+Who keeps the read model current: the one process that holds its writer lock
+(:func:`ledger.views.store.writing`; ``ailedger project``, which ``ailedger up``
+runs). Everyone else reads it as it stands: ``writer_active(home.state_dir)``
+says whether a projector keeps it current now; without one, the CLI catches up
+itself before it asks (``ailedger status``, ``get`` ...).
+
 With LEDGER (asynchronous):
 
 - ``entry(view, nc, tree, trust, index, call=None) -> EntryDetail``: one entry
@@ -72,6 +78,7 @@ from ledger.formats.tree import TreeStore
 from ledger.formats.trust import TrustPolicy
 from ledger.law.rules import Finding, SystemVerdict, summarize
 from ledger.views.compliance import ComplianceView, EntryRow, SignerRow
+from ledger.views.store import writer_active
 
 __all__ = [
     "BadQuery",
@@ -101,10 +108,13 @@ __all__ = [
     "systems",
     "timeline",
     "to_json",
+    "writer_active",
 ]
 
 #: The most entries one search page holds.
 MAX_PAGE = 1000
+#: The largest index a store can hold (SQLite and PostgreSQL integers are 64-bit).
+MAX_INDEX = 2**63 - 1
 #: Messages read after an entry to find its batch's seal (batches are at most ``ailedger
 #: up --batch-size``, 500 by default, plus room for foreign messages).
 SEAL_SEARCH = 2048
@@ -334,6 +344,7 @@ def search(
         raise BadQuery(f"a page holds 1 to {MAX_PAGE} entries, not {limit}")
     if key is not None and "/" in key:  # a key id (actor/fingerprint) names its fingerprint
         key = key.partition("/")[2]
+    after = max(-1, min(after, MAX_INDEX))
     rows = view.search(
         actor=actor, subject=subject, type=type, key=key, after=after, limit=limit + 1
     )
@@ -381,7 +392,7 @@ def _moment(
     if checkpoint_size is not None:
         return None, checkpoint_index(view, checkpoint_size)
     if at_index is not None:
-        row = view.view.row(at_index)
+        row = view.view.row(at_index) if 0 <= at_index <= MAX_INDEX else None
         if row is None:
             raise NotFound(_no_entry(view, at_index))
         return None, at_index
@@ -402,6 +413,8 @@ def checkpoint_index(view: ComplianceView, size: int) -> int:
     about a subject (the leaf before its heads leaf at ``size - 1``)."""
     if size < 2:
         raise BadQuery(f"no entry before a checkpoint of size {size}")
+    if size > MAX_INDEX:
+        raise NotFound(f"no checkpoint of size {size}")
     last = view.last_index(size - 2)
     if last is None or (view.last_index() or -1) < size - 2:
         raise NotFound(f"the read model holds no entries up to {size - 2}")
@@ -531,6 +544,8 @@ def _no_entry(view: ComplianceView, index: int) -> str:
         return f"no entry {index}: the ledger is empty (or not projected yet)"
     if index < 0:
         return f"no entry {index}: indexes start at 0"
+    if index > MAX_INDEX:
+        return f"no entry {index}: indexes end at {MAX_INDEX}"
     if index > last:
         return f"no entry {index}: the newest entry about a subject is {last}"
     return _HEADS_LEAF.format(index=index)
@@ -577,6 +592,8 @@ def _signer(s: SignerRow, now: datetime) -> Signer:
 def signer(view: ComplianceView, index: int) -> Signer:
     """Who signed entry ``index``, with which key, and how that key stands now."""
     try:
+        if not 0 <= index <= MAX_INDEX:
+            raise LookupError(index)
         return _signer(view.signer(index), SystemClock().now())
     except LookupError:
         raise NotFound(_no_entry(view, index)) from None
@@ -689,9 +706,9 @@ async def entry(
 
     ``call(fn, *args)`` runs the view's questions (default: here, at once)."""
     run = call or _inline
-    row: EntryRow | None = await run(view.view.row, index)
+    row: EntryRow | None = await run(view.view.row, index) if 0 <= index <= MAX_INDEX else None
     if row is None:
-        if index >= 0 and await _heads_leaf_at(nc, index):
+        if 0 <= index <= MAX_INDEX and await _heads_leaf_at(nc, index):
             raise NotFound(_HEADS_LEAF.format(index=index))
         raise NotFound(await run(_no_entry, view, index))
     signer_row: SignerRow = await run(view.signer, index)
