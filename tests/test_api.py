@@ -275,6 +275,11 @@ async def test_gateway_answers_as_the_nats_intake_same_receipt_on_resubmission(w
     assert over_nats.note.decode() == verdict["receipt"]
     again = await web.http.post("/api/v1/submissions", content=envelope, headers=auth)
     assert again.status_code == 200 and again.json() == verdict
+    as_text = await web.http.post(
+        "/api/v1/submissions", content=envelope, headers={**auth, "accept": "text/plain"}
+    )
+    assert as_text.headers["content-type"].startswith("text/plain")
+    assert as_text.text == verdict["receipt"]
     # integrated once
     raw = await web.http.get(f"/api/v1/entries/{receipt.index}/raw")
     assert Entry.parse(raw.content).envelope == envelope

@@ -312,8 +312,9 @@ async def submit(
 ) -> Response[bytes]:
     """The body is the DSSE envelope, byte for byte as signed. The answer is the
     notary's verdict: 200 with ``{"status": "accepted", "receipt": ...}`` (the same
-    receipt for the same envelope, however often it is posted), or 422 problem
-    details whose ``code`` is the reason code and ``rejection`` the signed note."""
+    receipt for the same envelope, however often it is posted; with ``Accept:
+    text/plain``, the receipt text alone), or 422 problem details whose ``code`` is the
+    reason code and ``rejection`` the signed note."""
     principal = web.tokens.authenticate(request.headers.get("authorization"), "actor")
     body = await request.body()
     if not body:
@@ -342,6 +343,9 @@ async def submit(
             event_id=answer.event_id,
             rejection=answer.rejection,
         )
+    if request.accept.best_match(["application/json", "text/plain"]) == "text/plain":
+        # `Accept: text/plain`: the receipt itself, e.g. for curl -o receipt.txt
+        return _text(answer.note)
     verdict = Verdict(
         status="accepted",
         event_id=answer.event_id,
