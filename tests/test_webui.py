@@ -205,7 +205,9 @@ def test_an_investigator_follows_a_non_compliant_system_in_the_browser(
         assert "regulator browser test" in page.locator(".who").inner_text()
         css = page.evaluate("getComputedStyle(document.querySelector('header.top')).display")
         assert css == "flex"  # the stylesheet applies under the page's CSP
-        assert page.locator("#freshness").inner_text().startswith("Read model up to date")
+        freshness = page.locator("#freshness").inner_text()
+        assert freshness.startswith("Read model up to date: entries up to #")
+        assert "No projector is running" in freshness  # the test runs none
         non_compliant = int(page.locator('[data-count="non_compliant"]').inner_text())
         assert non_compliant >= 1
         row = page.locator("table.data tbody tr", has=page.locator(f'a:text-is("{SYSTEM}")'))

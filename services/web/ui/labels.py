@@ -49,8 +49,11 @@ LABELS: dict[str, dict[str, str]] = {
         "fresh": "Read model up to date: entries up to #%s (LEDGER holds %s sealed leaves).",
         "stale": (
             "The read model is behind LEDGER by %s entries (it holds entries up to #%s): "
-            "is the projector running (ailedger up, or ailedger project)? Verdicts below "
-            "do not count the missing entries."
+            "verdicts below do not count the missing entries."
+        ),
+        "no_projector": (
+            "No projector is running: the read model stays as it is until one runs "
+            "(ailedger up, or ailedger project)."
         ),
         # dashboard
         "dashboard_title": "AI systems by verdict",

@@ -39,6 +39,7 @@ from ledger.verify.bundle import VerificationError, _open_checkpoint, _witness_t
 from ledger.views.compliance import ComplianceView
 from services.web.app import WebContext
 from services.web.auth import Principal
+from services.web.investigation import system_bundle
 from services.web.problems import CredentialsInvalid, CredentialsMissing, status_of
 from services.web.ui.labels import DEFAULT_LANGUAGE, LABELS, labels
 
@@ -85,6 +86,7 @@ class Freshness:
     view_last: int  # the last entry the view holds (-1: none)
     ledger_size: int  # sealed leaves in LEDGER (entries and the notary's heads leaves)
     behind: int  # entries (not heads leaves) in LEDGER the view does not hold yet
+    projector: bool  # a projector keeps the view current (holds the writer's lock)
 
 
 #: Beyond this many leaves past the view's last entry, the view is behind (not looked at).
@@ -108,7 +110,7 @@ async def _freshness(web: WebContext) -> Freshness:
             behind += 1
             continue
         behind += not isinstance(leaf, HeadsLeaf)
-    return Freshness(last, size, behind)
+    return Freshness(last, size, behind, investigate.writer_active(web.home.state_dir))
 
 
 def _now() -> datetime:
@@ -357,19 +359,7 @@ async def bundle(
     """The system's evidence bundle as of the newest checkpoint (or ``?checkpoint=N``),
     with the claimed verdict, as ``ailedger export --system S --claim`` writes it."""
     investigator(request, web)
-    if not await web.read(lambda view: system in view.systems()):
-        raise investigate.NotFound(f"no system {system}")
-    signed = await web.checkpoint(checkpoint)
-    tree = await web.proof_tree(signed)  # up to the checkpoint: nothing left to append
-    data = await investigate.export_bundle(
-        web.nc,
-        tree,
-        web.trust,
-        system=system,
-        checkpoint_size=signed.checkpoint.size,
-        claim=True,
-    )
-    name = f"{system}.{signed.checkpoint.size}.bundle.json"
+    name, data = await system_bundle(web, system, checkpoint)
     return Response(
         data,
         media_type="application/json",
