@@ -30,7 +30,8 @@ from ledger.formats.timeutil import format_time
 from ledger.formats.tree import TreeStore
 from ledger.law import events as ev
 from ledger.law.admission import key_fingerprint
-from ledger.views.store import writer_active
+from ledger.state.persistence import store_envs
+from ledger.views.store import open_view, writer_active
 from tests.conftest import (
     Harness,
     authorized_server,
@@ -270,6 +271,14 @@ async def test_investigation_without_the_notary(
     )
     timeline = await _json_lines("timeline", "scorer", *where, "--json", cwd=tmp_path, env=env)
     assert [r["index"] for r in timeline] == scorer
+    # the timeline as of a checkpoint or an index, from the read model the CLI keeps
+    view = open_view(store_envs(home.state_dir)[1])
+    items = investigate.timeline(view, "scorer", checkpoint_size=size)
+    assert [i.index for i in items] == scorer
+    operating = s.index["operating scorer"]
+    earlier = investigate.timeline(view, "scorer", at_index=operating)
+    assert [i.index for i in earlier] == [i for i in scorer if i <= operating]
+    assert [i.verification for i in earlier] == ["verified"] * len(earlier)
     assert {r["verification"] for r in timeline} == {"verified"}
 
     # beyond the log, a heads leaf: one line with a reason, no traceback

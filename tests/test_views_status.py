@@ -500,6 +500,10 @@ def test_verdicts_as_of_a_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(investigate.NotFound, match="no entries up to"):
         investigate.systems(view, checkpoint_size=len(history.entries) + 5)
     with pytest.raises(investigate.BadQuery, match="one of"):
+        investigate.timeline(view, "alpha", at_index=3, checkpoint_size=5)
+    with pytest.raises(investigate.NotFound, match="no system ghost"):
+        investigate.timeline(view, "ghost")
+    with pytest.raises(investigate.BadQuery, match="one of"):
         investigate.systems(view, at_index=3, checkpoint_size=5)
     with pytest.raises(investigate.NotFound, match="no system ghost"):
         investigate.system_status(view, "ghost")

@@ -24,8 +24,8 @@ On the read model only (synchronous):
   system's verdict at a moment, ledger index or checkpoint (default: now).
 - ``system_status(view, system, at=, at_index=, checkpoint_size=) -> SystemStatus``:
   one system's verdict and findings (rule, status, deadline, legal basis, evidence).
-- ``timeline(view, system, until=None) -> list[TimelineItem]``: who did what, with
-  the signer's key and how the entry stands.
+- ``timeline(view, system, until=, at_index=, checkpoint_size=) -> list[TimelineItem]``:
+  who did what, with the signer's key and how the entry stands (default: everything).
 - ``due(view, within, at=None, system=None) -> DueReport``: obligations overdue at
   ``at`` (every violation the rules find) and those that fall due within ``within``
   if nothing more is recorded (open preventive measures of incidents, audits and
@@ -458,11 +458,25 @@ def system_status(
 
 
 def timeline(
-    view: ComplianceView, system: str, *, until: datetime | None = None
+    view: ComplianceView,
+    system: str,
+    *,
+    until: datetime | None = None,
+    at_index: int | None = None,
+    checkpoint_size: int | None = None,
 ) -> list[TimelineItem]:
-    """Who did what to ``system`` (up to ``until``), in ledger order."""
+    """Who did what to ``system`` (up to ``until``, index ``at_index`` or the checkpoint
+    of ``checkpoint_size``: one of them, default everything), in ledger order."""
+    if sum(x is not None for x in (until, at_index, checkpoint_size)) > 1:
+        raise BadQuery("give one of a time, an index or a checkpoint size")
+    if checkpoint_size is not None:
+        at_index = checkpoint_index(view, checkpoint_size)
+    if at_index is not None and not 0 <= at_index <= MAX_INDEX:
+        raise NotFound(_no_entry(view, at_index))
     try:
-        rows = view.timeline(system, until=until)
+        rows = view.timeline(system, until=until, up_to_index=at_index)
+    except KeyError:
+        raise  # a bug, not an answer
     except LookupError as e:
         raise NotFound(str(e)) from None
     return [
@@ -595,6 +609,8 @@ def signer(view: ComplianceView, index: int) -> Signer:
         if not 0 <= index <= MAX_INDEX:
             raise LookupError(index)
         return _signer(view.signer(index), SystemClock().now())
+    except KeyError:
+        raise  # a bug, not an answer
     except LookupError:
         raise NotFound(_no_entry(view, index)) from None
 

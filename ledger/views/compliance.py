@@ -647,11 +647,14 @@ class ComplianceView(Projection[ComplianceViewRecorder]):
         facts = [r.fact() for r in rows]
         return evaluate(system, facts, judged_at or at, as_of_index=at_index)
 
-    def timeline(self, system: str, *, until: datetime | None = None) -> list[TimelineRow]:
-        """Who did what to ``system``, in ledger order, each entry judged as the notary
-        judged it (:mod:`ledger.law.admission`: signer, key, role, as they stood),
-        then against what later revocations revealed."""
-        chain = self.view.rows([f"system/{system}"], up_to_time=until)
+    def timeline(
+        self, system: str, *, until: datetime | None = None, up_to_index: int | None = None
+    ) -> list[TimelineRow]:
+        """Who did what to ``system`` (integrated by ``until``, up to index
+        ``up_to_index``), in ledger order, each entry judged as the notary judged it
+        (:mod:`ledger.law.admission`: signer, key, role, as they stood), then against
+        what later revocations revealed."""
+        chain = self.view.rows([f"system/{system}"], up_to_time=until, up_to_index=up_to_index)
         if not chain:
             raise LookupError(f"no system {system}")
         state, judged = self._judged(chain)
