@@ -464,6 +464,28 @@ def test_search_results_come_a_page_at_a_time(
         page.close()
 
 
+def test_a_long_timeline_shows_its_newest_entries_first_then_all(
+    workbench: Workbench, browser: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.web.ui import pages
+
+    monkeypatch.setattr(pages, "TIMELINE_ROWS", 4)
+    page = browser.new_page()
+    try:
+        page.goto(f"{workbench.url}/login?next=%2Fsystems%2F{SYSTEM}")
+        _sign_in(page, workbench)
+        page.wait_for_url(re.compile(f"/systems/{SYSTEM}$"))
+        rows = page.locator("table.timeline tbody tr td.num a").all_inner_texts()
+        total = int(page.locator("#timeline-cut").inner_text().split(" of ")[1].split()[0])
+        assert len(rows) == 4 and total > 4
+        page.click("#timeline-full")
+        every = page.locator("table.timeline tbody tr td.num a").all_inner_texts()
+        assert len(every) == total and every[-4:] == rows
+        assert page.locator("#timeline-cut").count() == 0
+    finally:
+        page.close()
+
+
 def test_a_read_model_behind_ledger_is_said_so(workbench: Workbench, browser: Any) -> None:
     """An entry integrated while no projector runs: the pages say the verdicts miss it.
     (Last of the browser tests: it adds an entry to the module's ledger.)"""

@@ -90,6 +90,8 @@ LABELS: dict[str, dict[str, str]] = {
         "timeline_help": (
             "Every entry of this system integrated up to the moment shown, in ledger order."
         ),
+        "timeline_cut": "The newest %s of %s entries.",
+        "timeline_full": "Show the whole timeline",
         "col_index": "Entry",
         "col_integrated": "Integrated",
         "col_signed": "Signed",

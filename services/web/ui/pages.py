@@ -269,6 +269,9 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 
+#: Timeline rows on a system's page unless the whole timeline is asked for (the newest).
+TIMELINE_ROWS = 500
+
 #: Checkpoints listed on a checkpoint's page (the newest ones).
 CHECKPOINT_HISTORY = 20
 
@@ -332,10 +335,16 @@ async def system(
     web: NamedDependency[WebContext],
     system: FromPath[str],
     at: FromQuery[str | None] = None,
+    full: FromQuery[bool] = False,
 ) -> Template:
+    """The system's verdict, findings and timeline then; a long timeline shows its newest
+    :data:`TIMELINE_ROWS` entries unless ``?full=true``."""
     who = investigator(request, web)
     when, at_text = _moment(at)
     status, timeline = await web.read(_system_page, system, when)
+    total = len(timeline)
+    if not full and total > TIMELINE_ROWS:
+        timeline = timeline[-TIMELINE_ROWS:]
     return _page(
         request,
         "system.html.j2",
@@ -344,6 +353,7 @@ async def system(
         system=system,
         verdict=status,
         timeline=timeline,
+        timeline_total=total,
         at=when,
         at_text=at_text,
     )
