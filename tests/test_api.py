@@ -744,3 +744,26 @@ async def test_a_forged_checkpoint_on_the_bus_is_never_served(web: Web) -> None:
     assert_problem(
         await web.http.get(f"/api/v1/checkpoints/{real.size + 40}"), 404, "proof_unavailable"
     )
+
+
+@pytest.mark.asyncio
+async def test_the_gateway_connects_again_when_nats_py_gave_its_connection_up(
+    ledger: Harness,
+) -> None:
+    from ledger.formats.receipt import Receipt
+    from services.web.app import WebContext
+
+    key, _ = await owner_with_system(ledger)
+    web = WebContext(WebConfig(ledger.home, ledger.url, submit_timeout=20.0))
+    await web.start()
+    try:
+        first = await web.ensure_gateway()
+        assert first is not None
+        await first.client.nc.close()  # as nats-py does after its reconnect attempts
+        assert first.closed
+        again = await web.ensure_gateway()
+        assert again is not None and again is not first and not again.closed
+        receipt = await again.submit(hand_signed(key, deployment("bank", "bank-scoring")))
+        assert isinstance(receipt, Receipt) and receipt.index > 0
+    finally:
+        await web.close()

@@ -41,6 +41,7 @@ from services.web.gateway import Rejected
 from services.web.problems import (
     ActorMismatch,
     BadRequest,
+    GatewayUnavailable,
     HttpNotFound,
     problem_meaning,
     problem_response,
@@ -321,11 +322,8 @@ async def submit(
         raise BadRequest("the body must be a DSSE envelope (JSON), not empty")
     gateway = await web.ensure_gateway()
     if gateway is None:
-        return problem_response(
-            503,
-            "gateway_unavailable",
-            "the gateway cannot reach the ledger's bus as _gateway (see the web app's log)",
-            headers={"retry-after": "5"},
+        raise GatewayUnavailable(
+            "the gateway cannot reach the ledger's bus as _gateway (see the web app's log)"
         )
     head = gateway.head(body)  # EnvelopeError / SchemaError: 400 with their code
     if head.actor != principal.actor:

@@ -34,7 +34,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import uvicorn
@@ -148,7 +147,14 @@ class WebContext:
 
     async def ensure_gateway(self) -> Gateway | None:
         """The gateway's NATS client, connected as ``_gateway`` (retried at most every 5 s
-        while it cannot connect: the server may not know the identity yet)."""
+        while it cannot connect: the server may not know the identity yet; connected again
+        when nats-py gave its connection up for good)."""
+        if self.gateway is not None and self.gateway.closed:
+            log.warning("the gateway's NATS connection closed; connecting again")
+            with contextlib.suppress(Exception):
+                await self.gateway.close()
+            self.gateway = None
+            self._gateway_retry = 0.0
         if self.gateway is not None:
             return self.gateway
         async with self._gateway_lock:
@@ -571,8 +577,3 @@ async def serve_web(
 def ready_line(url: str) -> str:
     """What ``ailedger web`` prints once it listens (the supervisor waits for it)."""
     return f"web up: {url} (pid {os.getpid()})"
-
-
-def default_home_path() -> Path | None:
-    value = os.environ.get("AILEDGER_HOME")
-    return Path(value) if value else None

@@ -30,9 +30,11 @@ from ledger.bus.client import (
     envelope_head,
 )
 from ledger.bus.streams import Verdict
+from ledger.formats.errors import LedgerError
 from ledger.formats.receipt import Receipt
 from ledger.formats.trust import TrustPolicy
 from ledger.law import events as ev
+from services.web.problems import GatewayUnavailable
 
 __all__ = ["Gateway", "Rejected"]
 
@@ -80,6 +82,11 @@ class Gateway:
         assert isinstance(nc_client, _Client)
         return cls(nc_client, timeout)
 
+    @property
+    def closed(self) -> bool:
+        """Whether nats-py has given the connection up (it then never reconnects)."""
+        return bool(self.client.nc.is_closed)
+
     async def close(self) -> None:
         await self.client.close()
 
@@ -116,5 +123,9 @@ class Gateway:
                     e.event_id,
                     self.client.signed_rejections.pop(e.event_id, None),
                 )
+            except LedgerError:
+                raise
+            except Exception as e:  # nats-py: the connection closed or broke under it
+                raise GatewayUnavailable(f"the gateway's NATS connection failed: {e}") from None
             finally:
                 self.client.signed_rejections.pop(head.event_id, None)

@@ -46,6 +46,7 @@ __all__ = [
     "BodyTooLarge",
     "CredentialsInvalid",
     "CredentialsMissing",
+    "GatewayUnavailable",
     "HttpNotFound",
     "NotPermitted",
     "Problem",
@@ -132,6 +133,14 @@ class HttpNotFound(LedgerError, LookupError):
     code = "no_such_resource"
     exit_status = USAGE
     http_status: ClassVar[int] = HTTP_404_NOT_FOUND
+
+
+class GatewayUnavailable(LedgerError, ConnectionError):
+    """The HTTP gateway cannot reach the ledger's bus as ``_gateway`` now (503, with
+    Retry-After): resubmit the same envelope; nothing was lost."""
+
+    code = "gateway_unavailable"
+    exit_status = UNAVAILABLE
 
 
 class WebCannotRun(LedgerError, RuntimeError):
