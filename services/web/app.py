@@ -190,7 +190,9 @@ class WebContext:
                 await self.nc.drain()
         if self.tree is not None:
             self.tree.close()
-        self._view_thread.submit(self._close_view).result(timeout=10)
+        closing = asyncio.get_running_loop().run_in_executor(self._view_thread, self._close_view)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(closing, 10)
         self._view_thread.shutdown(wait=False)
 
     # -- the read model (the projector's compliance view) ---------------------------
