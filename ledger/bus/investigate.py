@@ -521,10 +521,9 @@ def due(
     as_of = -1
     for s in names:
         try:
-            now = view.status(s, at=when)
+            now, later = view.statuses(s, at=when, judged_at=(when, until))
         except ValueError:  # not registered yet
             continue
-        later = view.status(s, at=when, judged_at=until)
         as_of = max(as_of, now.as_of_index)
         for f in now.findings:
             if f.status == "violation":

@@ -624,6 +624,24 @@ class ComplianceView(Projection[ComplianceViewRecorder]):
         each slot (:func:`slot_of`), up to then: a few index seeks, however long the
         system's history. ``judged_at`` (not before ``at``): the facts known then,
         judged at that later clock (what falls due if nothing more is recorded)."""
+        at, facts = self._status_facts(system, at, at_index)
+        if judged_at is not None and judged_at < at:
+            raise ValueError("judged_at is before the moment the facts are taken at")
+        return evaluate(system, facts, judged_at or at, as_of_index=at_index)
+
+    def statuses(
+        self, system: str, *, at: datetime, judged_at: Sequence[datetime]
+    ) -> list[SystemVerdict]:
+        """The verdicts on the facts known at ``at``, judged at each of ``judged_at``
+        (none before ``at``): the facts are read once."""
+        at, facts = self._status_facts(system, at, None)
+        if any(t < at for t in judged_at):
+            raise ValueError("judged_at is before the moment the facts are taken at")
+        return [evaluate(system, facts, t) for t in judged_at]
+
+    def _status_facts(
+        self, system: str, at: datetime | None, at_index: int | None
+    ) -> tuple[datetime, list[Fact]]:
         if at is None:
             if at_index is None:
                 raise ValueError("give a time or an index")
@@ -642,10 +660,7 @@ class ComplianceView(Projection[ComplianceViewRecorder]):
             _NO_BOUND if at_index is None else at_index,
             up_to,
         )
-        if judged_at is not None and judged_at < at:
-            raise ValueError("judged_at is before the moment the facts are taken at")
-        facts = [r.fact() for r in rows]
-        return evaluate(system, facts, judged_at or at, as_of_index=at_index)
+        return at, [r.fact() for r in rows]
 
     def timeline(
         self, system: str, *, until: datetime | None = None, up_to_index: int | None = None
