@@ -596,7 +596,16 @@ async def test_investigation_needs_an_investigator_and_works_with_the_notary_sto
                 r = await http.get(path, headers={"authorization": f"Bearer {gateway_token}"})
                 assert_problem(r, 403, "not_permitted")
 
-            listed = (await http.get("/api/v1/systems", headers=auth)).json()
+            r = await http.get("/api/v1/systems", headers=auth)
+            # no projector runs: the read model is answered as it stands, and says so
+            assert r.headers["ailedger-read-model"] == "stale"
+            from ledger.views.store import writing
+
+            with writing(home.state_dir) as mine:  # as a running projector holds it
+                assert mine
+                live = await http.get("/api/v1/systems", headers=auth)
+                assert live.headers["ailedger-read-model"] == "live"
+            listed = r.json()
             assert [s["system"] for s in listed] == ["bank-scoring"]
             one = (await http.get("/api/v1/systems/bank-scoring", headers=auth)).json()
             # the same verdict as the CLI's, from the same read model
@@ -622,6 +631,7 @@ async def test_investigation_needs_an_investigator_and_works_with_the_notary_sto
             ).json()
             assert [t["index"] for t in timeline] == [e["index"] for e in found["entries"]]
             assert len(timeline) == 2 and timeline[0]["actor"] == "bank"
+            assert int(r.headers["ailedger-read-model-index"]) == timeline[-1]["index"]
             by_bank = (
                 await http.get("/api/v1/search", params={"actor": "bank"}, headers=auth)
             ).json()

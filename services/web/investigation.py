@@ -19,6 +19,7 @@ date-time (UTC+5) or a date (the end of that day, UTC+5).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -33,7 +34,7 @@ from ledger.formats.timeutil import parse_moment
 from services.web.app import WebContext
 from services.web.problems import BadRequest, problem_responses
 
-__all__ = ["investigation_router", "system_bundle"]
+__all__ = ["HDR_READ_MODEL", "HDR_READ_MODEL_INDEX", "investigation_router", "system_bundle"]
 
 Query = Annotated[str | None, QueryParameter()]
 #: An entry index or a tree size: at most 2^63-1 (what SQLite and the formats hold).
@@ -53,8 +54,20 @@ def _moment(text: str | None, name: str) -> datetime | None:
         raise BadRequest(f"{name}: {e}") from None
 
 
-def _json(answer: msgspec.Struct | list[Any]) -> Response[bytes]:
-    return Response(msgspec.json.encode(answer), media_type="application/json")
+#: Response headers of every answer from the read model: whether a projector keeps it
+#: current (``live``) or nobody does (``stale``: as the stores stand), and the newest
+#: entry it holds. The web app never writes the read model (ledger.views.store.writing).
+HDR_READ_MODEL = "Ailedger-Read-Model"
+HDR_READ_MODEL_INDEX = "Ailedger-Read-Model-Index"
+
+
+async def _json(web: WebContext, answer: msgspec.Struct | list[Any]) -> Response[bytes]:
+    live = await asyncio.to_thread(iq.writer_active, web.home.state_dir)
+    newest = await web.read(lambda view: view.last_index())
+    headers = {HDR_READ_MODEL: "live" if live else "stale"}
+    if newest is not None:
+        headers[HDR_READ_MODEL_INDEX] = str(newest)
+    return Response(msgspec.json.encode(answer), media_type="application/json", headers=headers)
 
 
 @get(
@@ -74,7 +87,7 @@ async def systems(
     answer = await web.read(
         lambda view: iq.systems(view, at=when, at_index=at_index, checkpoint_size=checkpoint)
     )
-    return _json(answer)
+    return await _json(web, answer)
 
 
 @get(
@@ -97,7 +110,7 @@ async def system_status(
             view, system, at=when, at_index=at_index, checkpoint_size=checkpoint
         )
     )
-    return _json(answer)
+    return await _json(web, answer)
 
 
 @get(
@@ -113,7 +126,7 @@ async def timeline(
 ) -> Response[bytes]:
     _investigator(request, web)
     when = _moment(until, "until")
-    return _json(await web.read(lambda view: iq.timeline(view, system, until=when)))
+    return await _json(web, await web.read(lambda view: iq.timeline(view, system, until=when)))
 
 
 @get(
@@ -173,7 +186,7 @@ async def search(
             view, actor=actor, subject=subject, type=type, key=key, after=after, limit=limit
         )
     )
-    return _json(answer)
+    return await _json(web, answer)
 
 
 @get(
@@ -195,7 +208,9 @@ async def due(
         (when or datetime.now(UTC)) + window  # a window past the calendar's end
     except OverflowError:
         raise BadRequest(f"within {within!r} from {at or 'now'} is past the year 9999") from None
-    return _json(await web.read(lambda view: iq.due(view, window, at=when, system=system)))
+    return await _json(
+        web, await web.read(lambda view: iq.due(view, window, at=when, system=system))
+    )
 
 
 def investigation_router() -> Router:
