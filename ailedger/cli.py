@@ -1405,6 +1405,7 @@ def project(
 
 @app.command()
 @one_line_errors
+@reads_ledger
 def rebuild(home: HomeOpt = None, nats: NatsOpt = None) -> None:
     """Drop the compliance state and views and rebuild them from LEDGER."""
     h = _home(home)

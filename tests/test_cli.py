@@ -220,9 +220,9 @@ def test_keygen_init_up_submit_log(tmp_path: Path) -> None:
             "owner",
             "SystemRegistered",
         )
-        rebuilt = ailedger("rebuild", "--home", str(home), cwd=tmp_path)
-        # rebuild counts LEDGER messages: the heads leaf too
-        assert "rebuilt 4 entries" in rebuilt.stdout and "state digest" in rebuilt.stdout
+        # no rebuild under the running projector of `ailedger up`: after it (below)
+        refused = ailedger("rebuild", "--home", str(home), cwd=tmp_path)
+        assert refused.returncode == 2 and "a projector is writing the read model" in refused.stderr
         claimed = tmp_path / "claimed.bundle.json"
         args = ("export", "--system", "scorer", "--claim", "-o", str(claimed), "--home", str(home))
         assert ailedger(*args, cwd=tmp_path).returncode == 0
@@ -235,6 +235,12 @@ def test_keygen_init_up_submit_log(tmp_path: Path) -> None:
     assert up.returncode == 0
     assert "notary stopped cleanly: accepted 2, rejected 1" in out
     assert not Home(home).url_file.exists()
+    # nothing runs: rebuild starts the home's nats-server for its duration
+    rebuilt = ailedger("rebuild", "--home", str(home), cwd=tmp_path)
+    # rebuild counts LEDGER messages: the heads leaf too
+    assert "rebuilt 4 entries" in rebuilt.stdout and "state digest" in rebuilt.stdout, (
+        rebuilt.stderr
+    )
 
 
 @pytest.mark.parametrize(
