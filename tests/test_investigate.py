@@ -436,7 +436,9 @@ def test_windows(text: str) -> None:
     assert investigate.parse_window(text) == timedelta(seconds=int(text[:-1]) * seconds)
 
 
-@pytest.mark.parametrize("text", ["", "h", "48", "-1h", "1.5h", "48 h", "2y"])
+@pytest.mark.parametrize(
+    "text", ["", "h", "48", "-1h", "1.5h", "48 h", "2y", "\u0663h", "99999999999999999999w"]
+)
 def test_what_is_not_a_window_is_refused(text: str) -> None:
     with pytest.raises(investigate.BadQuery, match="not a window"):
         investigate.parse_window(text)

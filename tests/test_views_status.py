@@ -480,6 +480,12 @@ def test_what_falls_due_audits_insurance_and_measures(tmp_path: Path) -> None:
     ]
     with pytest.raises(investigate.NotFound, match="no system"):
         investigate.due(view, timedelta(hours=1), at=at, system="ghost")
+    # the end of time: a clear refusal, never an overflow
+    end = datetime(9999, 12, 31, 23, 59, tzinfo=UTC)
+    with pytest.raises(investigate.BadQuery, match="beyond the year 9999"):
+        investigate.due(view, timedelta(weeks=2), at=end)
+    with pytest.raises(investigate.BadQuery, match="at most"):
+        investigate.due(view, timedelta(days=10**6), at=at)
 
 
 def test_verdicts_as_of_a_checkpoint(tmp_path: Path) -> None:

@@ -115,6 +115,8 @@ __all__ = [
 MAX_PAGE = 1000
 #: The largest index a store can hold (SQLite and PostgreSQL integers are 64-bit).
 MAX_INDEX = 2**63 - 1
+#: The longest window ``due`` looks ahead.
+MAX_WINDOW = timedelta(days=100 * 366)
 #: Messages read after an entry to find its batch's seal (batches are at most ``ailedger
 #: up --batch-size``, 500 by default, plus room for foreign messages).
 SEAL_SEARCH = 2048
@@ -511,9 +513,14 @@ def due(
     end, a rulebook coming into force ...); ordered by deadline."""
     if within < timedelta(0):
         raise BadQuery("the window must not be negative")
+    if within > MAX_WINDOW:
+        raise BadQuery(f"the window must be at most {MAX_WINDOW.days} days")
     when, _ = _moment(view, at, None, None)
     assert when is not None
-    until = when + within
+    try:
+        until = when + within
+    except OverflowError:
+        raise BadQuery(f"{format_time(when)} plus the window is beyond the year 9999") from None
     names = view.systems() if system is None else [system]
     if system is not None and system not in view.systems():
         raise NotFound(f"no system {system}")
@@ -801,6 +808,9 @@ def parse_window(text: str) -> timedelta:
     """``48h``, ``7d``, ``90m``, ``2w``, ``3600s``: a window of time."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     number, unit = text[:-1], text[-1:].lower()
-    if unit not in units or not number.isdigit():
+    if unit not in units or not number.isascii() or not number.isdigit():
         raise BadQuery(f"{text!r} is not a window: a number and a unit, e.g. 48h, 7d, 30m, 2w")
-    return timedelta(seconds=int(number) * units[unit])
+    seconds = int(number) * units[unit]
+    if seconds > MAX_WINDOW // timedelta(seconds=1):
+        raise BadQuery(f"{text!r} is not a window: at most {MAX_WINDOW.days} days")
+    return timedelta(seconds=seconds)
