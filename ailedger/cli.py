@@ -1485,6 +1485,8 @@ def status(
     """Compliance verdicts with their findings, legal basis and evidence, as of a moment."""
     if checkpoint_size is not None and (at is not None or at_index is not None):
         raise CliError("give one of --at, --at-index and --checkpoint")
+    if at_index is not None and not 0 <= at_index <= investigate.MAX_INDEX:
+        raise CliError(f"no entry {at_index}: indexes are 0 to {investigate.MAX_INDEX}")
     when = _parse_at(at)
     if when is None and at_index is None and checkpoint_size is None:
         when = SystemClock().now()

@@ -265,6 +265,8 @@ async def test_investigation_without_the_notary(
     )
     assert {v["as_of_index"] for v in at_checkpoint} == {size - 2} == {s.index["incident"]}
     assert {v["system"]: v["verdict"] for v in at_checkpoint} == verdicts
+    huge = await cli("status", *where, "--at-index", str(2**64), cwd=tmp_path, env=env)
+    assert huge.returncode == 2 and "indexes are 0 to" in huge.stderr, huge.stderr
     unsigned = await cli("status", *where, "--checkpoint", "3", cwd=tmp_path, env=env)
     assert unsigned.returncode == 2 and "no checkpoint of size 3 [proof_unavailable]" in (
         unsigned.stderr
