@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from dataclasses import dataclass
@@ -110,7 +111,8 @@ async def _freshness(web: WebContext) -> Freshness:
             behind += 1
             continue
         behind += not isinstance(leaf, HeadsLeaf)
-    return Freshness(last, size, behind, investigate.writer_active(web.home.state_dir))
+    projector = await asyncio.to_thread(investigate.writer_active, web.home.state_dir)
+    return Freshness(last, size, behind, projector)
 
 
 def _now() -> datetime:
