@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
 import pytest
@@ -26,6 +27,7 @@ from ledger.formats.keys import generate
 from ledger.law import events as ev
 from ledger.law import rejections as errors
 from ledger.state.application import (
+    SNAPSHOT_EVERY,
     AlreadyIntegrated,
     LedgerCorrupt,
     LedgerState,
@@ -34,6 +36,7 @@ from ledger.state.application import (
 from ledger.state.domain import (
     RECORD_TOPIC,
     Actor,
+    AISystem,
     EventRecord,
     Provenance,
     StateAggregate,
@@ -367,13 +370,13 @@ def test_a_state_with_a_tiny_cache_loads_what_it_evicted_and_judges_alike(
     assert tiny.state.record(uuid4()) is None
 
 
-def deploy_of(world: World, actor: str, at: datetime) -> bytes:
+def deploy_of(world: World, actor: str, at: datetime, version: str = "3") -> bytes:
     return world.event(
         actor,
         ev.VersionDeployed,
         at,
         subject="system/scorer",
-        version="3",
+        version=version,
         artifact_sha256="d" * 64,
     )
 
@@ -421,3 +424,37 @@ def test_an_event_triggered_directly_is_the_one_eventsourcing_builds(
         stored, again = mapper.to_stored_event(event), mapper.to_stored_event(expected)
         assert stored.topic == again.topic and stored.originator_version == agg.version + 1
         assert _without_timestamp(stored.state) == _without_timestamp(again.state)
+
+
+def test_a_system_loaded_from_its_snapshot_is_the_one_its_events_give(tmp_path: Path) -> None:
+    home = init_home(tmp_path / "home", origin="state.ailedger.kz/test", at=T0)
+    env = {**sqlite_env(tmp_path / "tiny.sqlite"), "AGGREGATE_CACHE_MAXSIZE": "1"}
+    tiny = World(home, env)
+    history(tiny)
+    system_id = AISystem.create_id("scorer")
+    for i in range(2 * SNAPSHOT_EVERY + 3):  # one batch each: loaded back every time
+        at = T0 + timedelta(hours=2, minutes=i)
+        tiny.admit(deploy_of(tiny, "bank", at, version=f"v{i}"), at)
+    assert tiny.state.snapshots is not None
+    snapshots = list(tiny.state.snapshots.recorder.select_events(system_id))
+    assert [s.originator_version for s in snapshots] == [SNAPSHOT_EVERY, 2 * SNAPSHOT_EVERY]
+
+    class WithoutSnapshots(LedgerState):
+        snapshotting_intervals: ClassVar[dict[Any, int]] = {}
+
+    plain = WithoutSnapshots(sqlite_env(tmp_path / "plain.sqlite"), trust=home.trust())
+    plain.replay(tiny.stored)
+    assert plain.snapshots is None
+    assert plain.digest() == tiny.state.digest()  # snapshots are not state
+    loaded, replayed = tiny.state.get(AISystem, system_id), plain.get(AISystem, system_id)
+    assert loaded is not None and replayed is not None
+    assert loaded.version == replayed.version > 2 * SNAPSHOT_EVERY
+    assert loaded.deployed_version == f"v{2 * SNAPSHOT_EVERY + 2}"
+    times = {"_created_on", "_modified_on"}
+    assert {k: v for k, v in vars(loaded).items() if k not in times} == {
+        k: v for k, v in vars(replayed).items() if k not in times
+    }
+    # judged alike on it: the auditor may not deploy, the owner may
+    t3 = T0 + timedelta(hours=3)
+    assert tiny.refused(deploy_of(tiny, "auditor", t3), t3) == "role_not_allowed"
+    tiny.admit(deploy_of(tiny, "bank", t3, version="last"), t3)

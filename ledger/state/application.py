@@ -17,6 +17,7 @@ Persistence is chosen by the environment, as eventsourcing does it:
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import functools
 import hashlib
@@ -28,7 +29,7 @@ from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
-from eventsourcing.domain import Aggregate, DomainEventProtocol
+from eventsourcing.domain import Aggregate, DomainEventProtocol, Snapshot
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Mapper, Tracking, Transcoder
 from eventsourcing.projection import EventSourcedProjection
 
@@ -51,7 +52,7 @@ from ledger.state.domain import (
     project,
 )
 from ledger.state.recording import Recording
-from ledger.state.stored import events_in_order, recorded_ids, stored_events
+from ledger.state.stored import events_in_order, latest_event, recorded_ids, stored_events
 from ledger.state.transcoding import FastJSONTranscoder, StateMapper
 
 __all__ = [
@@ -64,6 +65,8 @@ __all__ = [
 ]
 
 TRACKING_NAME = "LEDGER"
+#: Versions between two snapshots of an AI system's aggregate.
+SNAPSHOT_EVERY = 8
 
 #: Decides whether an envelope's signature verifies with a public key. The
 #: notary passes one backed by signatures already verified in parallel.
@@ -161,6 +164,10 @@ class LedgerState(EventSourcedProjection[UUID]):
     """Actors, keys, systems, incidents, audits, insurance and rulebooks, from LEDGER."""
 
     name = "LedgerState"
+    #: Systems are the subjects with long histories (and there may be 10^5 of
+    #: them, more than the cache holds): one loaded from the store is its latest
+    #: snapshot and the few events after it, not its whole history.
+    snapshotting_intervals: ClassVar[dict[Any, int]] = {AISystem: SNAPSHOT_EVERY}
     env: ClassVar[dict[str, str]] = {
         "AGGREGATE_CACHE_MAXSIZE": "20000",
         # One writer per state store, so recorded aggregates go straight into
@@ -202,18 +209,11 @@ class LedgerState(EventSourcedProjection[UUID]):
         recorded), or None.
 
         What ``Repository.get`` does with this application's settings (a cache, no
-        fast-forwarding, copies from the cache), with cheaper misses: one query
-        that finds the aggregate's stored events or nothing (most misses are new
-        subjects, keys and records), projected without eventsourcing's
-        per-event Protocol check."""
+        fast-forwarding, copies from the cache, snapshots), with cheaper misses
+        (:meth:`_load`)."""
         repository = self.repository
         cache = repository.cache
-        if (
-            cache is None
-            or repository.fastforward
-            or not repository.deepcopy_from_cache
-            or repository.snapshot_store is not None
-        ):
+        if cache is None or repository.fastforward or not repository.deepcopy_from_cache:
             try:
                 agg: Aggregate = repository.get(aggregate_id, projector_func=project)
             except AggregateNotFoundError:
@@ -222,15 +222,29 @@ class LedgerState(EventSourcedProjection[UUID]):
         try:
             agg = cast(Aggregate, cache.get(aggregate_id))
         except KeyError:
-            stored = stored_events(self.recorder, aggregate_id)
-            if not stored:
-                return None
-            loaded = project(None, map(self.mapper.to_domain_event, stored))
+            loaded = self._load(aggregate_id)
             if loaded is None:
                 return None
             cache.put(aggregate_id, loaded)
             agg = loaded
         return self.checked(cls, aggregate_id, copy.deepcopy(agg))
+
+    def _load(self, aggregate_id: UUID) -> Aggregate | None:
+        """An aggregate from the store: its latest snapshot, if any, and the events
+        after it, found with one query each (no transaction; most misses are new
+        subjects, keys and records, which one query finds absent), projected
+        without eventsourcing's per-event Protocol check."""
+        base: Aggregate | None = None
+        if self.snapshots is not None:
+            snapshot = latest_event(self.snapshots.recorder, aggregate_id)
+            if snapshot is not None:
+                base = self.mapper.to_domain_event(snapshot).mutate(None)  # type: ignore[attr-defined]
+        stored = stored_events(
+            self.recorder, aggregate_id, gt=None if base is None else base.version
+        )
+        if not stored:
+            return base
+        return cast("Aggregate | None", project(base, map(self.mapper.to_domain_event, stored)))
 
     @staticmethod
     def checked(cls: type[A], aggregate_id: UUID, agg: Aggregate) -> A:
@@ -297,14 +311,34 @@ class LedgerState(EventSourcedProjection[UUID]):
         batch = cast(Batch, domain_event)
         # Collected by hand: ProcessingEvent.collect_events() checks each object
         # against runtime Protocols, which dominates the cost of a large batch.
+        intervals = self.snapshotting_intervals or {}
+        due: list[Aggregate] = []
+        self._snapshots_due = due
         for agg in batch.overlay.values():
-            processing_event.events.extend(agg.collect_events())
+            events = agg.collect_events()
+            processing_event.events.extend(events)
             processing_event.aggregates[agg.id] = agg
+            interval = intervals.get(type(agg))
+            if interval and agg.version // interval > (agg.version - len(events)) // interval:
+                due.append(agg)
         # Event records are read only to answer duplicates: recorded (one row
         # each, see StateMapper), but kept out of the aggregate cache.
         processing_event.events.extend(
             cast("list[DomainEventProtocol[UUID]]", list(batch.records.values()))
         )
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        """Snapshots of the aggregates whose versions passed a multiple of their
+        interval in the batch just recorded, taken from the aggregates in memory
+        (eventsourcing's ``take_snapshot`` loads each from the store again). In a
+        transaction of their own: a snapshot lost in a crash only makes a later
+        load read more events."""
+        due, self._snapshots_due = self._snapshots_due, []
+        if self.snapshots is None or not due:
+            return
+        # IntegrityError: another process on this store took them first (the same state)
+        with contextlib.suppress(IntegrityError):
+            self.snapshots.put([Snapshot.take(agg) for agg in due])
 
     def replay(
         self,

@@ -183,10 +183,30 @@ def project(aggregate: Any, events: Iterable[Any]) -> Any:
     """eventsourcing's ``project_aggregate`` without its assertion that each event
     is a ``CanMutateProtocol``: an ``isinstance`` against a runtime Protocol, which
     cost more than decoding and applying the event (every aggregate loaded from the
-    store, event by event)."""
+    store, event by event). A command event whose class has a plan
+    (:func:`_event_plan`) calls its ``@event`` method directly, as
+    :meth:`StateAggregate.trigger_event` does; any other event mutates as usual."""
     for domain_event in events:
-        aggregate = domain_event.mutate(aggregate)
+        plan = _EVENT_PLANS.get(type(domain_event), _UNPLANNED)
+        if plan is _UNPLANNED:
+            plan = _event_plan(type(domain_event))
+        d = domain_event.__dict__ if plan is not None else None
+        if (
+            d is not None
+            and aggregate is not None
+            and d["originator_id"] == aggregate._id
+            and d["originator_version"] == aggregate._version + 1
+        ):
+            names, method = plan
+            method(aggregate, **{name: d[name] for name in names})
+            aggregate._version = d["originator_version"]
+            aggregate._modified_on = d["timestamp"]
+        else:
+            aggregate = domain_event.mutate(aggregate)
     return aggregate
+
+
+_UNPLANNED: Any = object()
 
 
 class StateAggregate(Aggregate):

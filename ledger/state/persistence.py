@@ -125,6 +125,7 @@ def drop_stores(state_env: Mapping[str, str], view_env: Mapping[str, str]) -> No
         tables = [
             "ledgerstate_events",
             "ledgerstate_tracking",
+            "ledgerstate_snapshots",
             "compliance_entries",
             "compliance_tracking",
         ]

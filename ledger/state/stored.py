@@ -16,7 +16,7 @@ from uuid import UUID
 from eventsourcing.persistence import AggregateRecorder, StoredEvent
 from eventsourcing.sqlite import SQLiteAggregateRecorder
 
-__all__ = ["events_in_order", "recorded_ids", "stored_events"]
+__all__ = ["events_in_order", "latest_event", "recorded_ids", "stored_events"]
 
 #: Ids per SQLite query (under SQLite's smallest limit of bound parameters, 999).
 _CHUNK = 900
@@ -80,21 +80,40 @@ def _postgres(recorder: object, ids: Sequence[UUID]) -> set[UUID]:
         return {wanted[str(row["originator_id"])] for row in curs.fetchall()}
 
 
-def stored_events(recorder: AggregateRecorder, aggregate_id: UUID) -> list[StoredEvent]:
-    """Every stored event of one aggregate, in order (none: not recorded).
+def stored_events(
+    recorder: AggregateRecorder, aggregate_id: UUID, *, gt: int | None = None
+) -> list[StoredEvent]:
+    """Every stored event of one aggregate (after version ``gt``), in order (none:
+    not recorded).
 
     On SQLite one SELECT outside a transaction (``select_events`` wraps it in
     BEGIN and ROLLBACK and the pool's locking, which cost as much as the query);
     elsewhere ``select_events``."""
     if not isinstance(recorder, SQLiteAggregateRecorder):
-        return list(recorder.select_events(aggregate_id))
+        return list(recorder.select_events(aggregate_id, gt=gt))
     with recorder.datastore.get_connection(commit=False) as conn, conn.cursor() as curs:
         curs.execute(
             f"SELECT originator_version, topic, state FROM {recorder.events_table_name} "
-            "WHERE originator_id=? ORDER BY originator_version",
-            (aggregate_id.hex,),
+            "WHERE originator_id=? AND originator_version>? ORDER BY originator_version",
+            (aggregate_id.hex, 0 if gt is None else gt),
         )
         return [StoredEvent(aggregate_id, row[0], row[1], row[2]) for row in curs.fetchall()]
+
+
+def latest_event(recorder: AggregateRecorder, aggregate_id: UUID) -> StoredEvent | None:
+    """The stored event of one aggregate with the highest version (of a snapshot
+    store: its latest snapshot), or None."""
+    if not isinstance(recorder, SQLiteAggregateRecorder):
+        found = list(recorder.select_events(aggregate_id, desc=True, limit=1))
+        return found[0] if found else None
+    with recorder.datastore.get_connection(commit=False) as conn, conn.cursor() as curs:
+        curs.execute(
+            f"SELECT originator_version, topic, state FROM {recorder.events_table_name} "
+            "WHERE originator_id=? ORDER BY originator_version DESC LIMIT 1",
+            (aggregate_id.hex,),
+        )
+        row = curs.fetchone()
+    return None if row is None else StoredEvent(aggregate_id, row[0], row[1], row[2])
 
 
 #: Rows per read of :func:`events_in_order`.
