@@ -206,7 +206,9 @@ class Sequencer:
         Pipelined: while batch k is appended to LEDGER (nats-server making it
         durable), batch k+1 is already admitted on the state as it will be once k
         is recorded (:func:`ledger.state.successor.begin_after`), and batch k+2 is
-        fetched, prechecked and its signatures verified. Appends stay one after the
+        fetched, prechecked and its signatures verified (when busy: batches of a
+        quarter of ``batch_size`` or more; otherwise k+2 is fetched once k+1 is
+        sent, and prepared during its append). Appends stay one after the
         other (k+1's is sent only once k's is acknowledged, fenced on k's last
         sequence), records and answers in order. If LEDGER refuses k, k+1's
         admission is dropped unrecorded and both are judged again after a catch-up."""
@@ -224,7 +226,10 @@ class Sequencer:
         if prepared is None:
             await self._settle_logged()
             return
-        self._ahead = asyncio.create_task(self._fetch_prepared())
+        if len(prepared.subs) >= self.batch_size // 4:
+            # Busy: the next batch is fetched, prechecked and verified while this
+            # one is admitted (its preparation would not fit in an append).
+            self._ahead = asyncio.create_task(self._fetch_prepared())
         try:
             await self._integrate(prepared)
         except Exception:
@@ -232,6 +237,11 @@ class Sequencer:
             log.exception("batch of %d failed; it will be redelivered", len(prepared.subs))
             await self._settle_logged()
             await asyncio.sleep(0.5)
+        if self._ahead is None:
+            # Not busy: fetched once this batch is on its way to LEDGER, so that it
+            # holds what arrived while this one was admitted (one batch cycle less
+            # of waiting in INTAKE); prepared and admitted during this one's append.
+            self._ahead = asyncio.create_task(self._fetch_prepared())
 
     async def _fetch_prepared(self) -> _Prepared | None:
         """The next INTAKE batch, prechecked and its signatures verified; None if
