@@ -218,13 +218,14 @@ def split(count: int, parts: int) -> list[int]:
 
 
 def up_defaults() -> str:
-    """The checkpoint cadence ``ailedger up`` runs with unless told (read, not assumed)."""
+    """The checkpoint cadence the notary (``ailedger notary``, a part of ``ailedger up``)
+    runs with unless told (read, not assumed)."""
     import inspect
 
-    from ailedger.cli import up
+    from ailedger.cli import notary
 
     try:
-        p = inspect.signature(up).parameters
+        p = inspect.signature(notary).parameters
         every, interval = p["checkpoint_every"].default, p["checkpoint_interval"].default
     except (KeyError, ValueError, TypeError):
         return "its defaults"

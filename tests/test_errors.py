@@ -36,6 +36,16 @@ NOT_ERRORS = {
     # Control flow inside the state's JSON writer (msgspec cannot write this value
     # as the standard library does: the standard library writes it); caught there.
     "ledger.state.transcoding._Fallback",
+    # The state worker's protocol (a request it cannot answer, an error that cannot be
+    # pickled): a bug between two of ailedger's own processes, reported as one.
+    "ledger.state.worker.WorkerError",
+    # Control flow of `ailedger up`: Ctrl-C while the parts are being started.
+    "ailedger.supervisor.Stopped",
+    # Control flow of the workbench: an investigation page without a token goes to
+    # the sign-in page; a page that cannot be shown is an HTTP error page with its
+    # reason (Litestar's HTTPException), never a command's error.
+    "services.web.ui.pages.LoginRequired",
+    "services.web.ui.pages.PageError",
 }
 
 #: The notary's reason codes as first published: a contract, never renamed or reused.
