@@ -682,6 +682,7 @@ def notary(
     h = _home(home)
     nats = nats or h.nats_url  # the external server `init --nats` remembered
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per cosigning request
 
     async def main() -> None:
         stop = asyncio.Event()
