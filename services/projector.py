@@ -130,9 +130,10 @@ class StateWorker:
             stdout=asyncio.subprocess.PIPE,
         )
 
-    async def open(self, env: Mapping[str, str]) -> None:
-        """Open the state store ``env`` names, in the child."""
-        await self._call("open", dict(env), self.trust)
+    async def open(self, env: Mapping[str, str], *, fresh: bool = False) -> None:
+        """Open the state store ``env`` names, in the child (``fresh``: an empty store
+        only this worker writes, :meth:`LedgerState.assume_fresh`)."""
+        await self._call("open", dict(env), self.trust, fresh)
 
     async def position(self) -> int:
         return int(await self._call("position"))
@@ -296,6 +297,14 @@ class Projector:
         else:
             await self.state_thread.call(self._apply, chunk)
 
+    async def _replay_worker_chunk(self, chunk: _Chunk) -> None:
+        state = self.state
+        assert isinstance(state, StateWorker)
+        await state.replay(chunk.stored_runs())
+
+    async def _apply_view_chunk(self, chunk: _Chunk) -> None:
+        await self.state_thread.call(self._apply_view, chunk)
+
     async def catch_up(
         self,
         on_progress: Callable[[int, int], None] | None = None,
@@ -313,7 +322,20 @@ class Projector:
         state_pos, view_pos = await self.positions_now()
         await self.state_thread.call(self._resume, state_pos, view_pos)
         applied = min(state_pos, view_pos)
-        chunks: asyncio.Queue[_Chunk | None] = asyncio.Queue(READ_AHEAD)
+        # One queue per store: with the state in a worker process, the worker never
+        # waits for the view's transaction of a chunk (nor the view for the worker's).
+        appliers = (
+            [self._replay_worker_chunk, self._apply_view_chunk]
+            if isinstance(self.state, StateWorker)
+            else [self._apply_chunk]
+        )
+        queues: list[asyncio.Queue[_Chunk | None]] = [asyncio.Queue(READ_AHEAD) for _ in appliers]
+        done = [applied] * len(appliers)
+        reported = applied
+
+        async def put(chunk: _Chunk | None) -> None:
+            for queue in queues:
+                await queue.put(chunk)
 
         async def read() -> None:
             chunk = _Chunk()
@@ -328,25 +350,30 @@ class Projector:
                 chunk.read_to = batch.last_sequence
                 if chunk.size >= limit:
                     chunk.reader = reader_state(self.reader)
-                    await chunks.put(chunk)
+                    await put(chunk)
                     chunk = _Chunk()
                     limit = min(2 * limit, chunk_size)
             chunk.read_to = last
             chunk.reader = reader_state(self.reader)
-            await chunks.put(chunk)
-            await chunks.put(None)
+            await put(chunk)
+            await put(None)
 
-        async def apply() -> None:
-            while (chunk := await chunks.get()) is not None:
+        async def apply(i: int) -> None:
+            nonlocal reported
+            queue, applier = queues[i], appliers[i]
+            while (chunk := await queue.get()) is not None:
                 if chunk.runs:
-                    await self._apply_chunk(chunk)
-                if on_progress is not None:
-                    on_progress(chunk.read_to, last)
+                    await applier(chunk)
+                done[i] = chunk.read_to
+                if on_progress is not None and min(done) > reported:
+                    reported = min(done)
+                    on_progress(reported, last)
 
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(read())
-                tasks.create_task(apply())
+                for i in range(len(appliers)):
+                    tasks.create_task(apply(i))
         except BaseExceptionGroup as group:
             # What was read ahead but not applied is not read again by this reader:
             # the next catch-up starts over with a fresh one (from the reader state
@@ -455,10 +482,13 @@ async def _rebuild(
         checkpoint = None
     drop_stores(state_env, view_env)
     state: LedgerState | StateWorker
+    # Dropped just now, and the caller writes it alone (ailedger rebuild holds the
+    # read model's writer lock): what the state has not recorded is absent.
     if worker is None:
         state = LedgerState(state_env, trust=trust)
+        state.assume_fresh()
     else:
-        await worker.open(state_env)
+        await worker.open(state_env, fresh=True)
         state = worker
     projector = Projector(nc, state, open_view(view_env))
     before = projector.reader.frontier.copy()  # the frontier before each batch

@@ -43,6 +43,7 @@ from ledger.state.domain import (
     _event_plan,
 )
 from ledger.state.persistence import sqlite_env
+from ledger.state.stored import events_in_order
 from tests.conftest import enrolment_fields, registration_fields
 from tests.test_projector import postgres_schema  # noqa: F401 - a fixture
 from tests.test_state import World
@@ -458,3 +459,38 @@ def test_a_system_loaded_from_its_snapshot_is_the_one_its_events_give(tmp_path: 
     t3 = T0 + timedelta(hours=3)
     assert tiny.refused(deploy_of(tiny, "auditor", t3), t3) == "role_not_allowed"
     tiny.admit(deploy_of(tiny, "bank", t3, version="last"), t3)
+
+
+def test_a_fresh_store_replays_to_the_same_state_without_looking_up_absent_aggregates(
+    tmp_path: Path,
+) -> None:
+    """assume_fresh (a rebuild): aggregates it has not recorded are absent without a
+    query; evicted ones (a cache of 1) are still loaded; the rules still apply."""
+    home = init_home(tmp_path / "home", origin="state.ailedger.kz/test", at=T0)
+    w = World(home, sqlite_env(tmp_path / "notary.sqlite"))
+    history(w)
+    for i in range(SNAPSHOT_EVERY + 3):
+        at = T0 + timedelta(hours=2, minutes=i)
+        w.admit(deploy_of(w, "bank", at, version=f"v{i}"), at)
+    tiny = {"AGGREGATE_CACHE_MAXSIZE": "1"}
+    plain = LedgerState({**sqlite_env(tmp_path / "plain.sqlite"), **tiny}, trust=home.trust())
+    fresh = LedgerState({**sqlite_env(tmp_path / "fresh.sqlite"), **tiny}, trust=home.trust())
+    fresh.assume_fresh()
+    for state in (plain, fresh):
+        for start in range(0, len(w.stored), 5):
+            run = w.stored[start : start + 5]
+            state.replay(run, first_index=run[0][0] - 1)
+    assert fresh.digest() == plain.digest() == w.state.digest()
+    # what the store holds (records aside, never loaded as aggregates) is known recorded
+    rows = list(events_in_order(fresh.recorder))
+    aggregates = {UUID(oid) for oid, _, topic, _ in rows if topic != RECORD_TOPIC}
+    assert fresh._fresh is not None and aggregates <= fresh._fresh
+    assert fresh.actor("nobody") is None
+    # a rule still decides: the same entry again, as the next one, is corrupt
+    again = Entry.parse(w.stored[-1][1])
+    dup = Entry(again.index + 1, again.integrated, again.subject, again.index, again.envelope)
+    with pytest.raises(LedgerCorrupt, match="breaks a rule"):
+        fresh.replay([(len(w.stored) + 1, dup.encoded)], first_index=dup.index)
+    # a store with anything in it is never assumed fresh
+    with pytest.raises(LedgerCorrupt, match="not empty"):
+        LedgerState(sqlite_env(tmp_path / "fresh.sqlite"), trust=home.trust()).assume_fresh()

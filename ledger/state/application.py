@@ -184,6 +184,18 @@ class LedgerState(EventSourcedProjection[UUID]):
         #: messages, so it is not the position minus anything. Set by whoever
         #: reads LEDGER through its seals (ledger.bus.sealed), kept by commits.
         self.size: int | None = None
+        #: After :meth:`assume_fresh`: every aggregate this object has recorded
+        #: (or tried to); the store holds no other.
+        self._fresh: set[UUID] | None = None
+
+    def assume_fresh(self) -> None:
+        """Declare this object the only writer of a store that held nothing when it was
+        opened (a rebuild, right after ``drop_stores``, under the read model's writer
+        lock): an aggregate it has not recorded itself is then known absent without a
+        query. Raises :class:`LedgerCorrupt` if the store holds anything."""
+        if self.position() or self.recorder.max_notification_id():
+            raise LedgerCorrupt("the state store is not empty: it cannot be assumed fresh")
+        self._fresh = set()
 
     def construct_mapper(self) -> Mapper[UUID]:
         return self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=StateMapper)
@@ -232,8 +244,11 @@ class LedgerState(EventSourcedProjection[UUID]):
     def _load(self, aggregate_id: UUID) -> Aggregate | None:
         """An aggregate from the store: its latest snapshot, if any, and the events
         after it, found with one query each (no transaction; most misses are new
-        subjects, keys and records, which one query finds absent), projected
-        without eventsourcing's per-event Protocol check."""
+        subjects, keys and records, which one query finds absent; a fresh store's,
+        see :meth:`assume_fresh`, none), projected without eventsourcing's
+        per-event Protocol check."""
+        if self._fresh is not None and aggregate_id not in self._fresh:
+            return None
         base: Aggregate | None = None
         if self.snapshots is not None:
             snapshot = latest_event(self.snapshots.recorder, aggregate_id)
@@ -314,6 +329,9 @@ class LedgerState(EventSourcedProjection[UUID]):
         intervals = self.snapshotting_intervals or {}
         due: list[Aggregate] = []
         self._snapshots_due = due
+        if self._fresh is not None:
+            # before the transaction: an id here that did not get recorded only costs a query
+            self._fresh.update(batch.overlay)
         for agg in batch.overlay.values():
             events = agg.collect_events()
             processing_event.events.extend(events)

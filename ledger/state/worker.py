@@ -37,7 +37,8 @@ def replay_runs(state: LedgerState, runs: Runs) -> None:
 
 
 def main() -> None:
-    """Answer requests until stdin closes: ``("open", env, trust)``, ``("replay",
+    """Answer requests until stdin closes: ``("open", env, trust, fresh)`` (``fresh``:
+    :meth:`LedgerState.assume_fresh`), ``("replay",
     runs)`` (answers the state's size), ``("position",)``, ``("digest",)``."""
     requests, answers = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing printed can get between two answers
@@ -47,6 +48,8 @@ def main() -> None:
         try:
             if op == "open":
                 state = LedgerState(args[0], trust=args[1])
+                if len(args) > 2 and args[2]:
+                    state.assume_fresh()
                 value: Any = None
             elif state is None:
                 raise WorkerError("the state worker has no store open")
