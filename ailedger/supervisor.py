@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import re
 import signal
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ledger.bus.home import Home
-from ledger.bus.natsserver import EmbeddedNats
+from ledger.bus.natsserver import EmbeddedNats, die_with_parent
 from ledger.formats.errors import UNAVAILABLE, LedgerError
 
 __all__ = ["Part", "PartFailed", "Stopped", "Supervisor", "part_command"]
@@ -33,18 +32,11 @@ __all__ = ["Part", "PartFailed", "Stopped", "Supervisor", "part_command"]
 READY_TIMEOUT = 300.0
 #: Seconds a part has to stop after SIGTERM before it is killed.
 STOP_TIMEOUT = 20.0
-_PR_SET_PDEATHSIG = 1
 
 
 def part_command(*args: str) -> list[str]:
     """``ailedger ARGS`` run by this interpreter (the supervisor's own install)."""
     return [sys.executable, "-m", "ailedger", *args]
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: the part gets SIGTERM if the supervisor dies without stopping it."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -104,7 +96,10 @@ class Supervisor:
 
     async def start_server(self, server: EmbeddedNats, home: Home) -> str:
         self.server = server
-        url = await asyncio.to_thread(server.start)
+        # Started from this (the main) thread, which lives as long as the supervisor:
+        # killed, the supervisor takes its nats-server with it.
+        server.die_with_parent = True
+        url = server.start()
         home.url_file.parent.mkdir(parents=True, exist_ok=True)
         home.url_file.write_text(url + "\n")
         self._url_file = home.url_file
@@ -143,7 +138,7 @@ class Supervisor:
             stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops it in order
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent,
         )
         self._pumps.append(asyncio.create_task(self._pump(part)))
         ready = asyncio.create_task(part.up.wait())

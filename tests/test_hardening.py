@@ -439,6 +439,49 @@ def test_ailedger_up_runs_each_part_in_its_own_process_and_stops_all_when_one_di
             proc.wait()
 
 
+def test_a_killed_ailedger_up_takes_its_parts_with_it(home: Home, tmp_path: Path) -> None:
+    log_path = tmp_path / "up.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ailedger", "up", "--home", str(home.path), "--web-port", "0"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while b"all parts up" not in log_path.read_bytes():
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        pids = [
+            int(m.group(1))
+            for m in re.finditer(
+                r"^\w+ +\| \w+(?:-server)? up: .*?\(pid (\d+)\)", log_path.read_text(), re.M
+            )
+        ]
+        assert len(pids) == 4, log_path.read_text()
+    finally:
+        proc.kill()  # SIGKILL: no chance to stop anything itself
+        proc.wait()
+    deadline = time.monotonic() + 30
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in pids if _running(pid)]
+        time.sleep(0.1)
+    for pid in alive:  # do not leave them behind, whatever the verdict
+        os.kill(pid, signal.SIGKILL)
+    assert alive == [], "parts outlived their killed supervisor"
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 # --- quotas -------------------------------------------------------------------------
 
 

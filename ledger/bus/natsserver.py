@@ -8,6 +8,7 @@ a server on port 4222.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ from ledger.bus.auth import install_authorization, write_private
 from ledger.bus.streams import MAX_PAYLOAD
 from ledger.formats.errors import UNAVAILABLE, LedgerError
 
-__all__ = ["AUTH_FILE", "EmbeddedNats", "NatsServerError", "nats_server_binary"]
+__all__ = ["AUTH_FILE", "EmbeddedNats", "NatsServerError", "die_with_parent", "nats_server_binary"]
 
 #: The authorization include file, beside the server's configuration.
 AUTH_FILE = "auth.conf"
@@ -57,6 +58,18 @@ def nats_server_binary() -> Path:
     )
 
 
+def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """A ``preexec_fn``: on Linux the child gets SIGTERM when the thread that started
+    it ends (its supervisor killed, say), so it never outlives a killed supervisor.
+    Start such a child from a thread that lives as long as the parent (the main one)."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class EmbeddedNats:
     """A nats-server child process with JetStream on a private store directory."""
 
@@ -79,6 +92,8 @@ class EmbeddedNats:
         #: beside the configuration; None runs the server without authorization.
         self.authorization = authorization
         self.process: subprocess.Popen[bytes] | None = None
+        #: Stop the server when the thread that started it ends (:func:`die_with_parent`).
+        self.die_with_parent = False
         self.url = ""
         self._log_offset = 0
         #: The PID of a server this object attached to (:meth:`attach`) but did
@@ -203,6 +218,7 @@ class EmbeddedNats:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=die_with_parent if self.die_with_parent else None,
         )
         ports_file = self.store_dir / f"nats-server_{self.process.pid}.ports"
         deadline = time.monotonic() + timeout

@@ -29,14 +29,12 @@ import functools
 import importlib
 import logging
 import os
-import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-import uvicorn
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -63,6 +61,7 @@ from ledger.formats.trust import TrustPolicy
 from ledger.state.persistence import store_envs
 from ledger.views.compliance import ComplianceView
 from ledger.views.store import open_view
+from services.httpserve import bind, serve_until
 from services.web.auth import TokenStore, tokens_path
 from services.web.gateway import Gateway
 from services.web.problems import WebCannotRun, handle_exception
@@ -498,32 +497,6 @@ def create_app(
 # -- serving ------------------------------------------------------------------------
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: the caller's ``stop`` event rules."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise WebCannotRun(f"cannot listen on {host}:{port}: {e.strerror}") from None
-    sock.set_inheritable(True)
-    return sock
-
-
-def _url(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
 async def serve_web(
     config: WebConfig,
     stop: asyncio.Event,
@@ -538,42 +511,20 @@ async def serve_web(
     app = create_app(config, ui=ui)
     web = app.state["web"]
     assert isinstance(web, WebContext)
-    sock = _bind(host, port)
+    sock = bind(host, port, WebCannotRun)
     try:
         await web.start()  # a NATS server that does not answer is said here, by its URL
     except BaseException:
         sock.close()
         await web.close()
         raise
-    server = _Server(
-        uvicorn.Config(
-            app,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            server_header=False,
-            timeout_graceful_shutdown=5,
-        )
+    await serve_until(
+        app,
+        sock,
+        stop,
+        on_ready=on_ready,
+        not_started=lambda: WebCannotRun("the web app stopped before it started (see its log)"),
     )
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise WebCannotRun("the web app stopped before it started (see its log)")
-            await asyncio.sleep(0.01)
-        if on_ready is not None:
-            on_ready(_url(sock))
-        stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        if task.done():
-            task.result()
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await task
-        sock.close()
 
 
 def ready_line(url: str) -> str:

@@ -37,7 +37,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import socket
 import sqlite3
 import sys
 import threading
@@ -47,7 +46,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-import uvicorn
 from litestar import Litestar, Request, Response, get, post
 
 from ledger.bus.home import Home
@@ -57,6 +55,7 @@ from ledger.formats.note import Verifier
 from ledger.formats.timeutil import Clock, SystemClock, format_time
 from ledger.formats.trust import TrustedKey
 from ledger.formats.witness import CosignedState, Outcome, judge, load_witness_key
+from services.httpserve import bind, serve_until
 
 __all__ = [
     "MAX_BODY",
@@ -321,32 +320,6 @@ def make_app(witness: Witness) -> Any:
     )
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: the caller's ``stop`` event rules."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise WitnessError(f"cannot listen on {host}:{port}: {e.strerror}") from None
-    sock.set_inheritable(True)
-    return sock
-
-
-def _url(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
 async def serve_witness(
     config: WitnessConfig,
     stop: asyncio.Event,
@@ -364,34 +337,14 @@ async def serve_witness(
     """
     witness = Witness(config, clock=clock)
     try:
-        sock = _bind(host, port)
-        server = _Server(
-            uvicorn.Config(
-                make_app(witness),
-                log_config=None,
-                access_log=False,
-                lifespan="on",
-                server_header=False,
-                timeout_graceful_shutdown=5,
-            )
+        sock = bind(host, port, WitnessError)
+        await serve_until(
+            make_app(witness),
+            sock,
+            stop,
+            on_ready=None if on_ready is None else lambda url: on_ready(url, witness),
+            not_started=lambda: WitnessError("the witness's HTTP server stopped before it started"),
         )
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        try:
-            while not server.started:
-                if task.done():
-                    task.result()
-                    raise WitnessError("the witness's HTTP server stopped before it started")
-                await asyncio.sleep(0.01)
-            if on_ready is not None:
-                on_ready(_url(sock), witness)
-            stopped = asyncio.create_task(stop.wait())
-            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-        finally:
-            server.should_exit = True
-            with contextlib.suppress(Exception):
-                await task
-            sock.close()
     finally:
         witness.close()
     return witness
