@@ -25,9 +25,12 @@ import contextlib
 import json
 import logging
 import pickle
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from eventsourcing.persistence import Tracking
@@ -118,9 +121,13 @@ class StateWorker:
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
         self._broken: str | None = None
+        #: Where chunks are handed to the child, a file each (see :meth:`replay`).
+        self._spool: Path | None = None
+        self._chunks = 0
 
     async def start(self) -> None:
         """Start the child (it imports the state's modules meanwhile)."""
+        self._spool = Path(tempfile.mkdtemp(prefix="ailedger-state-worker-"))
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
@@ -139,7 +146,16 @@ class StateWorker:
         return int(await self._call("position"))
 
     async def replay(self, runs: Runs) -> None:
-        self.size = await self._call("replay", runs)
+        """Replay ``runs`` in the child. A chunk (megabytes) is handed over in a file,
+        written in one go: through the child's stdin it would trickle in 64 KiB at a
+        time, each as this event loop gets to it between reading LEDGER and checking
+        seals, while the child waits (measured: 0.2 s of a 1.7 s rebuild)."""
+        if self._spool is None:
+            raise RebuildError("the state worker is not available: not started")
+        self._chunks += 1
+        path = self._spool / f"chunk-{self._chunks}"
+        path.write_bytes(pickle.dumps(runs, protocol=pickle.HIGHEST_PROTOCOL))
+        self.size = await self._call("replay_file", str(path))
 
     async def digest(self) -> str:
         return str(await self._call("digest"))
@@ -174,6 +190,15 @@ class StateWorker:
     async def close(self) -> None:
         """Let the child finish and exit (stdin closed); killed if it does not."""
         proc, self._proc = self._proc, None
+        spool, self._spool = self._spool, None
+        try:
+            await self._stop(proc)
+        finally:
+            if spool is not None:
+                shutil.rmtree(spool, ignore_errors=True)
+
+    @staticmethod
+    async def _stop(proc: asyncio.subprocess.Process | None) -> None:
         if proc is None:
             return
         if proc.stdin is not None:

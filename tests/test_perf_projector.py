@@ -162,6 +162,9 @@ async def test_a_state_worker_that_dies_is_an_error_not_a_hang(tmp_path: Path, h
         with pytest.raises(LedgerCorrupt, match="LEDGER #1"):
             await worker.replay([(0, [(1, b"not an entry")])])  # its errors come back
         assert await worker.position() == 0
+        # the chunk went over in a file, deleted once read
+        spool = worker._spool
+        assert spool is not None and spool.is_dir() and not any(spool.iterdir())
         assert worker._proc is not None
         worker._proc.kill()
         with pytest.raises(RebuildError, match="state worker stopped"):
@@ -170,6 +173,7 @@ async def test_a_state_worker_that_dies_is_an_error_not_a_hang(tmp_path: Path, h
             await worker.digest()
     finally:
         await worker.close()
+    assert not spool.exists()  # removed with the worker
 
 
 async def test_a_projector_started_again_reads_only_what_is_new(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import pickle
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ledger.state.application import LedgerState
@@ -39,7 +40,8 @@ def replay_runs(state: LedgerState, runs: Runs) -> None:
 def main() -> None:
     """Answer requests until stdin closes: ``("open", env, trust, fresh)`` (``fresh``:
     :meth:`LedgerState.assume_fresh`), ``("replay",
-    runs)`` (answers the state's size), ``("position",)``, ``("digest",)``."""
+    runs)`` (answers the state's size), ``("replay_file", path)`` (the runs pickled in
+    that file, which it deletes once read), ``("position",)``, ``("digest",)``."""
     requests, answers = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing printed can get between two answers
     state: LedgerState | None = None
@@ -55,6 +57,12 @@ def main() -> None:
                 raise WorkerError("the state worker has no store open")
             elif op == "replay":
                 replay_runs(state, args[0])
+                value = state.size
+            elif op == "replay_file":
+                path = Path(args[0])
+                runs = pickle.loads(path.read_bytes())
+                path.unlink()
+                replay_runs(state, runs)
                 value = state.size
             elif op == "position":
                 value = state.position()
