@@ -11,6 +11,7 @@ import base64
 import copy
 import dataclasses
 import hashlib
+import inspect
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -41,6 +42,7 @@ from ledger.state.domain import (
     Provenance,
     StateAggregate,
     _event_plan,
+    _FastCommand,
 )
 from ledger.state.persistence import sqlite_env
 from ledger.state.stored import events_in_order
@@ -494,3 +496,30 @@ def test_a_fresh_store_replays_to_the_same_state_without_looking_up_absent_aggre
     # a store with anything in it is never assumed fresh
     with pytest.raises(LedgerCorrupt, match="not empty"):
         LedgerState(sqlite_env(tmp_path / "fresh.sqlite"), trust=home.trust()).assume_fresh()
+
+
+def test_a_command_called_with_its_fields_skips_only_eventsourcings_binding(
+    world_with_history: World,
+) -> None:
+    """_FastCommand: keywords that are exactly the event's fields go straight to
+    trigger_event; positional arguments take eventsourcing's binding; both record the
+    same event and leave the same aggregate."""
+    system = world_with_history.state.system("scorer")
+    assert system is not None
+    assert isinstance(inspect.getattr_static(AISystem, "deploy_version"), _FastCommand)
+    at = T0 + timedelta(days=2)
+    prov = Provenance(98, "e-98", "bank", "k", at, at, "system/scorer")
+    fast, slow = copy.deepcopy(system), copy.deepcopy(system)
+    fast.deploy_version(version="7", artifact_sha256="f" * 64, prov=prov)
+    slow.deploy_version("7", "f" * 64, prov)  # eventsourcing's own path
+    (a,), (b,) = fast.collect_events(), slow.collect_events()
+    without = {"timestamp", "_modified_on"}
+    assert type(a) is type(b) is AISystem.VersionDeployed
+    assert {k: v for k, v in vars(a).items() if k != "timestamp"} == {
+        k: v for k, v in vars(b).items() if k != "timestamp"
+    }
+    assert {k: v for k, v in vars(fast).items() if k not in without} == {
+        k: v for k, v in vars(slow).items() if k not in without
+    }
+    with pytest.raises(TypeError):  # an unknown keyword is still eventsourcing's error
+        fast.deploy_version(version="8", artifact_sha256="f" * 64, prov=prov, extra=1)
