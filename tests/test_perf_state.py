@@ -22,9 +22,10 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import JSONTranscoder
 
 from ledger.bus.home import init_home
-from ledger.formats.dsse import parse_envelope
+from ledger.formats.dsse import parse_envelope, sign_envelope
 from ledger.formats.entry import Entry
 from ledger.formats.keys import generate
+from ledger.formats.timeutil import format_time
 from ledger.law import events as ev
 from ledger.law import rejections as errors
 from ledger.state.application import (
@@ -33,6 +34,7 @@ from ledger.state.application import (
     LedgerCorrupt,
     LedgerState,
     _without_timestamp,
+    verify_now,
 )
 from ledger.state.domain import (
     RECORD_TOPIC,
@@ -523,3 +525,30 @@ def test_a_command_called_with_its_fields_skips_only_eventsourcings_binding(
     }
     with pytest.raises(TypeError):  # an unknown keyword is still eventsourcing's error
         fast.deploy_version(version="8", artifact_sha256="f" * 64, prov=prov, extra=1)
+
+
+def test_sealed_replays_decode_payloads_as_admitted_and_a_monitor_strictly(
+    world_with_history: World,
+) -> None:
+    """A replay of sealed entries (the default, trust_hinted_key) decodes payloads with
+    msgspec alone: the same state as a monitor's replay, which verifies signatures and
+    decodes strictly, and refuses what the notary never admits (a time not in Z)."""
+    w = world_with_history
+    strict = LedgerState(trust=w.home.trust())
+    strict.replay(w.stored, signatures=verify_now)
+    sealed = LedgerState(trust=w.home.trust())
+    sealed.replay(w.stored)
+    assert sealed.digest() == strict.digest() == w.state.digest()
+
+    at = T0 + timedelta(days=3)
+    payload = parse_envelope(deploy_of(w, "bank", at)).payload
+    stamp = format_time(at).encode()
+    assert payload.count(stamp) == 1
+    lax = sign_envelope(payload.replace(stamp, stamp[:-1] + b"+00:00"), w.keys["bank"])
+    system = w.state.system("scorer")
+    assert system is not None and w.state.size is not None
+    entry = Entry(w.state.size, at, "system/scorer", system.chain_head, lax)
+    message = (w.stored[-1][0] + 1, entry.encoded)
+    with pytest.raises(LedgerCorrupt, match="not RFC 3339 UTC ending in Z"):
+        strict.replay([message], signatures=verify_now)
+    assert sealed.replay([message]) == 1  # what a seal vouches for is not re-judged here

@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
+import msgspec
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
 from eventsourcing.domain import Aggregate, DomainEventProtocol, Snapshot
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Mapper, Tracking, Transcoder
@@ -141,11 +142,28 @@ class _Stored:
     event: ev.AnyEvent
 
 
-def _parse_stored(sequence: int, data: bytes) -> _Stored:
+#: The payload decoder of sealed replays (:func:`_parse_stored`).
+_SEALED_EVENTS = msgspec.json.Decoder(ev.AnyEvent)
+
+
+def _parse_stored(sequence: int, data: bytes, *, sealed: bool = False) -> _Stored:
+    """A LEDGER message parsed. ``sealed``: an entry of a batch whose seal and root were
+    checked (or that this state recorded itself), so its payload is one the notary
+    decoded with :func:`ledger.law.events.decode_event` when it admitted it: it is
+    decoded by msgspec alone, which gives that very event for every payload that
+    passes decode_event's first, stricter pass (no duplicate keys, floats or times
+    not in ``Z``); that pass is not repeated, as the signature is not
+    (:func:`trust_hinted_key`). Every rule the state applies is still applied."""
     try:
         entry = Entry.parse(data)
         env = parse_envelope(entry.envelope)
-        event = ev.decode_event(env.payload)
+        if sealed:
+            try:
+                event: ev.AnyEvent = _SEALED_EVENTS.decode(env.payload)
+            except (msgspec.ValidationError, msgspec.DecodeError) as e:
+                raise ev.SchemaError(str(e)) from None
+        else:
+            event = ev.decode_event(env.payload)
     except (MalformedEntryError, EnvelopeError, ev.SchemaError) as e:
         raise LedgerCorrupt(f"LEDGER #{sequence}: {e}") from None
     return _Stored(sequence, entry, env, event)
@@ -374,7 +392,9 @@ class LedgerState(EventSourcedProjection[UUID]):
         ``first_index`` (a sealed batch: consecutive sequences, the first
         holding that index) the index is not derived from the sequence.
         ``signatures``: how envelopes are checked (default
-        :func:`trust_hinted_key`; a monitor, which trusts no seal, verifies them).
+        :func:`trust_hinted_key`, for sealed entries, whose payloads are then decoded
+        without decode_event's stricter first pass, see :func:`_parse_stored`; a
+        monitor, which trusts no seal, verifies them and decodes strictly).
         """
         check = signatures or trust_hinted_key
         position = self.position()
@@ -411,9 +431,11 @@ class LedgerState(EventSourcedProjection[UUID]):
         batch = self.begin(first_sequence=run[0][0])
         parsed: list[_Stored] = []
         broken: LedgerCorrupt | None = None
+        # trust_hinted_key: sealed entries (a monitor, trusting no seal, checks everything)
+        sealed = signatures is trust_hinted_key
         for seq, data in run:
             try:
-                parsed.append(_parse_stored(seq, data))
+                parsed.append(_parse_stored(seq, data, sealed=sealed))
             except LedgerCorrupt as e:
                 broken = e
                 break
