@@ -336,6 +336,49 @@ class Projector:
         on_batch: Callable[[SealedBatch], None] | None = None,
         chunk_size: int = CHUNK_ENTRIES,
     ) -> int:
+        """Apply every sealed entry not yet applied (:meth:`_catch_up`). An empty state
+        store, with at least :data:`WORKER_FROM` LEDGER messages to apply (``ailedger
+        project`` from nothing), is caught up by a :class:`StateWorker` on the same
+        store, as ``rebuild`` does, and then this process's state forgets what it
+        cached. Only from empty: a state that has applied entries may trail LEDGER's
+        last message by heads leaves alone, which are not projected."""
+        state = self.state
+        if isinstance(state, LedgerState) and type(state) is LedgerState and state.shareable:
+            last = await last_sequence(self.nc, LEDGER)
+            if last >= WORKER_FROM and (await self.positions_now())[0] == 0:
+                return await self._catch_up_in_worker(state, on_progress, on_batch, chunk_size)
+        return await self._catch_up(on_progress, on_batch, chunk_size)
+
+    async def _catch_up_in_worker(
+        self,
+        state: LedgerState,
+        on_progress: Callable[[int, int], None] | None,
+        on_batch: Callable[[SealedBatch], None] | None,
+        chunk_size: int,
+    ) -> int:
+        worker = StateWorker(self.reader_trust)
+        await worker.start()
+        try:
+            await worker.open(state.store_env)
+            self.state = worker
+            return await self._catch_up(on_progress, on_batch, chunk_size)
+        finally:
+            self.state = state
+            size = worker.size
+            await worker.close()
+
+            def forget() -> None:
+                state.forget()
+                state.size = size
+
+            await self.state_thread.call(forget)
+
+    async def _catch_up(
+        self,
+        on_progress: Callable[[int, int], None] | None = None,
+        on_batch: Callable[[SealedBatch], None] | None = None,
+        chunk_size: int = CHUNK_ENTRIES,
+    ) -> int:
         """Apply every sealed entry not yet applied; return the LEDGER sequence reached.
 
         LEDGER is read (and its seals checked) ahead, while the state thread applies

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import services.projector as projector_module
 from ledger.bus.auth import SUPERUSER
 from ledger.bus.home import Home
 from ledger.bus.natsserver import EmbeddedNats
@@ -245,5 +246,41 @@ async def test_a_projector_started_again_reads_only_what_is_new(
             assert batches[0] == 0 and await fourth.digest() == resumed
         finally:
             fourth.close()
+    finally:
+        await nc.close()
+
+
+async def test_a_state_far_behind_catches_up_in_a_worker_process(
+    tmp_path: Path, nats_server: EmbeddedNats, home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _ledger_with_batches(nats_server, home)
+    nc = await connect(nats_server.url)
+    try:
+        plain = _projector(nc, home, tmp_path / "plain")
+        far = _projector(nc, home, tmp_path / "far")
+        try:
+            last = await plain.catch_up()
+            monkeypatch.setattr(projector_module, "WORKER_FROM", 2)
+            started: list[StateWorker] = []
+            start = StateWorker.start
+
+            async def starting(worker: StateWorker) -> None:
+                started.append(worker)
+                await start(worker)
+
+            monkeypatch.setattr(StateWorker, "start", starting)
+            assert await far.catch_up() == last
+            assert len(started) == 1 and type(far.state) is LedgerState
+            assert await far.digest() == await plain.digest()
+            assert far.state.size == plain.state.size
+            # this process's state reads what the worker recorded, not what it cached
+            ours = await far.state_thread.call(far.state.system, "sys0")
+            theirs = await plain.state_thread.call(plain.state.system, "sys0")
+            assert ours is not None and theirs is not None and ours.version == theirs.version > 30
+            assert await far.catch_up() == last  # from a state that is not empty: here
+            assert len(started) == 1
+        finally:
+            plain.close()
+            far.close()
     finally:
         await nc.close()

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
 import msgspec
-from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError, Cache, LRUCache, ProcessingEvent
 from eventsourcing.domain import Aggregate, DomainEventProtocol, Snapshot
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Mapper, Tracking, Transcoder
 from eventsourcing.projection import EventSourcedProjection
@@ -197,6 +197,8 @@ class LedgerState(EventSourcedProjection[UUID]):
         self, env: Mapping[str, str] | None = None, *, trust: TrustPolicy | None = None
     ) -> None:
         super().__init__(env)
+        #: The settings it was opened with (for a worker process opening the same store).
+        self.store_env: dict[str, str] = dict(env or {})
         self.trust = trust
         #: Entries applied (the next index), once known: LEDGER may hold foreign
         #: messages, so it is not the position minus anything. Set by whoever
@@ -214,6 +216,27 @@ class LedgerState(EventSourcedProjection[UUID]):
         if self.position() or self.recorder.max_notification_id():
             raise LedgerCorrupt("the state store is not empty: it cannot be assumed fresh")
         self._fresh = set()
+
+    def forget(self) -> None:
+        """Drop what this object holds in memory about the store (its cached aggregates
+        and size), after another process recorded entries in it."""
+        repository = self.repository
+        cache = repository.cache
+        # a new one: LRUCache.clear() resets its order but keeps what it holds
+        if isinstance(cache, LRUCache):
+            repository.cache = LRUCache(cache.maxsize)
+        elif cache is not None:
+            repository.cache = Cache()
+        self.size = None
+
+    @property
+    def shareable(self) -> bool:
+        """Whether another process can open this store (a file or a database, not memory)."""
+        module = self.store_env.get("PERSISTENCE_MODULE", "")
+        if module in ("ledger.state.sqlite", "eventsourcing.sqlite"):
+            name = self.store_env.get("SQLITE_DBNAME", "")
+            return bool(name) and ":memory:" not in name and "mode=memory" not in name
+        return module == "eventsourcing.postgres"
 
     def construct_mapper(self) -> Mapper[UUID]:
         return self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=StateMapper)
