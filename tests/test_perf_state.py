@@ -552,3 +552,36 @@ def test_sealed_replays_decode_payloads_as_admitted_and_a_monitor_strictly(
     with pytest.raises(LedgerCorrupt, match="not RFC 3339 UTC ending in Z"):
         strict.replay([message], signatures=verify_now)
     assert sealed.replay([message]) == 1  # what a seal vouches for is not re-judged here
+
+
+def test_a_chunk_of_runs_is_one_batch_with_the_state_of_a_batch_per_run(
+    world_with_history: World, tmp_path: Path
+) -> None:
+    """replay_runs: runs separated by LEDGER messages that are not applied (here two
+    foreign messages: sequences skipped, indexes go on) in one transaction, the same
+    state as one replay per run; resumed mid-chunk, what was applied is skipped; a run
+    that goes backwards is corrupt."""
+    w = world_with_history
+    home = w.home
+    cut = len(w.stored) // 2
+    first = w.stored[:cut]
+    second = [(seq + 2, data) for seq, data in w.stored[cut:]]
+    runs = [(0, first), (cut, second)]
+    per_run = LedgerState(sqlite_env(tmp_path / "per-run.sqlite"), trust=home.trust())
+    for first_index, run in runs:
+        per_run.replay(run, first_index=first_index, commit_every=len(run))
+    chunk = LedgerState(sqlite_env(tmp_path / "chunk.sqlite"), trust=home.trust())
+    assert chunk.replay_runs(runs) == len(w.stored)
+    assert chunk.digest() == per_run.digest()
+    assert chunk.position() == second[-1][0] and chunk.size == len(w.stored)
+
+    resumed = LedgerState(sqlite_env(tmp_path / "resumed.sqlite"), trust=home.trust())
+    assert resumed.replay_runs([(0, first[:3])]) == 3
+    assert resumed.replay_runs(runs) == len(w.stored) - 3
+    assert resumed.digest() == per_run.digest()
+    assert resumed.replay_runs(runs) == 0 and resumed.size == len(w.stored)
+
+    backwards = LedgerState(sqlite_env(tmp_path / "backwards.sqlite"), trust=home.trust())
+    with pytest.raises(LedgerCorrupt, match="is not after"):
+        backwards.replay_runs([(0, first), (cut - 1, second)])
+    assert backwards.position() == 0  # nothing of the chunk recorded

@@ -441,6 +441,47 @@ class LedgerState(EventSourcedProjection[UUID]):
             applied += self._replay_run(run, check, on_entry)
         return applied
 
+    def replay_runs(self, runs: Sequence[tuple[int, Sequence[tuple[int, bytes]]]]) -> int:
+        """Sealed runs of consecutive indexes, ``(first index, [(stream sequence,
+        bytes)])``, in order (a projector's chunk: a heads leaf or a foreign message
+        between two sealed batches starts a new run), applied as one batch and
+        recorded in one transaction; entries already applied are skipped. Returns
+        the number applied. As :meth:`replay` of each run (``first_index``), but a
+        transaction, a duplicate query and a snapshot write per chunk rather than per
+        run: where batches are small, heads leaves make runs of a few entries."""
+        position = self.position()
+        todo: list[tuple[int, int, bytes]] = []  # (index, sequence, bytes)
+        for first_index, run in runs:
+            todo.extend(
+                (first_index + k, seq, data) for k, (seq, data) in enumerate(run) if seq > position
+            )
+        if not todo:
+            if runs and runs[-1][1]:
+                self.size = runs[-1][0] + len(runs[-1][1])  # as far as they go
+            return 0
+        self.size = todo[0][0]
+        batch = self.begin(first_sequence=todo[0][1])
+        parsed: list[_Stored] = []
+        broken: LedgerCorrupt | None = None
+        for _, seq, data in todo:
+            try:
+                parsed.append(_parse_stored(seq, data, sealed=True))
+            except LedgerCorrupt as e:
+                broken = e
+                break
+        batch.prefetch([p.event.event_id for p in parsed])
+        for (index, seq, _), p in zip(todo, parsed, strict=False):
+            if seq != batch.last_sequence + 1 or index != batch.next_index:
+                try:
+                    batch.continue_at(seq, index)
+                except ValueError as e:
+                    raise LedgerCorrupt(f"LEDGER #{seq}: {e}") from None
+            batch._apply_parsed(p, trust_hinted_key)
+        if broken is not None:
+            raise broken
+        self._commit_replayed(batch)
+        return len(parsed)
+
     def _replay_run(
         self,
         run: list[tuple[int, bytes]],

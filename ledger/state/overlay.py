@@ -46,17 +46,32 @@ class Overlay:
         self.overlay: dict[UUID, Aggregate] = {}
         self.records: dict[UUID, EventRecord] = {}
         self.admitted: list[Admitted] = []
+        # Indexes and sequences passed over by :meth:`continue_at`.
+        self._index_gap = 0
+        self._sequence_gap = 0
         # Aggregates touched by the admission in progress, with how many
         # pending events each had before it (None: not in the overlay before).
         self._touched: dict[UUID, int | None] = {}
 
     @property
     def next_index(self) -> int:
-        return self.first_index + len(self.admitted)
+        return self.first_index + len(self.admitted) + self._index_gap
 
     @property
     def last_sequence(self) -> int:
-        return self.first_sequence - 1 + len(self.admitted)
+        return self.first_sequence - 1 + len(self.admitted) + self._sequence_gap
+
+    def continue_at(self, sequence: int, index: int) -> None:
+        """The batch's next entry is at LEDGER ``sequence`` and ledger ``index``, past
+        what lies between (a sealed chunk's next run of consecutive indexes: heads
+        leaves and foreign messages are not applied). Never backwards."""
+        if sequence <= self.last_sequence or index < self.next_index:
+            raise ValueError(
+                f"sequence {sequence}, index {index} is not after {self.last_sequence}, "
+                f"{self.next_index - 1}"
+            )
+        self._sequence_gap += sequence - self.last_sequence - 1
+        self._index_gap += index - self.next_index
 
     # --- aggregates through the overlay ----------------------------------
 

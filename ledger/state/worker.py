@@ -32,9 +32,8 @@ class WorkerError(RuntimeError):
 
 
 def replay_runs(state: LedgerState, runs: Runs) -> None:
-    """Each run into ``state`` in one transaction."""
-    for first_index, run in runs:
-        state.replay(run, first_index=first_index, commit_every=len(run))
+    """The runs of a chunk into ``state``, in one transaction (:meth:`LedgerState.replay_runs`)."""
+    state.replay_runs(runs)
 
 
 def main() -> None:
