@@ -1230,7 +1230,8 @@ async def run(args: argparse.Namespace) -> Run:
         vrate = report.entries / wall
         say(f"verification: {vrate:,.0f} entries/s")
         r.detail(
-            "bundle verification (verify_bundle, default threads)",
+            "bundle verification (verify_bundle as `ailedger verify` calls it: threads and "
+            "one worker process)",
             f"owner0's bundle: {report.entries:,} entries, {report.signatures:,} signatures, "
             f"{len(bundle) / 1e6:.1f} MB, {wall:.2f} s, "
             f"{(time.process_time() - cpu_b) / wall:.2f} cores",
@@ -1446,7 +1447,8 @@ def write_results(r: Run) -> None:
         "on these shared 2-core machines the wall time also counts preemption by other "
         "processes; both are in the details.",
         "- **Verification.** `export_bundle(actor='owner0')` (all of one owner's systems and "
-        "their chains), then `verify_bundle` with its default threads; baseline: "
+        "their chains), then `verify_bundle` as `ailedger verify` calls it (threads, and one "
+        "worker process per core but the caller's from 1,000 entries); baseline: "
         "`cryptography`'s Ed25519 verify on one core x cores.",
         "- **Profile.** `--profile` runs py-spy (if installed; not a project dependency) on the "
         "notary during the ingest and writes `bench/profile-notary.txt` (per thread, "
