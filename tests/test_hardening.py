@@ -365,9 +365,8 @@ async def test_the_notary_resumes_after_its_nats_server_restarts(
             notary.terminate()
 
 
-def test_ailedger_up_exits_non_zero_when_its_embedded_server_dies(
-    home: Home, tmp_path: Path
-) -> None:
+def _ailedger_up(home: Home, tmp_path: Path, ready: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """``ailedger up`` on ``home`` (web app on a free port), once its log says ``ready``."""
     log_path = tmp_path / "up.log"
     with log_path.open("wb") as out:
         proc = subprocess.Popen(
@@ -376,12 +375,21 @@ def test_ailedger_up_exits_non_zero_when_its_embedded_server_dies(
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+    deadline = time.monotonic() + 120
+    while ready.encode() not in log_path.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"ailedger up never said {ready!r}: {log_path.read_text()}")
+        time.sleep(0.1)
+    return proc, log_path
+
+
+def test_ailedger_up_exits_non_zero_when_its_embedded_server_dies(
+    home: Home, tmp_path: Path
+) -> None:
+    proc, log_path = _ailedger_up(home, tmp_path, "notary up:")
     try:
-        deadline = time.monotonic() + 60
-        while b"notary up:" not in log_path.read_bytes():
-            assert proc.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.1)
         (ports,) = home.nats_dir.glob("nats-server_*.ports")
         server_pid = int(ports.stem.rsplit("_", 1)[1])
         os.kill(server_pid, signal.SIGKILL)  # the server this test's `ailedger up` started
@@ -399,20 +407,8 @@ def test_ailedger_up_exits_non_zero_when_its_embedded_server_dies(
 def test_ailedger_up_runs_each_part_in_its_own_process_and_stops_all_when_one_dies(
     home: Home, tmp_path: Path
 ) -> None:
-    log_path = tmp_path / "up.log"
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ailedger", "up", "--home", str(home.path), "--web-port", "0"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    proc, log_path = _ailedger_up(home, tmp_path, "all parts up")
     try:
-        deadline = time.monotonic() + 120
-        while b"all parts up" not in log_path.read_bytes():
-            assert proc.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.1)
         text = log_path.read_text()
         pids = {
             m.group(1): int(m.group(2))
@@ -440,20 +436,8 @@ def test_ailedger_up_runs_each_part_in_its_own_process_and_stops_all_when_one_di
 
 
 def test_a_killed_ailedger_up_takes_its_parts_with_it(home: Home, tmp_path: Path) -> None:
-    log_path = tmp_path / "up.log"
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ailedger", "up", "--home", str(home.path), "--web-port", "0"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    proc, log_path = _ailedger_up(home, tmp_path, "all parts up")
     try:
-        deadline = time.monotonic() + 120
-        while b"all parts up" not in log_path.read_bytes():
-            assert proc.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.1)
         pids = [
             int(m.group(1))
             for m in re.finditer(
