@@ -8,8 +8,10 @@ port 4222.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -111,6 +113,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))
 # `ailedger init` remembers the last home under $XDG_CONFIG_HOME: never the user's own.
 os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="ailedger-tests-xdg-")
+atexit.register(shutil.rmtree, os.environ["XDG_CONFIG_HOME"], ignore_errors=True)
 
 
 #: Servers started with authorization, by URL: a notary in the tests reloads their users.
